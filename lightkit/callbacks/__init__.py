@@ -1,0 +1,47 @@
+"""Callbacks: the ``Callback`` base class and the built-ins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightkit.callbacks.base import Callback
+
+__all__ = ["Callback", "default_callbacks"]
+
+
+def default_callbacks(config: Any, stage: str, dev_run: bool) -> list[Callback]:
+    """The user's callbacks plus the defaults the flags ask for, in run order."""
+    callbacks: list[Callback] = list(config.callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            from lightkit.errors import ConfigError
+
+            raise ConfigError(
+                f"callbacks=[..., {cb!r}]: {type(cb).__name__} is not a lk.Callback. Subclass "
+                f"lk.Callback and override the on_<event> methods you need.",
+                code="not-a-callback",
+            )
+    kinds = {type(cb).__name__ for cb in callbacks}
+    if (
+        stage == "fit"
+        and config.enable_model_summary
+        and not dev_run
+        and "ModelSummary" not in kinds
+    ):
+        from lightkit.callbacks.model_summary import ModelSummary
+
+        callbacks.insert(0, ModelSummary())
+    if (
+        stage == "fit"
+        and config.enable_checkpointing
+        and not dev_run
+        and "ModelCheckpoint" not in kinds
+    ):
+        from lightkit.callbacks.checkpoint import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint())
+    if config.enable_progress_bar and "ProgressBar" not in kinds:
+        from lightkit.callbacks.progress import ProgressBar
+
+        callbacks.append(ProgressBar())
+    return callbacks

@@ -1,0 +1,107 @@
+"""Binders: each user function turned, once, into a positional caller.
+
+A binder takes only the values that change per call (``batch``, ``batch_idx``, ...) and fills
+in everything fixed for the run (models, optimizers, ``ctx``, hyperparameters) from constants
+bound at compile time. The caller is generated source (as ``dataclasses`` and ``attrs``
+generate ``__init__``), so a training step costs one extra Python call: no signature
+inspection, no dict lookup, no ``**kwargs`` packing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lightkit.errors import ConfigError, describe_function
+from lightkit.spec.signature import FunctionPlan, read_signature
+
+
+def make_binder(
+    fn: Callable[..., Any],
+    wanted: Sequence[str],
+    dynamic: Sequence[str],
+    constants: Mapping[str, Any],
+) -> Callable[..., Any]:
+    """A caller of ``fn`` taking ``dynamic`` values positionally.
+
+    Args:
+        fn: the user's function.
+        wanted: the parameter names ``fn`` receives (others keep their defaults).
+        dynamic: the names the loop passes at each call, in order.
+        constants: every other name's value, fixed for the run.
+    """
+    sig = read_signature(fn)
+    namespace: dict[str, Any] = {"__fn": fn}
+    args: list[str] = []
+    keyword_mode = False
+    for param in sig.parameters.values():
+        name = param.name
+        if name not in wanted:
+            keyword_mode = True  # a skipped parameter: the rest must go by keyword
+            continue
+        if name in dynamic:
+            expr = f"__d{dynamic.index(name)}"
+        else:
+            expr = f"__c_{name}"
+            namespace[expr] = constants[name]
+        if keyword_mode or param.kind is param.KEYWORD_ONLY:
+            args.append(f"{name}={expr}")
+        else:
+            args.append(expr)
+    params = ", ".join(f"__d{i}" for i in range(len(dynamic)))
+    label = getattr(fn, "__qualname__", "fn")
+    source = f"def call({params}):\n    return __fn({', '.join(args)})\n"
+    code = compile(source, f"<lightkit: calls {label}>", "exec")
+    exec(code, namespace)
+    call = namespace["call"]
+    call.__qualname__ = call.__name__ = f"call_{getattr(fn, '__name__', 'fn')}"
+    call.__wrapped_fn__ = fn
+    return call  # type: ignore[no-any-return]
+
+
+def bind_plan(
+    plan: FunctionPlan,
+    dynamic: Sequence[str],
+    constants: Mapping[str, Any],
+    hparams: Any,
+) -> Callable[..., Any]:
+    """Bind a collected function: models and loop values from ``constants``, hyperparameters
+    from ``hparams``."""
+    values = dict(constants)
+    for p in plan.params:
+        if p.kind == "hparam":
+            values[p.name] = getattr(hparams, p.name)
+    wanted = [p.name for p in plan.params]
+    missing = [n for n in wanted if n not in values and n not in dynamic]
+    if missing:  # the rule table in spec/roles.py and the engine disagree: a lightkit bug
+        raise RuntimeError(f"lightkit cannot supply {missing} to {plan.where}")
+    return make_binder(plan.fn, wanted, dynamic, values)
+
+
+def bind_callback_method(
+    method: Callable[..., Any],
+    event: str,
+    dynamic: Sequence[str],
+    constants: Mapping[str, Any],
+) -> Callable[..., Any]:
+    """Bind a callback's ``on_<event>`` method by its parameter names, like a function hook.
+
+    ``constants`` holds exactly what the event supplies besides ``dynamic``. Parameters with
+    defaults that nothing supplies keep their defaults.
+    """
+    wanted: list[str] = []
+    for param in inspect.signature(method).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.name in constants or param.name in dynamic:
+            wanted.append(param.name)
+        elif param.default is param.empty:
+            owner = type(getattr(method, "__self__", None)).__name__
+            raise ConfigError(
+                f"callback {owner}: {describe_function(method)}: parameter '{param.name}' "
+                f"is not something the '{event}' event supplies. It supplies: "
+                f"{', '.join(sorted({*constants, *dynamic}))}.",
+                code="unknown-parameter",
+            )
+    return make_binder(method, wanted, dynamic, constants)

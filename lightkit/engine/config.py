@@ -1,0 +1,219 @@
+"""``TrainerConfig``: the trainer's flags, with Lightning's names and meanings, validated."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from lightkit.errors import ConfigError
+
+IntOrFraction = int | float
+
+
+def _fraction(name: str, value: int | float) -> int | float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an int (batches) or a float in [0, 1] (fraction)")
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"{name}={value}: a float is a fraction of the batches and must be in [0, 1]"
+        )
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"{name}={value} must be >= 0")
+    return value
+
+
+def parse_max_time(value: Any) -> float | None:
+    """Seconds from a number, a ``timedelta``, ``"DD:HH:MM:SS"``, or a dict of timedelta args."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return timedelta(**value).total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("max_time must be positive")
+        return float(value)
+    if isinstance(value, str):
+        if re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+            return float(value)
+        parts = value.strip().split(":")
+        if len(parts) == 4 and all(p.isdigit() for p in parts):
+            d, h, m, s = (int(p) for p in parts)
+            return float(timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds())
+    raise ValueError(f"max_time={value!r}: give seconds, a timedelta, or 'DD:HH:MM:SS'")
+
+
+class TrainerConfig(BaseModel):
+    """Every flag of :class:`~lightkit.Trainer`. Invalid values raise a pydantic
+    ``ValidationError`` naming the field."""
+
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, validate_assignment=True
+    )
+
+    # -- how long ----------------------------------------------------------------------------
+    max_epochs: int | None = Field(
+        None, ge=-1, description="Stop after this many epochs (-1: no limit)."
+    )
+    min_epochs: int | None = Field(None, ge=0, description="Train at least this many epochs.")
+    max_steps: int = Field(
+        -1, ge=-1, description="Stop after this many optimizer steps (-1: no limit)."
+    )
+    min_steps: int | None = Field(None, ge=0, description="Train at least this many steps.")
+    max_time: Any = Field(None, description="Stop after this much time: seconds or 'DD:HH:MM:SS'.")
+    # -- where -------------------------------------------------------------------------------
+    accelerator: str = Field("auto", description="auto, cpu, cuda (gpu) or mps.")
+    devices: int | str | list[int] = Field(
+        "auto", description="Number of devices, indices, or 'auto'."
+    )
+    num_nodes: int = Field(1, ge=1, description="Machines in the job (set by torchrun/SLURM).")
+    strategy: Any = Field("auto", description="auto, single_device, ddp, fsdp, or a Strategy.")
+    precision: Any = Field(
+        "32-true", description="32-true, 64-true, 16-mixed, bf16-mixed, 16-true, bf16-true."
+    )
+    # -- optimization ------------------------------------------------------------------------
+    accumulate_grad_batches: int = Field(1, ge=1, description="Step the optimizer every k batches.")
+    gradient_clip_val: float | None = Field(None, ge=0, description="Clip gradients at this value.")
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    # -- evaluation --------------------------------------------------------------------------
+    val_check_interval: IntOrFraction = Field(
+        1.0, description="Validate every N batches (int) or fraction of an epoch."
+    )
+    check_val_every_n_epoch: int | None = Field(1, ge=1, description="Validate every N epochs.")
+    num_sanity_val_steps: int = Field(
+        2, ge=-1, description="Validation batches run before training (-1: all)."
+    )
+    limit_train_batches: IntOrFraction = 1.0
+    limit_val_batches: IntOrFraction = 1.0
+    limit_test_batches: IntOrFraction = 1.0
+    limit_predict_batches: IntOrFraction = 1.0
+    fast_dev_run: bool | int = Field(
+        False, description="Run n batches of each stage once, no logs or checkpoints."
+    )
+    overfit_batches: IntOrFraction = Field(
+        0.0, description="Train (and validate) on this many fixed batches."
+    )
+    inference_mode: bool = Field(
+        True, description="Evaluate under torch.inference_mode (else no_grad)."
+    )
+    # -- reproducibility and debugging -------------------------------------------------------
+    seed: int | None = Field(
+        None, description="Seed python, numpy and torch before anything is built."
+    )
+    deterministic: bool | Literal["warn"] | None = None
+    benchmark: bool | None = None
+    detect_anomaly: bool = False
+    # -- outputs -----------------------------------------------------------------------------
+    default_root_dir: str | Path | None = Field(
+        None, description="Folder for logs and checkpoints (default: cwd)."
+    )
+    logger: Any = Field(True, description="True (TensorBoard + CSV), False, a Logger or a list.")
+    log_every_n_steps: int = Field(50, ge=1)
+    callbacks: list[Any] = Field(default_factory=list)
+    enable_progress_bar: bool = True
+    enable_checkpointing: bool = True
+    enable_model_summary: bool = True
+    # -- speed -------------------------------------------------------------------------------
+    compile: bool | dict[str, Any] = Field(
+        False, description="torch.compile the models (True or compile kwargs)."
+    )
+
+    @field_validator(
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_test_batches",
+        "limit_predict_batches",
+        "overfit_batches",
+        "val_check_interval",
+    )
+    @classmethod
+    def _check_fraction(cls, value: Any, info: Any) -> Any:
+        if (
+            info.field_name == "val_check_interval"
+            and isinstance(value, (int, float))
+            and value <= 0
+        ):
+            raise ValueError("val_check_interval must be > 0")
+        return _fraction(info.field_name, value)
+
+    @field_validator("fast_dev_run")
+    @classmethod
+    def _check_fast_dev_run(cls, value: Any) -> Any:
+        if not isinstance(value, bool) and value < 0:
+            raise ValueError("fast_dev_run must be a bool or a number of batches >= 0")
+        return value
+
+    @field_validator("max_time")
+    @classmethod
+    def _check_max_time(cls, value: Any) -> float | None:
+        return parse_max_time(value)
+
+    @field_validator("precision")
+    @classmethod
+    def _check_precision(cls, value: Any) -> Any:
+        from lightkit.precision import Precision, canonical_name
+
+        return value if isinstance(value, Precision) else canonical_name(value)
+
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, value: Any) -> Any:
+        from lightkit.strategies import STRATEGIES, Strategy
+
+        if isinstance(value, Strategy):
+            return value
+        if not isinstance(value, str) or (value != "auto" and value not in STRATEGIES):
+            raise ConfigError(
+                f"strategy={value!r} is unknown. Available: auto, {', '.join(STRATEGIES)}; "
+                f"or pass a Strategy instance.",
+                code="unknown-strategy",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainerConfig:
+        if (
+            self.min_epochs is not None
+            and self.max_epochs not in (None, -1)
+            and self.min_epochs > self.max_epochs
+        ):
+            raise ValueError(
+                f"min_epochs={self.min_epochs} is more than max_epochs={self.max_epochs}"
+            )
+        return self
+
+    @field_serializer(
+        "strategy", "precision", "logger", "callbacks", "compile", "max_time", "devices"
+    )
+    def _plain(self, value: Any) -> Any:
+        def plain(v: Any) -> Any:
+            if v is None or isinstance(v, (bool, int, float, str)):
+                return v
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {str(k): plain(x) for k, x in v.items()}
+            return repr(v)
+
+        return plain(value)
+
+    @field_serializer("default_root_dir")
+    def _path(self, value: Any) -> Any:
+        return None if value is None else str(value)
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def root_dir(self) -> Path:
+        return Path(self.default_root_dir) if self.default_root_dir is not None else Path.cwd()

@@ -1,0 +1,154 @@
+"""The run context (``ctx``) and ``lk.log``.
+
+One ``RunContext`` exists per run; ``lk.log`` finds it through a context variable, the only
+global state lightkit keeps besides the registries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightkit.engine.metrics import MetricStore
+from lightkit.errors import LightkitError
+
+_CURRENT: ContextVar[RunContext | None] = ContextVar("lightkit_run", default=None)
+
+
+class RunContext:
+    """What a user function can know about the run and do to it.
+
+    Attributes:
+        epoch: the current epoch (0-based).
+        global_step: optimizer steps taken (training batches in manual optimization).
+        batch_idx: index of the current batch within its epoch.
+        rank, local_rank, world_size, is_global_zero: where this process sits.
+        device: the device models and batches live on.
+        precision: the precision's name (``"bf16-mixed"``, ...).
+        hparams: the spec's hyperparameters.
+        should_stop: set it to ``True`` to stop after the current step.
+    """
+
+    __slots__ = (
+        "_runtime",
+        "_store",
+        "batch_idx",
+        "dataloader_idx",
+        "device",
+        "epoch",
+        "global_step",
+        "hparams",
+        "is_global_zero",
+        "local_rank",
+        "log_dir",
+        "precision",
+        "rank",
+        "should_stop",
+        "stage",
+        "world_size",
+    )
+
+    def __init__(self, runtime: Any, hparams: Any, store: MetricStore | None = None) -> None:
+        self._runtime = runtime
+        self._store = store if store is not None else MetricStore(runtime.all_reduce)
+        self.epoch = 0
+        self.global_step = 0
+        self.batch_idx = 0
+        self.dataloader_idx = 0
+        self.stage = "setup"
+        self.rank = runtime.rank
+        self.local_rank = runtime.local_rank
+        self.world_size = runtime.world_size
+        self.is_global_zero = runtime.is_global_zero
+        self.device: torch.device = runtime.device
+        self.precision: str = runtime.precision.name
+        self.hparams = hparams
+        self.should_stop = False
+        self.log_dir: Path | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RunContext(stage={self.stage!r}, epoch={self.epoch}, global_step={self.global_step}, "
+            f"batch_idx={self.batch_idx}, rank={self.rank}/{self.world_size})"
+        )
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        *,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        prog_bar: bool = False,
+        sync_dist: bool = False,
+        reduce: str = "mean",
+        batch_size: int | None = None,
+    ) -> None:
+        """Record a metric; see :func:`lightkit.log`."""
+        self._store.log(name, value, on_step, on_epoch, prog_bar, sync_dist, reduce, batch_size)
+
+    def log_dict(self, values: Mapping[str, Any], **options: Any) -> None:
+        """``log`` each item of ``values`` with the same options."""
+        for name, value in values.items():
+            self.log(name, value, **options)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The latest logged value of every metric (epoch aggregates once an epoch ends)."""
+        return self._store.floats()
+
+    @property
+    def runtime(self) -> Any:
+        """The :class:`~lightkit.Runtime` this run uses."""
+        return self._runtime
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward through the precision plugin (scales the loss under 16-mixed)."""
+        self._runtime.backward(loss)
+
+
+def current() -> RunContext | None:
+    """The running context, or ``None`` outside a run."""
+    return _CURRENT.get()
+
+
+def log(
+    name: str,
+    value: Any,
+    *,
+    on_step: bool | None = None,
+    on_epoch: bool | None = None,
+    prog_bar: bool = False,
+    sync_dist: bool = False,
+    reduce: str = "mean",
+    batch_size: int | None = None,
+) -> None:
+    """Log a metric from inside any function the trainer calls.
+
+    Defaults follow Lightning: ``on_step=True, on_epoch=False`` in training steps,
+    ``on_step=False, on_epoch=True`` in evaluation and epoch hooks. Epoch values are averaged
+    weighted by batch size (dim 0 of the batch's first tensor unless ``batch_size`` is given);
+    ``reduce`` may be ``"sum"``, ``"max"`` or ``"min"`` instead. ``sync_dist=True`` reduces
+    across ranks. Values may be tensors (kept on device, no sync) or numbers.
+
+    Example::
+
+        lk.log("train/loss", loss, prog_bar=True)
+        lk.log("val/acc", acc, on_epoch=True)
+
+    Raises:
+        LightkitError: when called outside a run.
+    """
+    ctx = _CURRENT.get()
+    if ctx is None:
+        raise LightkitError(
+            f"lk.log({name!r}, ...) was called outside a run. lk.log works inside functions "
+            f"the trainer calls (steps, hooks, callbacks); call the function through "
+            f"trainer.fit/validate/test/predict, or drop the log call when testing it directly.",
+            code="log-outside-run",
+        )
+    ctx._store.log(name, value, on_step, on_epoch, prog_bar, sync_dist, reduce, batch_size)

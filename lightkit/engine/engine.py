@@ -1,0 +1,284 @@
+"""``Engine``: a spec and a config compiled into everything the loops need.
+
+Compiling happens once per entry point, in DESIGN's order: seed, build the models in the order
+their functions were defined, set them up on the runtime, then the optimizers, then the data.
+Every user function is bound to a positional caller here, so the loops never inspect a
+signature or look a name up.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightkit.callbacks.base import Callback
+from lightkit.engine.binders import bind_plan
+from lightkit.engine.config import TrainerConfig
+from lightkit.engine.context import RunContext
+from lightkit.engine.epoch_iterator import EpochIterator
+from lightkit.engine.events import Events
+from lightkit.engine.optim import ManualOptimizer, SchedulerConfig, parse_optimizers
+from lightkit.errors import ConfigError, StepError, describe_function
+from lightkit.loggers.base import Logger, make_version_dir
+from lightkit.runtime.runtime import Runtime
+from lightkit.spec.roles import EVENT_ARGS, EVENTS, ROLE_ARGS
+from lightkit.spec.spec import TrainingSpec
+
+STAGE_EVENTS = {
+    "fit": EVENTS,
+    "validate": tuple(e for e in EVENTS if e.startswith("validation_") or e == "exception"),
+    "test": tuple(e for e in EVENTS if e.startswith("test_") or e == "exception"),
+    "predict": tuple(e for e in EVENTS if e.startswith("predict_") or e == "exception"),
+}
+
+
+class Limits:
+    """Batch limits and schedule flags after ``fast_dev_run``/``overfit_batches`` apply."""
+
+    def __init__(self, config: TrainerConfig) -> None:
+        c = config
+        self.train: int | float = c.limit_train_batches
+        self.val: int | float = c.limit_val_batches
+        self.test: int | float = c.limit_test_batches
+        self.predict: int | float = c.limit_predict_batches
+        self.sanity = c.num_sanity_val_steps
+        self.max_epochs = c.max_epochs
+        self.max_steps = c.max_steps
+        self.val_check_interval: int | float = c.val_check_interval
+        self.check_val_every_n_epoch = c.check_val_every_n_epoch
+        self.overfit = False
+        self.dev_run = False
+        if c.fast_dev_run:
+            n = 1 if c.fast_dev_run is True else int(c.fast_dev_run)
+            self.train = self.val = self.test = self.predict = n
+            self.sanity, self.max_epochs, self.max_steps = 0, 1, n
+            self.val_check_interval, self.check_val_every_n_epoch = 1.0, 1
+            self.dev_run = True
+        elif c.overfit_batches:
+            self.train = self.val = c.overfit_batches
+            self.overfit = True
+        if self.max_epochs is None:
+            self.max_epochs = -1 if self.max_steps != -1 else 1000
+
+
+class Engine:
+    """The compiled run. Built by :class:`~lightkit.Trainer`; the loops read its attributes."""
+
+    def __init__(
+        self, spec: TrainingSpec, config: TrainerConfig, runtime: Runtime, stage: str
+    ) -> None:
+        self.spec = spec
+        self.config = config
+        self.runtime = runtime
+        self.stage = stage
+        self.limits = Limits(config)
+        self.ctx = RunContext(runtime, spec.hparams)
+        self.store = self.ctx._store
+        self.models: dict[str, nn.Module] = {}
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.schedulers: list[SchedulerConfig] = []
+        self.manual = False
+        self.callbacks: list[Callback] = []
+        self.loggers: list[Logger] = []
+        self.run_dir: Path | None = None
+        self.events: Events
+        self.train_iter: EpochIterator | None = None
+        self.eval_loaders: list[Any] = []
+        self.step_call: Any = None
+        self.eval_call: Any = None
+        # Loop state. `skip_batches` is the resume position inside `start_epoch`.
+        self.start_epoch = 0
+        self.skip_batches = 0
+        self.batches_seen = 0
+        self.epochs_done = 0
+        self.stopped_by: str | None = None
+        self.best_checkpoint: Path | None = None
+        self.last_checkpoint: Path | None = None
+
+    # -- building ------------------------------------------------------------------------------
+    def constants(self) -> dict[str, Any]:
+        """Everything fixed for the run that a function may ask for by name."""
+        values: dict[str, Any] = {"ctx": self.ctx, "hparams": self.spec.hparams, **self.models}
+        if self.optimizers:
+            handed = self.optimizers
+            if self.manual and getattr(self.runtime.precision, "scaler", None) is not None:
+                handed = [ManualOptimizer(o, self.runtime) for o in self.optimizers]  # type: ignore[misc]
+            values["optimizers"] = list(handed)
+            values["optimizer"] = handed[0]
+            values["schedulers"] = [s.scheduler for s in self.schedulers]
+            values["scheduler"] = self.schedulers[0].scheduler if self.schedulers else None
+        return values
+
+    def call_role(self, role: str, *args: Any) -> Any:
+        plan = self.spec.plan(role)
+        assert plan is not None
+        dynamic = ROLE_ARGS.get(role, ())
+        return bind_plan(plan, dynamic, self.constants(), self.spec.hparams)(*args)
+
+    def build_models(self) -> None:
+        """Call every ``@model`` function (definition order), then set the modules up."""
+        built: dict[str, nn.Module] = {}
+        base = {"ctx": self.ctx, "hparams": self.spec.hparams}
+        for plan in self.spec.plans:
+            if plan.role != "model":
+                continue
+            module = bind_plan(plan, (), base, self.spec.hparams)()
+            if not isinstance(module, nn.Module):
+                raise StepError(
+                    f"{describe_function(plan.fn)} returned {type(module).__name__}; a @model "
+                    f"function must return a torch.nn.Module.",
+                    code="bad-model",
+                )
+            built[plan.name] = module
+        for name, module in built.items():
+            wrapped = self.runtime.setup(module)
+            if self.config.compile:
+                wrapped = compile_module(wrapped, self.config.compile)
+            self.models[name] = wrapped
+
+    def build_optimizers(self) -> None:
+        plan = self.spec.plan("configure_optimizers")
+        assert plan is not None
+        setup = parse_optimizers(self.call_role("configure_optimizers"), describe_function(plan.fn))
+        self.optimizers = [self.runtime.setup_optimizer(o) for o in setup.optimizers]
+        self.schedulers = setup.schedulers
+        step_plan = self.spec.plan("training_step")
+        assert step_plan is not None
+        self.manual = step_plan.manual or len(self.optimizers) > 1
+        if self.manual:
+            why = "manual=True" if step_plan.manual else f"{len(self.optimizers)} optimizers"
+            if self.config.accumulate_grad_batches > 1 or self.config.gradient_clip_val:
+                raise ConfigError(
+                    f"the training step optimizes manually ({why}), so accumulate_grad_batches "
+                    f"and gradient_clip_val cannot apply: accumulate and clip inside the step "
+                    f"(ctx.runtime.clip_gradients(opt, value)).",
+                    code="manual-optimization-flags",
+                )
+
+    def build_data(self, role: str, limit: int | float, flag: str) -> list[EpochIterator]:
+        """Call a data function; return one epoch iterator per loader it gave."""
+        value = self.call_role(role)
+        loaders = list(value) if isinstance(value, (list, tuple)) else [value]
+        shuffle_default = role == "train_data"
+        out = []
+        for loader in loaders:
+            if role == "train_data" and self.limits.overfit:
+                loader = sequential(loader)
+            loader = self.runtime.setup_dataloader(loader, shuffle_default=shuffle_default)
+            out.append(EpochIterator(loader, limit, flag))
+        return out
+
+    def bind_steps(self, stage: str) -> None:
+        constants = self.constants()
+        role = {
+            "fit": "training_step",
+            "validate": "validation_step",
+            "test": "test_step",
+            "predict": "predict_step",
+        }[stage]
+        plan = self.spec.plan(role)
+        if plan is not None:
+            self.step_call = bind_plan(plan, ROLE_ARGS[role], constants, self.spec.hparams)
+        if stage == "fit":
+            val = self.spec.plan("validation_step")
+            self.eval_call = (
+                None
+                if val is None
+                else bind_plan(val, ROLE_ARGS["validation_step"], constants, self.spec.hparams)
+            )
+        hooks = [p for p in self.spec.plans if p.role == "on"]
+        self.events = Events(
+            hooks, self.callbacks, constants, self.models, self.spec.hparams, STAGE_EVENTS[stage]
+        )
+
+    # -- outputs -------------------------------------------------------------------------------
+    def setup_outputs(self) -> None:
+        """Create the run folder and set the loggers up (global rank 0 only writes)."""
+        config = self.config
+        wants_dir = (
+            config.logger is not False or config.enable_checkpointing
+        ) and not self.limits.dev_run
+        if not wants_dir:
+            return
+        name = run_name(self.spec)
+        if self.runtime.is_global_zero:
+            self.run_dir = make_version_dir(config.root_dir / "lightkit_logs" / name)
+        self.run_dir = self.runtime.broadcast(self.run_dir)
+        self.ctx.log_dir = self.run_dir
+        if not self.runtime.is_global_zero or self.run_dir is None:
+            return
+        for logger in self.loggers:
+            logger.setup(self.run_dir)
+        write_run_files(self.run_dir, self.spec, config)
+
+    def log_rows(self, metrics: dict[str, float], step: int) -> None:
+        if self.loggers and metrics:
+            row = {**metrics, "epoch": float(self.ctx.epoch)}
+            for logger in self.loggers:
+                logger.log_metrics(row, step)
+
+    def unwrapped_models(self) -> dict[str, nn.Module]:
+        return {
+            name: unwrap_compiled(self.runtime.unwrap(unwrap_compiled(m)))
+            for name, m in self.models.items()
+        }
+
+
+def run_name(spec: TrainingSpec) -> str:
+    """The run's folder name under ``lightkit_logs``: the training module's short name."""
+    for role in ("training_step", "validation_step", "test_step", "predict_step", "model"):
+        entry = spec.get(role) or (spec.models[0] if role == "model" and spec.models else None)
+        if entry is not None:
+            module = getattr(entry.fn, "__module__", "") or ""
+            short = module.rsplit(".", 1)[-1]
+            if short and short != "__main__":
+                return short
+            break
+    return "default"
+
+
+def write_run_files(run_dir: Path, spec: TrainingSpec, config: TrainerConfig) -> None:
+    """``spec.json`` and ``config.json``: what ran, reproducible from the folder."""
+    try:
+        (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
+    except (TypeError, ValueError) as exc:  # a hyperparameter that is not JSON
+        warnings.warn(f"spec.json not written: {exc}", stacklevel=2)
+    (run_dir / "config.json").write_text(
+        json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
+    )
+
+
+def sequential(loader: Any) -> Any:
+    """The same loader without shuffling (``overfit_batches`` repeats the same batches)."""
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    from lightkit.utils.data import rebuild_with_sampler
+
+    if isinstance(loader, DataLoader) and not isinstance(loader.sampler, SequentialSampler):
+        warnings.warn(
+            "overfit_batches: the training loader's shuffling is turned off.", stacklevel=3
+        )
+        return rebuild_with_sampler(loader, SequentialSampler(loader.dataset))  # type: ignore[arg-type]
+    return loader
+
+
+def compile_module(module: nn.Module, options: bool | dict[str, Any]) -> nn.Module:
+    """``torch.compile`` the module; fall back to eager with a warning where it cannot work."""
+    kwargs = options if isinstance(options, dict) else {}
+    try:
+        return torch.compile(module, **kwargs)  # type: ignore[return-value]
+    except Exception as exc:  # torch.compile raises many types on unsupported platforms
+        warnings.warn(f"compile=True: torch.compile failed ({exc}); running eagerly.", stacklevel=2)
+        return module
+
+
+def unwrap_compiled(module: nn.Module) -> nn.Module:
+    return getattr(module, "_orig_mod", module)  # type: ignore[no-any-return]
+
+
+__all__ = ["EVENT_ARGS", "Engine", "Limits"]

@@ -1,0 +1,97 @@
+"""``EpochIterator``: one loader's batches for one epoch.
+
+Owns what the loops should not: ``limit_*_batches`` (int or fraction), ``set_epoch`` on
+distributed samplers, and the resume position (batches already consumed in this epoch).
+A full epoch iterates the loader to its end exactly as ``for batch in loader:`` does, so
+samplers and their generators advance as they do in a hand-written loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from lightkit.errors import ConfigError
+
+
+def loader_length(loader: Any) -> int | None:
+    """``len(loader)``, or ``None`` for loaders without one (iterable datasets, generators)."""
+    try:
+        return len(loader)
+    except (TypeError, NotImplementedError):
+        return None
+
+
+def resolve_limit(length: int | None, limit: int | float, flag: str) -> int | None:
+    """Batches to run: an int limit is a count, a float a fraction of ``length``.
+
+    ``None`` means "until the loader ends" (unknown length, no limit).
+    """
+    if isinstance(limit, float):
+        if limit == 1.0:
+            return length
+        if length is None:
+            raise ConfigError(
+                f"{flag}={limit} is a fraction, but the loader has no length (an iterable "
+                f"dataset?). Give {flag} an int number of batches instead.",
+                code="fraction-of-unsized-loader",
+            )
+        return 0 if limit == 0.0 else max(1, int(length * limit))
+    return limit if length is None else min(limit, length)
+
+
+def set_epoch(loader: Any, epoch: int) -> None:
+    """Tell the loader's samplers which epoch starts (``DistributedSampler`` reshuffles)."""
+    for sampler in (
+        getattr(loader, "sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ):
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+
+class EpochIterator:
+    """Batches of one loader, epoch by epoch. ``num_batches`` is ``None`` when unknown."""
+
+    def __init__(
+        self, loader: Iterable[Any], limit: int | float = 1.0, flag: str = "limit_train_batches"
+    ):
+        self.loader = loader
+        self.length = loader_length(loader)
+        self.num_batches = resolve_limit(self.length, limit, flag)
+
+    def __len__(self) -> int:
+        return self.num_batches if self.num_batches is not None else 0
+
+    @property
+    def is_full(self) -> bool:
+        """True when an epoch runs the loader to its end."""
+        return self.num_batches is None or self.num_batches == self.length
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[int, Any]]:
+        """``(batch_idx, batch)`` pairs for ``epoch``, starting after ``skip`` consumed batches."""
+        set_epoch(self.loader, epoch)
+        if self.num_batches == 0:
+            return iter(())
+        if skip == 0 and self.is_full:
+            return enumerate(self.loader)
+        stop = None if self.is_full else self.num_batches
+        return zip(itertools.count(skip), itertools.islice(self.loader, skip, stop))
+
+
+def val_every(num_batches: int | None, interval: int | float) -> float:
+    """Training batches between validations: an int is a count, a float a fraction of the
+    epoch (``1.0``: once, at its end). ``inf``: validate when the epoch ends."""
+    if isinstance(interval, int):
+        return float(interval)
+    if num_batches is None:
+        if interval != 1.0:
+            raise ConfigError(
+                f"val_check_interval={interval} is a fraction of an epoch, but the training "
+                f"loader has no length. Use an int number of batches.",
+                code="fraction-of-unsized-loader",
+            )
+        return math.inf
+    return float(max(1, int(num_batches * interval)))

@@ -1,0 +1,53 @@
+"""Event dispatch lists, built once: per event, the bound callers of every function hook and
+every callback that overrides the event's method. An event nobody listens to is an empty tuple,
+so the loop's ``if events.train_batch_end:`` costs one attribute read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from lightkit.callbacks.base import Callback
+from lightkit.engine.binders import bind_callback_method, bind_plan
+from lightkit.spec.roles import EVENT_ARGS, EVENT_SUPPLIES, EVENTS
+from lightkit.spec.signature import FunctionPlan
+
+
+class Events:
+    """``events.<name>`` is a tuple of callers taking that event's values (``EVENT_ARGS``)."""
+
+    def __init__(
+        self,
+        hooks: Sequence[FunctionPlan],
+        callbacks: Sequence[Callback],
+        constants: Mapping[str, Any],
+        model_names: Iterable[str],
+        hparams: Any,
+        events: Iterable[str] = EVENTS,
+    ) -> None:
+        names = set(model_names)
+        for event in EVENTS:
+            setattr(self, event, ())
+        for event in events:
+            dynamic = EVENT_ARGS[event]
+            supplied = {
+                k: v
+                for k, v in constants.items()
+                if (k in EVENT_SUPPLIES[event] or k in names) and k not in dynamic
+            }
+            callers = [bind_plan(p, dynamic, supplied, hparams) for p in hooks if p.event == event]
+            for cb in callbacks:
+                method = getattr(type(cb), f"on_{event}", None)
+                if method is not None and method is not getattr(Callback, f"on_{event}"):
+                    callers.append(
+                        bind_callback_method(getattr(cb, f"on_{event}"), event, dynamic, supplied)
+                    )
+            setattr(self, event, tuple(callers))
+
+    def fire(self, event: str, *args: Any) -> None:
+        """Call every listener of ``event`` (for events off the hot path)."""
+        for call in getattr(self, event):
+            call(*args)
+
+    def listeners(self, event: str) -> tuple[Any, ...]:
+        return getattr(self, event)  # type: ignore[no-any-return]

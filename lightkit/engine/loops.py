@@ -1,0 +1,334 @@
+"""The loops: fit, evaluate (validate/test/sanity check) and predict.
+
+Who owns what:
+- the ``Engine`` holds what was compiled: bound callers, models, optimizers, loaders, events;
+- the ``EpochIterator`` owns limits, ``set_epoch`` and the resume position;
+- the ``Runtime`` owns devices, dtypes, autocast, backward and optimizer steps;
+- ``Events`` holds, per event, the hooks and callbacks that listen to it;
+- the ``MetricStore`` owns what ``lk.log`` recorded.
+
+The loops only sequence. Event order in fit (``docs/trainer.md`` is generated from the same
+plan that ``lightkit explain`` prints)::
+
+    fit_start
+    [sanity_check_start, validation (2 batches), sanity_check_end]
+    per epoch: train_epoch_start
+        per batch: train_batch_start, training_step, before_backward, backward,
+                   after_backward, [before_optimizer_step, clip, step, zero_grad]
+                   train_batch_end, [validation]
+        train_epoch_end, epoch schedulers
+    fit_end
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from lightkit.engine.engine import Engine
+from lightkit.engine.epoch_iterator import EpochIterator, val_every
+from lightkit.engine.optim import SchedulerConfig
+from lightkit.errors import ConfigError, StepError, describe_function, sorted_list
+from lightkit.utils.seed import isolate_rng
+
+Tensor = torch.Tensor
+
+
+def loss_of(output: Any, engine: Engine) -> Tensor | None:
+    """The loss in what the training step returned: a scalar tensor, ``{"loss": ...}`` or None."""
+    if type(output) is Tensor or isinstance(output, Tensor):
+        if output.dim() == 0 or output.numel() == 1:
+            return output.reshape(()) if output.dim() else output
+        problem = f"a tensor of shape {tuple(output.shape)}"
+    elif output is None:
+        return None
+    elif isinstance(output, dict):
+        if "loss" in output:
+            return loss_of(output["loss"], engine)
+        problem = f"a dict without a 'loss' key (keys: {sorted_list(map(str, output))})"
+    else:
+        problem = f"{type(output).__name__} {output!r:.60}"
+    plan = engine.spec.plan("training_step")
+    raise StepError(
+        f"{describe_function(plan.fn) if plan else 'training_step'} returned {problem}; expected "
+        f"a scalar loss tensor, a dict with a 'loss' key, or None to skip the batch. Reduce the "
+        f"loss to one number (e.g. `.mean()`).",
+        code="bad-step-output",
+    )
+
+
+def step_schedulers(engine: Engine, interval: str, count: int) -> None:
+    """Step the schedulers of ``interval`` whose ``frequency`` divides ``count``."""
+    for cfg in engine.schedulers:
+        if cfg.interval != interval or count % cfg.frequency:
+            continue
+        if cfg.is_plateau:
+            cfg.scheduler.step(monitored(engine, cfg))
+        else:
+            cfg.scheduler.step()
+
+
+def monitored(engine: Engine, cfg: SchedulerConfig) -> float:
+    metrics = engine.store.floats()
+    if cfg.monitor not in metrics:
+        raise ConfigError(
+            f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was never logged. Logged metrics: "
+            f"{sorted_list(metrics)}. Log it with lk.log({cfg.monitor!r}, value), or change "
+            f"'monitor'.",
+            code="monitor-not-logged",
+        )
+    return metrics[cfg.monitor]
+
+
+def optimizer_step(engine: Engine) -> None:
+    """End an accumulation window: clip, step through the precision plugin, zero the grads."""
+    rt, cfg, ctx = engine.runtime, engine.config, engine.ctx
+    opt = engine.optimizers[0]
+    if engine.events.before_optimizer_step:
+        for call in engine.events.before_optimizer_step:
+            call(opt)
+    if cfg.gradient_clip_val:
+        rt.clip_gradients(opt, cfg.gradient_clip_val, cfg.gradient_clip_algorithm)
+    rt.optimizer_step(opt)
+    opt.zero_grad(set_to_none=True)
+    ctx.global_step += 1
+    if engine.schedulers:
+        step_schedulers(engine, "step", ctx.global_step)
+
+
+def fit_loop(engine: Engine) -> None:
+    """Train until a stop condition holds; validate when due."""
+    ctx, rt, events, store, limits, cfg = (
+        engine.ctx,
+        engine.runtime,
+        engine.events,
+        engine.store,
+        engine.limits,
+        engine.config,
+    )
+    train = engine.train_iter
+    assert train is not None
+    step_call, manual = engine.step_call, engine.manual
+    accumulate = cfg.accumulate_grad_batches
+    models = list(engine.models.values())
+    main_model = models[0]
+    to_device, autocast = rt.to_device, rt.autocast
+    sync_free = rt.world_size > 1 and accumulate > 1
+    log_every = cfg.log_every_n_steps
+    loggers = engine.loggers
+    deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
+    max_steps, max_epochs = limits.max_steps, limits.max_epochs
+    can_validate = engine.eval_call is not None and bool(engine.eval_loaders) and limits.val != 0
+    num_batches = train.num_batches
+    every = val_every(num_batches, limits.val_check_interval) if can_validate else math.inf
+    check_n = limits.check_val_every_n_epoch
+
+    ctx.stage = store.stage = "train_epoch"
+    events.fire("fit_start")
+    if can_validate and limits.sanity and engine.start_epoch == 0 and engine.skip_batches == 0:
+        with isolate_rng():  # the sanity check must not shift the run's random stream
+            events.fire("sanity_check_start")
+            evaluate(engine, "validate", engine.eval_loaders, engine.eval_call, sanity=True)
+            events.fire("sanity_check_end")
+
+    epoch = engine.start_epoch
+    stop = max_steps != -1 and ctx.global_step >= max_steps
+    for m in models:
+        m.train()
+    while not stop and (max_epochs == -1 or epoch < max_epochs):
+        ctx.epoch = epoch
+        ctx.stage = store.stage = "train_epoch"
+        events.fire("train_epoch_start")
+        store.stage = "train"
+        validate_epoch = can_validate and (check_n is None or (epoch + 1) % check_n == 0)
+        skip, engine.skip_batches = engine.skip_batches, 0
+        last_idx = (num_batches - 1) if num_batches is not None else -1
+        batch_idx = -1
+        pending = False  # an accumulation window with gradients not yet stepped
+        for batch_idx, batch in train.epoch(epoch, skip):
+            batch = to_device(batch)
+            ctx.batch_idx = batch_idx
+            store.batch = batch
+            if events.train_batch_start:
+                for call in events.train_batch_start:
+                    call(batch, batch_idx)
+            step_of_row = ctx.global_step
+            if manual:
+                with autocast():
+                    output = step_call(batch, batch_idx)
+                ctx.global_step += 1
+            else:
+                with autocast():
+                    output = step_call(batch, batch_idx)
+                loss = loss_of(output, engine)
+                if loss is not None:
+                    window_end = (batch_idx + 1) % accumulate == 0 or batch_idx == last_idx
+                    if accumulate > 1:
+                        loss = loss / accumulate
+                    if events.before_backward:
+                        for call in events.before_backward:
+                            call(batch, batch_idx, loss)
+                    if sync_free and not window_end:
+                        with rt.no_backward_sync(main_model):
+                            rt.backward(loss)
+                    else:
+                        rt.backward(loss)
+                    if events.after_backward:
+                        for call in events.after_backward:
+                            call(batch, batch_idx)
+                    if window_end:
+                        optimizer_step(engine)
+                        pending = False
+                    else:
+                        pending = True
+            if events.train_batch_end:
+                for call in events.train_batch_end:
+                    call(batch, batch_idx, output)
+            engine.batches_seen += 1
+            if loggers and engine.batches_seen % log_every == 0:
+                engine.log_rows(store.take_unwritten(), step_of_row)
+            stop_requested = ctx.should_stop and can_stop(engine, epoch)
+            if validate_epoch and (
+                ((engine.batches_seen if check_n is None else batch_idx + 1) % every == 0)
+                or (stop_requested and batch_idx != last_idx)
+            ):
+                evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
+                store.stage = "train"
+                stop_requested = ctx.should_stop and can_stop(engine, epoch)
+            if max_steps != -1 and ctx.global_step >= max_steps:
+                engine.stopped_by, stop = "max_steps", True
+            elif deadline is not None and time.monotonic() >= deadline:
+                engine.stopped_by, stop = "max_time", True
+            elif stop_requested:
+                engine.stopped_by, stop = engine.stopped_by or "should_stop", True
+            if stop and batch_idx != last_idx:
+                break
+        if pending:  # an iterable loader ended inside an accumulation window: still step
+            optimizer_step(engine)
+        if validate_epoch and every == math.inf and batch_idx >= 0:
+            evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
+        finished = num_batches is None or batch_idx == last_idx
+        end_train_epoch(engine, finished)
+        if finished:
+            epoch += 1
+            engine.epochs_done = epoch
+        if ctx.should_stop and can_stop(engine, epoch):
+            engine.stopped_by, stop = engine.stopped_by or "should_stop", True
+    if not stop:
+        engine.stopped_by = engine.stopped_by or "max_epochs"
+    ctx.stage = store.stage = "train_epoch"
+    events.fire("fit_end")
+
+
+def can_stop(engine: Engine, epoch: int) -> bool:
+    """``should_stop`` is honoured once ``min_epochs``/``min_steps`` are met."""
+    cfg = engine.config
+    if cfg.min_epochs is not None and epoch + 1 < cfg.min_epochs:
+        return False
+    return not (cfg.min_steps is not None and engine.ctx.global_step < cfg.min_steps)
+
+
+def end_train_epoch(engine: Engine, finished: bool) -> None:
+    ctx, store = engine.ctx, engine.store
+    rows = store.end_epoch(("train",))
+    ctx.stage = store.stage = "train_epoch"
+    engine.events.fire("train_epoch_end")
+    rows.update(store.end_epoch(("train_epoch",)))
+    engine.log_rows({**store.take_unwritten(), **rows}, max(ctx.global_step - 1, 0))
+    if finished and engine.schedulers and not engine.manual:
+        step_schedulers(engine, "epoch", ctx.epoch + 1)
+
+
+def evaluate(
+    engine: Engine, stage: str, loaders: list[EpochIterator], call: Any, *, sanity: bool = False
+) -> dict[str, float]:
+    """Run ``call`` over every loader under no-grad with models in eval mode; return the
+    epoch aggregates. ``stage`` is ``"validate"`` or ``"test"``."""
+    ctx, store, events, rt = engine.ctx, engine.store, engine.events, engine.runtime
+    prefix = "validation" if stage == "validate" else stage
+    modes = [(m, m.training) for m in engine.models.values()]
+    for m, _ in modes:
+        m.eval()
+    saved_stage = store.stage
+    ctx.stage = store.stage = stage
+    batch_start, batch_end = (
+        events.listeners(f"{prefix}_batch_start"),
+        events.listeners(f"{prefix}_batch_end"),
+    )
+    events.fire(f"{prefix}_epoch_start")
+    no_grad = torch.inference_mode if engine.config.inference_mode else torch.no_grad
+    to_device, autocast = rt.to_device, rt.autocast
+    saved_batch_idx = ctx.batch_idx
+    try:
+        with no_grad():
+            for dl_idx, loader in enumerate(loaders):
+                store.suffix = f"/dataloader_idx_{dl_idx}" if len(loaders) > 1 else ""
+                ctx.dataloader_idx = dl_idx
+                if sanity:
+                    limit = engine.limits.sanity
+                    loader = EpochIterator(
+                        loader.loader,
+                        loader.num_batches
+                        if limit == -1
+                        else min(limit, loader.num_batches or limit),
+                        "num_sanity_val_steps",
+                    )
+                for batch_idx, batch in loader.epoch(ctx.epoch):
+                    batch = to_device(batch)
+                    ctx.batch_idx = batch_idx
+                    store.batch = batch
+                    for hook in batch_start:
+                        hook(batch, batch_idx, dl_idx)
+                    with autocast():
+                        output = call(batch, batch_idx, dl_idx)
+                    for hook in batch_end:
+                        hook(batch, batch_idx, dl_idx, output)
+    finally:
+        store.suffix = ""
+        ctx.batch_idx = saved_batch_idx
+    if sanity:
+        store.reset_epoch((stage,))
+        results: dict[str, float] = {}
+    else:
+        results = store.end_epoch((stage,))
+    events.fire(f"{prefix}_epoch_end")
+    if not sanity:
+        results.update(store.end_epoch((stage,)))
+        engine.log_rows(results, max(ctx.global_step - 1, 0))
+    for m, was_training in modes:
+        m.train(was_training)
+    ctx.stage = store.stage = saved_stage
+    return results
+
+
+def predict_loop(engine: Engine, loaders: list[EpochIterator]) -> list[Any]:
+    """Collect what ``predict_step`` returns per batch (a list per loader if several)."""
+    ctx, store, events, rt = engine.ctx, engine.store, engine.events, engine.runtime
+    for m in engine.models.values():
+        m.eval()
+    ctx.stage = store.stage = "predict"
+    events.fire("predict_epoch_start")
+    no_grad = torch.inference_mode if engine.config.inference_mode else torch.no_grad
+    per_loader: list[list[Any]] = []
+    call = engine.step_call
+    with no_grad():
+        for dl_idx, loader in enumerate(loaders):
+            ctx.dataloader_idx = dl_idx
+            outputs: list[Any] = []
+            for batch_idx, batch in loader.epoch(0):
+                batch = rt.to_device(batch)
+                ctx.batch_idx = batch_idx
+                store.batch = batch
+                for hook in events.predict_batch_start:
+                    hook(batch, batch_idx, dl_idx)
+                with rt.autocast():
+                    output = call(batch, batch_idx, dl_idx)
+                for hook in events.predict_batch_end:
+                    hook(batch, batch_idx, dl_idx, output)
+                outputs.append(output)
+            per_loader.append(outputs)
+    events.fire("predict_epoch_end")
+    return per_loader[0] if len(per_loader) == 1 else per_loader

@@ -1,0 +1,214 @@
+"""What ``lk.log`` records, and how step values become epoch aggregates.
+
+Values stay tensors on their device while training runs: a step costs a ``detach`` and a few
+attribute writes, never a host sync. They become Python floats only when a logger is written,
+an epoch ends, or someone reads ``ctx.metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from lightkit.errors import LightkitError
+
+REDUCTIONS = ("mean", "sum", "max", "min")
+
+
+class Metric:
+    """One logged name, its options (fixed at its first ``log``) and its values."""
+
+    __slots__ = (
+        "epoch_sizes",
+        "epoch_values",
+        "name",
+        "on_epoch",
+        "on_step",
+        "prog_bar",
+        "reduce",
+        "stage",
+        "sync_dist",
+        "value",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        stage: str,
+        on_step: bool,
+        on_epoch: bool,
+        prog_bar: bool,
+        sync_dist: bool,
+        reduce: str,
+    ) -> None:
+        self.name = name
+        self.stage = stage
+        self.on_step = on_step
+        self.on_epoch = on_epoch
+        self.prog_bar = prog_bar
+        self.sync_dist = sync_dist
+        self.reduce = reduce
+        self.value: Any = None
+        self.epoch_values: list[Any] = []
+        self.epoch_sizes: list[int] = []
+
+
+class MetricStore:
+    """The metrics of one run. ``stage`` is set by the loop: ``"train"`` while training steps
+    run (``on_step`` by default), anything else counts as epoch-level (``on_epoch``)."""
+
+    def __init__(
+        self, all_reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None
+    ) -> None:
+        self.stage = "train"
+        self.suffix = ""  # "/dataloader_idx_N" while evaluating several loaders
+        self._by_name: dict[str, Metric] = {}
+        #: Latest value of every metric: the step value, or the epoch aggregate once final.
+        self.latest: dict[str, Any] = {}
+        #: Step values logged since the last write to the loggers.
+        self.unwritten: dict[str, Any] = {}
+        self.batch: Any = None  # the current batch, to read its size from when needed
+        self._all_reduce = all_reduce
+
+    # -- recording ---------------------------------------------------------------------------
+    def log(
+        self,
+        name: str,
+        value: Any,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        prog_bar: bool,
+        sync_dist: bool,
+        reduce: str,
+        batch_size: int | None,
+    ) -> None:
+        if self.suffix:
+            name = name + self.suffix
+        m = self._by_name.get(name)
+        if m is None or m.stage != self.stage:
+            m = self._register(name, on_step, on_epoch, prog_bar, sync_dist, reduce)
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise LightkitError(
+                    f"lk.log({name!r}, ...) got a tensor of shape {tuple(value.shape)}; a metric "
+                    f"is one number. Reduce it first (e.g. `.mean()`).",
+                    code="bad-metric",
+                )
+            value = value.detach()
+            if m.sync_dist and self._all_reduce is not None and m.on_step:
+                value = self._all_reduce(value.float().reshape(()), m.reduce)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+        else:
+            raise LightkitError(
+                f"lk.log({name!r}, {value!r}): a metric must be a number or a one-element "
+                f"tensor, got {type(value).__name__}.",
+                code="bad-metric",
+            )
+        self.latest[name] = value
+        if m.on_step:
+            m.value = value
+            self.unwritten[name] = value
+        if m.on_epoch:
+            m.epoch_values.append(value)
+            m.epoch_sizes.append(batch_size if batch_size is not None else self._batch_size())
+
+    def _register(
+        self,
+        name: str,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        prog_bar: bool,
+        sync_dist: bool,
+        reduce: str,
+    ) -> Metric:
+        if reduce not in REDUCTIONS:
+            raise LightkitError(
+                f"lk.log({name!r}, ..., reduce={reduce!r}): reduce must be one of "
+                f"{', '.join(REDUCTIONS)}.",
+                code="bad-metric",
+            )
+        training = self.stage == "train"
+        m = Metric(
+            name,
+            self.stage,
+            training if on_step is None else bool(on_step),
+            (not training) if on_epoch is None else bool(on_epoch),
+            bool(prog_bar),
+            bool(sync_dist),
+            reduce,
+        )
+        self._by_name[name] = m
+        return m
+
+    def _batch_size(self) -> int:
+        from lightkit.utils.apply import first_tensor
+
+        t = first_tensor(self.batch)
+        return int(t.shape[0]) if t is not None and t.dim() > 0 else 1
+
+    # -- reading -----------------------------------------------------------------------------
+    def take_unwritten(self) -> dict[str, float]:
+        """The step values logged since the last call, as floats (one host sync)."""
+        if not self.unwritten:
+            return {}
+        out = _floats(self.unwritten)
+        self.unwritten = {}
+        return out
+
+    def end_epoch(self, stages: tuple[str, ...]) -> dict[str, float]:
+        """Aggregate the epoch values of metrics logged in ``stages``; return them as floats."""
+        finished: dict[str, Any] = {}
+        for m in self._by_name.values():
+            if m.stage not in stages or not m.on_epoch or not m.epoch_values:
+                continue
+            finished[m.name] = self._aggregate(m)
+            m.epoch_values = []
+            m.epoch_sizes = []
+        out = _floats(finished)
+        self.latest.update(out)
+        return out
+
+    def _aggregate(self, m: Metric) -> Any:
+        values = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64).cpu() for v in m.epoch_values]
+        )
+        sizes = torch.tensor(m.epoch_sizes, dtype=torch.float64)
+        if m.reduce == "mean":
+            total = torch.stack([(values * sizes).sum(), sizes.sum()])
+            if m.sync_dist and self._all_reduce is not None:
+                total = self._all_reduce(total, "sum")
+            return total[0] / total[1]
+        result = {"sum": values.sum, "max": values.max, "min": values.min}[m.reduce]()
+        if m.sync_dist and self._all_reduce is not None:
+            result = self._all_reduce(result, m.reduce)
+        return result
+
+    def progress(self) -> dict[str, float]:
+        """The latest values of metrics logged with ``prog_bar=True``."""
+        return _floats(
+            {n: self.latest[n] for n, m in self._by_name.items() if m.prog_bar and n in self.latest}
+        )
+
+    def floats(self) -> dict[str, float]:
+        """Every metric's latest value as a float."""
+        return _floats(self.latest)
+
+    def reset_epoch(self, stages: tuple[str, ...]) -> None:
+        """Drop unfinished epoch values of ``stages`` (an interrupted evaluation)."""
+        for m in self._by_name.values():
+            if m.stage in stages:
+                m.epoch_values = []
+                m.epoch_sizes = []
+
+
+def _floats(values: dict[str, Any]) -> dict[str, float]:
+    """Convert to floats with at most one device->host copy per device."""
+    tensors = [(k, v) for k, v in values.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
+    if tensors:
+        flat = torch.stack([v.reshape(()).to(torch.float64) for _, v in tensors]).tolist()
+        out.update({k: x for (k, _), x in zip(tensors, flat, strict=True)})
+    return {k: out[k] for k in values}

@@ -1,0 +1,146 @@
+"""Read what ``configure_optimizers`` returned, and step schedulers when they are due.
+
+Accepted return forms (Lightning's): an optimizer; a list of optimizers; ``(optimizers,
+schedulers)``; a dict ``{"optimizer": ..., "lr_scheduler": scheduler | {"scheduler": ...,
+"interval": "step" | "epoch", "frequency": n, "monitor": "val/loss"}}``; a list of such dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from lightkit.errors import ConfigError, sorted_list
+
+_LR_KEYS = {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
+
+
+@attrs.define
+class SchedulerConfig:
+    """A scheduler and when it steps."""
+
+    scheduler: Any
+    interval: str = attrs.field(default="epoch", validator=attrs.validators.in_(("step", "epoch")))
+    frequency: int = 1
+    monitor: str | None = None
+    strict: bool = True
+    name: str | None = None
+
+    @property
+    def is_plateau(self) -> bool:
+        return isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+@attrs.define
+class OptimizerSetup:
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[SchedulerConfig]
+
+
+def _is_optimizer(obj: Any) -> bool:
+    return isinstance(obj, torch.optim.Optimizer)
+
+
+def _scheduler(obj: Any, where: str) -> SchedulerConfig:
+    if isinstance(obj, SchedulerConfig):
+        return obj
+    if isinstance(obj, Mapping):
+        unknown = set(obj) - _LR_KEYS
+        if "scheduler" not in obj or unknown:
+            raise ConfigError(
+                f"{where} returned the scheduler dict {dict(obj)!r}; it needs a 'scheduler' key "
+                f"and may have only: {sorted_list(_LR_KEYS)}"
+                + (f" (unknown: {sorted_list(unknown)})." if unknown else "."),
+                code="bad-optimizer-config",
+            )
+        cfg = SchedulerConfig(**obj)
+    else:
+        cfg = SchedulerConfig(obj)
+    if not hasattr(cfg.scheduler, "step"):
+        raise ConfigError(
+            f"{where} returned {cfg.scheduler!r} as a scheduler; it has no step() method.",
+            code="bad-optimizer-config",
+        )
+    if cfg.is_plateau and cfg.monitor is None:
+        raise ConfigError(
+            f"{where} returned ReduceLROnPlateau without a metric to watch. Return "
+            f'{{"optimizer": opt, "lr_scheduler": {{"scheduler": sched, "monitor": "val/loss"}}}}.',
+            code="plateau-needs-monitor",
+        )
+    return cfg
+
+
+def _as_list(obj: Any) -> list[Any]:
+    return list(obj) if isinstance(obj, (list, tuple)) else [obj]
+
+
+def parse_optimizers(value: Any, where: str) -> OptimizerSetup:
+    """Normalise ``configure_optimizers``'s return value. ``where`` names the function."""
+    bad = ConfigError(
+        f"{where} returned {type(value).__name__} {value!r:.120}; expected an optimizer, a "
+        f"list of optimizers, (optimizers, schedulers), or a dict "
+        f'{{"optimizer": ..., "lr_scheduler": ...}} (or a list of such dicts).',
+        code="bad-optimizer-config",
+    )
+    if _is_optimizer(value):
+        return OptimizerSetup([value], [])
+    if isinstance(value, Mapping):
+        value = [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Mapping) for v in value):
+        opts, scheds = [], []
+        for d in value:
+            if "optimizer" not in d or not _is_optimizer(d["optimizer"]):
+                raise bad
+            extra = set(d) - {"optimizer", "lr_scheduler", "monitor"}
+            if extra:
+                raise ConfigError(
+                    f"{where} returned a dict with unknown keys {sorted_list(extra)}; allowed: "
+                    f"optimizer, lr_scheduler, monitor.",
+                    code="bad-optimizer-config",
+                )
+            opts.append(d["optimizer"])
+            if d.get("lr_scheduler") is not None:
+                sched = d["lr_scheduler"]
+                if not isinstance(sched, Mapping) and "monitor" in d:
+                    sched = {"scheduler": sched, "monitor": d["monitor"]}
+                scheds.append(_scheduler(sched, where))
+        return OptimizerSetup(opts, scheds)
+    if isinstance(value, tuple) and len(value) == 2 and not all(_is_optimizer(v) for v in value):
+        opts = _as_list(value[0])
+        if not opts or not all(_is_optimizer(o) for o in opts):
+            raise bad
+        return OptimizerSetup(opts, [_scheduler(s, where) for s in _as_list(value[1])])
+    if isinstance(value, Sequence) and value and all(_is_optimizer(v) for v in value):
+        return OptimizerSetup(list(value), [])
+    raise bad
+
+
+class ManualOptimizer:
+    """An optimizer handed to a manual-optimization step: ``step()`` goes through the
+    precision plugin (unscale, skip on overflow); everything else is the optimizer's own."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, runtime: Any) -> None:
+        self.__dict__["_optimizer"] = optimizer
+        self.__dict__["_runtime"] = runtime
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.__dict__["_optimizer"]  # type: ignore[no-any-return]
+
+    def step(self, closure: Any = None) -> Any:
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        return self._runtime.optimizer_step(self._optimizer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_optimizer"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.__dict__["_optimizer"], name, value)
+
+    def __repr__(self) -> str:
+        return f"ManualOptimizer({self._optimizer!r})"

@@ -1,0 +1,227 @@
+"""``Trainer``: compile a spec with a config and run fit, validate, test or predict."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightkit.engine.config import TrainerConfig
+from lightkit.engine.context import _CURRENT
+from lightkit.engine.engine import Engine
+from lightkit.engine.loops import evaluate, fit_loop, predict_loop
+from lightkit.engine.result import Result
+from lightkit.errors import ConfigError
+from lightkit.runtime.connector import connect
+from lightkit.runtime.runtime import Runtime
+from lightkit.spec.spec import TrainingSpec
+from lightkit.utils.seed import seed_everything
+
+
+class Trainer:
+    """Runs a :class:`~lightkit.TrainingSpec`. Takes every :class:`TrainerConfig` flag.
+
+    Example::
+
+        trainer = lk.Trainer(max_epochs=3, precision="bf16-mixed", seed=0)
+        result = trainer.fit(spec)
+        trainer.test(spec, ckpt_path="best")
+    """
+
+    def __init__(self, config: TrainerConfig | None = None, /, **flags: Any) -> None:
+        if config is not None and flags:
+            values = {name: getattr(config, name) for name in TrainerConfig.model_fields}
+            config = TrainerConfig(**(values | flags))
+        self.config = config if config is not None else TrainerConfig(**flags)
+        self.last_engine: Engine | None = None
+
+    def __repr__(self) -> str:
+        changed = self.config.model_dump(exclude_defaults=True)
+        return f"Trainer({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    # -- entry points -----------------------------------------------------------------------
+    def fit(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> Result:
+        """Train. ``ckpt_path`` (a path, ``"last"`` or ``"best"``) resumes a run exactly."""
+        return self._run("fit", spec, ckpt_path)
+
+    def validate(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> Result:
+        """Run the validation step over the validation data once; ``ckpt_path`` loads weights."""
+        return self._run("validate", spec, ckpt_path)
+
+    def test(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> Result:
+        """Run the test step over the test data once; ``ckpt_path`` loads weights."""
+        return self._run("test", spec, ckpt_path)
+
+    def predict(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> list[Any]:
+        """Return what the predict step returned for every batch (a list per loader if several)."""
+        result = self._run("predict", spec, ckpt_path)
+        return result.extras["predictions"]  # type: ignore[no-any-return]
+
+    # -- the run ----------------------------------------------------------------------------
+    def _run(self, stage: str, spec: TrainingSpec, ckpt_path: str | Path | None) -> Result:
+        if not isinstance(spec, TrainingSpec):
+            raise ConfigError(
+                f"trainer.{stage}() takes a TrainingSpec (from lk.collect()), got "
+                f"{type(spec).__name__}.",
+                code="not-a-spec",
+            )
+        spec.require(stage)
+        cfg = self.config
+        strategy = connect(cfg.accelerator, cfg.devices, cfg.strategy, cfg.precision, cfg.num_nodes)
+        launcher = getattr(strategy, "launcher", None)
+        if launcher is not None:
+            # devices=N from a plain process: start the ranks, run this same call in each.
+            return launcher.launch(self, stage, spec, ckpt_path)  # type: ignore[no-any-return]
+        runtime = Runtime.from_strategy(strategy)
+        runtime.launch()
+        try:
+            return self._run_engine(stage, spec, ckpt_path, runtime)
+        finally:
+            runtime.teardown()
+
+    def _run_engine(
+        self, stage: str, spec: TrainingSpec, ckpt_path: Any, runtime: Runtime
+    ) -> Result:
+        cfg = self.config
+        if cfg.seed is not None:
+            seed_everything(cfg.seed)
+        engine = Engine(spec, cfg, runtime, stage)
+        self.last_engine = engine
+        token = _CURRENT.set(engine.ctx)
+        status = "failed"
+        try:
+            with _global_modes(cfg):
+                self._compile(engine, stage, ckpt_path)
+                try:
+                    predictions = self._loop(engine, stage)
+                except BaseException as exc:
+                    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                    _fire_exception(engine, exc)
+                    raise
+                status = "success"
+        finally:
+            _finish(engine, stage, status)
+            _CURRENT.reset(token)
+        result = Result(
+            metrics=engine.store.floats(),
+            models=engine.unwrapped_models(),
+            best_checkpoint=engine.best_checkpoint,
+            last_checkpoint=engine.last_checkpoint,
+            log_dir=engine.run_dir,
+            global_step=engine.ctx.global_step,
+            epoch=engine.epochs_done,
+            stopped_by=engine.stopped_by if stage == "fit" else None,
+        )
+        if stage == "predict":
+            result.extras["predictions"] = predictions
+        return result
+
+    def _compile(self, engine: Engine, stage: str, ckpt_path: Any) -> None:
+        from lightkit.callbacks import default_callbacks
+        from lightkit.loggers import default_loggers
+
+        cfg, limits = self.config, engine.limits
+        engine.build_models()
+        if stage == "fit":
+            engine.build_optimizers()
+            engine.train_iter = engine.build_data(
+                "train_data", limits.train, "limit_train_batches"
+            )[0]
+            if (
+                engine.spec.get("val_data") is not None
+                and engine.spec.get("validation_step") is not None
+            ):
+                engine.eval_loaders = engine.build_data("val_data", limits.val, "limit_val_batches")
+        else:
+            role, limit, flag = {
+                "validate": ("val_data", limits.val, "limit_val_batches"),
+                "test": ("test_data", limits.test, "limit_test_batches"),
+                "predict": ("predict_data", limits.predict, "limit_predict_batches"),
+            }[stage]
+            engine.eval_loaders = engine.build_data(role, limit, flag)
+        engine.callbacks = default_callbacks(cfg, stage, limits.dev_run)
+        engine.loggers = (
+            default_loggers(cfg) if not limits.dev_run and engine.runtime.is_global_zero else []
+        )
+        engine.setup_outputs()
+        for cb in engine.callbacks:
+            cb.setup(engine.ctx, stage)
+        if ckpt_path is not None:
+            from lightkit.checkpoint.state import restore
+
+            restore(engine, ckpt_path, full=stage == "fit")
+        engine.bind_steps(stage)
+        if engine.loggers:
+            for logger in engine.loggers:
+                logger.log_hparams(engine.spec.hparams.as_dict())
+
+    def _loop(self, engine: Engine, stage: str) -> Any:
+        if stage == "fit":
+            fit_loop(engine)
+            return None
+        if stage == "predict":
+            return predict_loop(engine, engine.eval_loaders)
+        evaluate(engine, stage, engine.eval_loaders, engine.step_call)
+        return None
+
+
+def _fire_exception(engine: Engine, exc: BaseException) -> None:
+    """Tell exception hooks; an error inside them must not mask the original one."""
+    events = getattr(engine, "events", None)
+    if events is None:
+        return
+    for call in events.exception:
+        try:
+            call(exc)
+        except Exception as hook_error:
+            import warnings
+
+            warnings.warn(
+                f"an exception hook raised {hook_error!r} while handling {exc!r}", stacklevel=2
+            )
+
+
+def _finish(engine: Engine, stage: str, status: str) -> None:
+    """Flush loggers and tear callbacks down, whatever happened."""
+    for cb in engine.callbacks:
+        try:
+            cb.teardown(engine.ctx, stage)
+        except Exception:
+            if status == "success":
+                raise
+    for logger in engine.loggers:
+        if status == "success" and stage == "fit":
+            try:
+                logger.log_hparams(engine.spec.hparams.as_dict(), engine.store.floats())
+            except Exception:
+                pass
+        logger.finalize(status)
+
+
+@contextlib.contextmanager
+def _global_modes(cfg: TrainerConfig) -> Iterator[None]:
+    """Apply ``deterministic``/``benchmark``/``detect_anomaly`` for the run, then restore."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.is_anomaly_enabled(),
+    )
+    if cfg.deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=cfg.deterministic == "warn")
+    if cfg.benchmark is not None:
+        torch.backends.cudnn.benchmark = cfg.benchmark
+    if cfg.detect_anomaly:
+        torch.autograd.set_detect_anomaly(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+        torch.autograd.set_detect_anomaly(saved[3])

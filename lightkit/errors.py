@@ -1,0 +1,146 @@
+"""lightkit's errors: a small hierarchy, each problem with a stable kebab-case code.
+
+Every code has a section in ``docs/errors.md``; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DistributedError",
+    "LightkitError",
+    "MisconfigurationError",
+    "Problem",
+    "SpecError",
+    "StepError",
+    "describe_function",
+]
+
+
+class LightkitError(Exception):
+    """Base class of every error lightkit raises on purpose.
+
+    ``code`` is the kebab-case name of the problem (a section of ``docs/errors.md``).
+    """
+
+    code: str = "lightkit-error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class Problem:
+    """One problem found while collecting a spec: where, what and the fix."""
+
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Problem({self.code!r}, {self.message!r})"
+
+
+class SpecError(LightkitError, ValueError):
+    """The decorated functions do not form a valid spec. Lists every problem at once."""
+
+    code = "invalid-spec"
+
+    def __init__(
+        self, problems: Sequence[Problem] | str, *, where: str = "", code: str | None = None
+    ):
+        if isinstance(problems, str):
+            problems = [Problem(code or self.code, problems)]
+        self.problems: list[Problem] = list(problems)
+        codes = {p.code for p in self.problems}
+        if len(self.problems) == 1:
+            message = self.problems[0].message
+        else:
+            head = f"{len(self.problems)} problems" + (f" in {where}" if where else "") + ":"
+            message = head + "".join(
+                f"\n\n  [{p.code}] " + p.message.replace("\n", "\n  ") for p in self.problems
+            )
+        super().__init__(message, code=code or (codes.pop() if len(codes) == 1 else self.code))
+
+    @property
+    def codes(self) -> list[str]:
+        return [p.code for p in self.problems]
+
+
+class ConfigError(LightkitError, ValueError):
+    """The trainer's configuration cannot work (impossible flag combination, unknown plugin)."""
+
+    code = "invalid-config"
+
+
+MisconfigurationError = ConfigError
+
+
+class StepError(LightkitError, TypeError):
+    """A user function returned something the loop cannot use."""
+
+    code = "bad-step-output"
+
+
+class CheckpointError(LightkitError, RuntimeError):
+    """A checkpoint cannot be written, read or used for what was asked."""
+
+    code = "bad-checkpoint"
+
+
+class DistributedError(LightkitError, RuntimeError):
+    """A distributed run failed: a rank raised or died, or the group could not form."""
+
+    code = "distributed-failure"
+
+
+def _location(fn: Callable[..., Any]) -> str:
+    fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return getattr(fn, "__module__", "?") or "?"
+    path = code.co_filename
+    try:
+        import os
+
+        rel = os.path.relpath(path)
+        if not rel.startswith(".."):
+            path = rel
+    except ValueError:
+        pass
+    return f"{path}:{code.co_firstlineno}"
+
+
+def describe_function(fn: Callable[..., Any]) -> str:
+    """Render a function as ``train(net, batch, foo) at examples/x.py:12`` for messages."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    try:
+        params = ", ".join(
+            ("**" if p.kind is p.VAR_KEYWORD else "*" if p.kind is p.VAR_POSITIONAL else "") + name
+            for name, p in inspect.signature(fn).parameters.items()
+        )
+    except (TypeError, ValueError):
+        params = "..."
+    return f"{name}({params}) at {_location(fn)}"
+
+
+def sorted_list(names: Iterable[str]) -> str:
+    """``a, b, c`` or ``(none)``: for the "available: ..." part of a message."""
+    items = sorted(set(names))
+    return ", ".join(items) if items else "(none)"
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` when a close match exists, else an empty string."""
+    import difflib
+
+    match = difflib.get_close_matches(name, list(choices), n=1)
+    return f" Did you mean {match[0]!r}?" if match else ""

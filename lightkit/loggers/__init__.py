@@ -1,0 +1,29 @@
+"""Loggers: ``TensorBoardLogger`` and ``CSVLogger``; ``logger=True`` uses both."""
+
+from typing import Any
+
+from lightkit.loggers.base import Logger
+from lightkit.loggers.csv import CSVLogger
+from lightkit.loggers.tensorboard import TensorBoardLogger
+
+__all__ = ["CSVLogger", "Logger", "TensorBoardLogger", "default_loggers"]
+
+
+def default_loggers(config: Any) -> list[Logger]:
+    """``logger=True``: TensorBoard and CSV; ``False``: none; a logger or a list as given."""
+    value = config.logger
+    if value is True:
+        return [TensorBoardLogger(), CSVLogger()]
+    if value is False or value is None:
+        return []
+    loggers = list(value) if isinstance(value, (list, tuple)) else [value]
+    for logger in loggers:
+        if not isinstance(logger, Logger):
+            from lightkit.errors import ConfigError
+
+            raise ConfigError(
+                f"logger={logger!r}: {type(logger).__name__} is not a lk.Logger. Pass True, "
+                f"False, a Logger (TensorBoardLogger, CSVLogger, your own subclass) or a list.",
+                code="not-a-logger",
+            )
+    return loggers

@@ -1,0 +1,87 @@
+"""The ``Logger`` protocol and the run folder loggers write into.
+
+A logger buffers what it is given and writes it out every ``flush_every_n_steps`` steps and
+always in ``finalize`` (also when training raised). Only global rank 0 logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+@attrs.define
+class Logger:
+    """Base of every logger; each method is a no-op by default.
+
+    ``save_dir=None`` means: write into the run folder the trainer creates.
+    """
+
+    save_dir: str | Path | None = None
+    name: str | None = None
+    version: int | str | None = None
+    flush_every_n_steps: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    log_dir: Path | None = attrs.field(default=None, init=False)
+
+    def setup(self, run_dir: Path) -> None:
+        """Choose the folder to write into: ``run_dir``, or a version folder of ``save_dir``."""
+        if self.save_dir is None:
+            self.log_dir = Path(run_dir)
+        else:
+            self.log_dir = make_version_dir(
+                Path(self.save_dir) / (self.name or "default"), self.version
+            )
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record ``metrics`` at ``step``."""
+
+    def log_hparams(
+        self, params: Mapping[str, Any], metrics: Mapping[str, float] | None = None
+    ) -> None:
+        """Record the run's hyperparameters (and, at the end, its final metrics)."""
+
+    def save(self) -> None:
+        """Write out everything buffered."""
+
+    def finalize(self, status: str) -> None:
+        """Write everything out and close; ``status`` is ``"success"``, ``"failed"`` or ``"interrupted"``."""
+        self.save()
+
+
+def make_version_dir(parent: Path, version: int | str | None = None) -> Path:
+    """Create ``parent/version_N`` with the next free N, race-free across processes."""
+    parent.mkdir(parents=True, exist_ok=True)
+    if version is not None:
+        path = parent / (version if isinstance(version, str) else f"version_{version}")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    existing = [
+        int(p.name.split("_", 1)[1])
+        for p in parent.iterdir()
+        if p.name.startswith("version_") and p.name.split("_", 1)[1].isdigit()
+    ]
+    n = max(existing, default=-1) + 1
+    while True:
+        path = parent / f"version_{n}"
+        try:
+            os.mkdir(path)  # atomic: exactly one process wins each number
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameters as scalars/strings, the form TensorBoard and CSV can hold."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            out[key] = value
+        elif hasattr(value, "value") and isinstance(value.value, (int, float, str)):
+            out[key] = value.value  # enums
+        else:
+            out[key] = str(value)
+    return out

@@ -1,0 +1,127 @@
+"""Resolve the trainer's flags into one configured ``Strategy``: a pure function.
+
+Impossible combinations fail here, at compile time, before any process or tensor exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lightkit.errors import ConfigError, did_you_mean
+from lightkit.precision import precision_from
+from lightkit.runtime.environment import ClusterEnvironment, detect
+from lightkit.strategies import Strategy, strategy_class
+
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+
+
+def _available(accelerator: str) -> bool:
+    if accelerator == "cpu":
+        return True
+    if accelerator == "cuda":
+        return torch.cuda.is_available()
+    if accelerator == "mps":
+        return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    return False
+
+
+def resolve_accelerator(accelerator: str) -> str:
+    accelerator = "cuda" if accelerator == "gpu" else accelerator
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(
+            f"accelerator={accelerator!r} is unknown.{did_you_mean(accelerator, ACCELERATORS)} "
+            f"Available: {', '.join(ACCELERATORS)}.",
+            code="unknown-accelerator",
+        )
+    if accelerator == "auto":
+        return next(a for a in ("cuda", "mps", "cpu") if _available(a))
+    if not _available(accelerator):
+        raise ConfigError(
+            f"accelerator={accelerator!r} was asked for, but this machine has none "
+            f"(torch {torch.__version__}). Use accelerator='auto' or 'cpu'.",
+            code="accelerator-unavailable",
+        )
+    return accelerator
+
+
+def resolve_devices(devices: Any, accelerator: str) -> list[int]:
+    """Device indices for this machine: ``2`` -> ``[0, 1]``, ``[1, 3]`` stays, ``"auto"``."""
+    count = torch.cuda.device_count() if accelerator == "cuda" else 1
+    if devices in ("auto", -1, "-1"):
+        return list(range(count)) if accelerator == "cuda" else [0]
+    if isinstance(devices, str):
+        devices = (
+            [int(d) for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
+        )
+    if isinstance(devices, int):
+        if devices < 1:
+            raise ConfigError(
+                f"devices={devices} must be at least 1 (or 'auto').", code="bad-devices"
+            )
+        if accelerator == "cuda" and devices > count:
+            raise ConfigError(
+                f"devices={devices} asks for more GPUs than this machine has ({count}).",
+                code="bad-devices",
+            )
+        return list(range(devices))
+    return [int(d) for d in devices]
+
+
+def connect(
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    strategy: str | Strategy = "auto",
+    precision: Any = "32-true",
+    num_nodes: int = 1,
+    env: ClusterEnvironment | None = None,
+) -> Strategy:
+    """Turn flags into a configured strategy (not yet set up: no process group exists)."""
+    # 1. Flags: a Strategy instance carries its own device and precision unless given here.
+    plugin = precision_from(precision)
+
+    # 2. Device kind and the indices on this machine.
+    accel = resolve_accelerator(accelerator)
+    indices = resolve_devices(devices, accel)
+
+    # 3. Environment: under torchrun/SLURM we join the job; its size wins over `devices`.
+    env = detect() if env is None else env
+    if env.joined:
+        world = env.world_size
+        local_index = indices[env.local_rank % len(indices)] if accel == "cuda" else 0
+    else:
+        world = len(indices) * num_nodes
+        local_index = indices[0]
+    device = torch.device(accel, local_index) if accel != "cpu" else torch.device("cpu")
+
+    # 4. Strategy.
+    if isinstance(strategy, Strategy):
+        chosen = strategy
+        if chosen.device.type != device.type and chosen.device == torch.device("cpu"):
+            chosen.device = device
+        chosen.precision = plugin if precision not in (None, "32-true") else chosen.precision
+    else:
+        name = strategy
+        if name == "auto":
+            name = "ddp" if world > 1 else "single_device"
+        if name in ("dp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+            raise ConfigError(
+                f"strategy={strategy!r} is not offered; use strategy='ddp' (lightkit starts "
+                f"the processes itself, in scripts and notebooks alike).",
+                code="unknown-strategy",
+            )
+        cls = strategy_class(name)
+        if name == "single_device" and world > 1:
+            raise ConfigError(
+                f"strategy='single_device' runs one process, but {world} were asked for "
+                f"(devices={devices!r}, num_nodes={num_nodes}). Use strategy='ddp' or devices=1.",
+                code="impossible-config",
+            )
+        chosen = cls(device=device, precision=plugin)
+        if hasattr(chosen, "configure"):
+            chosen.configure(env=env, indices=indices, num_nodes=num_nodes, accelerator=accel)
+
+    # 5. Precision: checked against the device now, not mid-run.
+    chosen.precision.setup(chosen.device)
+    return chosen

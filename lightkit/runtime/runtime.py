@@ -1,0 +1,209 @@
+"""``Runtime``: strategy + precision + device, the one door to hardware.
+
+The Engine's loops touch devices only through it, and a user who wants their own loop uses it
+directly (the dial, not the wall)::
+
+    rt = lk.Runtime(precision="bf16-mixed")
+    model = rt.setup(model)
+    opt = rt.setup_optimizer(torch.optim.AdamW(model.parameters()))
+    for batch in rt.setup_dataloader(loader):
+        batch = rt.to_device(batch)
+        with rt.autocast():
+            loss = model(batch).mean()
+        rt.backward(loss)
+        rt.optimizer_step(opt)
+        opt.zero_grad()
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightkit.precision.base import Precision
+from lightkit.strategies.base import Strategy
+from lightkit.utils.apply import apply_to_tensors
+
+
+class Runtime:
+    """The device layer: where modules and batches live, how backward and steps run.
+
+    Build it from flags (``lk.Runtime(accelerator="cpu", precision="bf16-mixed")``) or from
+    plugin instances (``lk.Runtime(strategy=DDPStrategy(), precision=MixedPrecision())``).
+    """
+
+    def __init__(
+        self,
+        accelerator: str = "auto",
+        devices: Any = "auto",
+        strategy: str | Strategy = "auto",
+        precision: Any = "32-true",
+        num_nodes: int = 1,
+        *,
+        _strategy: Strategy | None = None,
+    ) -> None:
+        if _strategy is None:
+            from lightkit.runtime.connector import connect
+
+            _strategy = connect(accelerator, devices, strategy, precision, num_nodes)
+        self.strategy: Strategy = _strategy
+        self.precision: Precision = _strategy.precision
+        self.device: torch.device = _strategy.device
+        self._transfer = self._make_transfer()
+        self._launched = False
+
+    @classmethod
+    def from_strategy(cls, strategy: Strategy) -> Runtime:
+        """A runtime over an already configured strategy (used by the Trainer)."""
+        return cls(_strategy=strategy)
+
+    def __repr__(self) -> str:
+        return (
+            f"Runtime(strategy={self.strategy.name!r}, precision={self.precision.name!r}, "
+            f"device={self.device}, rank={self.rank}/{self.world_size})"
+        )
+
+    # -- topology ---------------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        return self.strategy.rank
+
+    @property
+    def local_rank(self) -> int:
+        return self.strategy.local_rank
+
+    @property
+    def world_size(self) -> int:
+        return self.strategy.world_size
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.strategy.rank == 0
+
+    def launch(self) -> None:
+        """Join or create the process group (a no-op for one process). Idempotent."""
+        if not self._launched:
+            self.strategy.setup_environment()
+            self._launched = True
+
+    def teardown(self) -> None:
+        self.strategy.teardown()
+        self._launched = False
+
+    # -- objects ----------------------------------------------------------------------------
+    def setup(self, module: nn.Module) -> nn.Module:
+        """Convert ``module`` to the precision's dtype, move it to the device, wrap it."""
+        self.launch()
+        return self.strategy.setup_module(self.precision.convert_module(module))
+
+    def setup_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        return self.strategy.setup_optimizer(optimizer)
+
+    def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
+        """Give each rank its share of ``loader`` (a ``DistributedSampler`` when distributed)."""
+        return self.strategy.setup_dataloader(loader, shuffle_default=shuffle_default)
+
+    def unwrap(self, module: nn.Module) -> nn.Module:
+        return self.strategy.unwrap(module)
+
+    def _make_transfer(self) -> Callable[[Any], Any]:
+        device = self.device
+        non_blocking = device.type == "cuda"
+        convert = self.precision.convert_input if self.precision.converts_input else None
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        if device.type == "cpu" and convert is None:
+            # A CPU batch is already where it must be: the cheapest transfer is none.
+            return _unchanged
+        if convert is None:
+            return lambda batch: apply_to_tensors(batch, move)
+        return lambda batch: convert(apply_to_tensors(batch, move))
+
+    def to_device(self, batch: Any) -> Any:
+        """Move every tensor of ``batch`` (nested tuples, lists, dicts, dataclasses) to the
+        device, converting floating tensors for ``-true`` precisions."""
+        return self._transfer(batch)
+
+    # -- compute ----------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return self.precision.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.strategy.backward(loss)
+
+    def no_backward_sync(self, module: nn.Module) -> contextlib.AbstractContextManager[Any]:
+        return self.strategy.no_backward_sync(module)
+
+    def clip_gradients(
+        self,
+        optimizer: torch.optim.Optimizer,
+        max_value: float,
+        algorithm: str = "norm",
+    ) -> torch.Tensor | None:
+        """Clip the gradients of ``optimizer``'s parameters (unscaled first under 16-mixed)."""
+        self.precision.unscale_gradients(optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        return self.strategy.clip_gradients(params, max_value, algorithm)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, *, update: bool = True) -> bool:
+        """Step ``optimizer`` through the precision plugin (a scaler may skip the step)."""
+        stepped = self.precision.optimizer_step(optimizer)
+        if update:
+            self.precision.update()
+        return stepped
+
+    # -- collectives ------------------------------------------------------------------------
+    def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        return self.strategy.all_reduce(tensor, op)
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.strategy.all_gather(tensor)
+
+    def barrier(self, name: str | None = None) -> None:
+        self.strategy.barrier(name)
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        return self.strategy.broadcast(obj, src)
+
+    # -- state ------------------------------------------------------------------------------
+    def save(self, state: dict[str, Any], path: str | Path) -> None:
+        """Write ``state`` atomically (rank 0; every rank its shard under FSDP).
+
+        Modules and optimizers in ``state`` are replaced by their state dicts.
+        """
+        self.strategy.save_checkpoint(self._to_state(state), path)
+
+    def load(self, path: str | Path, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Read a checkpoint (``weights_only``). Modules/optimizers in ``state`` are loaded in
+        place; the rest of the file is returned."""
+        loaded = self.strategy.load_checkpoint(path)
+        for key, obj in (state or {}).items():
+            if key not in loaded:
+                continue
+            if isinstance(obj, nn.Module):
+                self.strategy.load_module_state_dict(obj, loaded.pop(key))
+            elif isinstance(obj, torch.optim.Optimizer):
+                self.strategy.load_optimizer_state_dict(None, obj, loaded.pop(key))
+        return loaded
+
+    def _to_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, obj in state.items():
+            if isinstance(obj, nn.Module):
+                out[key] = self.strategy.module_state_dict(obj)
+            elif isinstance(obj, torch.optim.Optimizer):
+                out[key] = self.strategy.optimizer_state_dict(None, obj)
+            else:
+                out[key] = obj
+        return out
+
+
+def _unchanged(batch: Any) -> Any:
+    return batch

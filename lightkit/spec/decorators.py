@@ -1,0 +1,159 @@
+"""The module-level decorators: ``@lk.model``, ``@lk.training_step``, ``@lk.on(...)``, ...
+
+Each records the function in the registry of the module that defines it and returns the
+function itself (``decorated is original``), so it stays a plain, directly callable function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from typing_extensions import ParamSpec
+
+from lightkit.spec.registry import check_event, registry_for
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = [
+    "configure_optimizers",
+    "model",
+    "on",
+    "predict_data",
+    "predict_step",
+    "test_data",
+    "test_step",
+    "train_data",
+    "training_step",
+    "val_data",
+    "validation_step",
+]
+
+
+def _module_of(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__module__", None) or "__main__"
+
+
+@overload
+def model(fn: Callable[P, R], /, *, name: str | None = None) -> Callable[P, R]: ...
+@overload
+def model(
+    fn: None = None, /, *, name: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def model(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Mark a function that builds an ``nn.Module``.
+
+    Other functions receive the built module through a parameter of its name (the function's
+    name, or ``name=``). Parameters with defaults are hyperparameters.
+
+    Example::
+
+        @lk.model
+        def net(hidden: int = 64) -> nn.Module:
+            return nn.Sequential(nn.Linear(32, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    """
+
+    def record(f: Callable[P, R]) -> Callable[P, R]:
+        return registry_for(_module_of(f)).model(f, name=name)
+
+    return record if fn is None else record(fn)
+
+
+@overload
+def training_step(fn: Callable[P, R], /, *, manual: bool = False) -> Callable[P, R]: ...
+@overload
+def training_step(
+    fn: None = None, /, *, manual: bool = False
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def training_step(fn: Any = None, /, *, manual: bool = False) -> Any:
+    """Mark the training step: it returns the loss (a scalar tensor), a dict with ``"loss"``,
+    or ``None`` (skip the step; always ``None`` in manual optimization).
+
+    Example::
+
+        @lk.training_step
+        def train(net, batch):
+            x, y = batch
+            return nn.functional.cross_entropy(net(x), y)
+    """
+
+    def record(f: Callable[P, R]) -> Callable[P, R]:
+        return registry_for(_module_of(f)).training_step(f, manual=manual)
+
+    return record if fn is None else record(fn)
+
+
+def validation_step(fn: Callable[P, R], /) -> Callable[P, R]:
+    """Mark the validation step (no grad, models in eval mode). Example::
+
+    @lk.validation_step
+    def val(net, batch):
+        lk.log("val/loss", loss_of(net, batch))
+    """
+    return registry_for(_module_of(fn)).validation_step(fn)
+
+
+def test_step(fn: Callable[P, R], /) -> Callable[P, R]:
+    """Mark the test step (like the validation step, for ``trainer.test``)."""
+    return registry_for(_module_of(fn)).test_step(fn)
+
+
+def predict_step(fn: Callable[P, R], /) -> Callable[P, R]:
+    """Mark the prediction step; ``trainer.predict`` returns what it returns, per batch."""
+    return registry_for(_module_of(fn)).predict_step(fn)
+
+
+def configure_optimizers(fn: Callable[P, R], /) -> Callable[P, R]:
+    """Mark the function that returns the optimizer(s) and scheduler(s). Example::
+
+    @lk.configure_optimizers
+    def optim(net, lr: float = 1e-3):
+        return torch.optim.AdamW(net.parameters(), lr=lr)
+    """
+    return registry_for(_module_of(fn)).configure_optimizers(fn)
+
+
+def train_data(fn: Callable[P, R], /) -> Callable[P, R]:
+    """Mark the function that returns the training ``DataLoader``."""
+    return registry_for(_module_of(fn)).train_data(fn)
+
+
+def val_data(fn: Callable[P, R], /) -> Callable[P, R]:
+    """Mark the function that returns the validation loader (or a list of loaders)."""
+    return registry_for(_module_of(fn)).val_data(fn)
+
+
+def test_data(fn: Callable[P, R], /) -> Callable[P, R]:
+    """Mark the function that returns the test loader (or a list of loaders)."""
+    return registry_for(_module_of(fn)).test_data(fn)
+
+
+def predict_data(fn: Callable[P, R], /) -> Callable[P, R]:
+    """Mark the function that returns the prediction loader (or a list of loaders)."""
+    return registry_for(_module_of(fn)).predict_data(fn)
+
+
+def on(event: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a hook for ``event``; it receives injected names like any other function.
+
+    Example::
+
+        @lk.on("train_epoch_end")
+        def report(ctx):
+            print(ctx.epoch, ctx.metrics)
+    """
+    if callable(event):
+        from lightkit.errors import SpecError
+
+        raise SpecError(
+            f'@lk.on needs an event name: write `@lk.on("train_epoch_end")` above '
+            f"`def {getattr(event, '__name__', '...')}`, not bare `@lk.on`.",
+            code="unknown-event",
+        )
+    check_event(event)
+
+    def record(f: Callable[P, R]) -> Callable[P, R]:
+        return registry_for(_module_of(f)).on(event, f)  # type: ignore[no-any-return]
+
+    return record

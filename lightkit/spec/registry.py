@@ -1,0 +1,209 @@
+"""Registries record decorated functions and their roles; they never wrap them.
+
+One registry per Python module by default (keyed by ``fn.__module__``), or an explicit
+:class:`Registry` whose methods are the same decorators. Re-registering a function of the same
+name and role replaces the old entry, so a notebook cell run twice registers once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from typing_extensions import ParamSpec
+
+from lightkit.errors import SpecError, did_you_mean, sorted_list
+from lightkit.spec.roles import EVENTS
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_order = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One recorded function: its role, injection name and options."""
+
+    role: str
+    fn: Callable[..., Any]
+    name: str
+    manual: bool = False
+    event: str | None = None
+    order: int = 0
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        # Role (or event), the function's qualified name and the injection name: a rerun
+        # notebook cell replaces its entry, while one library function may back two models
+        # (``reg.model(mlp, name="encoder"); reg.model(mlp, name="decoder")``) and two
+        # functions claiming one model name both stay, for collect() to report.
+        # (A partial or other callable object has no __qualname__.)
+        qualname = getattr(self.fn, "__qualname__", None) or self.name
+        return (f"on:{self.event}" if self.role == "on" else self.role, qualname, self.name)
+
+
+def _check_callable(fn: object, role: str) -> None:
+    if not callable(fn):
+        raise SpecError(
+            f"@{role} expects a function, got {type(fn).__name__} {fn!r}. "
+            f"Decorate a function (`@lk.{role}` above `def ...`), or pass one: "
+            f"`reg.{role}(my_function)`.",
+            code="not-a-function",
+        )
+
+
+def check_event(event: object) -> None:
+    """Raise a ``SpecError`` naming the available events if ``event`` is not one."""
+    if event not in EVENTS:
+        raise SpecError(
+            f"@on({event!r}): unknown event.{did_you_mean(str(event), EVENTS)} "
+            f"Available events: {sorted_list(EVENTS)}.",
+            code="unknown-event",
+        )
+
+
+class Registry:
+    """A collection of decorated functions. Its methods are the decorators.
+
+    Example::
+
+        reg = lk.Registry()
+        reg.model(make_net, name="net")
+        reg.training_step(regress)
+        spec = lk.collect(reg)
+    """
+
+    def __init__(self, name: str = "registry") -> None:
+        self.name = name
+        self._entries: dict[tuple[str, str, str], Entry] = {}
+
+    def __repr__(self) -> str:
+        return f"Registry({self.name!r}, {len(self._entries)} functions)"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Recorded entries in the order their functions were first registered."""
+        return list(self._entries.values())
+
+    def clear(self) -> None:
+        """Forget every recorded function."""
+        self._entries.clear()
+
+    def _add(self, entry: Entry) -> None:
+        old = self._entries.get(entry.key)
+        if old is not None:
+            # A redefinition (a notebook cell run again) keeps its place in the build order.
+            entry = Entry(entry.role, entry.fn, entry.name, entry.manual, entry.event, old.order)
+        self._entries[entry.key] = entry
+
+    def _record(self, role: str, fn: Callable[..., Any], **options: Any) -> None:
+        _check_callable(fn, role)
+        name = options.pop("name", None) or getattr(fn, "__name__", None) or repr(fn)
+        self._add(Entry(role, fn, name, order=next(_order), **options))
+
+    # -- the decorators -------------------------------------------------------------------
+
+    @overload
+    def model(self, fn: Callable[P, R], /, *, name: str | None = None) -> Callable[P, R]: ...
+    @overload
+    def model(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def model(self, fn: Any = None, /, *, name: str | None = None) -> Any:
+        """Record a function that builds an ``nn.Module``; ``name`` is its injection name."""
+        if name is not None and not (isinstance(name, str) and name.isidentifier()):
+            raise SpecError(
+                f"@model(name={name!r}): a model's name must be a Python identifier, since "
+                "other functions receive the model through a parameter of that name.",
+                code="bad-model-name",
+            )
+
+        def record(f: Callable[P, R]) -> Callable[P, R]:
+            self._record("model", f, name=name)
+            return f
+
+        return record if fn is None else record(fn)
+
+    @overload
+    def training_step(self, fn: Callable[P, R], /, *, manual: bool = False) -> Callable[P, R]: ...
+    @overload
+    def training_step(
+        self, fn: None = None, /, *, manual: bool = False
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def training_step(self, fn: Any = None, /, *, manual: bool = False) -> Any:
+        """Record the training step. ``manual=True``: the step calls ``ctx.backward`` and
+        ``opt.step()`` itself."""
+
+        def record(f: Callable[P, R]) -> Callable[P, R]:
+            self._record("training_step", f, manual=bool(manual))
+            return f
+
+        return record if fn is None else record(fn)
+
+    def _simple(self, role: str, fn: Callable[P, R]) -> Callable[P, R]:
+        self._record(role, fn)
+        return fn
+
+    def validation_step(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        """Record the validation step (runs under ``torch.no_grad`` with models in eval mode)."""
+        return self._simple("validation_step", fn)
+
+    def test_step(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        """Record the test step."""
+        return self._simple("test_step", fn)
+
+    def predict_step(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        """Record the prediction step; what it returns is collected by ``trainer.predict``."""
+        return self._simple("predict_step", fn)
+
+    def configure_optimizers(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        """Record the function that returns the optimizers (and schedulers)."""
+        return self._simple("configure_optimizers", fn)
+
+    def train_data(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        """Record the function that returns the training ``DataLoader`` (or any iterable)."""
+        return self._simple("train_data", fn)
+
+    def val_data(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        """Record the validation data function (a loader, or a list of loaders)."""
+        return self._simple("val_data", fn)
+
+    def test_data(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        """Record the test data function."""
+        return self._simple("test_data", fn)
+
+    def predict_data(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        """Record the prediction data function."""
+        return self._simple("predict_data", fn)
+
+    def on(self, event: str, fn: Callable[P, R] | None = None, /) -> Any:
+        """Record a hook for ``event`` (``@reg.on("train_epoch_end")``)."""
+        check_event(event)
+
+        def record(f: Callable[P, R]) -> Callable[P, R]:
+            self._record("on", f, event=event)
+            return f
+
+        return record if fn is None else record(fn)
+
+
+#: One registry per Python module, created on first use.
+_MODULE_REGISTRIES: dict[str, Registry] = {}
+
+
+def registry_for(module: str) -> Registry:
+    """The default registry of a module (created empty if the module registered nothing)."""
+    reg = _MODULE_REGISTRIES.get(module)
+    if reg is None:
+        reg = _MODULE_REGISTRIES[module] = Registry(module)
+    return reg
+
+
+def has_registry(module: str) -> bool:
+    return module in _MODULE_REGISTRIES

@@ -1,0 +1,194 @@
+"""Read each function's signature once and classify every parameter with one rule table.
+
+The rules, in order (pytest's: a parameter with a default is never *injected* by default):
+
+1. its name is a model's name            -> the built model
+2. it is a loop value the role supplies  -> injected by the loop (``batch``, ``ctx``, ...)
+3. it is a loop value the role never supplies -> error (``unsupplied-loop-value``)
+4. it has a default                      -> a hyperparameter
+5. otherwise                             -> error (``unknown-parameter``)
+
+``*args``/``**kwargs`` and positional-only parameters are errors of their own.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic.fields import FieldInfo
+
+from lightkit.errors import Problem, describe_function, did_you_mean, sorted_list
+from lightkit.spec.roles import LOOP_VALUES, supplies
+
+ParamKind = Literal["model", "loop", "hparam"]
+
+_ROLE_LABEL = {
+    "model": "@model functions",
+    "training_step": "training steps",
+    "validation_step": "validation steps",
+    "test_step": "test steps",
+    "predict_step": "predict steps",
+    "configure_optimizers": "configure_optimizers functions",
+    "train_data": "data functions",
+    "val_data": "data functions",
+    "test_data": "data functions",
+    "predict_data": "data functions",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One classified parameter. ``annotation``/``default`` matter for hyperparameters only."""
+
+    name: str
+    kind: ParamKind
+    annotation: Any = None
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionPlan:
+    """What calling one user function needs, resolved once at collect time."""
+
+    role: str
+    fn: Callable[..., Any]
+    name: str
+    params: tuple[Param, ...]
+    event: str | None = None
+    manual: bool = False
+
+    @property
+    def where(self) -> str:
+        return describe_function(self.fn)
+
+    def names(self, kind: ParamKind) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params if p.kind == kind)
+
+
+def role_label(role: str, event: str | None = None) -> str:
+    return f"'{event}' hooks" if role == "on" else _ROLE_LABEL[role]
+
+
+def read_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """The signature with string annotations evaluated; unresolvable ones are left out."""
+    try:
+        return inspect.signature(fn, eval_str=True)
+    except (NameError, TypeError, SyntaxError):
+        # One name imported under TYPE_CHECKING (``net: nn.Module``) must not cost the other
+        # parameters their types: evaluate each annotation on its own.
+        sig = inspect.signature(fn)
+        namespace = getattr(inspect.unwrap(fn), "__globals__", {})
+        params = [
+            p.replace(annotation=_eval_annotation(p.annotation, namespace))
+            for p in sig.parameters.values()
+        ]
+        return sig.replace(parameters=params)
+
+
+def _eval_annotation(annotation: Any, namespace: dict[str, Any]) -> Any:
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, namespace)
+    except Exception:
+        return inspect.Parameter.empty
+
+
+def hparam_annotation(param: inspect.Parameter) -> Any:
+    """The declared type, or the default's type when unannotated (``Any`` for ``None``)."""
+    if param.annotation is not inspect.Parameter.empty:
+        return param.annotation
+    default = param.default
+    if isinstance(default, FieldInfo):
+        default = default.get_default(call_default_factory=True, validated_data={})
+    return Any if default is None else type(default)
+
+
+def classify(
+    role: str,
+    fn: Callable[..., Any],
+    name: str,
+    model_names: Iterable[str],
+    *,
+    event: str | None = None,
+    manual: bool = False,
+) -> tuple[FunctionPlan | None, list[Problem]]:
+    """Classify ``fn``'s parameters for ``role``. Returns the plan, or the problems found."""
+    problems: list[Problem] = []
+    models = tuple(model_names)
+    loop_values, gets_models = supplies(role, event)
+    try:
+        sig = read_signature(fn)
+    except (TypeError, ValueError) as exc:
+        return None, [
+            Problem("unreadable-signature", f"{fn!r}: cannot read its signature ({exc}).")
+        ]
+
+    where = describe_function(fn)
+    label = role_label(role, event)
+    params: list[Param] = []
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            star = "*" if p.kind is p.VAR_POSITIONAL else "**"
+            problems.append(
+                Problem(
+                    "variadic-parameter",
+                    f"{where}: parameter '{star}{p.name}' is not supported: lightkit passes "
+                    f"every value by name, so it must know each name. List the parameters "
+                    f"you need explicitly.",
+                )
+            )
+        elif p.kind is p.POSITIONAL_ONLY:
+            problems.append(
+                Problem(
+                    "positional-only-parameter",
+                    f"{where}: parameter '{p.name}' is positional-only (before '/'); lightkit "
+                    f"passes values by name. Remove the '/'.",
+                )
+            )
+        elif p.name in models:
+            if gets_models:
+                params.append(Param(p.name, "model"))
+            else:
+                problems.append(
+                    Problem(
+                        "model-not-available",
+                        f"{where}: parameter '{p.name}' is a model, but {label} do not receive "
+                        f"models (they run before models exist or independently of them). "
+                        f"They receive: {sorted_list(loop_values)}.",
+                    )
+                )
+        elif p.name in loop_values:
+            params.append(Param(p.name, "loop"))
+        elif p.name in LOOP_VALUES:
+            problems.append(
+                Problem(
+                    "unsupplied-loop-value",
+                    f"{where}: parameter '{p.name}' is a loop value that {label} never "
+                    f"receive. They receive: {sorted_list(loop_values)}"
+                    + (f" and the models ({sorted_list(models)})" if gets_models else "")
+                    + f". Remove '{p.name}' or rename it.",
+                )
+            )
+        elif p.default is not p.empty and not (
+            # ``= Field(gt=0)`` sets constraints but no value: not a default.
+            isinstance(p.default, FieldInfo) and p.default.is_required()
+        ):
+            params.append(Param(p.name, "hparam", hparam_annotation(p), p.default))
+        else:
+            available = [*models, *loop_values] if gets_models else list(loop_values)
+            problems.append(
+                Problem(
+                    "unknown-parameter",
+                    f"{where}: parameter '{p.name}' is not a model "
+                    f"({sorted_list(models) if gets_models else 'none here'}), a loop value "
+                    f"({sorted_list(loop_values)}) or a hyperparameter (give it a default)."
+                    + did_you_mean(p.name, available),
+                )
+            )
+    if problems:
+        return None, problems
+    return FunctionPlan(role, fn, name, tuple(params), event, manual), []

@@ -1,0 +1,339 @@
+"""``TrainingSpec``: the validated, serialisable description of a training program.
+
+A spec is data: every function is stored as an import path (``"examples.digits:train"``), the
+hyperparameters as values plus their JSON schema. Loading the JSON imports the functions back
+and re-runs the same analysis ``collect()`` does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    computed_field,
+    field_serializer,
+    model_validator,
+)
+
+from lightkit.errors import Problem, SpecError, describe_function, did_you_mean, sorted_list
+from lightkit.spec.hparams import Hparams, build_hparams_model, hparam_sources, type_name
+from lightkit.spec.roles import ENTRY_POINT_NEEDS, LOOP_VALUES, SINGLE_ROLES
+from lightkit.spec.signature import FunctionPlan, classify
+
+
+def function_ref(fn: Callable[..., Any]) -> str:
+    """``"module:qualname"`` of a function."""
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def import_function(ref: str) -> Callable[..., Any]:
+    """Import ``"module:qualname"``; a clear error when that cannot work."""
+    module_name, _, qualname = ref.partition(":")
+    if not module_name or not qualname:
+        raise SpecError(
+            f"{ref!r} is not a function reference; expected 'module:qualname'.",
+            code="unimportable-function",
+        )
+    hint = ""
+    if module_name == "__main__" or "<locals>" in qualname:
+        hint = (
+            " It was defined in a script run directly, a notebook, or inside another function, "
+            "so another process cannot import it. Move it to an importable module "
+            "(a .py file on the Python path) to load the spec elsewhere."
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(
+            f"cannot import function {ref!r}: {exc}.{hint}", code="unimportable-function"
+        ) from None
+    if not callable(obj):
+        raise SpecError(f"{ref!r} is not callable.", code="unimportable-function")
+    return obj  # type: ignore[no-any-return]
+
+
+def _validate_fn(value: Any) -> Callable[..., Any]:
+    if isinstance(value, str):
+        return import_function(value)
+    if callable(value):
+        return value  # type: ignore[no-any-return]
+    raise ValueError(f"expected a function or 'module:qualname', got {value!r}")
+
+
+FunctionRef = Annotated[
+    Callable[..., Any],
+    PlainValidator(_validate_fn),
+    PlainSerializer(function_ref, return_type=str),
+]
+
+
+class SpecEntry(BaseModel):
+    """One function of the spec and its role."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    fn: FunctionRef
+    name: str
+    manual: bool = False
+    event: str | None = None
+
+
+def analyse(
+    entries: Sequence[SpecEntry],
+) -> tuple[list[FunctionPlan], type[Hparams] | None, list[Problem]]:
+    """Classify every function, check roles and build the hyperparameter model."""
+    problems: list[Problem] = []
+    models = [e for e in entries if e.role == "model"]
+    model_names = [e.name for e in models]
+
+    by_name: dict[str, SpecEntry] = {}
+    for e in models:
+        if e.name in by_name and by_name[e.name].fn is not e.fn:
+            problems.append(
+                Problem(
+                    "duplicate-model",
+                    f"two models are named '{e.name}':\n  {describe_function(by_name[e.name].fn)}\n"
+                    f'  {describe_function(e.fn)}\nGive one another name: @lk.model(name="...").',
+                )
+            )
+        by_name.setdefault(e.name, e)
+        if e.name in LOOP_VALUES:
+            problems.append(
+                Problem(
+                    "model-name-clash",
+                    f"{describe_function(e.fn)}: the model name '{e.name}' is also a loop value, "
+                    f"so functions could not ask for both. Name it otherwise: "
+                    f'@lk.model(name="{e.name}_model").',
+                )
+            )
+    for role in SINGLE_ROLES:
+        same = [e for e in entries if e.role == role]
+        if len({id(e.fn) for e in same}) > 1:
+            listed = "\n".join(f"  {describe_function(e.fn)}" for e in same)
+            problems.append(
+                Problem(
+                    "duplicate-role",
+                    f"{len(same)} functions are marked @{role}, but a spec has at most one:\n"
+                    f"{listed}\nKeep one, or collect them into separate specs.",
+                )
+            )
+
+    plans: list[FunctionPlan] = []
+    for e in entries:
+        plan, found = classify(e.role, e.fn, e.name, model_names, event=e.event, manual=e.manual)
+        problems.extend(found)
+        if plan is not None:
+            plans.append(plan)
+    if problems:
+        return plans, None, problems
+    model, found = build_hparams_model(plans)
+    return plans, model, found
+
+
+class TrainingSpec(BaseModel):
+    """The validated spec: functions by role, hooks, and hyperparameters.
+
+    Build it with :func:`lightkit.collect`; change hyperparameters with :meth:`with_hparams`.
+
+    Example::
+
+        spec = lk.collect()
+        spec = spec.with_hparams(lr=3e-4)
+        text = spec.model_dump_json()
+        same = lk.TrainingSpec.model_validate_json(text)
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    functions: tuple[SpecEntry, ...]
+    hparams: Any = None
+
+    _plans: tuple[FunctionPlan, ...] = PrivateAttr(default=())
+    _hparams_model: type[Hparams] | None = PrivateAttr(default=None)
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> TrainingSpec:
+        """Validate ``obj``; a spec problem raises :class:`SpecError`, not pydantic's error."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise _unwrap_spec_errors(exc) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> TrainingSpec:
+        """Load a spec from JSON, importing its functions back.
+
+        Raises:
+            SpecError: a function cannot be imported (it is named, with the fix), or the
+                functions no longer form a valid spec.
+            pydantic.ValidationError: the text is not a spec.
+        """
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except ValidationError as exc:
+            raise _unwrap_spec_errors(exc) from None
+
+    @model_validator(mode="after")
+    def _analyse(self, info: ValidationInfo) -> TrainingSpec:
+        # collect() has analysed the functions already and hands its result over.
+        done = (info.context or {}).get("analysis")
+        plans, model, problems = done if done is not None else analyse(self.functions)
+        if problems:
+            raise SpecError(problems, where=source_files(self.functions))
+        assert model is not None
+        values = self.hparams
+        if isinstance(values, BaseModel):
+            values = dict(values)
+        object.__setattr__(self, "hparams", model.model_validate(values or {}))
+        self._plans = tuple(plans)
+        self._hparams_model = model
+        return self
+
+    @field_serializer("hparams")
+    def _dump_hparams(self, value: Any, info: Any) -> Any:
+        return value.model_dump(mode=info.mode) if isinstance(value, BaseModel) else value
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def hparams_schema(self) -> dict[str, Any]:
+        """The JSON schema of the hyperparameters."""
+        return self.hparams_model.model_json_schema()
+
+    # -- access -----------------------------------------------------------------------------
+
+    @property
+    def hparams_model(self) -> type[Hparams]:
+        """The pydantic model class of the hyperparameters."""
+        assert self._hparams_model is not None
+        return self._hparams_model
+
+    @property
+    def plans(self) -> tuple[FunctionPlan, ...]:
+        """The classified parameters of every function, in ``functions`` order."""
+        return self._plans
+
+    def get(self, role: str) -> SpecEntry | None:
+        """The function entry of a single-valued role, or ``None``."""
+        for e in self.functions:
+            if e.role == role:
+                return e
+        return None
+
+    def plan(self, role: str) -> FunctionPlan | None:
+        """The plan of a single-valued role's function, or ``None``."""
+        for p in self._plans:
+            if p.role == role:
+                return p
+        return None
+
+    @property
+    def models(self) -> tuple[SpecEntry, ...]:
+        """The model functions, in build order."""
+        return tuple(e for e in self.functions if e.role == "model")
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.functions if e.role == "model")
+
+    @property
+    def hooks(self) -> tuple[SpecEntry, ...]:
+        return tuple(e for e in self.functions if e.role == "on")
+
+    def hparam_sources(self) -> dict[str, list[str]]:
+        """Hyperparameter name -> the functions that declare it."""
+        return hparam_sources(self.hparams_model)
+
+    # -- changing and checking ---------------------------------------------------------------
+
+    def with_hparams(self, **overrides: Any) -> TrainingSpec:
+        """A new spec with some hyperparameters changed, validated by pydantic.
+
+        Raises:
+            SpecError: a name is not a hyperparameter (the known ones are listed).
+            pydantic.ValidationError: a value has the wrong type (the error names the field).
+        """
+        known = self.hparams_model.model_fields
+        unknown = [k for k in overrides if k not in known]
+        if unknown:
+            first = unknown[0]
+            raise SpecError(
+                f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}.{did_you_mean(first, known)} "
+                f"Known hyperparameters: {sorted_list(known)}.",
+                code="unknown-hparam",
+            )
+        values = {**dict(self.hparams), **overrides}
+        hparams = self.hparams_model.model_validate(values)
+        new = self.model_copy(update={"hparams": hparams})
+        return new
+
+    def require(self, entry_point: str) -> None:
+        """Raise a ``SpecError`` listing every role ``entry_point`` needs that is missing."""
+        needs = ENTRY_POINT_NEEDS[entry_point]
+        have = {e.role for e in self.functions}
+        missing = [r for r in needs if r not in have]
+        if missing:
+            listed = ", ".join(f"@lk.{r}" for r in missing)
+            raise SpecError(
+                f"trainer.{entry_point}() needs {listed}, which the spec does not have. "
+                f"Define {'them' if len(missing) > 1 else 'it'} in a collected module "
+                f"(the spec has: {sorted_list(have) if have else 'nothing'}).",
+                code="missing-role",
+            )
+
+    def describe(self) -> str:
+        """A readable multi-line summary: roles, functions, hyperparameters."""
+        lines = ["TrainingSpec"]
+        for plan in self._plans:
+            label = f"on({plan.event})" if plan.role == "on" else plan.role
+            if plan.role == "model":
+                label = f"model '{plan.name}'"
+            extra = " [manual]" if plan.manual else ""
+            lines.append(f"  {label:<28} {function_ref(plan.fn)}{extra}")
+        lines.append("  hyperparameters:")
+        sources = self.hparam_sources()
+        fields = self.hparams_model.model_fields
+        if not fields:
+            lines.append("    (none)")
+        for name, field in fields.items():
+            used = ", ".join(s.split("(")[0] for s in sources.get(name, []))
+            lines.append(
+                f"    {name}: {type_name(field.annotation)} = {getattr(self.hparams, name)!r}"
+                f"  (used by {used})"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def _unwrap_spec_errors(exc: ValidationError) -> Exception:
+    """The ``SpecError`` behind a validation error (pydantic wraps every ``ValueError`` raised
+    in a validator, ours included), or ``exc`` itself when it has other causes too."""
+    errors = [e.get("ctx", {}).get("error") for e in exc.errors()]
+    spec_errors = [e for e in errors if isinstance(e, SpecError)]
+    if not spec_errors or len(spec_errors) < len(errors):
+        return exc
+    if len(spec_errors) == 1:
+        return spec_errors[0]
+    return SpecError([p for e in spec_errors for p in e.problems])
+
+
+def source_files(entries: Sequence[SpecEntry]) -> str:
+    """The files that define ``entries``, for the head of an error message."""
+    files = sorted(
+        {describe_function(e.fn).rsplit(" at ", 1)[-1].rsplit(":", 1)[0] for e in entries}
+    )
+    return ", ".join(files)

@@ -1,0 +1,52 @@
+"""Apply a function to every tensor in a nested batch (tuples, lists, dicts, dataclasses)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+
+def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """Return ``data`` with ``fn`` applied to each tensor; containers are rebuilt, not mutated."""
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    if isinstance(data, (list, tuple)):
+        items = [apply_to_tensors(x, fn) for x in data]
+        if hasattr(data, "_fields"):  # namedtuple
+            return type(data)(*items)
+        return type(data)(items)
+    if isinstance(data, Mapping):
+        return type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()})  # type: ignore[call-arg]
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        changes = {
+            f.name: apply_to_tensors(getattr(data, f.name), fn)
+            for f in dataclasses.fields(data)
+            if f.init
+        }
+        return dataclasses.replace(data, **changes)
+    return data
+
+
+def first_tensor(data: Any) -> torch.Tensor | None:
+    """The first tensor found in ``data`` (depth first), or ``None``."""
+    if isinstance(data, torch.Tensor):
+        return data
+    if isinstance(data, (list, tuple)):
+        for x in data:
+            t = first_tensor(x)
+            if t is not None:
+                return t
+    elif isinstance(data, Mapping):
+        for x in data.values():
+            t = first_tensor(x)
+            if t is not None:
+                return t
+    elif dataclasses.is_dataclass(data) and not isinstance(data, type):
+        for f in dataclasses.fields(data):
+            t = first_tensor(getattr(data, f.name))
+            if t is not None:
+                return t
+    return None

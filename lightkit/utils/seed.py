@@ -1,0 +1,55 @@
+"""Seeding and saving/restoring the global random generators."""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any
+
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy (if installed) and torch (CPU and every GPU)."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    torch.manual_seed(seed)
+
+
+def rng_states() -> dict[str, Any]:
+    """The state of every global generator (numpy only if already imported)."""
+    states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if "numpy" in sys.modules:
+        states["numpy"] = sys.modules["numpy"].random.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    if "python" in states:
+        random.setstate(states["python"])
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "numpy" in states:
+        import numpy as np
+
+        np.random.set_state(states["numpy"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class isolate_rng:
+    """Restore every global generator on exit (the sanity check must not shift the run)."""
+
+    def __enter__(self) -> None:
+        self._states = rng_states()
+
+    def __exit__(self, *exc: Any) -> None:
+        set_rng_states(self._states)

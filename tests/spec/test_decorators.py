@@ -1,0 +1,198 @@
+"""The module-level decorators: they record (role, options) and return the function itself."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import lightkit as lk
+from lightkit.spec.registry import registry_for
+
+SIMPLE_ROLES = [
+    "validation_step",
+    "test_step",
+    "predict_step",
+    "configure_optimizers",
+    "train_data",
+    "val_data",
+    "test_data",
+    "predict_data",
+]
+
+
+@pytest.fixture(autouse=True)
+def registry():
+    """This test module's default registry, emptied around each test."""
+    reg = registry_for(__name__)
+    reg.clear()
+    yield reg
+    reg.clear()
+
+
+def only_entry(reg):
+    assert len(reg.entries) == 1, reg.entries
+    return reg.entries[0]
+
+
+def test_model_bare(registry):
+    def net(hidden: int = 8):
+        return hidden
+
+    decorated = lk.model(net)
+    assert decorated is net
+    assert not hasattr(decorated, "__wrapped__")
+    entry = only_entry(registry)
+    assert (entry.role, entry.fn, entry.name) == ("model", net, "net")
+
+
+def test_model_with_name(registry):
+    @lk.model(name="net")
+    def make_net(hidden: int = 8):
+        return hidden
+
+    assert make_net.__name__ == "make_net"
+    assert not hasattr(make_net, "__wrapped__")
+    entry = only_entry(registry)
+    assert (entry.role, entry.fn, entry.name) == ("model", make_net, "net")
+
+
+def test_model_with_empty_parentheses(registry):
+    @lk.model()
+    def net():
+        return None
+
+    assert only_entry(registry).name == "net"
+
+
+def test_training_step_bare_and_manual(registry):
+    def train(net, batch):
+        return batch
+
+    assert lk.training_step(train) is train
+    assert only_entry(registry).manual is False
+
+    registry.clear()
+
+    def manual_train(net, batch, optimizers):
+        return None
+
+    decorated = lk.training_step(manual=True)(manual_train)
+    assert decorated is manual_train
+    assert not hasattr(decorated, "__wrapped__")
+    entry = only_entry(registry)
+    assert (entry.role, entry.fn, entry.manual) == ("training_step", manual_train, True)
+
+
+@pytest.mark.parametrize("role", SIMPLE_ROLES)
+def test_simple_roles_record_and_return_the_function(role, registry):
+    def fn(batch_size: int = 4):
+        return batch_size
+
+    decorated = getattr(lk, role)(fn)
+    assert decorated is fn
+    assert not hasattr(decorated, "__wrapped__")
+    entry = only_entry(registry)
+    assert (entry.role, entry.fn, entry.name, entry.event) == (role, fn, "fn", None)
+
+
+def test_on_records_the_event(registry):
+    def report(ctx):
+        return ctx
+
+    decorated = lk.on("train_epoch_end")(report)
+    assert decorated is report
+    assert not hasattr(decorated, "__wrapped__")
+    entry = only_entry(registry)
+    assert (entry.role, entry.event, entry.fn) == ("on", "train_epoch_end", report)
+
+
+def test_decorated_functions_stay_plain_callables():
+    @lk.model
+    def net(hidden: int = 8):
+        return hidden * 2
+
+    @lk.training_step(manual=True)
+    def train(net, batch):
+        return net + batch
+
+    @lk.on("fit_start")
+    def hello(net):
+        return f"hello {net}"
+
+    assert net(hidden=3) == 6
+    assert train(1, 2) == 3
+    assert hello("net") == "hello net"
+    assert list(inspect.signature(net).parameters) == ["hidden"]
+    assert inspect.signature(train).parameters["batch"].default is inspect.Parameter.empty
+
+
+def test_decorators_record_in_the_registry_of_the_functions_module():
+    namespace = {"__name__": "tests._decorated_elsewhere"}
+    exec("import lightkit as lk\n@lk.model\ndef other():\n    return 1\n", namespace)
+    try:
+        reg = registry_for("tests._decorated_elsewhere")
+        assert [e.fn for e in reg.entries] == [namespace["other"]]
+        assert registry_for(__name__).entries == []
+    finally:
+        reg.clear()
+
+
+def test_bare_on_is_an_error():
+    with pytest.raises(lk.SpecError) as info:
+
+        @lk.on  # type: ignore[arg-type]
+        def report(ctx):
+            return ctx
+
+    assert info.value.code == "unknown-event"
+    assert str(info.value) == (
+        '@lk.on needs an event name: write `@lk.on("train_epoch_end")` above '
+        "`def report`, not bare `@lk.on`."
+    )
+
+
+def test_unknown_event_lists_the_events_and_suggests_one():
+    with pytest.raises(lk.SpecError) as info:
+        lk.on("train_epoch_ends")
+    message = str(info.value)
+    assert info.value.code == "unknown-event"
+    assert message.startswith("@on('train_epoch_ends'): unknown event. Did you mean 'train_epoch_end'?")
+    assert "Available events: after_backward, before_backward, before_optimizer_step, " in message
+    assert message.endswith("validation_epoch_end, validation_epoch_start.")
+
+
+def test_model_name_must_be_an_identifier():
+    with pytest.raises(lk.SpecError) as info:
+
+        @lk.model(name="my net")
+        def make_net():
+            return None
+
+    assert info.value.code == "bad-model-name"
+    assert str(info.value) == (
+        "@model(name='my net'): a model's name must be a Python identifier, since other "
+        "functions receive the model through a parameter of that name."
+    )
+
+
+def test_decorating_something_that_is_not_a_function():
+    with pytest.raises(lk.SpecError) as info:
+        lk.train_data(42)  # type: ignore[arg-type]
+    assert info.value.code == "not-a-function"
+    assert str(info.value) == (
+        "@train_data expects a function, got int 42. Decorate a function "
+        "(`@lk.train_data` above `def ...`), or pass one: `reg.train_data(my_function)`."
+    )
+
+
+def test_stacked_decorators_give_one_function_two_roles(registry):
+    @lk.validation_step
+    @lk.test_step
+    def evaluate(net, batch):
+        return batch
+
+    assert [(e.role, e.fn) for e in registry.entries] == [
+        ("test_step", evaluate),
+        ("validation_step", evaluate),
+    ]

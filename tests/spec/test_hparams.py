@@ -1,0 +1,294 @@
+"""Hyperparameters: one pydantic model built from every signature, validated overrides."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pydantic
+import pytest
+from pydantic import Field
+
+import lightkit as lk
+from lightkit.errors import describe_function
+from lightkit.spec.hparams import type_name
+from tests.user_modules import hparam_conflict, hparam_kinds, realistic, simple
+
+
+@pytest.fixture(scope="module")
+def kinds_spec() -> lk.TrainingSpec:
+    return lk.collect(hparam_kinds)
+
+
+def test_hparams_is_an_instance_of_one_model(kinds_spec):
+    hp = kinds_spec.hparams
+    assert isinstance(hp, lk.Hparams)
+    assert isinstance(hp, pydantic.BaseModel)
+    assert type(hp) is kinds_spec.hparams_model
+    assert list(type(hp).model_fields) == [
+        "hidden",
+        "activation",
+        "dropout",
+        "sizes",
+        "norm",
+        "bias",
+        "lr",
+        "weight_decay",
+        "betas",
+        "momentum",
+        "tag",
+    ]
+
+
+def test_defaults(kinds_spec):
+    assert kinds_spec.hparams.as_dict() == {
+        "hidden": 64,
+        "activation": "relu",
+        "dropout": None,
+        "sizes": (32, 16),
+        "norm": hparam_kinds.Norm.BATCH,
+        "bias": True,
+        "lr": 1e-3,
+        "weight_decay": 0.01,
+        "betas": (0.9, 0.999),
+        "momentum": 0.9,
+        "tag": "run",
+    }
+    assert kinds_spec.hparams["lr"] == kinds_spec.hparams.lr == 1e-3
+
+
+def test_types_come_from_annotations_or_defaults(kinds_spec):
+    fields = kinds_spec.hparams_model.model_fields
+    assert {name: type_name(f.annotation) for name, f in fields.items()} == {
+        "hidden": "int",
+        "activation": "Literal['relu', 'gelu']",
+        "dropout": "Optional[float]",
+        "sizes": "tuple[int, ...]",
+        "norm": "Norm",
+        "bias": "bool",  # from the default
+        "lr": "float",
+        "weight_decay": "float",
+        "betas": "tuple[float, float]",
+        "momentum": "float",  # from the Field's default
+        "tag": "str",  # a string annotation, evaluated
+    }
+
+
+def test_field_descriptions_and_constraints_reach_the_schema(kinds_spec):
+    props = kinds_spec.hparams_schema["properties"]
+    assert props["lr"] == {
+        "default": 1e-3,
+        "description": "peak learning rate",
+        "exclusiveMinimum": 0,
+        "title": "Lr",
+        "type": "number",
+    }
+    assert props["weight_decay"]["description"] == "AdamW weight decay"
+    assert props["weight_decay"]["minimum"] == 0
+    assert props["momentum"]["maximum"] == 1
+    assert props["activation"]["enum"] == ["relu", "gelu"]
+    assert kinds_spec.hparams_schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"lr": "abc"}, "lr"),
+        ({"lr": 0}, "lr"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"momentum": 2}, "momentum"),
+        ({"activation": "tanh"}, "activation"),
+        ({"norm": "group"}, "norm"),
+        ({"sizes": ["a"]}, "sizes"),
+        ({"betas": (0.9,)}, "betas"),
+        ({"hidden": 1.5}, "hidden"),
+    ],
+)
+def test_bad_overrides_raise_pydantic_errors_naming_the_field(kinds_spec, overrides, field):
+    with pytest.raises(pydantic.ValidationError) as info:
+        kinds_spec.with_hparams(**overrides)
+    assert [e["loc"][0] for e in info.value.errors()] == [field]
+    assert str(info.value).splitlines()[1].split(".")[0] == field
+
+
+def test_with_hparams_lr_abc_on_the_design_example():
+    spec = lk.collect(simple)
+    with pytest.raises(pydantic.ValidationError) as info:
+        spec.with_hparams(lr="abc")
+    assert str(info.value).startswith("1 validation error for Hparams\nlr\n")
+    assert "Input should be a valid number" in str(info.value)
+
+
+def test_good_overrides_are_coerced(kinds_spec):
+    new = kinds_spec.with_hparams(norm="layer", sizes=[8, 4], dropout=0.5, lr=3e-4)
+    assert new.hparams.norm is hparam_kinds.Norm.LAYER
+    assert new.hparams.sizes == (8, 4)
+    assert new.hparams.dropout == 0.5
+    assert new.hparams.lr == 3e-4
+
+
+def test_with_hparams_returns_a_new_spec_and_leaves_the_old_one(kinds_spec):
+    new = kinds_spec.with_hparams(lr=3e-4, hidden=128)
+    assert new is not kinds_spec
+    assert (new.hparams.lr, new.hparams.hidden) == (3e-4, 128)
+    assert (kinds_spec.hparams.lr, kinds_spec.hparams.hidden) == (1e-3, 64)
+    assert new.functions == kinds_spec.functions
+    assert new.hparams.tag == kinds_spec.hparams.tag == "run"
+    assert new.with_hparams(hidden=7).hparams.lr == 3e-4
+
+
+def test_unknown_names_list_the_known_ones():
+    spec = lk.collect(simple)
+    with pytest.raises(lk.SpecError) as info:
+        spec.with_hparams(learning_rate=0.1)
+    assert info.value.code == "unknown-hparam"
+    assert str(info.value) == (
+        "unknown hyperparameter 'learning_rate'. Known hyperparameters: batch_size, hidden, lr."
+    )
+    with pytest.raises(lk.SpecError) as info:
+        spec.with_hparams(lrr=0.1, hiden=3)
+    assert str(info.value) == (
+        "unknown hyperparameters 'lrr', 'hiden'. Did you mean 'lr'? "
+        "Known hyperparameters: batch_size, hidden, lr."
+    )
+
+
+def test_hparams_are_frozen(kinds_spec):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        kinds_spec.hparams.lr = 0.5
+    with pytest.raises(pydantic.ValidationError, match="Extra inputs are not permitted"):
+        kinds_spec.hparams_model(nope=1)
+
+
+def test_same_name_in_two_functions_is_one_hyperparameter():
+    spec = lk.collect(realistic)
+    fields = spec.hparams_model.model_fields
+    assert list(fields).count("latent_dim") == 1
+    assert spec.hparam_sources()["latent_dim"] == [
+        describe_function(f)
+        for f in (
+            realistic.generator,
+            realistic.noise_loader,
+            realistic.adversarial,
+            realistic.val,
+            realistic.remember,
+        )
+    ]
+
+
+def test_conflicting_declarations_name_both_functions():
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(hparam_conflict)
+    err = info.value
+    assert err.codes == ["hparam-conflict", "hparam-conflict"]
+    assert str(err).startswith("2 problems in tests/user_modules/hparam_conflict.py:\n\n")
+    assert err.problems[0].message == (
+        "hyperparameter 'batch_size' is declared twice, differently:\n"
+        "  train_loader(batch_size, workers) at tests/user_modules/hparam_conflict.py:4: "
+        "batch_size: int = 64\n"
+        "  val_loader(batch_size, workers) at tests/user_modules/hparam_conflict.py:9: "
+        "batch_size: int = 32\n"
+        "The same name is one hyperparameter: give both the same type and default, or rename one."
+    )
+    assert err.problems[1].message.splitlines()[1:3] == [
+        "  train_loader(batch_size, workers) at tests/user_modules/hparam_conflict.py:4: "
+        "workers: int = 2",
+        "  val_loader(batch_size, workers) at tests/user_modules/hparam_conflict.py:9: "
+        "workers: float = 2.0",
+    ]
+
+
+def test_agreeing_declarations_are_fine_even_when_one_is_unannotated():
+    reg = lk.Registry()
+
+    @reg.train_data
+    def train_loader(batch_size: int = 8):
+        return None
+
+    @reg.val_data
+    def val_loader(batch_size=8):
+        return None
+
+    assert list(lk.collect(reg).hparams_model.model_fields) == ["batch_size"]
+
+
+def test_optional_versus_unannotated_none_conflict():
+    reg = lk.Registry()
+
+    @reg.train_data
+    def train_loader(limit: Optional[int] = None):
+        return None
+
+    @reg.val_data
+    def val_loader(limit=None):
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.code == "hparam-conflict"
+    assert "limit: Optional[int] = None\n" in str(info.value)
+    assert "limit: Any = None\n" in str(info.value)
+
+
+def test_field_defaults_must_agree_too():
+    reg = lk.Registry()
+
+    @reg.model
+    def net(dropout: float = Field(0.1, ge=0)):
+        return None
+
+    @reg.configure_optimizers
+    def optim(net, dropout: float = Field(0.1, ge=0)):
+        return None
+
+    assert lk.collect(reg).hparams.dropout == 0.1
+
+    @reg.train_data
+    def loader(dropout: float = Field(0.2, ge=0)):
+        return None
+
+    with pytest.raises(lk.SpecError, match="hyperparameter 'dropout' is declared twice"):
+        lk.collect(reg)
+
+
+def test_one_function_in_two_roles_is_not_a_conflict():
+    reg = lk.Registry()
+    reg.model(lambda: None, name="net")
+
+    def evaluate(net, batch, threshold: float = 0.5):
+        return None
+
+    reg.validation_step(evaluate)
+    reg.test_step(evaluate)
+    spec = lk.collect(reg)
+    assert spec.hparams.threshold == 0.5
+    assert spec.hparam_sources() == {"threshold": [describe_function(evaluate)]}
+
+
+@pytest.mark.parametrize("name", ["_private", "model_dump", "copy", "as_dict"])
+def test_reserved_names_cannot_be_hyperparameters(name):
+    reg = lk.Registry()
+    namespace: dict = {}
+    exec(f"def net({name}=1):\n    return None\n", namespace)
+    reg.model(namespace["net"])
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.code == "bad-hparam-name"
+    assert str(info.value).endswith(
+        f": hyperparameter '{name}' cannot be a field name (reserved or private). "
+        "Rename the parameter."
+    )
+
+
+def test_a_spec_without_hyperparameters():
+    reg = lk.Registry()
+    reg.model(lambda: None, name="net")
+    spec = lk.collect(reg)
+    assert spec.hparams.as_dict() == {}
+    assert spec.with_hparams().hparams.as_dict() == {}
+
+
+def test_type_name():
+    assert type_name(int) == "int"
+    assert type_name(Optional[float]) == "Optional[float]"
+    assert type_name(list[int]) == "list[int]"
+    assert type_name(hparam_kinds.Norm) == "Norm"

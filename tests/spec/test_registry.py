@@ -1,0 +1,249 @@
+"""Registries: per module by default, explicit on request, replacing on redefinition."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import types
+
+import pytest
+
+import lightkit as lk
+from lightkit.spec.registry import has_registry, registry_for
+from tests.user_modules import two_steps
+
+
+def make_net(hidden: int = 8):
+    return ("net", hidden)
+
+
+def make_mlp(width: int = 4):
+    return ("mlp", width)
+
+
+def regress(net, batch):
+    return batch
+
+
+def loader(batch_size: int = 2):
+    return [batch_size]
+
+
+def test_explicit_registry_methods_are_the_decorators():
+    reg = lk.Registry()
+
+    @reg.model
+    def net():
+        return None
+
+    @reg.model(name="head")
+    def build_head():
+        return None
+
+    @reg.training_step(manual=True)
+    def train(net, head, batch, optimizers):
+        return None
+
+    @reg.on("fit_end")
+    def done(ctx):
+        return None
+
+    assert [(e.role, e.name) for e in reg.entries] == [
+        ("model", "net"),
+        ("model", "head"),
+        ("training_step", "train"),
+        ("on", "done"),
+    ]
+    assert reg.entries[2].manual is True
+    assert reg.entries[3].event == "fit_end"
+    assert len(reg) == 4
+    assert repr(reg) == "Registry('registry', 4 functions)"
+    # Explicit registries are not module registries: nothing leaked into this module's.
+    assert not has_registry(__name__) or registry_for(__name__).entries == []
+
+
+def test_explicit_registry_plain_calls():
+    reg = lk.Registry("programmatic")
+    assert reg.model(make_net, name="net") is make_net
+    assert reg.training_step(regress) is regress
+    assert reg.configure_optimizers(loader) is loader
+    assert reg.on("train_epoch_end", loader) is loader
+    assert [(e.role, e.fn, e.name) for e in reg.entries] == [
+        ("model", make_net, "net"),
+        ("training_step", regress, "regress"),
+        ("configure_optimizers", loader, "loader"),
+        ("on", loader, "loader"),
+    ]
+    spec = lk.collect(reg)
+    assert spec.model_names == ("net",)
+    assert spec.get("training_step").fn is regress
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        "validation_step",
+        "test_step",
+        "predict_step",
+        "configure_optimizers",
+        "train_data",
+        "val_data",
+        "test_data",
+        "predict_data",
+    ],
+)
+def test_every_role_method_records_plainly(role):
+    reg = lk.Registry()
+    assert getattr(reg, role)(loader) is loader
+    assert [(e.role, e.fn) for e in reg.entries] == [(role, loader)]
+
+
+def test_one_function_can_back_two_models():
+    reg = lk.Registry()
+    reg.model(make_mlp, name="encoder")
+    reg.model(make_mlp, name="decoder")
+    spec = lk.collect(reg)
+    assert spec.model_names == ("encoder", "decoder")
+    assert [m.fn for m in spec.models] == [make_mlp, make_mlp]
+
+
+def test_reregistering_the_same_name_and_role_replaces():
+    reg = lk.Registry()
+
+    def train(net, batch):
+        return 1
+
+    reg.model(make_net, name="net")
+    reg.training_step(train)
+    first = train
+
+    def train(net, batch):  # noqa: F811 (redefined, as by a notebook cell run again)
+        return 2
+
+    reg.training_step(train)
+    reg.model(make_net, name="net")
+    assert len(reg) == 2
+    assert [e.role for e in reg.entries] == ["model", "training_step"]
+    assert reg.entries[1].fn is train and train is not first
+    assert lk.collect(reg).get("training_step").fn(None, None) == 2
+
+
+def test_reregistration_keeps_the_build_order():
+    reg = lk.Registry()
+
+    def a():
+        return "a"
+
+    def b():
+        return "b"
+
+    reg.model(a)
+    reg.model(b)
+    order = [e.order for e in reg.entries]
+    reg.model(a)  # redefinition of the first model
+    assert [e.fn for e in reg.entries] == [a, b]
+    assert [e.order for e in reg.entries] == order
+
+
+CELL = '''
+import lightkit as lk
+
+@lk.model
+def net(hidden: int = 8):
+    return hidden
+
+@lk.training_step
+def train(net, batch):
+    return batch
+
+@lk.on("train_epoch_end")
+def report(ctx):
+    return ctx
+'''
+
+
+def test_notebook_cell_executed_twice_registers_once(monkeypatch):
+    name = "tests.user_modules._notebook"
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    code = compile(CELL, "<cell>", "exec")
+    try:
+        exec(code, module.__dict__)
+        first_train = module.train
+        exec(code, module.__dict__)
+        reg = registry_for(name)
+        assert len(reg) == 3
+        assert module.train is not first_train
+        spec = lk.collect(module)
+        assert spec.get("training_step").fn is module.train
+        assert [e.fn for e in spec.models] == [module.net]
+        assert [h.fn for h in spec.hooks] == [module.report]
+    finally:
+        registry_for(name).clear()
+
+
+def test_default_registries_are_keyed_by_the_functions_module():
+    names = ["tests._registry_a", "tests._registry_b"]
+    spaces = [{"__name__": n} for n in names]
+    try:
+        for ns in spaces:
+            exec("import lightkit as lk\n@lk.model\ndef net():\n    return 1\n", ns)
+        for n, ns in zip(names, spaces, strict=True):
+            assert [e.fn for e in registry_for(n).entries] == [ns["net"]]
+        assert registry_for(names[0]) is registry_for(names[0])
+        assert registry_for(names[0]) is not registry_for(names[1])
+    finally:
+        for n in names:
+            registry_for(n).clear()
+
+
+def test_two_training_steps_are_an_error_naming_both():
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(two_steps)
+    assert info.value.code == "duplicate-role"
+    assert str(info.value) == (
+        "2 functions are marked @training_step, but a spec has at most one:\n"
+        "  train(net, batch) at tests/user_modules/two_steps.py:9\n"
+        "  train_again(net, batch) at tests/user_modules/two_steps.py:14\n"
+        "Keep one, or collect them into separate specs."
+    )
+
+
+def test_two_functions_claiming_one_model_name_are_an_error():
+    reg = lk.Registry()
+    reg.model(make_net, name="net")
+
+    def net():
+        return None
+
+    reg.model(net)
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.code == "duplicate-model"
+    message = str(info.value)
+    assert message.startswith("two models are named 'net':\n  make_net(hidden) at tests/spec/")
+    assert "\n  test_two_functions_claiming_one_model_name_are_an_error.<locals>.net() at " in message
+    assert message.endswith('Give one another name: @lk.model(name="...").')
+
+
+def test_a_partial_can_be_registered():
+    reg = lk.Registry()
+    reg.model(make_net, name="net")
+    reg.train_data(functools.partial(loader, batch_size=3))
+    spec = lk.collect(reg)
+    assert spec.get("train_data").name.startswith("functools.partial(")
+    assert spec.hparams.batch_size == 3
+
+
+def test_clear_forgets_everything():
+    reg = lk.Registry()
+    reg.model(make_net)
+    reg.clear()
+    assert len(reg) == 0 and reg.entries == []
+
+
+def test_unknown_event_on_registry():
+    reg = lk.Registry()
+    with pytest.raises(lk.SpecError, match=r"^@on\('epoch_end'\): unknown event\. "):
+        reg.on("epoch_end", loader)
+    assert len(reg) == 0

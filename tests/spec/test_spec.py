@@ -1,0 +1,325 @@
+"""TrainingSpec: access, entry-point checks, JSON round trips, describe()."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import lightkit as lk
+from lightkit.spec.spec import function_ref, import_function
+from tests.user_modules import eval_only, hparam_kinds, realistic, simple
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(code: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# -- access ------------------------------------------------------------------------------------
+
+
+def test_access_by_role():
+    spec = lk.collect(simple)
+    assert spec.get("training_step").fn is simple.train
+    assert spec.get("test_step") is None
+    assert spec.plan("configure_optimizers").names("model") == ("net",)
+    assert spec.plan("configure_optimizers").names("hparam") == ("lr",)
+    assert spec.plan("predict_step") is None
+    assert spec.model_names == ("net",)
+    assert [m.fn for m in spec.models] == [simple.net]
+    assert spec.hooks == ()
+    assert [p.fn for p in spec.plans] == [e.fn for e in spec.functions]
+
+
+def test_functions_keep_definition_order():
+    spec = lk.collect(realistic)
+    assert [e.fn.__name__ for e in spec.functions] == [
+        "generator",
+        "build_discriminator",
+        "train_loader",
+        "val_loader",
+        "noise_loader",
+        "adversarial",
+        "val",
+        "sample",
+        "optim",
+        "report",
+        "every_n",
+        "remember",
+        "on_crash",
+    ]
+    assert spec.model_names == ("generator", "critic")
+
+
+def test_spec_is_frozen():
+    spec = lk.collect(simple)
+    with pytest.raises(Exception, match="frozen"):
+        spec.functions = ()  # type: ignore[misc]
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+
+def test_a_spec_without_training_step_is_valid():
+    spec = lk.collect(eval_only)
+    assert spec.get("training_step") is None
+    spec.require("validate")  # has everything validate needs
+
+
+def test_require_fit_lists_every_missing_role():
+    spec = lk.collect(eval_only)
+    with pytest.raises(lk.SpecError) as info:
+        spec.require("fit")
+    assert info.value.code == "missing-role"
+    assert str(info.value) == (
+        "trainer.fit() needs @lk.training_step, @lk.configure_optimizers, @lk.train_data, "
+        "which the spec does not have. Define them in a collected module "
+        "(the spec has: model, val_data, validation_step)."
+    )
+
+
+def test_require_one_missing_role():
+    spec = lk.collect(simple)
+    spec.require("fit")
+    spec.require("validate")
+    with pytest.raises(lk.SpecError) as info:
+        spec.require("test")
+    assert str(info.value).startswith(
+        "trainer.test() needs @lk.test_step, @lk.test_data, which the spec does not have. "
+        "Define them"
+    )
+    reg = lk.Registry()
+    reg.model(simple.net)
+    reg.predict_data(simple.val_loader)
+    with pytest.raises(lk.SpecError, match=r"needs @lk\.predict_step, which .* Define it in"):
+        lk.collect(reg).require("predict")
+
+
+def test_require_on_an_empty_spec():
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(lk.Registry()).require("fit")
+    assert str(info.value).endswith("(the spec has: nothing).")
+    assert "@lk.model, @lk.training_step" in str(info.value)
+
+
+# -- the spec is data ------------------------------------------------------------------------------
+
+
+def test_dump_writes_import_paths_hparams_and_schema():
+    data = json.loads(lk.collect(simple).with_hparams(lr=3e-4).model_dump_json())
+    assert data["functions"][0] == {
+        "role": "model",
+        "fn": "tests.user_modules.simple:net",
+        "name": "net",
+        "manual": False,
+        "event": None,
+    }
+    assert [f["fn"] for f in data["functions"]] == [
+        "tests.user_modules.simple:net",
+        "tests.user_modules.simple:train_loader",
+        "tests.user_modules.simple:val_loader",
+        "tests.user_modules.simple:train",
+        "tests.user_modules.simple:val",
+        "tests.user_modules.simple:optim",
+    ]
+    assert data["hparams"] == {"hidden": 64, "batch_size": 64, "lr": 3e-4}
+    assert data["hparams_schema"]["properties"]["lr"]["type"] == "number"
+
+
+@pytest.mark.parametrize("module", [simple, realistic, hparam_kinds])
+def test_json_round_trip_in_process(module):
+    spec = lk.collect(module)
+    text = spec.model_dump_json()
+    loaded = lk.TrainingSpec.model_validate_json(text)
+    assert loaded.model_dump_json() == text
+    assert [e.fn for e in loaded.functions] == [e.fn for e in spec.functions]
+    assert loaded.hparams.as_dict() == spec.hparams.as_dict()
+    assert [p.params for p in loaded.plans] == [p.params for p in spec.plans]
+
+
+def test_round_trip_keeps_overridden_hparams_and_options():
+    spec = lk.collect(hparam_kinds).with_hparams(norm="layer", sizes=(4,), lr=0.5)
+    loaded = lk.TrainingSpec.model_validate_json(spec.model_dump_json())
+    assert loaded.hparams.norm is hparam_kinds.Norm.LAYER
+    assert loaded.hparams.sizes == (4,)
+    assert loaded.hparams.lr == 0.5
+    manual = lk.TrainingSpec.model_validate_json(lk.collect(realistic).model_dump_json())
+    assert manual.get("training_step").manual is True
+    assert [(h.event, h.fn) for h in manual.hooks][:2] == [
+        ("train_epoch_end", realistic.report),
+        ("train_batch_end", realistic.every_n),
+    ]
+
+
+def test_loading_validates_the_hparams():
+    import pydantic
+
+    data = json.loads(lk.collect(simple).model_dump_json())
+    data["hparams"]["lr"] = "fast"
+    with pytest.raises(pydantic.ValidationError) as info:
+        lk.TrainingSpec.model_validate_json(json.dumps(data))
+    assert [e["loc"] for e in info.value.errors()] == [("lr",)]
+
+
+def test_json_round_trip_in_a_fresh_process():
+    spec = lk.collect(hparam_kinds, "tests.user_modules.split_data")
+    text = spec.with_hparams(norm="layer", betas=(0.5, 0.6), batch_size=3).model_dump_json()
+    result = run_python(
+        f"""
+        import lightkit as lk
+        spec = lk.TrainingSpec.model_validate_json({text!r})
+        print(spec.hparams.norm, spec.hparams.betas, spec.hparams.batch_size, spec.model_names)
+        print(spec.get("train_data").fn.__module__, spec.get("configure_optimizers").fn.__name__)
+        print(spec.model_dump_json() == {text!r})
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Norm.LAYER (0.5, 0.6) 3 ('net',)",
+        "tests.user_modules.split_data optim",
+        "True",
+    ]
+
+
+MAIN_SCRIPT = """
+import lightkit as lk
+
+@lk.model
+def net(hidden: int = 4):
+    return hidden
+
+@lk.training_step
+def train(net, batch):
+    return batch
+
+print(lk.collect().model_dump_json())
+"""
+
+
+def test_main_functions_dump_but_do_not_load_elsewhere(tmp_path):
+    dumped = run_python(MAIN_SCRIPT, cwd=tmp_path)
+    assert dumped.returncode == 0, dumped.stderr
+    text = dumped.stdout.strip()
+    assert [f["fn"] for f in json.loads(text)["functions"]] == ["__main__:net", "__main__:train"]
+
+    loaded = run_python(
+        f"""
+        import lightkit as lk
+        try:
+            lk.TrainingSpec.model_validate_json({text!r})
+        except lk.SpecError as e:
+            print(e.codes)
+            print(e)
+        """,
+        cwd=tmp_path,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    out = loaded.stdout
+    assert out.startswith("['unimportable-function', 'unimportable-function']\n2 problems:\n")
+    assert (
+        "cannot import function '__main__:net': module '__main__' has no attribute 'net'. "
+        "It was defined in a script run directly, a notebook, or inside another function, so "
+        "another process cannot import it. Move it to an importable module (a .py file on the "
+        "Python path) to load the spec elsewhere."
+    ) in out
+    assert "cannot import function '__main__:train'" in out
+
+
+def test_locally_defined_functions_cannot_be_imported_back():
+    reg = lk.Registry()
+
+    @reg.model
+    def net():
+        return None
+
+    text = lk.collect(reg).model_dump_json()
+    assert function_ref(net) == (
+        f"{__name__}:test_locally_defined_functions_cannot_be_imported_back.<locals>.net"
+    )
+    with pytest.raises(lk.SpecError) as info:
+        lk.TrainingSpec.model_validate_json(text)
+    assert info.value.code == "unimportable-function"
+    assert "inside another function, so another process cannot import it" in str(info.value)
+
+
+def test_import_function():
+    assert import_function("tests.user_modules.simple:train") is simple.train
+    assert import_function("tests.user_modules.hparam_kinds:Norm") is hparam_kinds.Norm
+    with pytest.raises(lk.SpecError, match=r"^'nocolon' is not a function reference; expected"):
+        import_function("nocolon")
+    with pytest.raises(lk.SpecError, match=r"^cannot import function 'no_such_module_xyz:f': "):
+        import_function("no_such_module_xyz:f")
+    with pytest.raises(lk.SpecError, match=r"^'tests.user_modules.realistic:FEATURES' is not "):
+        import_function("tests.user_modules.realistic:FEATURES")
+
+
+def test_loading_a_spec_whose_functions_clash_is_a_spec_error():
+    data = json.loads(lk.collect(simple).model_dump_json())
+    data["functions"].append(
+        {"role": "training_step", "fn": "tests.user_modules.simple:val", "name": "val"}
+    )
+    with pytest.raises(lk.SpecError) as info:
+        lk.TrainingSpec.model_validate_json(json.dumps(data))
+    assert info.value.code == "duplicate-role"
+    assert "2 functions are marked @training_step" in str(info.value)
+
+
+def test_text_that_is_not_a_spec_is_a_pydantic_error():
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError):
+        lk.TrainingSpec.model_validate_json('{"functions": 3}')
+
+
+def test_a_spec_can_be_built_directly():
+    spec = lk.TrainingSpec(
+        functions=(
+            lk.SpecEntry(role="model", fn=simple.net, name="net"),
+            lk.SpecEntry(role="training_step", fn="tests.user_modules.simple:train", name="train"),
+        ),
+        hparams={"hidden": 3},
+    )
+    assert spec.hparams.hidden == 3
+    assert spec.get("training_step").fn is simple.train
+
+
+# -- describe ------------------------------------------------------------------------------------
+
+
+def test_describe():
+    text = lk.collect(realistic).with_hparams(optimizer_name="rmsprop").describe()
+    lines = text.splitlines()
+    assert lines[0] == "TrainingSpec"
+    assert "  model 'generator'            tests.user_modules.realistic:generator" in lines
+    assert "  model 'critic'               tests.user_modules.realistic:build_discriminator" in lines
+    assert (
+        "  training_step                tests.user_modules.realistic:adversarial [manual]" in lines
+    )
+    assert "  on(train_batch_end)          tests.user_modules.realistic:every_n" in lines
+    assert lines.index("  hyperparameters:") == 14
+    assert (
+        "    latent_dim: int = 16  (used by generator, noise_loader, adversarial, val, remember)"
+        in lines
+    )
+    assert "    optimizer_name: Literal['adam', 'rmsprop'] = 'rmsprop'  (used by optim)" in lines
+    assert "    hidden: int = 64  (used by generator, build_discriminator)" in lines
+    assert str(lk.collect(realistic)) == lk.collect(realistic).describe()
+
+
+def test_describe_without_hparams():
+    reg = lk.Registry()
+    reg.model(lambda: None, name="net")
+    assert lk.collect(reg).describe().splitlines()[-2:] == ["  hyperparameters:", "    (none)"]
