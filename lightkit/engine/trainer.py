@@ -119,7 +119,11 @@ class Trainer:
             result.extras["predictions"] = predictions
         return result
 
-    def _compile(self, engine: Engine, stage: str, ckpt_path: Any) -> None:
+    def _compile(
+        self, engine: Engine, stage: str, ckpt_path: Any, *, dry_run: bool = False
+    ) -> None:
+        """Build everything the loops need. ``dry_run`` (``lightkit explain``) writes nothing:
+        no loggers, no run folder, no callback ``setup``."""
         from lightkit.callbacks import default_callbacks
         from lightkit.loggers import default_loggers
 
@@ -144,11 +148,14 @@ class Trainer:
             engine.eval_loaders = engine.build_data(role, limit, flag)
         engine.callbacks = default_callbacks(cfg, stage, limits.dev_run)
         engine.loggers = (
-            default_loggers(cfg) if not limits.dev_run and engine.runtime.is_global_zero else []
+            default_loggers(cfg)
+            if not limits.dev_run and engine.runtime.is_global_zero and not dry_run
+            else []
         )
-        engine.setup_outputs()
-        for cb in engine.callbacks:
-            cb.setup(engine.ctx, stage)
+        if not dry_run:
+            engine.setup_outputs()
+            for cb in engine.callbacks:
+                cb.setup(engine.ctx, stage)
         if ckpt_path is not None:
             from lightkit.checkpoint.state import restore
 
@@ -157,6 +164,9 @@ class Trainer:
         if engine.loggers:
             for logger in engine.loggers:
                 logger.log_hparams(engine.spec.hparams.as_dict())
+                if stage == "fit":
+                    for model in engine.unwrapped_models().values():
+                        logger.log_graph(model)
 
     def _loop(self, engine: Engine, stage: str) -> Any:
         if stage == "fit":
@@ -186,6 +196,12 @@ def _fire_exception(engine: Engine, exc: BaseException) -> None:
 
 def _finish(engine: Engine, stage: str, status: str) -> None:
     """Flush loggers and tear callbacks down, whatever happened."""
+    if status != "success" and engine.loggers:
+        # What was logged before the error reaches the files, then the error propagates.
+        try:
+            engine.log_rows(engine.store.take_unwritten(), engine.ctx.global_step)
+        except Exception:  # noqa: BLE001 - never mask the run's own error
+            pass
     for cb in engine.callbacks:
         try:
             cb.teardown(engine.ctx, stage)

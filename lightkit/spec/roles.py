@@ -79,11 +79,10 @@ LOOP_VALUES: Final[tuple[str, ...]] = (
     "schedulers",
     "ctx",
     "hparams",
-    "outputs",
-    "loss",
-    "exception",
-    "checkpoint",
 )
+
+#: Names only some hook events supply; elsewhere they are ordinary parameter names.
+EVENT_VALUES: Final[tuple[str, ...]] = ("outputs", "loss", "exception", "checkpoint")
 
 _BASE = frozenset({"ctx", "hparams"})
 _OPTIM = frozenset({"optimizer", "optimizers", "scheduler", "schedulers"})

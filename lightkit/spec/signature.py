@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic.fields import FieldInfo
 
 from lightkit.errors import Problem, describe_function, did_you_mean, sorted_list
-from lightkit.spec.roles import LOOP_VALUES, supplies
+from lightkit.spec.roles import EVENT_VALUES, LOOP_VALUES, supplies
 
 ParamKind = Literal["model", "loop", "hparam"]
 
@@ -163,13 +163,13 @@ def classify(
                 )
         elif p.name in loop_values:
             params.append(Param(p.name, "loop"))
-        elif p.name in LOOP_VALUES:
+        elif p.name in LOOP_VALUES or (role == "on" and p.name in EVENT_VALUES):
             problems.append(
                 Problem(
                     "unsupplied-loop-value",
                     f"{where}: parameter '{p.name}' is a loop value that {label} never "
                     f"receive. They receive: {sorted_list(loop_values)}"
-                    + (f" and the models ({sorted_list(models)})" if gets_models else "")
+                    + (f" and the models ({sorted_list(models)})" if gets_models and models else "")
                     + f". Remove '{p.name}' or rename it.",
                 )
             )
@@ -184,7 +184,7 @@ def classify(
                 Problem(
                     "unknown-parameter",
                     f"{where}: parameter '{p.name}' is not a model "
-                    f"({sorted_list(models) if gets_models else 'none here'}), a loop value "
+                    f"({sorted_list(models) if gets_models and models else 'none here'}), a loop value "
                     f"({sorted_list(loop_values)}) or a hyperparameter (give it a default)."
                     + did_you_mean(p.name, available),
                 )

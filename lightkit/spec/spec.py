@@ -136,10 +136,10 @@ def analyse(
         problems.extend(found)
         if plan is not None:
             plans.append(plan)
-    if problems:
-        return plans, None, problems
+    # Hyperparameter conflicts are reported alongside the problems above, not after them.
     model, found = build_hparams_model(plans)
-    return plans, model, found
+    problems.extend(found)
+    return plans, None if problems else model, problems
 
 
 class TrainingSpec(BaseModel):
@@ -162,6 +162,12 @@ class TrainingSpec(BaseModel):
 
     _plans: tuple[FunctionPlan, ...] = PrivateAttr(default=())
     _hparams_model: type[Hparams] | None = PrivateAttr(default=None)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _unwrap_spec_errors(exc) from None
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> TrainingSpec:

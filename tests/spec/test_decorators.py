@@ -157,7 +157,9 @@ def test_unknown_event_lists_the_events_and_suggests_one():
         lk.on("train_epoch_ends")
     message = str(info.value)
     assert info.value.code == "unknown-event"
-    assert message.startswith("@on('train_epoch_ends'): unknown event. Did you mean 'train_epoch_end'?")
+    assert message.startswith(
+        "@on('train_epoch_ends'): unknown event. Did you mean 'train_epoch_end'?"
+    )
     assert "Available events: after_backward, before_backward, before_optimizer_step, " in message
     assert message.endswith("validation_epoch_end, validation_epoch_start.")
 

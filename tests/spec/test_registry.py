@@ -117,7 +117,7 @@ def test_reregistering_the_same_name_and_role_replaces():
     reg.training_step(train)
     first = train
 
-    def train(net, batch):  # noqa: F811 (redefined, as by a notebook cell run again)
+    def train(net, batch):  # redefined, as by a notebook cell run again
         return 2
 
     reg.training_step(train)
@@ -145,7 +145,7 @@ def test_reregistration_keeps_the_build_order():
     assert [e.order for e in reg.entries] == order
 
 
-CELL = '''
+CELL = """
 import lightkit as lk
 
 @lk.model
@@ -159,7 +159,7 @@ def train(net, batch):
 @lk.on("train_epoch_end")
 def report(ctx):
     return ctx
-'''
+"""
 
 
 def test_notebook_cell_executed_twice_registers_once(monkeypatch):
@@ -222,7 +222,9 @@ def test_two_functions_claiming_one_model_name_are_an_error():
     assert info.value.code == "duplicate-model"
     message = str(info.value)
     assert message.startswith("two models are named 'net':\n  make_net(hidden) at tests/spec/")
-    assert "\n  test_two_functions_claiming_one_model_name_are_an_error.<locals>.net() at " in message
+    assert (
+        "\n  test_two_functions_claiming_one_model_name_are_an_error.<locals>.net() at " in message
+    )
     assert message.endswith('Give one another name: @lk.model(name="...").')
 
 

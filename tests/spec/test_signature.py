@@ -9,7 +9,7 @@ import pytest
 from pydantic import Field
 
 from lightkit.errors import describe_function
-from lightkit.spec.roles import EVENT_SUPPLIES, EVENTS, LOOP_VALUES, ROLE_SUPPLIES
+from lightkit.spec.roles import EVENT_SUPPLIES, EVENT_VALUES, EVENTS, LOOP_VALUES, ROLE_SUPPLIES
 from lightkit.spec.signature import Param, classify, hparam_annotation, read_signature
 
 MODELS = ("net", "critic")
@@ -41,7 +41,9 @@ def only_problem(role: str, fn, event: str | None = None):
 # -- rule 1: a model name -> the model ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("role", [r for r, (_, gets_models) in ROLE_SUPPLIES.items() if gets_models])
+@pytest.mark.parametrize(
+    "role", [r for r, (_, gets_models) in ROLE_SUPPLIES.items() if gets_models]
+)
 def test_model_names_are_models(role):
     assert kinds(role, make("net", "critic")) == {"net": "model", "critic": "model"}
 
@@ -121,7 +123,7 @@ def test_events_supply_their_extra_values(event, extra):
 def test_every_event_supplies_only_known_loop_values():
     assert set(EVENT_SUPPLIES) == set(EVENTS)
     for supplied in EVENT_SUPPLIES.values():
-        assert supplied <= set(LOOP_VALUES)
+        assert supplied <= set(LOOP_VALUES) | set(EVENT_VALUES)
 
 
 # -- rule 3: a loop value the role never supplies -> error -------------------------------------
@@ -238,6 +240,21 @@ def test_unknown_parameter_suggests_a_close_name():
     assert problem.message.endswith(" Did you mean 'net'?")
     problem = only_problem("validation_step", make("net", "bacth"))
     assert problem.message.endswith(" Did you mean 'batch'?")
+
+
+def test_no_models_at_all():
+    _, problems = classify("training_step", make("batch", "optimizer", "dataloader_idx"), "fn", ())
+    assert problems[0].message.endswith(
+        "parameter 'dataloader_idx' is a loop value that training steps never receive. They "
+        "receive: batch, batch_idx, ctx, hparams, optimizer, optimizers, scheduler, schedulers. "
+        "Remove 'dataloader_idx' or rename it."
+    )
+
+
+def test_event_values_are_plain_names_outside_hooks():
+    plan, problems = classify("training_step", make("loss", defaults={"loss": "ce"}), "fn", ())
+    assert problems == []
+    assert plan is not None and plan.names("hparam") == ("loss",)
 
 
 def test_unknown_parameter_where_models_are_not_received():
@@ -361,7 +378,9 @@ def test_read_signature_drops_only_the_annotations_it_cannot_resolve():
 
 
 def _param(default: Any, annotation: Any = inspect.Parameter.empty) -> inspect.Parameter:
-    return inspect.Parameter("x", inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    return inspect.Parameter(
+        "x", inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
 
 
 @pytest.mark.parametrize(

@@ -294,6 +294,9 @@ def test_a_spec_can_be_built_directly():
     )
     assert spec.hparams.hidden == 3
     assert spec.get("training_step").fn is simple.train
+    with pytest.raises(lk.SpecError) as info:
+        lk.TrainingSpec(functions=[{"role": "model", "fn": "__main__:nothing", "name": "x"}])
+    assert info.value.code == "unimportable-function"
 
 
 # -- describe ------------------------------------------------------------------------------------
@@ -304,7 +307,9 @@ def test_describe():
     lines = text.splitlines()
     assert lines[0] == "TrainingSpec"
     assert "  model 'generator'            tests.user_modules.realistic:generator" in lines
-    assert "  model 'critic'               tests.user_modules.realistic:build_discriminator" in lines
+    assert (
+        "  model 'critic'               tests.user_modules.realistic:build_discriminator" in lines
+    )
     assert (
         "  training_step                tests.user_modules.realistic:adversarial [manual]" in lines
     )

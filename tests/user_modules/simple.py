@@ -21,7 +21,7 @@ def val_loader(batch_size: int = 64):
 @lk.training_step
 def train(net, batch):
     x, y = batch
-    return net
+    return (net, x, y)
 
 
 @lk.validation_step

@@ -1,0 +1,321 @@
+"""collect(): sources of every kind, merging, and every problem reported at once."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+import lightkit as lk
+from lightkit.spec.registry import registry_for
+from tests.user_modules import (
+    bad_params,
+    conflicting,
+    empty,
+    realistic,
+    simple,
+    split_data,
+    split_models,
+)
+
+
+def roles(spec: lk.TrainingSpec) -> list[tuple[str, str]]:
+    return [(e.role, e.fn.__name__) for e in spec.functions]
+
+
+SIMPLE_ROLES = [
+    ("model", "net"),
+    ("train_data", "train_loader"),
+    ("val_data", "val_loader"),
+    ("training_step", "train"),
+    ("validation_step", "val"),
+    ("configure_optimizers", "optim"),
+]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        simple,
+        "tests.user_modules.simple",
+        "tests/user_modules/simple.py",
+        registry_for("tests.user_modules.simple"),
+    ],
+    ids=["module", "module-name", "file-path", "registry"],
+)
+def test_every_kind_of_source(source):
+    spec = lk.collect(source)
+    assert roles(spec) == SIMPLE_ROLES
+    assert spec.get("training_step").fn is simple.train
+    spec.require("fit")
+
+
+def test_a_file_outside_the_path_is_imported_by_its_folder(tmp_path):
+    path = tmp_path / "lk_outside_module.py"
+    path.write_text(
+        "import lightkit as lk\n\n@lk.model\ndef net(width: int = 3):\n    return width\n"
+    )
+    try:
+        spec = lk.collect(str(path))
+        assert spec.model_names == ("net",)
+        assert spec.models[0].fn.__module__ == "lk_outside_module"
+        assert spec.hparams.width == 3
+    finally:
+        sys.modules.pop("lk_outside_module", None)
+        registry_for("lk_outside_module").clear()
+        sys.path.remove(str(tmp_path))
+
+
+def test_no_argument_collects_the_calling_module(monkeypatch):
+    name = "tests.user_modules._caller"
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    code = (
+        "import lightkit as lk\n"
+        "@lk.model\ndef net():\n    return 1\n"
+        "@lk.training_step\ndef train(net, batch):\n    return batch\n"
+        "spec = lk.collect()\n"
+    )
+    try:
+        exec(compile(code, "<caller>", "exec"), module.__dict__)
+        assert [e.fn for e in module.spec.functions] == [module.net, module.train]
+    finally:
+        registry_for(name).clear()
+
+
+def test_merging_a_model_module_and_a_data_module():
+    spec = lk.collect(split_models, "tests.user_modules.split_data")
+    assert roles(spec) == [
+        ("model", "net"),
+        ("training_step", "train"),
+        ("configure_optimizers", "optim"),
+        ("train_data", "train_loader"),
+        ("val_data", "val_loader"),
+    ]
+    assert spec.hparams.as_dict() == {
+        "hidden": 32,
+        "label_smoothing": 0.0,
+        "lr": 1e-2,
+        "batch_size": 16,
+        "shuffle": True,
+    }
+    spec.require("fit")
+
+
+def test_merging_with_a_registry():
+    reg = lk.Registry()
+    reg.val_data(split_data.val_loader)
+    reg.test_step(split_models.train)
+    spec = lk.collect(split_models, reg)
+    assert ("test_step", "train") in roles(spec)
+
+
+def test_the_same_source_twice_counts_once():
+    spec = lk.collect(simple, simple, "tests.user_modules.simple")
+    assert roles(spec) == SIMPLE_ROLES
+
+
+def test_conflicts_between_sources_are_all_reported():
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(split_models, split_data, conflicting)
+    err = info.value
+    assert err.code == "invalid-spec"
+    assert err.codes == ["duplicate-model", "duplicate-role", "duplicate-role", "hparam-conflict"]
+    message = str(err)
+    assert message.startswith(
+        "4 problems in tests/user_modules/conflicting.py, "
+        "tests/user_modules/split_data.py, tests/user_modules/split_models.py:\n\n"
+    )
+    assert (
+        "  [duplicate-model] two models are named 'net':\n"
+        "    net(hidden) at tests/user_modules/split_models.py:6\n"
+        "    net(hidden) at tests/user_modules/conflicting.py:6\n"
+    ) in message
+    assert (
+        "  [duplicate-role] 2 functions are marked @training_step, but a spec has at most one:\n"
+        "    train(net, batch, label_smoothing) at tests/user_modules/split_models.py:11\n"
+        "    regress(net, batch) at tests/user_modules/conflicting.py:11\n"
+    ) in message
+    assert "  [duplicate-role] 2 functions are marked @train_data" in message
+
+
+def test_hparam_conflict_between_sources():
+    reg = lk.Registry()
+
+    @reg.test_data
+    def test_loader(batch_size: int = 99):
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(split_data, reg)
+    assert info.value.code == "hparam-conflict"
+    assert str(info.value).splitlines()[1] == (
+        "  train_loader(batch_size, shuffle) at tests/user_modules/split_data.py:6: "
+        "batch_size: int = 16"
+    )
+
+
+def test_all_problems_of_a_module_in_one_error():
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(bad_params)
+    err = info.value
+    path = "tests/user_modules/bad_params.py"
+    assert err.codes == [
+        "unsupplied-loop-value",
+        "unknown-parameter",
+        "variadic-parameter",
+        "variadic-parameter",
+        "positional-only-parameter",
+        "unsupplied-loop-value",
+    ]
+    assert err.code == "invalid-spec"
+    assert str(err).startswith(f"6 problems in {path}:\n\n  [unsupplied-loop-value] net(")
+    messages = [p.message for p in err.problems]
+    assert messages[0] == (
+        f"net(optimizer, hidden) at {path}:4: parameter 'optimizer' is a loop value that @model "
+        "functions never receive. They receive: ctx, hparams. Remove 'optimizer' or rename it."
+    )
+    assert messages[1] == (
+        f"train(net, batch, foo) at {path}:9: parameter 'foo' is not a model (net), a loop value "
+        "(batch, batch_idx, ctx, hparams, optimizer, optimizers, scheduler, schedulers) or a "
+        "hyperparameter (give it a default)."
+    )
+    assert messages[2].startswith(
+        f"optim(net, *params, lr, **kwargs) at {path}:14: parameter '*params' is not supported"
+    )
+    assert messages[3].startswith(
+        f"optim(net, *params, lr, **kwargs) at {path}:14: parameter '**kwargs' is not supported"
+    )
+    assert messages[4] == (
+        f"loader(batch_size, shuffle) at {path}:19: parameter 'batch_size' is positional-only "
+        "(before '/'); lightkit passes values by name. Remove the '/'."
+    )
+    assert messages[5] == (
+        f"announce(net, batch) at {path}:24: parameter 'batch' is a loop value that 'fit_start' "
+        "hooks never receive. They receive: ctx, hparams, optimizer, optimizers, scheduler, "
+        "schedulers and the models (net). Remove 'batch' or rename it."
+    )
+    # Each problem is its own indented block.
+    assert str(err).count("\n\n  [") == 6
+
+
+def test_a_single_problem_is_reported_plainly():
+    reg = lk.Registry()
+
+    @reg.training_step
+    def train(batch, foo):
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.code == "unknown-parameter"
+    assert info.value.codes == ["unknown-parameter"]
+    assert not str(info.value).startswith("1 problem")
+    assert "parameter 'foo' is not a model (none here), a loop value (batch, " in str(info.value)
+
+
+def test_model_named_like_a_loop_value():
+    reg = lk.Registry()
+    reg.model(simple.net, name="batch")
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.code == "model-name-clash"
+    assert str(info.value).endswith(
+        "the model name 'batch' is also a loop value, so functions could not ask for both. "
+        'Name it otherwise: @lk.model(name="batch_model").'
+    )
+
+
+def test_a_module_that_registered_nothing():
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(empty)
+    assert info.value.code == "empty-source"
+    assert str(info.value) == (
+        "module 'tests.user_modules.empty' registered no functions. Decorate its functions "
+        "with @lk.model, @lk.training_step, ... or pass the registry that holds them."
+    )
+
+
+def test_a_module_name_that_does_not_import():
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect("tests.user_modules.no_such_module")
+    assert info.value.code == "unknown-source"
+    assert str(info.value) == (
+        "cannot collect 'tests.user_modules.no_such_module': No module named "
+        "'tests.user_modules.no_such_module'. Pass a module, a module name that imports "
+        "(e.g. 'examples.digits'), a .py file path, or a lk.Registry."
+    )
+
+
+def test_a_missing_file():
+    with pytest.raises(lk.SpecError, match=r"^cannot collect 'nowhere/x\.py': no such file: "):
+        lk.collect("nowhere/x.py")
+
+
+def test_something_that_is_not_a_source():
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(simple.train)  # type: ignore[arg-type]
+    assert info.value.code == "unknown-source"
+    assert str(info.value).startswith(
+        "collect() takes modules, module names, file paths and lk.Registry objects; "
+        "got function <function train at "
+    )
+
+
+def test_an_empty_registry_is_a_valid_empty_spec():
+    spec = lk.collect(lk.Registry())
+    assert spec.functions == ()
+    assert spec.describe() == "TrainingSpec\n  hyperparameters:\n    (none)"
+
+
+def test_a_realistic_module():
+    spec = lk.collect(realistic)
+    assert spec.model_names == ("generator", "critic")
+    assert spec.get("training_step").manual is True
+    assert [(h.event, h.fn.__name__) for h in spec.hooks] == [
+        ("train_epoch_end", "report"),
+        ("train_batch_end", "every_n"),
+        ("save_checkpoint", "remember"),
+        ("exception", "on_crash"),
+    ]
+    assert spec.hparams.as_dict() == {
+        "latent_dim": 16,
+        "hidden": 64,
+        "dropout": 0.1,
+        "batch_size": 32,
+        "num_samples": 256,
+        "lr": 2e-4,
+        "optimizer_name": "adam",
+        "log_every": 10,
+    }
+    step = spec.plan("training_step")
+    assert [(p.name, p.kind) for p in step.params] == [
+        ("generator", "model"),
+        ("critic", "model"),
+        ("batch", "loop"),
+        ("optimizers", "loop"),
+        ("ctx", "loop"),
+        ("latent_dim", "hparam"),
+    ]
+    hook = next(p for p in spec.plans if p.event == "train_batch_end")
+    assert hook.names("loop") == ("outputs", "batch_idx", "ctx")
+    assert hook.names("hparam") == ("log_every",)
+    for entry_point in ("fit", "validate", "predict"):
+        spec.require(entry_point)
+    with pytest.raises(lk.SpecError, match=r"needs @lk\.test_step, @lk\.test_data"):
+        spec.require("test")
+    with pytest.raises(Exception, match="dropout"):
+        spec.with_hparams(dropout=1.0)
+
+
+def test_the_realistic_module_builds_what_it_declares():
+    torch = pytest.importorskip("torch")
+    spec = lk.collect(realistic)
+    hp = spec.hparams
+    generator = realistic.generator(latent_dim=hp.latent_dim, hidden=hp.hidden)
+    critic = realistic.build_discriminator(hidden=hp.hidden, dropout=hp.dropout)
+    loader = realistic.train_loader(batch_size=hp.batch_size, num_samples=hp.num_samples)
+    (real,) = next(iter(loader))
+    assert real.shape == (32, realistic.FEATURES)
+    assert critic(generator(torch.zeros(2, hp.latent_dim))).shape == (2, 1)

@@ -1,0 +1,141 @@
+"""The error hierarchy, problem rendering, and the message helpers every spec error uses."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+from pathlib import Path
+
+import pytest
+
+import lightkit as lk
+from lightkit.errors import (
+    MisconfigurationError,
+    Problem,
+    describe_function,
+    did_you_mean,
+    sorted_list,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("cls", "base", "code"),
+    [
+        (lk.SpecError, ValueError, "invalid-spec"),
+        (lk.ConfigError, ValueError, "invalid-config"),
+        (lk.StepError, TypeError, "bad-step-output"),
+        (lk.CheckpointError, RuntimeError, "bad-checkpoint"),
+        (lk.DistributedError, RuntimeError, "distributed-failure"),
+    ],
+)
+def test_hierarchy_and_default_codes(cls, base, code):
+    assert issubclass(cls, lk.LightkitError)
+    assert issubclass(cls, base)
+    assert cls.code == code
+    err = cls("what happened")
+    assert err.code == code
+    assert str(err) == "what happened"
+
+
+def test_code_override():
+    err = lk.ConfigError("no such strategy", code="unknown-strategy")
+    assert err.code == "unknown-strategy"
+    assert lk.ConfigError.code == "invalid-config"
+    assert MisconfigurationError is lk.ConfigError
+
+
+def test_spec_error_from_a_string():
+    err = lk.SpecError("bad", code="unknown-event")
+    assert err.code == "unknown-event"
+    assert err.codes == ["unknown-event"]
+    assert str(err) == "bad"
+
+
+def test_spec_error_with_one_problem_is_just_its_message():
+    err = lk.SpecError([Problem("duplicate-role", "two steps")], where="x.py")
+    assert str(err) == "two steps"
+    assert err.code == "duplicate-role"
+
+
+def test_spec_error_with_many_problems():
+    err = lk.SpecError(
+        [
+            Problem("unknown-parameter", "f(a) at x.py:1: parameter 'a' ..."),
+            Problem("duplicate-role", "2 functions are marked @training_step:\n  f\n  g"),
+            Problem("unknown-parameter", "g(b) at x.py:5: parameter 'b' ..."),
+        ],
+        where="x.py",
+    )
+    assert str(err) == (
+        "3 problems in x.py:\n"
+        "\n"
+        "  [unknown-parameter] f(a) at x.py:1: parameter 'a' ...\n"
+        "\n"
+        "  [duplicate-role] 2 functions are marked @training_step:\n"
+        "    f\n"
+        "    g\n"
+        "\n"
+        "  [unknown-parameter] g(b) at x.py:5: parameter 'b' ..."
+    )
+    assert err.codes == ["unknown-parameter", "duplicate-role", "unknown-parameter"]
+    assert err.code == "invalid-spec"  # mixed codes
+    same = lk.SpecError([Problem("hparam-conflict", "a"), Problem("hparam-conflict", "b")])
+    assert same.code == "hparam-conflict"
+    assert str(same).startswith("2 problems:\n\n  [hparam-conflict] a")
+
+
+def test_spec_error_survives_pickling():
+    # Errors cross process boundaries when a rank fails.
+    err = lk.SpecError([Problem("a-code", "one"), Problem("b-code", "two")], where="x.py")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is lk.SpecError
+    assert str(back) == str(err)
+    assert back.codes == ["a-code", "b-code"]
+    assert back.code == "invalid-spec"
+
+
+def test_problem_repr():
+    assert repr(Problem("x", "y")) == "Problem('x', 'y')"
+
+
+def sample(net, batch, lr=0.1):
+    return None
+
+
+def test_describe_function_relative_to_the_working_directory(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    line = sample.__code__.co_firstlineno
+    assert describe_function(sample) == f"sample(net, batch, lr) at tests/test_errors.py:{line}"
+    monkeypatch.chdir("/")
+    assert describe_function(sample).endswith(
+        f" at {ROOT.relative_to('/')}/tests/test_errors.py:{line}"
+    )
+
+
+def test_describe_function_marks_variadics_and_keeps_qualnames():
+    def step(net, *args, key, **kwargs):
+        return None
+
+    assert describe_function(step).startswith(
+        "test_describe_function_marks_variadics_and_keeps_qualnames.<locals>.step"
+        "(net, *args, key, **kwargs) at "
+    )
+
+
+def test_describe_function_of_odd_callables():
+    part = functools.partial(sample, lr=0.5)
+    assert describe_function(part).startswith("functools.partial(<function sample at ")
+    assert describe_function(part).endswith("(net, batch, lr) at functools")
+    assert describe_function(len) == "len(obj) at builtins"
+
+
+def test_sorted_list():
+    assert sorted_list(["b", "a", "b"]) == "a, b"
+    assert sorted_list([]) == "(none)"
+
+
+def test_did_you_mean():
+    assert did_you_mean("bach", ["batch", "ctx"]) == " Did you mean 'batch'?"
+    assert did_you_mean("zzz", ["batch", "ctx"]) == ""
