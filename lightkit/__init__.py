@@ -15,7 +15,18 @@ Example::
     result = lk.Trainer(max_epochs=3).fit(lk.collect())
 """
 
+from lightkit import cli
+from lightkit.callbacks import (
+    EarlyStopping,
+    GradientNormMonitor,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ModelSummary,
+    ProgressBar,
+    Timer,
+)
 from lightkit.callbacks.base import Callback
+from lightkit.checkpoint.state import load_models
 from lightkit.engine.config import TrainerConfig
 from lightkit.engine.context import RunContext, log
 from lightkit.engine.result import Result
@@ -29,6 +40,7 @@ from lightkit.errors import (
     StepError,
 )
 from lightkit.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightkit.plot import plot_metrics
 from lightkit.precision import MixedPrecision, Precision, TruePrecision
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.collect import collect
@@ -58,11 +70,17 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DistributedError",
+    "EarlyStopping",
+    "GradientNormMonitor",
     "Hparams",
+    "LearningRateMonitor",
     "LightkitError",
     "Logger",
     "MixedPrecision",
+    "ModelCheckpoint",
+    "ModelSummary",
     "Precision",
+    "ProgressBar",
     "Registry",
     "Result",
     "RunContext",
@@ -73,16 +91,20 @@ __all__ = [
     "StepError",
     "Strategy",
     "TensorBoardLogger",
+    "Timer",
     "Trainer",
     "TrainerConfig",
     "TrainingSpec",
     "TruePrecision",
     "__version__",
+    "cli",
     "collect",
     "configure_optimizers",
+    "load_models",
     "log",
     "model",
     "on",
+    "plot_metrics",
     "predict_data",
     "predict_step",
     "test_data",

@@ -5,8 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from lightkit.callbacks.base import Callback
+from lightkit.callbacks.checkpoint import ModelCheckpoint
+from lightkit.callbacks.early_stopping import EarlyStopping
+from lightkit.callbacks.grad_norm import GradientNormMonitor
+from lightkit.callbacks.lr_monitor import LearningRateMonitor
+from lightkit.callbacks.model_summary import ModelSummary
+from lightkit.callbacks.progress import ProgressBar
+from lightkit.callbacks.timer import Timer
 
-__all__ = ["Callback", "default_callbacks"]
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "GradientNormMonitor",
+    "LearningRateMonitor",
+    "ModelCheckpoint",
+    "ModelSummary",
+    "ProgressBar",
+    "Timer",
+    "default_callbacks",
+]
 
 
 def default_callbacks(config: Any, stage: str, dev_run: bool) -> list[Callback]:

@@ -57,6 +57,7 @@ def make_binder(
     call = namespace["call"]
     call.__qualname__ = call.__name__ = f"call_{getattr(fn, '__name__', 'fn')}"
     call.__wrapped_fn__ = fn
+    call.__injects__ = tuple(n for n in sig.parameters if n in wanted)  # for `explain`
     return call  # type: ignore[no-any-return]
 
 

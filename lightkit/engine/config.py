@@ -115,6 +115,14 @@ class TrainerConfig(BaseModel):
     deterministic: bool | Literal["warn"] | None = None
     benchmark: bool | None = None
     detect_anomaly: bool = False
+    nonfinite_loss: Literal["raise", "skip", "ignore"] = Field(
+        "raise",
+        description=(
+            "A NaN/inf training loss: raise before the optimizer step (naming step, batch and "
+            "value), skip that step, or ignore it. The check reads the loss once per batch: "
+            "free on CPU, one device sync per batch on GPU ('ignore' avoids it)."
+        ),
+    )
     # -- outputs -----------------------------------------------------------------------------
     default_root_dir: str | Path | None = Field(
         None, description="Folder for logs and checkpoints (default: cwd)."
@@ -125,6 +133,13 @@ class TrainerConfig(BaseModel):
     enable_progress_bar: bool = True
     enable_checkpointing: bool = True
     enable_model_summary: bool = True
+    preemption_signals: list[str] = Field(
+        default_factory=lambda: ["SIGTERM"],
+        description=(
+            "Signals that stop fit after the current batch, save last.ckpt and exit with "
+            "128 + signal (143 for SIGTERM); e.g. ['SIGTERM', 'SIGUSR1'] for SLURM; [] to off."
+        ),
+    )
     # -- speed -------------------------------------------------------------------------------
     compile: bool | dict[str, Any] = Field(
         False, description="torch.compile the models (True or compile kwargs)."
@@ -147,6 +162,22 @@ class TrainerConfig(BaseModel):
         ):
             raise ValueError("val_check_interval must be > 0")
         return _fraction(info.field_name, value)
+
+    @field_validator("preemption_signals")
+    @classmethod
+    def _check_signals(cls, value: list[str]) -> list[str]:
+        import signal
+
+        names = []
+        for name in value:
+            full = name.upper() if name.upper().startswith("SIG") else "SIG" + name.upper()
+            if full not in signal.Signals.__members__ or full in ("SIGKILL", "SIGSTOP"):
+                raise ValueError(
+                    f"preemption_signals: {name!r} is not a signal that can be caught here "
+                    f"(e.g. 'SIGTERM', 'SIGUSR1')"
+                )
+            names.append(full)
+        return names
 
     @field_validator("fast_dev_run")
     @classmethod

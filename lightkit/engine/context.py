@@ -34,6 +34,7 @@ class RunContext:
     """
 
     __slots__ = (
+        "_engine",
         "_runtime",
         "_store",
         "batch_idx",
@@ -54,6 +55,7 @@ class RunContext:
 
     def __init__(self, runtime: Any, hparams: Any, store: MetricStore | None = None) -> None:
         self._runtime = runtime
+        self._engine: Any = None  # the compiled run, for built-in callbacks (set by Engine)
         self._store = store if store is not None else MetricStore(runtime.all_reduce)
         self.epoch = 0
         self.global_step = 0

@@ -78,6 +78,7 @@ class Engine:
         self.stage = stage
         self.limits = Limits(config)
         self.ctx = RunContext(runtime, spec.hparams)
+        self.ctx._engine = self  # built-in callbacks read loaders, models and loggers through it
         self.store = self.ctx._store
         self.models: dict[str, nn.Module] = {}
         self.optimizers: list[torch.optim.Optimizer] = []
@@ -99,6 +100,14 @@ class Engine:
         self.stopped_by: str | None = None
         self.best_checkpoint: Path | None = None
         self.last_checkpoint: Path | None = None
+        # Checkpoints (lightkit/checkpoint/state.py): what a restore asks the fit loop to do at
+        # its first epoch, the random states as the current epoch's batches began, the file
+        # restored from, the best file of this trainer's previous run, the signal guard.
+        self.resume: Any = None
+        self.epoch_start: dict[str, Any] | None = None
+        self.restored_from: Path | None = None
+        self.previous_best: Path | None = None
+        self.preemption: Any = None
 
     # -- building ------------------------------------------------------------------------------
     def constants(self) -> dict[str, Any]:
@@ -161,9 +170,27 @@ class Engine:
                 )
 
     def build_data(self, role: str, limit: int | float, flag: str) -> list[EpochIterator]:
-        """Call a data function; return one epoch iterator per loader it gave."""
+        """Call a data function; return one epoch iterator per loader it gave.
+
+        Evaluation data may be a list of loaders. Training data is one iterable: a list of
+        batches is iterated as it is, and a list of several ``DataLoader``s is an error rather
+        than silently training on the first.
+        """
         value = self.call_role(role)
-        loaders = list(value) if isinstance(value, (list, tuple)) else [value]
+        if role != "train_data":
+            loaders = list(value) if isinstance(value, (list, tuple)) else [value]
+        elif isinstance(value, (list, tuple)) and value and all(is_loader(v) for v in value):
+            if len(value) > 1:
+                plan = self.spec.plan(role)
+                raise ConfigError(
+                    f"{describe_function(plan.fn) if plan else role} returned "
+                    f"{len(value)} DataLoaders; training takes one. Concatenate the datasets "
+                    f"(torch.utils.data.ConcatDataset) or interleave the loaders in one iterable.",
+                    code="several-train-loaders",
+                )
+            loaders = [value[0]]
+        else:
+            loaders = [value]
         shuffle_default = role == "train_data"
         out = []
         for loader in loaders:
@@ -243,7 +270,10 @@ def run_name(spec: TrainingSpec) -> str:
 
 
 def write_run_files(run_dir: Path, spec: TrainingSpec, config: TrainerConfig) -> None:
-    """``spec.json`` and ``config.json``: what ran, reproducible from the folder."""
+    """``spec.json``, ``config.json`` and ``config.toml`` (targets + hyperparameters + trainer
+    flags, for ``lightkit fit --config``): what ran, reproducible from the folder."""
+    from lightkit.utils.config_file import write_run_config
+
     try:
         (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
     except (TypeError, ValueError) as exc:  # a hyperparameter that is not JSON
@@ -251,6 +281,16 @@ def write_run_files(run_dir: Path, spec: TrainingSpec, config: TrainerConfig) ->
     (run_dir / "config.json").write_text(
         json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
     )
+    try:
+        write_run_config(run_dir, spec, config)
+    except (TypeError, ValueError) as exc:
+        warnings.warn(f"config.toml not written: {exc}", stacklevel=2)
+
+
+def is_loader(obj: Any) -> bool:
+    from torch.utils.data import DataLoader
+
+    return isinstance(obj, DataLoader)
 
 
 def sequential(loader: Any) -> Any:

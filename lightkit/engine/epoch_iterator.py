@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from lightkit.errors import ConfigError
@@ -70,15 +70,28 @@ class EpochIterator:
         """True when an epoch runs the loader to its end."""
         return self.num_batches is None or self.num_batches == self.length
 
-    def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[int, Any]]:
-        """``(batch_idx, batch)`` pairs for ``epoch``, starting after ``skip`` consumed batches."""
+    def epoch(
+        self, epoch: int, skip: int = 0, on_skipped: Callable[[], None] | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        """``(batch_idx, batch)`` pairs for ``epoch``, starting after ``skip`` consumed batches.
+
+        With ``on_skipped``, the consumed batches are read now (so the loader advances exactly
+        as it did the first time), then ``on_skipped()`` runs, before the first batch is read.
+        """
         set_epoch(self.loader, epoch)
         if self.num_batches == 0:
             return iter(())
         if skip == 0 and self.is_full:
             return enumerate(self.loader)
         stop = None if self.is_full else self.num_batches
-        return zip(itertools.count(skip), itertools.islice(self.loader, skip, stop))
+        if on_skipped is None:
+            return zip(itertools.count(skip), itertools.islice(self.loader, skip, stop))
+        batches = iter(self.loader)
+        for _ in itertools.islice(batches, skip):
+            pass
+        on_skipped()
+        rest = None if stop is None else max(stop - skip, 0)
+        return zip(itertools.count(skip), itertools.islice(batches, rest))
 
 
 def val_every(num_batches: int | None, interval: int | float) -> float:

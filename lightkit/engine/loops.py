@@ -7,27 +7,49 @@ Who owns what:
 - ``Events`` holds, per event, the hooks and callbacks that listen to it;
 - the ``MetricStore`` owns what ``lk.log`` recorded.
 
-The loops only sequence. Event order in fit (``docs/trainer.md`` is generated from the same
-plan that ``lightkit explain`` prints)::
+The loops only sequence. Event order in fit (``lightkit explain`` prints it for a given
+spec and config; ``tests/engine/test_hook_order.py`` pins it)::
 
     fit_start
-    [sanity_check_start, validation (2 batches), sanity_check_end]
-    per epoch: train_epoch_start
-        per batch: train_batch_start, training_step, before_backward, backward,
-                   after_backward, [before_optimizer_step, clip, step, zero_grad]
-                   train_batch_end, [validation]
-        train_epoch_end, epoch schedulers
+    sanity_check_start, validation (num_sanity_val_steps batches), sanity_check_end
+    per epoch:
+        train_epoch_start
+        per batch:
+            train_batch_start
+            training_step
+            before_backward, backward, after_backward
+            when an accumulation window ends:
+                before_optimizer_step, clip, optimizer step, zero_grad, step schedulers
+            train_batch_end
+            validation, when due (by default after the epoch's last batch)
+            save point: ModelCheckpoint saves if due; a preemption signal saves and exits
+        train_epoch_end
+        epoch schedulers
+        save point (the epoch is complete)
     fit_end
+
+    validation (and test):
+        validation_epoch_start
+        per loader, per batch: validation_batch_start, validation_step, validation_batch_end
+        validation_epoch_end
+
+In manual optimization the step itself runs backward and the optimizers, so the per-batch
+events are train_batch_start, training_step, train_batch_end. Within one event, function hooks
+run first, then callbacks in the order given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from typing import Any
 
 import torch
 
+from lightkit.callbacks.checkpoint import ModelCheckpoint
+from lightkit.checkpoint.state import begin_epoch, resume_before_epoch
 from lightkit.engine.engine import Engine
 from lightkit.engine.epoch_iterator import EpochIterator, val_every
 from lightkit.engine.optim import SchedulerConfig
@@ -66,14 +88,25 @@ def step_schedulers(engine: Engine, interval: str, count: int) -> None:
         if cfg.interval != interval or count % cfg.frequency:
             continue
         if cfg.is_plateau:
-            cfg.scheduler.step(monitored(engine, cfg))
+            value = monitored(engine, cfg)
+            if value is not None:
+                cfg.scheduler.step(value)
         else:
             cfg.scheduler.step()
 
 
-def monitored(engine: Engine, cfg: SchedulerConfig) -> float:
+def monitored(engine: Engine, cfg: SchedulerConfig) -> float | None:
+    """The monitored metric's latest value; ``None`` (with a warning) if it is missing and the
+    scheduler config says ``strict=False``."""
     metrics = engine.store.floats()
     if cfg.monitor not in metrics:
+        if not cfg.strict:
+            warnings.warn(
+                f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was not logged yet "
+                f"(logged: {sorted_list(metrics)}); the scheduler does not step (strict=False).",
+                stacklevel=2,
+            )
+            return None
         raise ConfigError(
             f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was never logged. Logged metrics: "
             f"{sorted_list(metrics)}. Log it with lk.log({cfg.monitor!r}, value), or change "
@@ -87,6 +120,7 @@ def optimizer_step(engine: Engine) -> None:
     """End an accumulation window: clip, step through the precision plugin, zero the grads."""
     rt, cfg, ctx = engine.runtime, engine.config, engine.ctx
     opt = engine.optimizers[0]
+    rt.unscale_gradients(opt)  # 16-mixed: hooks and clipping see true gradients (Lightning's order)
     if engine.events.before_optimizer_step:
         for call in engine.events.before_optimizer_step:
             call(opt)
@@ -114,8 +148,8 @@ def fit_loop(engine: Engine) -> None:
     step_call, manual = engine.step_call, engine.manual
     accumulate = cfg.accumulate_grad_batches
     models = list(engine.models.values())
-    main_model = models[0]
     to_device, autocast = rt.to_device, rt.autocast
+    end_iteration = rt.precision.update
     sync_free = rt.world_size > 1 and accumulate > 1
     log_every = cfg.log_every_n_steps
     loggers = engine.loggers
@@ -125,6 +159,9 @@ def fit_loop(engine: Engine) -> None:
     num_batches = train.num_batches
     every = val_every(num_batches, limits.val_check_interval) if can_validate else math.inf
     check_n = limits.check_val_every_n_epoch
+    check_loss = cfg.nonfinite_loss != "ignore"
+    checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
+    preemption = engine.preemption
 
     ctx.stage = store.stage = "train_epoch"
     events.fire("fit_start")
@@ -140,15 +177,18 @@ def fit_loop(engine: Engine) -> None:
         m.train()
     while not stop and (max_epochs == -1 or epoch < max_epochs):
         ctx.epoch = epoch
+        if engine.resume is not None:  # resuming at an epoch boundary: the random states first
+            resume_before_epoch(engine, train)
         ctx.stage = store.stage = "train_epoch"
         events.fire("train_epoch_start")
         store.stage = "train"
         validate_epoch = can_validate and (check_n is None or (epoch + 1) % check_n == 0)
         skip, engine.skip_batches = engine.skip_batches, 0
         last_idx = (num_batches - 1) if num_batches is not None else -1
-        batch_idx = -1
+        batch_idx = skip - 1
         pending = False  # an accumulation window with gradients not yet stepped
-        for batch_idx, batch in train.epoch(epoch, skip):
+        bad_window = False  # nonfinite_loss="skip": the window's optimizer step is skipped
+        for batch_idx, batch in begin_epoch(engine, train, epoch, skip):
             batch = to_device(batch)
             ctx.batch_idx = batch_idx
             store.batch = batch
@@ -159,28 +199,40 @@ def fit_loop(engine: Engine) -> None:
             if manual:
                 with autocast():
                     output = step_call(batch, batch_idx)
+                end_iteration()  # 16-mixed: the scaler updates once its optimizers stepped
                 ctx.global_step += 1
             else:
-                with autocast():
-                    output = step_call(batch, batch_idx)
+                window_end = (batch_idx + 1) % accumulate == 0 or batch_idx == last_idx
+                # DDP decides in forward whether the coming backward all-reduces, so inside an
+                # accumulation window forward and backward both skip the sync (FSDP checks at
+                # backward): one gradient all-reduce per window.
+                with no_sync(rt, models) if sync_free and not window_end else _NO_CONTEXT:
+                    with autocast():
+                        output = step_call(batch, batch_idx)
                 loss = loss_of(output, engine)
                 if loss is not None:
-                    window_end = (batch_idx + 1) % accumulate == 0 or batch_idx == last_idx
+                    raw_loss = loss
                     if accumulate > 1:
                         loss = loss / accumulate
                     if events.before_backward:
                         for call in events.before_backward:
                             call(batch, batch_idx, loss)
                     if sync_free and not window_end:
-                        with rt.no_backward_sync(main_model):
+                        with no_sync(rt, models):
                             rt.backward(loss)
                     else:
                         rt.backward(loss)
+                    if check_loss and not math.isfinite(raw_loss.item()):
+                        bad_window = nonfinite_loss(engine, raw_loss) or bad_window
                     if events.after_backward:
                         for call in events.after_backward:
                             call(batch, batch_idx)
                     if window_end:
-                        optimizer_step(engine)
+                        if bad_window:
+                            skip_optimizer_step(engine)
+                            bad_window = False
+                        else:
+                            optimizer_step(engine)
                         pending = False
                     else:
                         pending = True
@@ -204,9 +256,15 @@ def fit_loop(engine: Engine) -> None:
                 engine.stopped_by, stop = "max_time", True
             elif stop_requested:
                 engine.stopped_by, stop = engine.stopped_by or "should_stop", True
+            for cb in checkpointers:  # a consistent point: a checkpoint resumes at batch_idx + 1
+                cb.batch_done(engine, stop and batch_idx != last_idx)
+            if preemption is not None and preemption.due(engine.batches_seen):
+                preemption.stop((epoch, batch_idx + 1))  # saves last.ckpt, raises Preempted
             if stop and batch_idx != last_idx:
                 break
-        if pending:  # an iterable loader ended inside an accumulation window: still step
+        # An unsized loader ended inside an accumulation window: step it. A run stopped early
+        # (max_time, should_stop) drops its partial window, as Lightning does.
+        if pending and not stop:
             optimizer_step(engine)
         if validate_epoch and every == math.inf and batch_idx >= 0:
             evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
@@ -215,6 +273,10 @@ def fit_loop(engine: Engine) -> None:
         if finished:
             epoch += 1
             engine.epochs_done = epoch
+            for cb in checkpointers:
+                cb.epoch_done(engine)
+        if preemption is not None and preemption.due(engine.batches_seen, force=True):
+            preemption.stop((epoch, 0) if finished else (ctx.epoch, batch_idx + 1))
         if ctx.should_stop and can_stop(engine, epoch):
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
     if not stop:
@@ -223,10 +285,60 @@ def fit_loop(engine: Engine) -> None:
     events.fire("fit_end")
 
 
-def can_stop(engine: Engine, epoch: int) -> bool:
-    """``should_stop`` is honoured once ``min_epochs``/``min_steps`` are met."""
+def nonfinite_loss(engine: Engine, loss: Tensor) -> bool:
+    """A NaN/inf loss, after its backward and before any optimizer step: raise (the default),
+    or warn and return True so the accumulation window's optimizer step is skipped."""
+    ctx, value = engine.ctx, loss.item()
+    plan = engine.spec.plan("training_step")
+    where = describe_function(plan.fn) if plan is not None else "the training step"
+    logged = {name: float(v) for name, v in engine.store.unwritten.items()}
+    what = (
+        f"non-finite loss: the loss is {value} at global step {ctx.global_step} (epoch "
+        f"{ctx.epoch}, batch_idx {ctx.batch_idx}), returned by {where}. Metrics logged since "
+        f"the last logger write: {logged or '(none)'}."
+    )
+    if engine.config.nonfinite_loss == "skip":
+        warnings.warn(
+            f"{what} Its optimizer step is skipped (nonfinite_loss='skip').", stacklevel=3
+        )
+        return True
+    raise StepError(
+        f"{what} The optimizer step was not taken: the parameters are those after step "
+        f"{ctx.global_step - 1}, and checkpoints already written are unaffected. Find the "
+        f"operation with detect_anomaly=True; lower the learning rate or clip gradients "
+        f"(gradient_clip_val); or set nonfinite_loss='skip' to skip such steps.",
+        code="nonfinite-loss",
+    )
+
+
+def skip_optimizer_step(engine: Engine) -> None:
+    """End an accumulation window that saw a non-finite loss: drop its gradients without
+    stepping. The step still counts (as a step a grad scaler skips does)."""
+    for opt in engine.optimizers:
+        opt.zero_grad(set_to_none=True)
+    engine.ctx.global_step += 1
+    if engine.schedulers:
+        step_schedulers(engine, "step", engine.ctx.global_step)
+
+
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+def no_sync(rt: Any, models: list[Any]) -> contextlib.AbstractContextManager[Any]:
+    """Skip gradient synchronisation of every model (DDP ``no_sync``, FSDP's flag)."""
+    if len(models) == 1:
+        return rt.no_backward_sync(models[0])  # type: ignore[no-any-return]
+    stack = contextlib.ExitStack()
+    for m in models:
+        stack.enter_context(rt.no_backward_sync(m))
+    return stack
+
+
+def can_stop(engine: Engine, epochs_done: int) -> bool:
+    """``should_stop`` is honoured once ``min_epochs`` epochs are complete and ``min_steps``
+    steps taken (Lightning's rule): mid-epoch, ``epochs_done`` is the current epoch's index."""
     cfg = engine.config
-    if cfg.min_epochs is not None and epoch + 1 < cfg.min_epochs:
+    if cfg.min_epochs is not None and epochs_done < cfg.min_epochs:
         return False
     return not (cfg.min_steps is not None and engine.ctx.global_step < cfg.min_steps)
 
@@ -249,8 +361,10 @@ def evaluate(
     epoch aggregates. ``stage`` is ``"validate"`` or ``"test"``."""
     ctx, store, events, rt = engine.ctx, engine.store, engine.events, engine.runtime
     prefix = "validation" if stage == "validate" else stage
-    modes = [(m, m.training) for m in engine.models.values()]
-    for m, _ in modes:
+    # Every submodule's mode, not just the top one's: a submodule the user keeps in eval mode
+    # (frozen batch norm) stays so after validation, as in Lightning.
+    modes = [(sub, sub.training) for m in engine.models.values() for sub in m.modules()]
+    for m in engine.models.values():
         m.eval()
     saved_stage = store.stage
     ctx.stage = store.stage = stage
@@ -262,6 +376,7 @@ def evaluate(
     no_grad = torch.inference_mode if engine.config.inference_mode else torch.no_grad
     to_device, autocast = rt.to_device, rt.autocast
     saved_batch_idx = ctx.batch_idx
+    saved_metrics = store.snapshot() if sanity else None
     try:
         with no_grad():
             for dl_idx, loader in enumerate(loaders):
@@ -289,17 +404,16 @@ def evaluate(
     finally:
         store.suffix = ""
         ctx.batch_idx = saved_batch_idx
-    if sanity:
-        store.reset_epoch((stage,))
-        results: dict[str, float] = {}
-    else:
-        results = store.end_epoch((stage,))
+    results = store.end_epoch((stage,))
     events.fire(f"{prefix}_epoch_end")
-    if not sanity:
-        results.update(store.end_epoch((stage,)))
+    results.update(store.end_epoch((stage,)))
+    if saved_metrics is not None:  # hooks saw the sanity check's metrics; nothing keeps them
+        store.restore(saved_metrics)
+        results = {}
+    else:
         engine.log_rows(results, max(ctx.global_step - 1, 0))
-    for m, was_training in modes:
-        m.train(was_training)
+    for sub, was_training in modes:
+        sub.training = was_training
     ctx.stage = store.stage = saved_stage
     return results
 

@@ -98,7 +98,7 @@ class MetricStore:
                 )
             value = value.detach()
             if m.sync_dist and self._all_reduce is not None and m.on_step:
-                value = self._all_reduce(value.float().reshape(()), m.reduce)
+                value = self._all_reduce(_floating(value).reshape(()), m.reduce)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             value = float(value)
         else:
@@ -196,6 +196,14 @@ class MetricStore:
         """Every metric's latest value as a float."""
         return _floats(self.latest)
 
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The latest and unwritten values, for :meth:`restore` (the sanity check's logs are
+        dropped, as in Lightning)."""
+        return dict(self.latest), dict(self.unwritten)
+
+    def restore(self, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        self.latest, self.unwritten = dict(state[0]), dict(state[1])
+
     def reset_epoch(self, stages: tuple[str, ...]) -> None:
         """Drop unfinished epoch values of ``stages`` (an interrupted evaluation)."""
         for m in self._by_name.values():
@@ -212,3 +220,8 @@ def _floats(values: dict[str, Any]) -> dict[str, float]:
         flat = torch.stack([v.reshape(()).to(torch.float64) for _, v in tensors]).tolist()
         out.update({k: x for (k, _), x in zip(tensors, flat, strict=True)})
     return {k: out[k] for k in values}
+
+
+def _floating(value: torch.Tensor) -> torch.Tensor:
+    """A metric to reduce across ranks: floating dtypes kept (float64 stays exact)."""
+    return value if value.is_floating_point() else value.float()

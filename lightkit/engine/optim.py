@@ -134,7 +134,9 @@ class ManualOptimizer:
         if closure is not None:
             with torch.enable_grad():
                 closure()
-        return self._runtime.optimizer_step(self._optimizer)
+        # The scaler updates when the training step ends (or at the next backward), so that
+        # several optimizers stepped in one training step share one update.
+        return self._runtime.optimizer_step(self._optimizer, update=False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_optimizer"], name)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lightkit.checkpoint.preemption import preemption_guard
 from lightkit.engine.config import TrainerConfig
 from lightkit.engine.context import _CURRENT
 from lightkit.engine.engine import Engine
@@ -75,10 +76,15 @@ class Trainer:
         if launcher is not None:
             # devices=N from a plain process: start the ranks, run this same call in each.
             return launcher.launch(self, stage, spec, ckpt_path)  # type: ignore[no-any-return]
+        if cfg.seed is not None and getattr(strategy, "seed", 0) is None:
+            strategy.seed = cfg.seed  # type: ignore[attr-defined]  # DistributedSampler's seed
         runtime = Runtime.from_strategy(strategy)
         runtime.launch()
         try:
-            return self._run_engine(stage, spec, ckpt_path, runtime)
+            result = self._run_engine(stage, spec, ckpt_path, runtime)
+            # Distributed strategies agree on the metrics (a collective: before teardown).
+            finish = getattr(strategy, "finish_result", None)
+            return finish(result, self.last_engine) if finish is not None else result
         finally:
             runtime.teardown()
 
@@ -89,16 +95,19 @@ class Trainer:
         if cfg.seed is not None:
             seed_everything(cfg.seed)
         engine = Engine(spec, cfg, runtime, stage)
+        if self.last_engine is not None:  # ckpt_path="best" prefers this trainer's last best
+            engine.previous_best = self.last_engine.best_checkpoint
         self.last_engine = engine
         token = _CURRENT.set(engine.ctx)
         status = "failed"
         try:
-            with _global_modes(cfg):
+            with _global_modes(cfg), preemption_guard(engine, stage):
                 self._compile(engine, stage, ckpt_path)
                 try:
                     predictions = self._loop(engine, stage)
                 except BaseException as exc:
-                    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                    interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+                    status = "interrupted" if interrupted else "failed"
                     _fire_exception(engine, exc)
                     raise
                 status = "success"
@@ -156,11 +165,11 @@ class Trainer:
             engine.setup_outputs()
             for cb in engine.callbacks:
                 cb.setup(engine.ctx, stage)
-        if ckpt_path is not None:
+        engine.bind_steps(stage)
+        if ckpt_path is not None:  # after binding: load_checkpoint hooks see the file first
             from lightkit.checkpoint.state import restore
 
             restore(engine, ckpt_path, full=stage == "fit")
-        engine.bind_steps(stage)
         if engine.loggers:
             for logger in engine.loggers:
                 logger.log_hparams(engine.spec.hparams.as_dict())

@@ -1,7 +1,12 @@
 """The ``Logger`` protocol and the run folder loggers write into.
 
 A logger buffers what it is given and writes it out every ``flush_every_n_steps`` steps and
-always in ``finalize`` (also when training raised). Only global rank 0 logs.
+always in ``finalize`` (also when training raised, before the error propagates). Only global
+rank 0 logs.
+
+The trainer calls, in order: ``setup(run_dir)``, ``log_hparams(params)``, ``log_graph(model)``
+per model (fit only), ``log_metrics(row, step)`` per logging step, and at the end
+``log_hparams(params, final_metrics)`` (a successful fit) and ``finalize(status)``.
 """
 
 from __future__ import annotations
@@ -16,9 +21,24 @@ import attrs
 
 @attrs.define
 class Logger:
-    """Base of every logger; each method is a no-op by default.
+    """Base of every logger; each method is a no-op by default, so a custom logger overrides
+    what it needs.
 
-    ``save_dir=None`` means: write into the run folder the trainer creates.
+    Args:
+        save_dir: ``None``: write into the run folder the trainer creates
+            (``default_root_dir/lightkit_logs/<name>/version_N``). A folder: write into
+            ``save_dir/<name>/version_N`` of its own.
+        name: the folder name under ``save_dir`` (default ``"default"``).
+        version: a fixed version (an int gives ``version_<int>``, a string is the folder
+            name); ``None`` takes the next free number.
+        flush_every_n_steps: logging steps buffered between writes.
+
+    Example::
+
+        @attrs.define
+        class PrintLogger(lk.Logger):
+            def log_metrics(self, metrics, step):
+                print(step, metrics)
     """
 
     save_dir: str | Path | None = None
@@ -43,6 +63,10 @@ class Logger:
         self, params: Mapping[str, Any], metrics: Mapping[str, float] | None = None
     ) -> None:
         """Record the run's hyperparameters (and, at the end, its final metrics)."""
+
+    def log_graph(self, model: Any, example_input: Any = None) -> None:
+        """Record ``model``'s graph (fit start; ``example_input`` or its
+        ``example_input_array``)."""
 
     def save(self) -> None:
         """Write out everything buffered."""

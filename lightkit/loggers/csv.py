@@ -1,10 +1,17 @@
 """``CSVLogger``: one wide ``metrics.csv`` (a ``step`` column, one column per metric) and
-``hparams.json``. Columns grow as new metrics appear; no row is ever lost."""
+``hparams.json``.
+
+Rows are buffered and appended every ``flush_every_n_steps`` rows and at the end. Values
+logged at the same step go into one row (a step's training values and the epoch values
+computed at that step). When a new metric appears the file is rewritten once with the wider
+header, keeping every row already written.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,65 +23,92 @@ from lightkit.loggers.base import Logger, flatten_params
 
 @attrs.define
 class CSVLogger(Logger):
-    """Write metrics to ``<log_dir>/metrics.csv``.
+    """Write metrics to ``<log_dir>/metrics.csv`` and hyperparameters to ``hparams.json``.
 
     Example::
 
         lk.Trainer(logger=lk.CSVLogger(flush_every_n_steps=10))
+        lk.Trainer(logger=[lk.CSVLogger(), lk.TensorBoardLogger()])
     """
 
     _rows: list[dict[str, Any]] = attrs.field(factory=list, init=False, repr=False)
     _columns: list[str] = attrs.field(factory=lambda: ["step"], init=False, repr=False)
     _written_columns: list[str] = attrs.field(factory=list, init=False, repr=False)
-    _steps_since_flush: int = attrs.field(default=0, init=False, repr=False)
+    # The newest row, and where it starts in the file once written: a later value of the same
+    # step takes it back from the file (truncate) into the buffer.
+    _last: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
+    _last_offset: int | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def metrics_file(self) -> Path:
-        assert self.log_dir is not None, "CSVLogger.setup() was not called"
+        """``<log_dir>/metrics.csv``."""
+        if self.log_dir is None:
+            raise RuntimeError("CSVLogger.setup(run_dir) was not called; no folder chosen yet.")
         return self.log_dir / "metrics.csv"
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        last = self._rows[-1] if self._rows else None
-        if last is not None and last["step"] == step and not (set(metrics) & set(last)):
-            last.update(metrics)  # one row per logging step
+        last = self._last
+        if last is not None and last["step"] == step and _compatible(last, metrics):
+            if self._last_offset is not None:  # already on disk: take it back
+                os.truncate(self.metrics_file, self._last_offset)
+                self._last_offset = None
+                self._rows.append(last)
+            last.update(metrics)
         else:
-            self._rows.append({"step": step, **metrics})
-            self._steps_since_flush += 1
+            self._last = {"step": step, **metrics}
+            self._last_offset = None
+            self._rows.append(self._last)
+        columns = self._columns
         for key in metrics:
-            if key not in self._columns:
-                self._columns.append(key)
-        if self._steps_since_flush >= self.flush_every_n_steps:
+            if key not in columns:
+                columns.append(key)
+        if len(self._rows) >= self.flush_every_n_steps:
             self.save()
 
     def log_hparams(
         self, params: Mapping[str, Any], metrics: Mapping[str, float] | None = None
     ) -> None:
-        assert self.log_dir is not None
-        path = self.log_dir / "hparams.json"
+        if self.log_dir is None:
+            return
         data: dict[str, Any] = {"hparams": flatten_params(params)}
         if metrics:
             data["metrics"] = dict(metrics)
-        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        path = self.log_dir / "hparams.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
 
     def save(self) -> None:
         if self.log_dir is None or not self._rows:
             return
         path = self.metrics_file
-        if self._written_columns and self._columns != self._written_columns:
+        rows = self._rows
+        if not self._written_columns or not path.exists():
+            mode = "w"
+        elif self._columns != self._written_columns:
             # New columns: rewrite the file with the wider header, keeping every old row.
-            with open(path, newline="") as f:
-                old = list(csv.DictReader(f))
-            rows, mode = old + self._rows, "w"
-        elif self._written_columns:
-            rows, mode = self._rows, "a"
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f)) + rows
+            mode = "w"
         else:
-            rows, mode = self._rows, "w"
-        with open(path, mode, newline="") as f:
+            mode = "a"
+        with open(path, mode, newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=self._columns, restval="")
             if mode == "w":
                 writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(rows[:-1])
+            f.flush()
+            offset = f.tell()
+            writer.writerow(rows[-1])
             f.flush()
         self._written_columns = list(self._columns)
         self._rows = []
-        self._steps_since_flush = 0
+        self._last_offset = offset if rows[-1] is self._last else None
+
+
+def _compatible(row: Mapping[str, Any], metrics: Mapping[str, float]) -> bool:
+    """True when ``metrics`` can join ``row``: no name holds a different value."""
+    for key, value in metrics.items():
+        if key in row and row[key] != value:
+            return False
+    return True

@@ -1,7 +1,15 @@
-"""``TensorBoardLogger``: scalars and hyperparameters as TensorBoard event files (tensorboardX)."""
+"""``TensorBoardLogger``: scalars, hyperparameters and (optionally) the model graph as
+TensorBoard event files, written with tensorboardX.
+
+Hyperparameters reach TensorBoard's HParams tab in two parts: the session start (the values)
+when the run starts, so a running run already shows up, and at the end the experiment (the
+hyperparameters and the metrics to compare) and the session's status (success or failure).
+The HParams tab reads each metric's latest scalar from the run itself.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,34 +17,53 @@ import attrs
 
 from lightkit.loggers.base import Logger, flatten_params
 
+_STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted": "STATUS_FAILURE"}
+
 
 @attrs.define
 class TensorBoardLogger(Logger):
     """Write TensorBoard events into the run folder. Open them with
     ``tensorboard --logdir <default_root_dir>/lightkit_logs``.
 
-    The hyperparameters are written with the final metrics, so TensorBoard's HParams tab
-    compares runs.
+    Args:
+        log_graph: also write the model's graph, traced on its ``example_input_array``
+            (needs the ``tensorboard`` package; the first model with an example input).
+        (and ``save_dir``, ``name``, ``version``, ``flush_every_n_steps`` of :class:`Logger`.)
+
+    Example::
+
+        lk.Trainer(logger=lk.TensorBoardLogger(flush_every_n_steps=10, log_graph=True))
     """
 
+    _log_graph: bool = attrs.field(default=False, alias="log_graph")
     _writer: Any = attrs.field(default=None, init=False, repr=False)
     _steps_since_flush: int = attrs.field(default=0, init=False, repr=False)
     _params: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
+    _final: dict[str, float] | None = attrs.field(default=None, init=False, repr=False)
+    _last: dict[str, tuple[int, float]] = attrs.field(factory=dict, init=False, repr=False)
+    _graph_done: bool = attrs.field(default=False, init=False, repr=False)
+    _session_started: bool = attrs.field(default=False, init=False, repr=False)
 
     @property
     def writer(self) -> Any:
+        """The tensorboardX ``SummaryWriter`` (created on first use)."""
         if self._writer is None:
             from tensorboardX import SummaryWriter  # imported on use: keeps `import lightkit` light
 
-            assert self.log_dir is not None, "TensorBoardLogger.setup() was not called"
+            if self.log_dir is None:
+                raise RuntimeError("TensorBoardLogger.setup(run_dir) was not called.")
             self._writer = SummaryWriter(
-                logdir=str(self.log_dir), flush_secs=3600, max_queue=10_000
+                logdir=str(self.log_dir), flush_secs=3600, max_queue=100_000
             )
         return self._writer
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        writer = self.writer
+        writer, last = self.writer, self._last
         for name, value in metrics.items():
+            point = (step, value)
+            if last.get(name) == point:
+                continue  # the same point again (e.g. ``epoch`` in a step's second row)
+            last[name] = point
             writer.add_scalar(name, value, global_step=step)
         self._steps_since_flush += 1
         if self._steps_since_flush >= self.flush_every_n_steps:
@@ -45,17 +72,55 @@ class TensorBoardLogger(Logger):
     def log_hparams(
         self, params: Mapping[str, Any], metrics: Mapping[str, float] | None = None
     ) -> None:
+        """At the start (no ``metrics``): write the session's hyperparameters. At the end:
+        remember the final metrics; ``finalize`` writes them with the session's status."""
+        first = self._params is None
         self._params = flatten_params(params)
-        if metrics is None:
-            return
-        from tensorboardX.summary import hparams
+        if metrics is not None:
+            self._final = dict(metrics)
+        elif first and self.log_dir is not None:
+            self._write_session_start()
 
-        exp, ssi, sei = hparams(self._params, dict(metrics))
-        file_writer = self.writer._get_file_writer()
-        for summary in (exp, ssi, sei):
-            file_writer.add_summary(summary)
-        for name, value in metrics.items():
-            self.writer.add_scalar(name, value)
+    def log_graph(self, model: Any, example_input: Any = None) -> None:
+        """Write ``model``'s graph (once per run, with ``log_graph=True``), traced on
+        ``example_input`` or the model's ``example_input_array``."""
+        if not self._log_graph or self._graph_done or self.log_dir is None:
+            return
+        example = example_input
+        if example is None:
+            example = getattr(model, "example_input_array", None)
+        if example is None:
+            warnings.warn(
+                f"TensorBoardLogger(log_graph=True): {type(model).__name__} has no "
+                f"example_input_array; set `model.example_input_array = <a batch>` to log "
+                f"its graph.",
+                stacklevel=2,
+            )
+            return
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            # tensorboardX traces graphs through torch.utils.tensorboard, which needs it.
+            warnings.warn(
+                "TensorBoardLogger(log_graph=True): tracing the graph needs the tensorboard "
+                "package; pip install tensorboard. The graph is not logged.",
+                stacklevel=2,
+            )
+            self._graph_done = True
+            return
+        from lightkit.utils.seed import isolate_rng
+
+        was_training = model.training
+        try:
+            model.eval()
+            with isolate_rng(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's notice
+                self.writer.add_graph(model, example)
+            self._graph_done = True
+        except Exception as exc:  # tracing fails on some models: never stop training for it
+            warnings.warn(f"TensorBoardLogger: the graph was not logged ({exc!r}).", stacklevel=2)
+        finally:
+            model.train(was_training)
 
     def save(self) -> None:
         if self._writer is not None:
@@ -63,7 +128,42 @@ class TensorBoardLogger(Logger):
         self._steps_since_flush = 0
 
     def finalize(self, status: str) -> None:
+        if self._params is not None and self.log_dir is not None:
+            self._write_session_end(status)
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
             self._writer = None
+
+    # -- hparams -------------------------------------------------------------------------------
+    def _add(self, summary: Any) -> None:
+        self.writer._get_file_writer().add_summary(summary)
+
+    def _write_session_start(self) -> None:
+        from tensorboardX.summary import hparams
+
+        _, start, _ = hparams(self._params, {})
+        self._add(start)
+        self._session_started = True
+
+    def _write_session_end(self, status: str) -> None:
+        from tensorboardX.proto.api_pb2 import Status
+        from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+        from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboardX.summary import hparams
+
+        metrics = self._final if self._final is not None else dict.fromkeys(self._last, 0.0)
+        experiment, start, _ = hparams(self._params, metrics)
+        if not self._session_started:
+            self._add(start)
+        self._add(experiment)
+        end = SessionEndInfo(status=Status.Value(_STATUS.get(status, "STATUS_UNKNOWN")))
+        content = HParamsPluginData(session_end_info=end, version=0)
+        metadata = SummaryMetadata(
+            plugin_data=SummaryMetadata.PluginData(
+                plugin_name="hparams", content=content.SerializeToString()
+            )
+        )
+        self._add(
+            Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])
+        )

@@ -10,7 +10,7 @@
 =============  ==========================================================
 
 Lightning's aliases are accepted with Lightning's meaning: ``32`` -> ``32-true``,
-``64`` -> ``64-true``, ``16`` -> ``16-mixed``, ``"bf16"`` -> ``bf16-mixed``.
+``64`` -> ``64-true``, ``16`` -> ``16-mixed``, ``"bf16"`` -> ``bf16-mixed`` (as ints or strings).
 """
 
 from __future__ import annotations
@@ -25,7 +25,15 @@ from lightkit.precision.base import Precision
 from lightkit.precision.mixed import MixedPrecision
 from lightkit.precision.true import TruePrecision
 
-__all__ = ["PRECISIONS", "MixedPrecision", "Precision", "TruePrecision", "precision_from"]
+__all__ = [
+    "ALIASES",
+    "PRECISIONS",
+    "MixedPrecision",
+    "Precision",
+    "TruePrecision",
+    "canonical_name",
+    "precision_from",
+]
 
 PRECISIONS: dict[str, Callable[[], Precision]] = {
     "32-true": Precision,
@@ -36,30 +44,29 @@ PRECISIONS: dict[str, Callable[[], Precision]] = {
     "bf16-true": lambda: TruePrecision(torch.bfloat16),
 }
 
-ALIASES: dict[str, str] = {
-    "32": "32-true",
-    "64": "64-true",
-    "16": "16-mixed",
-    "bf16": "bf16-mixed",
-    "half": "16-mixed",
-}
+ALIASES: dict[str, str] = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 
 
 def canonical_name(value: Any) -> str:
     """``16`` -> ``"16-mixed"``; a known name passes; anything else raises ``ConfigError``."""
-    text = str(value).strip()
+    text = str(value).strip() if isinstance(value, (str, int)) else ""
     text = ALIASES.get(text, text)
     if text not in PRECISIONS:
         raise ConfigError(
-            f"precision={value!r} is not a precision.{did_you_mean(text, PRECISIONS)} "
-            f"Available: {', '.join(PRECISIONS)} (aliases: 32, 64, 16, 'bf16').",
+            f"precision={value!r} is not a precision.{did_you_mean(str(value), PRECISIONS)} "
+            f"Available: {', '.join(PRECISIONS)} (aliases: 32, 64, 16, 'bf16'); or pass a "
+            f"Precision instance.",
             code="unknown-precision",
         )
     return text
 
 
 def precision_from(value: Any) -> Precision:
-    """A plugin instance from a config string, an alias, or an instance (returned as is)."""
+    """A plugin instance from a config string, an alias, or an instance (returned as is).
+
+    Raises:
+        ConfigError: ``value`` names no precision (the message lists the available ones).
+    """
     if isinstance(value, Precision):
         return value
     return PRECISIONS[canonical_name(value)]()

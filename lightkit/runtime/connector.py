@@ -21,7 +21,9 @@ def _available(accelerator: str) -> bool:
     if accelerator == "cpu":
         return True
     if accelerator == "cuda":
-        return torch.cuda.is_available()
+        # Counted through NVML: unlike is_available(), this leaves CUDA uninitialized here,
+        # so ranks forked from this process can still use it.
+        return torch.cuda.device_count() > 0
     if accelerator == "mps":
         return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
     return False
@@ -101,6 +103,8 @@ def connect(
         if chosen.device.type != device.type and chosen.device == torch.device("cpu"):
             chosen.device = device
         chosen.precision = plugin if precision not in (None, "32-true") else chosen.precision
+        if hasattr(chosen, "configure"):
+            chosen.configure(env=env, indices=indices, num_nodes=num_nodes, accelerator=accel)
     else:
         name = strategy
         if name == "auto":

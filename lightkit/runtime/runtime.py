@@ -141,6 +141,11 @@ class Runtime:
     def no_backward_sync(self, module: nn.Module) -> contextlib.AbstractContextManager[Any]:
         return self.strategy.no_backward_sync(module)
 
+    def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Divide ``optimizer``'s gradients by the loss scale (16-mixed; a no-op otherwise).
+        Once per step: later calls, and the step itself, do not unscale again."""
+        self.precision.unscale_gradients(optimizer)
+
     def clip_gradients(
         self,
         optimizer: torch.optim.Optimizer,
@@ -153,7 +158,9 @@ class Runtime:
         return self.strategy.clip_gradients(params, max_value, algorithm)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, *, update: bool = True) -> bool:
-        """Step ``optimizer`` through the precision plugin (a scaler may skip the step)."""
+        """Step ``optimizer`` through the precision plugin (a scaler may skip the step); return
+        whether it really stepped. With several optimizers per iteration pass ``update=False``
+        to all but the last, so the loss scale updates once."""
         stepped = self.precision.optimizer_step(optimizer)
         if update:
             self.precision.update()

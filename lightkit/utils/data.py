@@ -1,8 +1,11 @@
-"""Rebuild a ``DataLoader`` around another sampler, keeping every other setting."""
+"""Rebuild a ``DataLoader`` around another sampler, keeping every other setting; cut a
+loader so that every rank of a distributed run sees the same number of batches."""
 
 from __future__ import annotations
 
+import itertools
 import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, Sampler
@@ -57,3 +60,50 @@ def rebuild_with_sampler(loader: DataLoader[Any], sampler: Sampler[Any]) -> Data
         shuffle=False,
         **kwargs,
     )
+
+
+class EvenBatches:
+    """``loader`` cut so every rank of a distributed run yields the same number of batches.
+
+    With ``length``, each epoch yields the first ``length`` batches (the shortest rank's
+    count). Without, the ranks agree before every batch whether any of them has run out
+    (``any_done``, one small collective per batch): for loaders whose length is unknown.
+    Other attributes (``sampler``, ``dataset``, ...) are the loader's.
+    """
+
+    def __init__(
+        self,
+        loader: Any,
+        length: int | None = None,
+        any_done: Callable[[bool], bool] | None = None,
+    ) -> None:
+        if (length is None) == (any_done is None):
+            raise ValueError("EvenBatches needs exactly one of length= and any_done=")
+        self.loader = loader
+        self.length = length
+        self.any_done = any_done
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("the length of this loader is not known")
+        return self.length
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.length is not None:
+            yield from itertools.islice(self.loader, self.length)
+            return
+        assert self.any_done is not None
+        batches = iter(self.loader)
+        while True:
+            batch = next(batches, _DONE)
+            if self.any_done(batch is _DONE):
+                return
+            yield batch
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+_DONE = object()

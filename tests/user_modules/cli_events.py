@@ -80,6 +80,11 @@ def on_train_epoch_end(ctx):
     EVENTS.append("on_train_epoch_end")
 
 
+@lk.on("save_checkpoint")
+def on_save_checkpoint(checkpoint):
+    EVENTS.append("on_save_checkpoint")
+
+
 @lk.on("fit_end")
 def on_fit_end(ctx):
     EVENTS.append("on_fit_end")

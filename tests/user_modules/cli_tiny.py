@@ -77,3 +77,25 @@ def optim(
     tags: list[str] = ["a"],  # noqa: B006
 ):
     return torch.optim.AdamW(net.parameters(), lr=lr, betas=betas, weight_decay=weight_decay or 0)
+
+
+@lk.test_data
+def test_loader(batch_size: int = 4) -> DataLoader:
+    return DataLoader(_data(8, 2), batch_size=batch_size)
+
+
+@lk.test_step
+def test(net, batch):
+    x, y = batch
+    lk.log("test/loss", nn.functional.mse_loss(net(x), y))
+
+
+@lk.predict_data
+def predict_loader(batch_size: int = 4) -> DataLoader:
+    return DataLoader(_data(8, 3), batch_size=batch_size)
+
+
+@lk.predict_step
+def predict(net, batch):
+    x, _ = batch
+    return net(x)

@@ -1,0 +1,229 @@
+"""What ``trainer.fit`` costs on top of the same training written as a plain PyTorch loop.
+
+Both sides do the same work: seed, build the MLP and the optimizer, build a shuffled
+``DataLoader`` over synthetic data, and iterate it with ``for batch in loader:`` for the same
+number of steps. Runs are interleaved (raw, lightkit, raw, lightkit, ...) in one process, so
+drifting machine load hits both alike; each figure is the ratio of one lightkit run to the raw
+run just before it, and min/median/max are over the repetitions.
+
+Variants:
+
+- ``tiny``: 32→64→64→10, batch 64, 1024 steps, SGD; lightkit with every feature off
+  (``logger=False, enable_progress_bar=False, enable_checkpointing=False,
+  enable_model_summary=False``). Per-step overhead shows most here.
+- ``tiny-log``: the same, the lightkit step also calls ``lk.log("train/loss", loss)``.
+- ``compute``: 32→1024→1024→10, batch 256, 96 steps, Adam: a step long enough that the loop's
+  own cost should vanish.
+
+Usage::
+
+    python bench/overhead.py                     # all variants, 7 repetitions, 1 thread
+    python bench/overhead.py --variant tiny --reps 15 --threads 2 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import lightkit as lk  # noqa: E402
+
+FEATURES_OFF: dict[str, Any] = {
+    "logger": False,
+    "enable_progress_bar": False,
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    hidden: int
+    batch_size: int
+    steps: int
+    optimizer: str  # "sgd" or "adam"
+    log_loss: bool
+
+    @property
+    def samples(self) -> int:
+        return self.batch_size * self.steps // 2  # two epochs
+
+    def make_net(self) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(32, self.hidden),
+            nn.ReLU(),
+            nn.Linear(self.hidden, self.hidden),
+            nn.ReLU(),
+            nn.Linear(self.hidden, 10),
+        )
+
+    def make_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+        if self.optimizer == "adam":
+            return torch.optim.Adam(net.parameters(), lr=1e-3)
+        return torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+
+VARIANTS = {
+    "tiny": Variant("tiny", 64, 64, 1024, "sgd", log_loss=False),
+    "tiny-log": Variant("tiny-log", 64, 64, 1024, "sgd", log_loss=True),
+    "compute": Variant("compute", 1024, 256, 96, "adam", log_loss=False),
+}
+
+_g = torch.Generator().manual_seed(0)
+_DATA: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def dataset(n: int) -> TensorDataset:
+    if n not in _DATA:
+        _DATA[n] = (torch.randn(n, 32, generator=_g), torch.randint(0, 10, (n,), generator=_g))
+    return TensorDataset(*_DATA[n])
+
+
+def run_raw(v: Variant) -> nn.Module:
+    """The hand-written loop."""
+    torch.manual_seed(0)
+    net = v.make_net()
+    opt = v.make_optimizer(net)
+    loader = DataLoader(dataset(v.samples), batch_size=v.batch_size, shuffle=True)
+    net.train()
+    for _ in range(2):
+        for x, y in loader:
+            loss = nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return net
+
+
+def lightkit_spec(v: Variant) -> lk.TrainingSpec:
+    reg = lk.Registry()
+
+    def net():
+        return v.make_net()
+
+    def data():
+        return DataLoader(dataset(v.samples), batch_size=v.batch_size, shuffle=True)
+
+    def train(net, batch):
+        x, y = batch
+        return nn.functional.cross_entropy(net(x), y)
+
+    def train_logging(net, batch):
+        x, y = batch
+        loss = nn.functional.cross_entropy(net(x), y)
+        lk.log("train/loss", loss)
+        return loss
+
+    def optim(net):
+        return v.make_optimizer(net)
+
+    reg.model(net)
+    reg.train_data(data)
+    reg.training_step(train_logging if v.log_loss else train)
+    reg.configure_optimizers(optim)
+    return lk.collect(reg)
+
+
+def run_lightkit(v: Variant, spec: lk.TrainingSpec) -> nn.Module:
+    trainer = lk.Trainer(max_epochs=2, seed=0, num_sanity_val_steps=0, **FEATURES_OFF)
+    result = trainer.fit(spec)
+    assert result.global_step == v.steps, result.global_step
+    return result.models["net"]
+
+
+def timed(fn: Callable[[], nn.Module]) -> tuple[float, float, nn.Module]:
+    """Wall-clock and CPU seconds of ``fn()`` (CPU time ignores time spent descheduled, which
+    dominates the noise on a shared machine)."""
+    gc.collect()
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - w0, time.process_time() - c0, out
+
+
+def summary(raw: list[float], lightkit: list[float], steps: int) -> dict[str, float]:
+    ratios = [b / a for a, b in zip(raw, lightkit, strict=True)]
+    return {
+        "raw_median_s": statistics.median(raw),
+        "lightkit_median_s": statistics.median(lightkit),
+        "ratio_min": min(ratios),
+        "ratio_median": statistics.median(ratios),
+        "ratio_max": max(ratios),
+        "us_per_step_median": statistics.median(
+            (b - a) / steps * 1e6 for a, b in zip(raw, lightkit, strict=True)
+        ),
+    }
+
+
+def measure(v: Variant, reps: int) -> dict[str, Any]:
+    spec = lightkit_spec(v)
+    # Warm-up (allocator, first-call paths), and a check that both sides compute the same.
+    *_, raw_net = timed(lambda: run_raw(v))
+    *_, lk_net = timed(lambda: run_lightkit(v, spec))
+    same = all(
+        torch.equal(a, b) for a, b in zip(raw_net.parameters(), lk_net.parameters(), strict=True)
+    )
+    wall: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
+    for _ in range(reps):
+        for side, run in enumerate((lambda: run_raw(v), lambda: run_lightkit(v, spec))):
+            w, c, _ = timed(run)
+            wall[side].append(w)
+            cpu[side].append(c)
+    return {
+        "variant": v.name,
+        "steps": v.steps,
+        "bitwise_equal": same,
+        "cpu": summary(*cpu, v.steps),
+        "wall": summary(*wall, v.steps),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per variant")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    names = list(VARIANTS) if args.variant == "all" else [args.variant]
+    if not args.json:
+        print(f"torch {torch.__version__}, {args.threads} thread(s), {args.reps} repetitions")
+        print(
+            f"{'variant':<10}{'clock':<6}{'steps':>6}{'raw (s)':>9}{'lightkit (s)':>13}"
+            f"{'ratio min':>10}{'median':>8}{'max':>7}{'µs/step':>9}  bitwise"
+        )
+    for name in names:
+        r = measure(VARIANTS[name], args.reps)
+        if args.json:
+            print(json.dumps(r))
+            continue
+        for clock in ("cpu", "wall"):
+            m = r[clock]
+            print(
+                f"{r['variant']:<10}{clock:<6}{r['steps']:>6}{m['raw_median_s']:>9.3f}"
+                f"{m['lightkit_median_s']:>13.3f}{m['ratio_min']:>10.3f}{m['ratio_median']:>8.3f}"
+                f"{m['ratio_max']:>7.3f}{m['us_per_step_median']:>9.1f}  "
+                f"{'yes' if r['bitwise_equal'] else 'NO'}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

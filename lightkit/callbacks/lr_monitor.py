@@ -1,0 +1,126 @@
+"""``LearningRateMonitor``: log each optimizer's learning rate (Lightning's names).
+
+Keys: ``lr-<OptimizerClass>`` (``lr-Adam``), ``lr-<OptimizerClass>/pg<i>`` (1-based) when an
+optimizer has several parameter groups (a group's ``"name"`` replaces ``pg<i>``), ``-1``,
+``-2``... appended to repeated class names, a scheduler config's ``"name"`` instead of
+``lr-<OptimizerClass>``; ``...-momentum`` and ``...-weight_decay`` with the options below.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Literal
+
+import attrs
+
+from lightkit.callbacks.base import Callback
+
+
+def _suffix(name: str, groups: list[dict[str, Any]], index: int) -> str:
+    if len(groups) == 1:
+        return name
+    return f"{name}/{groups[index].get('name', f'pg{index + 1}')}"
+
+
+def _momentum(group: dict[str, Any]) -> float:
+    if "momentum" in group:
+        return float(group["momentum"])
+    if "betas" in group:
+        return float(group["betas"][0])
+    return 0.0
+
+
+@attrs.define
+class LearningRateMonitor(Callback):
+    """Log the learning rate of every optimizer's parameter groups while training.
+
+    Args:
+        logging_interval: ``"step"``, ``"epoch"``, or ``None``: each scheduler's own interval
+            (optimizers without a scheduler: every logging step). Step values are logged on
+            the trainer's logging steps (``log_every_n_steps``) with the rate that step uses;
+            epoch values are the rate at the epoch's start, logged with the epoch's row.
+        log_momentum: also log ``momentum`` (or Adam's ``betas[0]``).
+        log_weight_decay: also log ``weight_decay``.
+
+    Example::
+
+        lk.Trainer(callbacks=[lk.LearningRateMonitor(logging_interval="step")])
+    """
+
+    logging_interval: Literal["step", "epoch"] | None = attrs.field(
+        default=None, validator=attrs.validators.in_((None, "step", "epoch"))
+    )
+    log_momentum: bool = False
+    log_weight_decay: bool = False
+
+    #: Per interval, the ``(key, param_group, field)`` triples to log.
+    _items: dict[str, list[tuple[str, dict[str, Any], str]]] = attrs.field(
+        factory=dict, init=False, repr=False
+    )
+    _every: int = attrs.field(default=1, init=False, repr=False)
+    _engine: Any = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def keys(self) -> list[str]:
+        """Every key this monitor logs (known once a fit has been set up)."""
+        return [key for items in self._items.values() for key, _, _ in items]
+
+    def setup(self, ctx: Any, stage: str) -> None:
+        self._items = {"step": [], "epoch": []}
+        engine = self._engine = ctx._engine
+        if stage != "fit" or engine is None:
+            return
+        self._every = engine.config.log_every_n_steps
+        # (base name, optimizer, interval) in Lightning's order: scheduled optimizers first.
+        entries: list[tuple[str | None, Any, str]] = []
+        scheduled: set[int] = set()
+        for cfg in engine.schedulers:
+            opt = cfg.scheduler.optimizer
+            scheduled.add(id(opt))
+            entries.append((cfg.name, opt, cfg.interval))
+        for opt in engine.optimizers:
+            inner = getattr(opt, "optimizer", opt)
+            if id(opt) not in scheduled and id(inner) not in scheduled:
+                entries.append((None, opt, "step"))
+        seen: Counter[str] = Counter()
+        for name, opt, interval in entries:
+            if name is None:
+                base = f"lr-{type(getattr(opt, 'optimizer', opt)).__name__}"
+                seen[base] += 1
+                name = base if seen[base] == 1 else f"{base}-{seen[base] - 1}"
+            where = self.logging_interval or interval
+            groups = opt.param_groups
+            for i, group in enumerate(groups):
+                key = _suffix(name, groups, i)
+                self._items[where].append((key, group, "lr"))
+                if self.log_momentum:
+                    self._items[where].append((f"{key}-momentum", group, "momentum"))
+                if self.log_weight_decay:
+                    self._items[where].append((f"{key}-weight_decay", group, "weight_decay"))
+
+    def teardown(self, ctx: Any, stage: str) -> None:
+        self._engine = None
+
+    @staticmethod
+    def _value(group: dict[str, Any], field: str) -> float:
+        if field == "momentum":
+            return _momentum(group)
+        return float(group.get(field, 0.0))
+
+    def on_train_batch_start(self, ctx: Any) -> None:
+        items = self._items.get("step")
+        if not items or (self._engine.batches_seen + 1) % self._every:
+            return  # only on the steps whose row the trainer writes
+        for key, group, field in items:
+            ctx.log(key, self._value(group, field), on_step=True, on_epoch=False)
+
+    def on_train_epoch_start(self, ctx: Any) -> None:
+        for key, group, field in self._items.get("epoch", ()):
+            ctx.log(
+                key,
+                self._value(group, field),
+                on_step=False,
+                on_epoch=True,
+                reduce="max",
+                batch_size=1,
+            )

@@ -1,0 +1,281 @@
+"""What DDP and FSDP share: the process group, its collectives, and each rank's data.
+
+``ProcessGroup`` is a component both strategies hold (composition, not a base class): where
+this process sits, how it joins or creates the ``torch.distributed`` group, the collectives
+the Runtime offers, and how a loader becomes this rank's share.
+
+Data: a ``DataLoader`` with a ``RandomSampler`` or ``SequentialSampler`` is rebuilt around a
+``DistributedSampler`` (``shuffle`` kept; ``seed`` the Trainer's ``seed``, else 0; the epoch
+set by the loop each epoch, so the order changes per epoch as ``DistributedSampler`` does).
+``drop_last=False`` (the default) pads the last rank's share by repeating samples from the
+start, so every rank runs the same number of batches; ``drop_last=True`` drops the tail
+instead. A loader the strategy cannot split (an ``IterableDataset``, a custom sampler or
+batch sampler, a plain iterable) is left alone with a warning: every rank iterates it whole.
+Ranks that would run different numbers of batches are cut to the shortest, so a run never
+hangs waiting for a rank that has run out.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+from typing import Any
+
+import attrs
+import torch
+import torch.distributed as dist
+
+from lightkit.errors import ConfigError, DistributedError
+from lightkit.runtime.environment import ClusterEnvironment, free_port
+
+_OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}
+
+
+def to_timedelta(value: float | timedelta) -> timedelta:
+    """Seconds or a ``timedelta``."""
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+
+
+def make_launcher(
+    strategy: Any, group: ProcessGroup, env: ClusterEnvironment, nprocs: int, num_nodes: int
+) -> Any:
+    """Configure ``group``; the launcher that starts the ranks when this process is not one."""
+    if not group.configure(env, nprocs, num_nodes, strategy.name):
+        return None
+    from lightkit.runtime.launch import Launcher
+
+    return Launcher(
+        nprocs=nprocs,
+        start_method=strategy.start_method,
+        failure_timeout=strategy.failure_timeout,
+    )
+
+
+@attrs.define
+class ProcessGroup:
+    """This process's place in the job and the collectives over its group."""
+
+    backend: str | None = None
+    timeout: timedelta = timedelta(minutes=30)
+    env: ClusterEnvironment = attrs.field(factory=ClusterEnvironment)
+    #: Processes to start on this machine when this process is not a rank yet (``devices=N``).
+    nprocs: int = 1
+    #: ``DistributedSampler`` seed; the Trainer sets it to its ``seed``.
+    seed: int = 0
+    device: torch.device = attrs.field(factory=lambda: torch.device("cpu"))
+    _owns: bool = False
+
+    # -- topology --------------------------------------------------------------------------
+    def configure(self, env: ClusterEnvironment, nprocs: int, num_nodes: int, name: str) -> bool:
+        """Record the environment; return True when this process must launch the ranks."""
+        if not env.joined and num_nodes > 1:
+            raise ConfigError(
+                f"num_nodes={num_nodes} needs an outside launcher: lightkit starts processes "
+                f"on one machine only. Run on every node `torchrun --nnodes {num_nodes} "
+                f"--nproc-per-node {nprocs} --rdzv-endpoint HOST:PORT your_script.py` (or use "
+                f"srun under SLURM).",
+                code="impossible-config",
+            )
+        self.env, self.nprocs = env, nprocs
+        return not env.joined and nprocs > 1
+
+    @property
+    def rank(self) -> int:
+        return self.env.rank
+
+    @property
+    def local_rank(self) -> int:
+        return self.env.local_rank
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size if self.env.joined else self.nprocs
+
+    @property
+    def active(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def setup(self, device: torch.device) -> None:
+        """Join the job's group (torchrun, SLURM, lightkit's launcher) or create a group of one."""
+        self.device = device
+        if self.active:  # the user (or an earlier run) made the group: use it, leave it
+            if dist.get_world_size() != self.world_size:
+                raise DistributedError(
+                    f"a process group of {dist.get_world_size()} ranks already exists, but this "
+                    f"run expects {self.world_size}. Destroy it first "
+                    f"(torch.distributed.destroy_process_group()).",
+                    code="group-mismatch",
+                )
+            self._owns = False
+            return
+        if self.world_size > 1 and not self.env.joined:
+            raise DistributedError(
+                "this process is not a rank of a job: the launcher starts the ranks "
+                "(trainer.fit does so for devices=N).",
+                code="not-launched",
+            )
+        # Modules whose default arguments capture `group.WORLD` when imported: import them
+        # before the group exists, or they keep it (and its gloo threads) alive after
+        # destroy_process_group(), until interpreter exit. DDP imports them lazily.
+        import torch.distributed.nn.functional  # noqa: F401
+
+        backend = self.backend or ("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        init = (
+            self.env.init_method
+            if self.env.joined
+            else f"tcp://127.0.0.1:{free_port()}"  # a group of one on this machine
+        )
+        kwargs: dict[str, Any] = {}
+        if backend == "nccl":
+            kwargs["device_id"] = device
+        try:
+            dist.init_process_group(
+                backend,
+                init_method=init,
+                rank=self.rank,
+                world_size=self.world_size,
+                timeout=self.timeout,
+                **kwargs,
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise DistributedError(
+                f"rank {self.rank} of {self.world_size} could not join the process group at "
+                f"{init} (backend {backend!r}): {exc}",
+                code="group-failed",
+            ) from exc
+        self._owns = True
+
+    def destroy(self) -> None:
+        """Destroy the group if this object created it; safe to call twice."""
+        if self._owns and self.active:
+            try:
+                dist.destroy_process_group()
+            except Exception as exc:  # a broken group must not mask the run's own error
+                warnings.warn(f"destroy_process_group() failed: {exc}", stacklevel=2)
+        self._owns = False
+
+    # -- collectives ------------------------------------------------------------------------
+    def _comm(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A private copy on a device the backend takes (nccl: the GPU)."""
+        t = tensor.detach()
+        if self.device.type == "cuda" and t.device != self.device:
+            return t.to(self.device)
+        return t.clone()
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        if op not in _OPS:
+            raise ValueError(f"op={op!r}; expected one of {', '.join(_OPS)}")
+        if not self.active:
+            return tensor
+        t = self._comm(tensor)
+        if op == "mean" and not t.is_floating_point():
+            t = t.double()
+        dist.all_reduce(t, op=getattr(dist.ReduceOp, _OPS[op]))
+        if op == "mean":
+            t /= dist.get_world_size()
+        return t
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``(world_size, *tensor.shape)``: every rank's ``tensor`` (same shape on each)."""
+        if not self.active:
+            return tensor.unsqueeze(0)
+        t = self._comm(tensor)
+        out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, t)
+        return torch.stack(out)
+
+    def barrier(self, name: str | None = None) -> None:
+        if not self.active:
+            return
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[self.device.index or 0])
+        else:
+            dist.barrier()
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=src, device=self.device)
+        return box[0]
+
+    def reduce_any(self, flag: bool) -> bool:
+        if not self.active:
+            return bool(flag)
+        t = torch.tensor(1 if flag else 0, dtype=torch.int32, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    # -- data -------------------------------------------------------------------------------
+    def distribute(self, loader: Any, *, shuffle_default: bool = True) -> Any:
+        """This rank's share of ``loader`` (see the module docstring)."""
+        if self.world_size == 1 or not self.active:
+            return loader
+        from torch.utils.data import (
+            BatchSampler,
+            DataLoader,
+            DistributedSampler,
+            IterableDataset,
+            RandomSampler,
+            SequentialSampler,
+        )
+
+        from lightkit.utils.data import rebuild_with_sampler
+
+        if not isinstance(loader, DataLoader):
+            why = f"is a {type(loader).__name__}, not a DataLoader"
+        elif isinstance(loader.dataset, IterableDataset):
+            why = (
+                "reads an IterableDataset, which must split itself by rank "
+                "(torch.distributed.get_rank(), or ctx.rank)"
+            )
+        else:
+            batch_sampler = loader.batch_sampler
+            sampler = batch_sampler.sampler if batch_sampler is not None else loader.sampler
+            if isinstance(sampler, DistributedSampler):
+                return loader  # split already, by the user
+            plain = type(sampler) in (RandomSampler, SequentialSampler)
+            if isinstance(sampler, RandomSampler):
+                plain = plain and not sampler.replacement and sampler._num_samples is None
+            if plain and (batch_sampler is None or type(batch_sampler) is BatchSampler):
+                shuffle = isinstance(sampler, RandomSampler)
+                split = DistributedSampler(
+                    loader.dataset,
+                    num_replicas=self.world_size,
+                    rank=self.rank,
+                    shuffle=shuffle,
+                    seed=self.seed,
+                    drop_last=loader.drop_last,
+                )
+                return rebuild_with_sampler(loader, split)
+            why = f"uses a {type(batch_sampler or sampler).__name__}, which cannot be split"
+        if self.rank == 0:
+            warnings.warn(
+                f"the loader {why}; every rank iterates all of it. Give a DataLoader over a "
+                f"map-style dataset to have it split across the {self.world_size} ranks.",
+                stacklevel=3,
+            )
+        return self.even(loader)
+
+    def even(self, loader: Any) -> Any:
+        """``loader`` cut so that every rank runs the same number of batches."""
+        from lightkit.engine.epoch_iterator import loader_length
+        from lightkit.utils.data import EvenBatches
+
+        length = loader_length(loader)
+        if self.reduce_any(length is None):  # some rank cannot tell its length: agree batch by batch
+            return EvenBatches(loader, any_done=self.reduce_any)
+        assert length is not None
+        lengths = self.all_gather(torch.tensor(length, dtype=torch.int64)).tolist()
+        if len(set(lengths)) == 1:
+            return loader
+        if self.rank == 0:
+            warnings.warn(
+                f"the ranks' loaders have different lengths {lengths}; every rank runs "
+                f"{min(lengths)} batches per epoch so that none waits forever.",
+                stacklevel=4,
+            )
+        return EvenBatches(loader, length=min(lengths))

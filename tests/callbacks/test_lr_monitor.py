@@ -1,0 +1,138 @@
+"""LearningRateMonitor: Lightning's key names and the scheduler's values, read back from the
+CSV file the run wrote."""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+
+import lightkit as lk
+from tests.callbacks.cb_helpers import spec, trainer
+
+
+def rows(result) -> list[dict[str, str]]:
+    with open(result.log_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def column(result, name: str) -> list[tuple[int, float]]:
+    return [(int(r["step"]), float(r[name])) for r in rows(result) if r.get(name)]
+
+
+def fit(tmp_path, optim, hooks=None, step=None, **flags):
+    extra = {"step": step} if step is not None else {}
+    flags = {"callbacks": [lk.LearningRateMonitor()], "max_epochs": 2, **flags}
+    return trainer(tmp_path, logger=lk.CSVLogger(), log_every_n_steps=1, **flags).fit(
+        spec(optim=optim, hooks=hooks, **extra)
+    )
+
+
+def test_step_scheduler_values_at_every_step(tmp_path):
+    def optim(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (s + 1))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    result = fit(tmp_path, optim)
+    assert column(result, "lr-SGD") == [(s, 0.05 * (1 / (s + 1))) for s in range(8)]
+    assert result.metrics["lr-SGD"] == 0.05 * (1 / 8)
+
+
+def test_epoch_scheduler_values_with_each_epoch_row(tmp_path):
+    seen = []
+
+    def optim(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.3)]
+
+    def remember(optimizer):
+        seen.append(optimizer.param_groups[0]["lr"])
+
+    result = fit(tmp_path, optim, hooks={"train_epoch_start": remember}, max_epochs=3)
+    got = [(r["epoch"], float(r["lr-SGD"])) for r in rows(result) if r.get("lr-SGD")]
+    assert got == [("0.0", seen[0]), ("1.0", seen[1]), ("2.0", seen[2])]
+    assert seen[1] == 0.05 * 0.3
+    # Logged with the epoch's last row, at the epoch's last step.
+    assert [s for s, _ in column(result, "lr-SGD")] == [3, 7, 11]
+
+
+def test_param_groups_and_their_names(tmp_path):
+    def optim(net):
+        return torch.optim.SGD(
+            [
+                {"params": net[0].parameters(), "lr": 0.1},
+                {"params": net[2].parameters(), "lr": 0.01},
+            ]
+        )
+
+    result = fit(tmp_path / "a", optim, max_epochs=1)
+    assert column(result, "lr-SGD/pg1") == [(s, 0.1) for s in range(4)]
+    assert column(result, "lr-SGD/pg2") == [(s, 0.01) for s in range(4)]
+
+    def named(net):
+        return torch.optim.SGD(
+            [
+                {"params": net[0].parameters(), "lr": 0.1, "name": "body"},
+                {"params": net[2].parameters(), "lr": 0.01, "name": "head"},
+            ]
+        )
+
+    result = fit(tmp_path / "b", named, max_epochs=1)
+    assert result.metrics["lr-SGD/body"] == 0.1 and result.metrics["lr-SGD/head"] == 0.01
+
+
+def test_two_optimizers_of_one_class_momentum_and_weight_decay(tmp_path):
+    def optim(net):
+        return [
+            torch.optim.Adam(net[0].parameters(), lr=1e-3, weight_decay=0.1),
+            torch.optim.Adam(net[2].parameters(), lr=2e-3, betas=(0.5, 0.9)),
+        ]
+
+    def manual(net, batch, optimizers, ctx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(net(x), y)
+        ctx.backward(loss)
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad()
+
+    monitor = lk.LearningRateMonitor(log_momentum=True, log_weight_decay=True)
+    result = fit(tmp_path, optim, step=manual, callbacks=[monitor], max_epochs=1)
+    m = result.metrics
+    assert (m["lr-Adam"], m["lr-Adam-1"]) == (1e-3, 2e-3)
+    assert (m["lr-Adam-momentum"], m["lr-Adam-1-momentum"]) == (0.9, 0.5)
+    assert (m["lr-Adam-weight_decay"], m["lr-Adam-1-weight_decay"]) == (0.1, 0.0)
+    assert monitor.keys == [
+        "lr-Adam",
+        "lr-Adam-momentum",
+        "lr-Adam-weight_decay",
+        "lr-Adam-1",
+        "lr-Adam-1-momentum",
+        "lr-Adam-1-weight_decay",
+    ]
+
+
+def test_interval_override_and_scheduler_name(tmp_path):
+    def optim(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5**s)
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "my-lr"},
+        }
+
+    result = fit(tmp_path, optim, callbacks=[lk.LearningRateMonitor(logging_interval="epoch")])
+    # The rate at each epoch's start: step 0 and step 4.
+    assert column(result, "my-lr") == [(3, 0.05), (7, 0.05 * 0.5**4)]
+
+
+def test_only_on_steps_whose_rows_are_written(tmp_path):
+    result = trainer(
+        tmp_path,
+        logger=lk.CSVLogger(),
+        log_every_n_steps=3,
+        max_epochs=2,
+        callbacks=[lk.LearningRateMonitor()],
+    ).fit(spec())
+    assert [s for s, _ in column(result, "lr-SGD")] == [2, 5]

@@ -1,0 +1,166 @@
+"""``ModelCheckpoint``: which files exist after a run, what they hold, their names."""
+
+from __future__ import annotations
+
+import csv
+import math
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightkit as lk
+from tests.checkpoint.ckpt_helpers import SPEC, flags
+
+CKPT_DIR = "lightkit_logs/resumable/version_0/checkpoints"
+
+
+def val_losses(run_dir: Path) -> list[float]:
+    """The epoch-level ``val/loss`` rows of a run's metrics.csv, in order."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")]
+
+
+@pytest.mark.parametrize(("k", "mode"), [(3, "min"), (1, "max")])
+def test_top_k_over_ten_epochs_leaves_exactly_the_k_best(tmp_path, k, mode):
+    cb = lk.ModelCheckpoint(
+        monitor="val/loss", mode=mode, save_top_k=k, filename="{epoch}-{step}-{val/loss:.3f}"
+    )
+    result = lk.Trainer(**flags(tmp_path, max_epochs=10, callbacks=[cb])).fit(SPEC)
+    losses = val_losses(result.log_dir)
+    assert len(losses) == 10
+    order = sorted(range(10), key=lambda e: losses[e], reverse=mode == "max")
+    best = sorted(order[:k])
+    names = sorted(p.name for p in (tmp_path / CKPT_DIR).iterdir())
+    expected = sorted(f"epoch={e}-step={10 * (e + 1)}-val_loss={losses[e]:.3f}.ckpt" for e in best)
+    assert names == expected
+    assert Path(cb.best_model_path).name == (
+        f"epoch={order[0]}-step={10 * (order[0] + 1)}-val_loss={losses[order[0]]:.3f}.ckpt"
+    )
+    assert result.best_checkpoint == Path(cb.best_model_path)
+    assert cb.best_model_score == losses[order[0]]
+    assert set(cb.best_k_models) == {str(tmp_path / CKPT_DIR / n) for n in names}
+
+
+def test_default_keeps_the_newest_and_save_last_links_it(tmp_path):
+    cb = lk.ModelCheckpoint(save_last=True)
+    result = lk.Trainer(**flags(tmp_path, callbacks=[cb])).fit(SPEC)
+    folder = tmp_path / CKPT_DIR
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch=2-step=30.ckpt", "last.ckpt"]
+    assert result.last_checkpoint == folder / "last.ckpt"
+    assert result.best_checkpoint == folder / "epoch=2-step=30.ckpt"
+    assert (folder / "last.ckpt").read_bytes() == (folder / "epoch=2-step=30.ckpt").read_bytes()
+    ckpt = torch.load(folder / "last.ckpt", weights_only=True)
+    assert ckpt["loop"] == {
+        "epoch": 3,
+        "batches_done": 0,
+        "global_step": 30,
+        "batches_seen": 30,
+        "epochs_done": 3,
+        "num_batches": 10,
+        "accumulate_grad_batches": 1,
+    }
+    assert ckpt["kind"] == "full" and ckpt["lightkit_checkpoint"] == 1
+    assert ckpt["versions"] == {"lightkit": lk.__version__, "torch": str(torch.__version__)}
+    assert (
+        lk.TrainingSpec.model_validate_json(ckpt["spec"]).hparams.as_dict()
+        == SPEC.hparams.as_dict()
+    )
+    assert '"max_epochs": 3' in ckpt["config"]
+    state = ckpt["callbacks"][cb.state_key]
+    assert state["best_model_path"] == str(folder / "epoch=2-step=30.ckpt")
+    assert set(ckpt["random"]["rng"]) >= {"python", "torch"}
+
+
+def test_every_n_epochs_and_every_n_train_steps(tmp_path):
+    cb = lk.ModelCheckpoint(every_n_epochs=2, save_top_k=-1)
+    lk.Trainer(**flags(tmp_path / "a", max_epochs=5, callbacks=[cb])).fit(SPEC)
+    names = sorted(p.name for p in (tmp_path / "a" / CKPT_DIR).iterdir())
+    assert names == ["epoch=1-step=20.ckpt", "epoch=3-step=40.ckpt"]
+    cb = lk.ModelCheckpoint(every_n_train_steps=7, save_top_k=-1, filename="{step}")
+    lk.Trainer(**flags(tmp_path / "b", callbacks=[cb])).fit(SPEC)
+    names = sorted(p.name for p in (tmp_path / "b" / CKPT_DIR).iterdir())
+    assert names == [f"step={s}.ckpt" for s in (14, 21, 28, 7)]
+    mid = torch.load(tmp_path / "b" / CKPT_DIR / "step=14.ckpt", weights_only=True)
+    assert (mid["loop"]["epoch"], mid["loop"]["batches_done"]) == (1, 4)
+    assert mid["epoch_start"] is not None
+
+
+def test_train_time_interval_saves(tmp_path):
+    cb = lk.ModelCheckpoint(train_time_interval=timedelta(microseconds=1), save_top_k=-1)
+    lk.Trainer(**flags(tmp_path, max_epochs=1, callbacks=[cb])).fit(SPEC)
+    assert len(list((tmp_path / CKPT_DIR).iterdir())) == 10
+
+
+def test_weights_only_files(tmp_path):
+    cb = lk.ModelCheckpoint(save_weights_only=True)
+    result = lk.Trainer(**flags(tmp_path, max_epochs=1, callbacks=[cb])).fit(SPEC)
+    ckpt = torch.load(result.last_checkpoint, weights_only=True)
+    assert ckpt["kind"] == "weights"
+    assert {"optimizers", "loop", "random", "callbacks"}.isdisjoint(ckpt)
+
+
+def test_file_names(tmp_path):
+    cb = lk.ModelCheckpoint(filename="{epoch}-{val/loss:.2f}-{val/loss_x}")
+    metrics = {"epoch": 3, "val/loss": 0.12345, "val/loss_x": 7.0}
+    assert cb.format_checkpoint_name(metrics) == "epoch=3-val_loss=0.12-val_loss_x=7.0.ckpt"
+    cb = lk.ModelCheckpoint(filename="e{epoch:02d}-{val/loss:.3f}", auto_insert_metric_name=False)
+    assert cb.format_checkpoint_name(metrics, ver=2) == "e03-0.123-v2.ckpt"
+    with pytest.warns(UserWarning, match="'acc' was not logged"):
+        assert lk.ModelCheckpoint(filename="{acc}").format_checkpoint_name({}) == "acc=0.ckpt"
+
+
+def test_version_counter_and_temporaries_never_end_in_ckpt(tmp_path):
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    (folder / "epoch=0-step=10.ckpt").write_bytes(b"someone else's")
+    cb = lk.ModelCheckpoint(dirpath=folder, save_top_k=-1)
+    lk.Trainer(**flags(tmp_path, max_epochs=1, callbacks=[cb])).fit(SPEC)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["epoch=0-step=10-v1.ckpt", "epoch=0-step=10.ckpt"]
+    assert (folder / "epoch=0-step=10.ckpt").read_bytes() == b"someone else's"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"save_top_k": 3}, "needs a monitor"),
+        ({"every_n_epochs": 1, "every_n_train_steps": 5}, "exclusive"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(lk.ConfigError, match=match):
+        lk.ModelCheckpoint(**kwargs)
+
+
+def test_monitor_never_logged_is_an_error_once_validation_ran(tmp_path):
+    cb = lk.ModelCheckpoint(monitor="val/acc")
+    with pytest.raises(lk.ConfigError, match=r"could not find 'val/acc'.*val/loss") as info:
+        lk.Trainer(**flags(tmp_path, callbacks=[cb])).fit(SPEC)
+    assert info.value.code == "monitor-not-logged"
+
+
+def test_state_key_and_state_round_trip():
+    cb = lk.ModelCheckpoint(monitor="val/loss", dirpath="/x")
+    assert cb.state_key.startswith("ModelCheckpoint{'monitor': 'val/loss', 'mode': 'min'")
+    cb.best_model_path, cb.best_model_score = "/x/a.ckpt", 0.5
+    other = lk.ModelCheckpoint(monitor="val/loss", dirpath="/x")
+    other.load_state_dict(cb.state_dict())
+    assert (other.best_model_path, other.best_model_score) == ("/x/a.ckpt", 0.5)
+    assert math.isinf(other.kth_value)
+
+
+def test_validation_in_the_middle_of_an_epoch_saves_there(tmp_path):
+    cb = lk.ModelCheckpoint(monitor="val/loss", save_top_k=-1, filename="{step}")
+    lk.Trainer(**flags(tmp_path, max_epochs=1, val_check_interval=4, callbacks=[cb])).fit(SPEC)
+    folder = tmp_path / CKPT_DIR
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "step=10.ckpt",
+        "step=4.ckpt",
+        "step=8.ckpt",
+    ]
+    mid = torch.load(folder / "step=4.ckpt", weights_only=True)
+    assert (mid["loop"]["epoch"], mid["loop"]["batches_done"]) == (0, 4)
+    end = torch.load(folder / "step=10.ckpt", weights_only=True)
+    assert (end["loop"]["epoch"], end["loop"]["batches_done"]) == (1, 0)

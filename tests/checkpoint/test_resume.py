@@ -1,0 +1,176 @@
+"""Exact resume: a run interrupted mid-epoch and resumed from its checkpoint ends with weights,
+optimizer and scheduler states and per-step logged losses identical to the run that never
+stopped, and sees every sample of every epoch exactly once."""
+
+from __future__ import annotations
+
+import collections
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import lightkit as lk
+from tests.checkpoint import resumable
+from tests.checkpoint.ckpt_helpers import (
+    BATCHES,
+    EPOCHS,
+    SPEC,
+    assert_same_run,
+    every_step,
+    flags,
+    loss_rows,
+    reference,
+    snapshot,
+    stored_position,
+)
+
+CASES = {
+    # name: (hyperparameters, trainer flags, how the first run stops)
+    "shuffle-global-rng": ((), {}, {"fail_at": (1, 6)}),
+    "shuffle-own-generator": ((("generator", True),), {}, {"fail_at": (1, 3)}),
+    "accumulate-stop-inside-window": ((), {"accumulate_grad_batches": 2}, {"signal_at": (1, 4)}),
+    "16-mixed": ((), {"precision": "16-mixed"}, {"fail_at": (2, 5)}),
+    "two-workers": ((("num_workers", 2),), {}, {"fail_at": (1, 7)}),
+}
+
+
+def interrupted_then_resumed(
+    tmp_path: Path, hparams: tuple[tuple[str, Any], ...], extra: dict[str, Any], stop: dict
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    spec = SPEC.with_hparams(**dict(hparams))
+    resumable.CONTROL.update(stop)
+    with pytest.raises((RuntimeError, SystemExit)) as info:
+        lk.Trainer(**flags(tmp_path, **extra), callbacks=every_step()).fit(spec)
+    if stop.get("signal_at"):
+        assert isinstance(info.value, SystemExit) and info.value.code == 143
+    first = {
+        "rows": loss_rows(tmp_path / "lightkit_logs/resumable/version_0"),
+        "seen": list(resumable.SEEN),
+        "last": tmp_path / "lightkit_logs/resumable/version_0/checkpoints/last.ckpt",
+    }
+    resumable.reset()
+    trainer = lk.Trainer(**flags(tmp_path, **extra), callbacks=every_step())
+    result = trainer.fit(spec, ckpt_path="last")
+    second = snapshot(trainer, result)
+    second["rows"] = loss_rows(result.log_dir)
+    second["seen"] = list(resumable.SEEN)
+    second["val"] = result.metrics["val/loss"]
+    return first, second
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_resume_is_exact(tmp_path, case):
+    hparams, extra, stop = CASES[case]
+    ref = reference(hparams, **extra)
+    first, second = interrupted_then_resumed(tmp_path, hparams, extra, stop)
+    assert_same_run(ref, second)
+    assert second["val"] == ref["val"]
+    # The first run logged up to its failure; the resumed run logs from the checkpoint on.
+    done = stored_position(first["last"])
+    assert 0 < done < EPOCHS * BATCHES
+    n_rows = len(ref["rows"]) - len(second["rows"])
+    assert first["rows"][:n_rows] + second["rows"] == ref["rows"]
+    # Samples: the first run's consumed batches, then the resumed run's, equal the reference.
+    batch = 4
+    assert first["seen"][: done * batch] + second["seen"] == ref["seen"]
+
+
+def test_every_sample_of_every_epoch_seen_once(tmp_path):
+    _, second = interrupted_then_resumed(tmp_path, (), {}, {"fail_at": (1, 6)})
+    # Checkpoint after 15 batches (epoch 1, batch 5), failure at batch 6 of epoch 1.
+    first_seen = resumable_seen_before(tmp_path)
+    counts = collections.Counter(first_seen + second["seen"])
+    assert set(counts) == {(e, i) for e in range(EPOCHS) for i in range(40)}
+    assert set(counts.values()) == {1}
+
+
+def resumable_seen_before(tmp_path: Path) -> list[tuple[int, int]]:
+    """What the first run saw up to its checkpoint, from a fresh reference of the same run."""
+    done = stored_position(tmp_path / "lightkit_logs/resumable/version_0/checkpoints/last.ckpt")
+    return reference()["seen"][: done * 4]
+
+
+def test_resume_from_epoch_end_checkpoint(tmp_path):
+    ref = reference()
+    resumable.CONTROL["fail_at"] = (2, 3)
+    with pytest.raises(RuntimeError):
+        lk.Trainer(**flags(tmp_path)).fit(SPEC)  # default ModelCheckpoint: once per epoch
+    ckpts = sorted((tmp_path / "lightkit_logs/resumable/version_0/checkpoints").glob("*.ckpt"))
+    assert [p.name for p in ckpts] == ["epoch=1-step=20.ckpt"]
+    assert stored_position(ckpts[0]) == 2 * BATCHES
+    resumable.reset()
+    trainer = lk.Trainer(**flags(tmp_path))
+    result = trainer.fit(SPEC, ckpt_path="last")
+    assert_same_run(ref, snapshot(trainer, result))
+
+
+def test_stop_inside_window_saves_accumulated_gradients(tmp_path):
+    resumable.CONTROL["signal_at"] = (0, 2)
+    extra = {"accumulate_grad_batches": 2}
+    with pytest.raises(SystemExit) as info:
+        lk.Trainer(**flags(tmp_path, **extra)).fit(SPEC)
+    assert info.value.code == 128 + signal.SIGTERM
+    last = tmp_path / "lightkit_logs/resumable/version_0/checkpoints/last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["loop"]["batches_done"] == 3 and ckpt["global_step"] == 1
+    assert set(ckpt["grads"]["net"]) == {"0.weight", "0.bias", "3.weight", "3.bias"}
+    # The handler was restored when fit ended.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_preemption_runs_the_users_handler_and_restores_it(tmp_path):
+    calls = []
+
+    def mine(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        resumable.CONTROL["signal_at"] = (0, 4)
+        with pytest.raises(SystemExit) as info:
+            lk.Trainer(**flags(tmp_path)).fit(SPEC)
+        assert info.value.code == 143
+        assert calls == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is mine
+        # Logged steps reached metrics.csv before the exit: batches 0..4 of epoch 0.
+        rows = loss_rows(tmp_path / "lightkit_logs/resumable/version_0")
+        assert [s for s, _ in rows] == [0, 1, 2, 3, 4]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    resumable.reset()
+    trainer = lk.Trainer(**flags(tmp_path))
+    assert_same_run(reference(), snapshot(trainer, trainer.fit(SPEC, ckpt_path="last")))
+
+
+def test_save_and_load_hooks_receive_the_checkpoint(tmp_path):
+    seen: dict[str, Any] = {}
+
+    def add(checkpoint, ctx):
+        checkpoint["mine"] = {"step": ctx.global_step}
+
+    def read(checkpoint):
+        seen["mine"] = checkpoint["mine"]
+
+    reg = lk.Registry()
+    reg.on("save_checkpoint", add)
+    reg.on("load_checkpoint", read)
+    spec = lk.collect(resumable, reg)
+    result = lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(spec)
+    ckpt = torch.load(result.last_checkpoint, weights_only=True)
+    assert ckpt["mine"] == {"step": BATCHES}
+    lk.Trainer(**flags(tmp_path, max_epochs=2)).fit(spec, ckpt_path=result.last_checkpoint)
+    assert seen["mine"] == {"step": BATCHES}
+
+
+def test_configured_signals(tmp_path):
+    resumable.CONTROL.update(signal_at=(0, 1), signal="SIGUSR1")
+    with pytest.raises(SystemExit) as info:
+        lk.Trainer(**flags(tmp_path, preemption_signals=["SIGTERM", "usr1"])).fit(SPEC)
+    assert info.value.code == 128 + signal.SIGUSR1
+    assert info.value.checkpoint.name == "last.ckpt"
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    with pytest.raises(ValueError, match="'SIGKILL' is not a signal that can be caught"):
+        lk.TrainerConfig(preemption_signals=["SIGKILL"])

@@ -1,0 +1,179 @@
+"""Resuming and loading the wrong thing fails before any step, with an error naming the file
+and what does not fit; ``"last"``/``"best"`` find the right file; weights load for
+evaluation and into rebuilt models."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import lightkit as lk
+from tests.checkpoint import resumable
+from tests.checkpoint.ckpt_helpers import (
+    SPEC,
+    assert_equal,
+    assert_same_run,
+    flags,
+    reference,
+    snapshot,
+)
+
+CKPT_DIR = "lightkit_logs/resumable/version_0/checkpoints"
+
+
+def fit_two_epochs(root: Path, **extra) -> lk.Result:
+    return lk.Trainer(**flags(root, max_epochs=2, **extra)).fit(SPEC)
+
+
+def test_weights_only_file_for_a_full_resume(tmp_path):
+    cb = lk.ModelCheckpoint(save_weights_only=True)
+    result = fit_two_epochs(tmp_path, callbacks=[cb])
+    resumable.reset()
+    with pytest.raises(lk.CheckpointError) as info:
+        lk.Trainer(**flags(tmp_path)).fit(SPEC, ckpt_path=result.last_checkpoint)
+    assert info.value.code == "checkpoint-weights-only"
+    assert str(result.last_checkpoint) in str(info.value)
+    assert resumable.SEEN == []
+    # ...but it evaluates.
+    lk.Trainer(**flags(tmp_path)).validate(SPEC, ckpt_path=result.last_checkpoint)
+
+
+def test_max_epochs_below_the_stored_epoch(tmp_path):
+    result = fit_two_epochs(tmp_path)
+    resumable.reset()
+    with pytest.raises(lk.CheckpointError) as info:
+        lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(SPEC, ckpt_path=result.last_checkpoint)
+    assert info.value.code == "checkpoint-mismatch"
+    assert "max_epochs=1" in str(info.value) and "Set max_epochs above 2" in str(info.value)
+    assert resumable.SEEN == []
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(lk.CheckpointError) as info:
+        lk.Trainer(**flags(tmp_path)).fit(SPEC, ckpt_path=tmp_path / "nope.ckpt")
+    assert info.value.code == "checkpoint-not-found"
+    assert str(tmp_path / "nope.ckpt") in str(info.value)
+    assert resumable.SEEN == []
+    with pytest.raises(lk.CheckpointError, match='ckpt_path="best": no readable checkpoint'):
+        lk.Trainer(**flags(tmp_path)).validate(SPEC, ckpt_path="best")
+
+
+def test_last_without_any_checkpoint_starts_from_scratch(tmp_path):
+    with pytest.warns(UserWarning, match="training starts from scratch"):
+        trainer = lk.Trainer(**flags(tmp_path))
+        result = trainer.fit(SPEC, ckpt_path="last")
+    assert_same_run(reference(), snapshot(trainer, result))
+
+
+def test_different_model_shapes(tmp_path):
+    result = fit_two_epochs(tmp_path)
+    resumable.reset()
+    with pytest.raises(lk.CheckpointError) as info:
+        lk.Trainer(**flags(tmp_path)).fit(
+            SPEC.with_hparams(hidden=32), ckpt_path=result.last_checkpoint
+        )
+    text = str(info.value)
+    assert info.value.code == "checkpoint-mismatch" and str(result.last_checkpoint) in text
+    assert "model 'net': shapes differ: 0.weight: checkpoint (16, 6), model (32, 6)" in text
+    assert "hidden=16 (now 32)" in text
+    assert resumable.SEEN == []
+
+
+def test_not_a_lightkit_checkpoint_and_a_newer_format(tmp_path):
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "epoch": 1}, path)
+    with pytest.raises(lk.CheckpointError, match="is not a lightkit checkpoint") as info:
+        lk.Trainer(**flags(tmp_path)).fit(SPEC, ckpt_path=path)
+    assert info.value.code == "not-a-checkpoint"
+    result = fit_two_epochs(tmp_path)
+    ckpt = torch.load(result.last_checkpoint, weights_only=True)
+    ckpt["lightkit_checkpoint"] = 99
+    torch.save(ckpt, path)
+    with pytest.raises(lk.CheckpointError, match="format 99") as info:
+        lk.Trainer(**flags(tmp_path)).validate(SPEC, ckpt_path=path)
+    assert info.value.code == "checkpoint-newer-format"
+
+
+def test_last_skips_a_corrupt_newest_file_with_a_warning(tmp_path):
+    fit_two_epochs(tmp_path, callbacks=[lk.ModelCheckpoint(save_top_k=-1)])
+    folder = tmp_path / CKPT_DIR
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "epoch=0-step=10.ckpt",
+        "epoch=1-step=20.ckpt",
+    ]
+    newest = folder / "epoch=1-step=20.ckpt"
+    newest.write_bytes(newest.read_bytes()[:-300])
+    resumable.reset()
+    trainer = lk.Trainer(**flags(tmp_path))
+    with pytest.warns(UserWarning, match=f"skipping {newest}, which cannot be used"):
+        result = trainer.fit(SPEC, ckpt_path="last")
+    assert trainer.last_engine.restored_from == folder / "epoch=0-step=10.ckpt"
+    assert_same_run(reference(), snapshot(trainer, result))
+
+
+def test_best_finds_the_monitored_best(tmp_path):
+    cb = lk.ModelCheckpoint(monitor="val/loss", save_top_k=2, save_last=True)
+    trainer = lk.Trainer(**flags(tmp_path, max_epochs=4, callbacks=[cb]))
+    result = trainer.fit(SPEC)
+    assert result.best_checkpoint == Path(cb.best_model_path)
+    assert cb.best_model_score == min(cb.best_k_models.values())
+    # Same trainer, then a fresh one searching the run folders: the same file.
+    trainer.validate(SPEC, ckpt_path="best")
+    assert trainer.last_engine.restored_from == result.best_checkpoint
+    fresh = lk.Trainer(**flags(tmp_path))
+    out = fresh.validate(SPEC, ckpt_path="best")
+    assert fresh.last_engine.restored_from == result.best_checkpoint
+    stored = torch.load(result.best_checkpoint, weights_only=True)["models"]["net"]
+    assert_equal(stored, dict(out.models["net"].state_dict()))
+
+
+def test_evaluation_loads_weights_only_and_bare_state_dicts(tmp_path):
+    result = fit_two_epochs(tmp_path)
+    weights = {k: v.clone() for k, v in result.models["net"].state_dict().items()}
+    out = lk.Trainer(**flags(tmp_path, seed=5)).validate(SPEC, ckpt_path=result.last_checkpoint)
+    assert_equal(weights, dict(out.models["net"].state_dict()))
+    bare = tmp_path / "bare.pt"
+    torch.save(weights, bare)
+    out = lk.Trainer(**flags(tmp_path, seed=5)).validate(SPEC, ckpt_path=bare)
+    assert_equal(weights, dict(out.models["net"].state_dict()))
+
+
+def test_load_models_rebuilds_from_the_stored_spec(tmp_path):
+    result = lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(SPEC.with_hparams(hidden=8))
+    models = lk.load_models(result.last_checkpoint)
+    assert list(models) == ["net"]
+    net = models["net"]
+    assert not net.training and net[0].out_features == 8
+    assert_equal(dict(result.models["net"].state_dict()), dict(net.state_dict()))
+    # From another spec: the stored hyperparameters win, so shapes fit.
+    again = lk.load_models(result.last_checkpoint, spec=SPEC)
+    assert again["net"][0].out_features == 8
+
+
+class Activation:
+    """Not a JSON value."""
+
+
+def odd_net(act: object = Activation()) -> nn.Module:
+    return nn.Linear(resumable.N_IN, resumable.N_OUT)
+
+
+def test_non_primitive_hyperparameters_are_refused_before_training(tmp_path):
+    reg = lk.Registry()
+    reg.model(odd_net, name="net")
+    reg.train_data(resumable.train_loader)
+    reg.training_step(resumable.train)
+    reg.configure_optimizers(resumable.optim)
+    spec = lk.collect(reg)
+    with pytest.raises(lk.CheckpointError) as info:
+        lk.Trainer(**flags(tmp_path)).fit(spec)
+    assert info.value.code == "hparams-not-serializable"
+    assert "act=<" in str(info.value) and "(Activation)" in str(info.value)
+    assert "enable_checkpointing=False" in str(info.value)
+    assert resumable.SEEN == []
+    result = lk.Trainer(**flags(tmp_path, enable_checkpointing=False, max_epochs=1)).fit(spec)
+    assert result.global_step == 10 and not math.isnan(result.metrics["train/loss"])

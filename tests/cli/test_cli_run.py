@@ -1,0 +1,217 @@
+"""Runs through the command line, in-process: what a fit writes, reproducing a run from its
+printed config, the other entry points, and ``explain`` against a recorded real fit."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightkit as lk
+from tests.cli.conftest import EVENTS_MODULE, QUIET, TINY
+from tests.user_modules import cli_events, cli_tiny
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+
+def last_row(run_dir: Path, column: str) -> float:
+    with open(run_dir / "metrics.csv") as f:
+        values = [row[column] for row in csv.DictReader(f) if row.get(column)]
+    return float(values[-1])
+
+
+def test_fit_with_overrides_writes_the_run_folder_and_matches_the_python_api(run_cli, tmp_path):
+    flags = ["--max-epochs", "2", "--seed", "0", "--default-root-dir", str(tmp_path), *QUIET]
+    code, out, err = run_cli(
+        "fit", TINY, "--lr", "0.01", "--hidden", "8", "--init", "zeros", *flags
+    )
+    assert code == 0, err
+    run_dir = tmp_path / "lightkit_logs" / "cli_tiny" / "version_0"
+    assert f"run folder: {run_dir}" in out
+    assert "stopped by max_epochs after 2 epoch(s), 12 step(s)" in out
+    for name in ("metrics.csv", "spec.json", "config.json", "config.toml"):
+        assert (run_dir / name).is_file(), name
+    spec = json.loads((run_dir / "spec.json").read_text())
+    assert spec["hparams"]["lr"] == 0.01 and spec["hparams"]["hidden"] == 8
+    assert spec["hparams"]["init"] == "zeros"
+    written = tomllib.loads((run_dir / "config.toml").read_text())
+    assert written["target"] == [TINY]
+    assert written["hparams"]["lr"] == 0.01 and written["trainer"]["max_epochs"] == 2
+    # The same run through the Python API gives the same numbers, bit for bit.
+    api = lk.Trainer(
+        max_epochs=2, seed=0, default_root_dir=tmp_path / "api", logger=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    ).fit(lk.collect(cli_tiny).with_hparams(lr=0.01, hidden=8, init="zeros"))  # fmt: skip
+    assert last_row(run_dir, "val/loss") == pytest.approx(api.metrics["val/loss"], rel=1e-6)
+    assert f"val/loss    {api.metrics['val/loss']:.6g}" in out
+
+
+def test_a_printed_config_reproduces_the_run(run_cli, tmp_path):
+    args = [
+        TINY, "--lr", "0.02", "--activation", "tanh", "--betas", "0.8", "0.9", "--max-epochs",
+        "1", "--seed", "3", "--default-root-dir", str(tmp_path), "--logger", "csv", *QUIET,
+    ]  # fmt: skip
+    code, printed, err = run_cli("fit", *args, "--print-config")
+    assert code == 0, err
+    code, _, err = run_cli("fit", *args)
+    assert code == 0, err
+    config = tmp_path / "printed.toml"
+    config.write_text(printed)
+    code, _, err = run_cli("fit", "--config", str(config))
+    assert code == 0, err
+    first, again = (tmp_path / "lightkit_logs" / "cli_tiny" / f"version_{i}" for i in (0, 1))
+    hparams = [json.loads((d / "spec.json").read_text())["hparams"] for d in (first, again)]
+    assert hparams[0] == hparams[1]
+    assert hparams[1]["lr"] == 0.02 and hparams[1]["activation"] == "tanh"
+    assert last_row(first, "val/loss") == last_row(again, "val/loss")
+    # The run folder's own config.toml reproduces it as well.
+    code, _, err = run_cli("fit", "--config", str(first / "config.toml"))
+    assert code == 0, err
+    third = tmp_path / "lightkit_logs" / "cli_tiny" / "version_2"
+    assert last_row(third, "val/loss") == last_row(first, "val/loss")
+
+
+def test_validate_test_and_predict(run_cli, tmp_path):
+    flags = ["--default-root-dir", str(tmp_path), "--logger", "false", *QUIET]
+    code, out, err = run_cli("validate", TINY, *flags)
+    assert code == 0, err
+    assert "val/loss" in out
+    code, out, err = run_cli("test", "tests/user_modules/cli_tiny.py", *flags)
+    assert code == 0, err
+    assert "test/loss" in out
+    output = tmp_path / "predictions.pt"
+    code, out, err = run_cli("predict", TINY, "--hidden", "6", *flags, "--output", str(output))
+    assert code == 0, err
+    predictions = torch.load(output)
+    assert [p.shape for p in predictions] == [(4, 1), (4, 1)]
+
+
+def test_an_error_in_a_step_exits_1_naming_where_without_a_traceback(run_cli, tmp_path):
+    target = tmp_path / "broken_step.py"
+    target.write_text(
+        "import torch\nimport lightkit as lk\n\n\n@lk.model\ndef net():\n"
+        "    return torch.nn.Linear(2, 1)\n\n\n@lk.train_data\ndef data():\n"
+        "    return [torch.zeros(2, 2)]\n\n\n@lk.training_step\ndef train(net, batch):\n"
+        "    raise ValueError('the step is broken')\n\n\n@lk.configure_optimizers\n"
+        "def optim(net):\n    return torch.optim.SGD(net.parameters(), lr=0.1)\n"
+    )
+    flags = ["--max-epochs", "1", "--logger", "false", "--no-enable-checkpointing", *QUIET]
+    code, _, err = run_cli("fit", str(target), *flags)
+    assert code == 1
+    assert "lightkit fit: error: ValueError: the step is broken (in train at" in err
+    assert "broken_step.py:17)" in err and "--traceback" in err and "Traceback (most" not in err
+
+
+# -- explain -------------------------------------------------------------------------------------
+
+EXPLAINED = [
+    "--max-epochs", "2", "--accumulate-grad-batches", "2", "--val-check-interval", "3",
+    "--log-every-n-steps", "2", "--callbacks", f"{EVENTS_MODULE}:EveryEpochCheckpoint",
+    "--no-enable-progress-bar",
+]  # fmt: skip
+
+
+def ours(schedule: dict) -> list[str]:
+    """What the recording hooks, steps and callback of the test modules append, in order."""
+    names = []
+    for entry in schedule["entries"]:
+        for x in entry["listeners"]:
+            if x["kind"] in ("hook", "step") or x["name"].startswith("EveryEpochCheckpoint."):
+                names.append(x["name"])
+    return names
+
+
+def test_explain_orders_events_as_a_real_fit_runs_them(run_cli, tmp_path):
+    cli_tiny.EVENTS.clear()
+    code, out, err = run_cli("explain", TINY, EVENTS_MODULE, *EXPLAINED, "--format", "json")
+    assert code == 0, err
+    assert cli_tiny.EVENTS == []  # a dry run calls no user function
+    assert not list(tmp_path.iterdir())
+    schedule = json.loads(out)
+    code, _, err = run_cli("fit", TINY, EVENTS_MODULE, *EXPLAINED, "--default-root-dir", str(tmp_path))  # fmt: skip
+    assert code == 0, err
+    assert ours(schedule) == cli_tiny.EVENTS
+    # The parts a test can count: 2 epochs x 6 batches, a step per window of 2, validation
+    # after batches 3 and 6, checkpoints where ModelCheckpoint decided to save.
+    whats = [e["what"] for e in schedule["entries"]]
+    assert whats.count("training_step") == 12
+    assert whats.count("optimizer_step") == 6
+    assert whats.count("validation_epoch_start") == 1 + 4  # the sanity check, then 2 per epoch
+    saves = [e for e in schedule["entries"] if e["what"] == "save_checkpoint"]
+    assert [(e["epoch"], e["batch_idx"]) for e in saves] == [(0, 2), (0, None), (1, 2), (1, None)]
+    assert cli_tiny.EVENTS.count("on_save_checkpoint") == len(saves)
+    checkpoints = sorted(p.name for p in tmp_path.rglob("*.ckpt"))
+    assert checkpoints == ["epoch=1-step=6.ckpt"]
+
+
+def test_explain_text_shows_the_schedule_and_who_runs_where(run_cli):
+    code, out, err = run_cli("explain", TINY, EVENTS_MODULE, *EXPLAINED)
+    assert code == 0, err
+    lines = [line.rstrip() for line in out.splitlines()]
+    start = lines.index("  epoch 0 (6 batches)")
+    assert lines[start : start + 9] == [
+        "  epoch 0 (6 batches)",
+        "    train_epoch_start",
+        "    each batch:      train_batch_start → training_step → before_backward → backward (loss / 2) → after_backward",
+        "    batches 1, 3, 5: before_optimizer_step → optimizer_step → zero_grad",
+        "    each batch:      train_batch_end",
+        "    batches 1, 3, 5: write_logs",
+        "    batches 2, 5:    validation run (2 batches)",
+        "    batch 2:         save_checkpoint (ModelCheckpoint)",
+        "    train_epoch_end → write_logs → save_checkpoint (ModelCheckpoint)",
+    ]  # fmt: skip
+    assert lines[start + 9] == "  epoch 1: as epoch 0"
+    assert "    step     train(net, batch, batch_idx)  at tests/user_modules/cli_tiny.py:" in out
+    assert "    hook     on_before_backward(loss)  at tests/user_modules/cli_events.py:" in out
+    assert "    callback EveryEpochCheckpoint.on_train_epoch_end(ctx, net)" in out
+    assert "    hook     on_save_checkpoint(checkpoint)" in out
+    assert "optim(net, lr=0.05" not in out  # configure_optimizers runs once, not in the loop
+
+
+def test_explain_takes_each_rank_s_share_of_the_data(run_cli):
+    code, out, err = run_cli(
+        "explain", TINY, "--devices", "2", "--accelerator", "cpu", "--max-steps", "2",
+        "--accumulate-grad-batches", "2", "--format", "json", "--no-enable-checkpointing",
+    )  # fmt: skip
+    assert code == 0, err
+    schedule = json.loads(out)
+    assert schedule["facts"]["world_size"] == 2
+    assert schedule["facts"]["train_batches"] == 3  # 24 samples / 2 ranks / batches of 4
+    backward = [e["detail"] for e in schedule["entries"] if e["what"] == "backward"]
+    # Batches 0-1 are a window (no all-reduce inside it); batch 2 ends the epoch, so its
+    # window of one steps, and that is max_steps.
+    assert backward == ["loss / 2, no gradient sync", "loss / 2", "loss / 2"]
+    assert sum(e["what"] == "optimizer_step" for e in schedule["entries"]) == 2
+
+
+def test_explain_other_stages_and_manual_optimization(run_cli):
+    code, out, err = run_cli("explain", TINY, "--stage", "test")
+    assert code == 0, err
+    assert "test run (2 batches)" in out and "test(net, batch)" in out
+    code, out, err = run_cli(
+        "explain", "tests.user_modules.realistic", "--max-epochs", "1", "--format", "json"
+    )
+    assert code == 0, err
+    schedule = json.loads(out)
+    assert schedule["facts"]["manual_optimization"] is True
+    whats = {e["what"] for e in schedule["entries"]}
+    assert "training_step" in whats and "backward" not in whats  # the step does it itself
+
+
+def test_explain_is_the_same_as_its_python_function():
+    from lightkit.engine.schedule import explain
+
+    spec = lk.collect(cli_tiny, cli_events)
+    config = lk.TrainerConfig(max_steps=3, enable_progress_bar=False)
+    schedule = explain(spec, config)
+    assert sum(e.what == "optimizer_step" for e in schedule.entries) == 3
+    assert schedule.calls()[:3] == [
+        "on_fit_start", "ModelSummary.on_fit_start", "on_sanity_check_start",
+    ]  # fmt: skip
+    assert "fit_end" in schedule.render()

@@ -1,0 +1,66 @@
+"""The command line as users start it: the ``lightkit`` script, ``python -m lightkit``, and
+``torchrun -m lightkit``. Each start costs an interpreter and torch, so these are few."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+QUIET = ["--no-enable-progress-bar", "--no-enable-model-summary"]
+
+
+def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_python_m_lightkit_fit_writes_a_run(tmp_path):
+    result = run(
+        sys.executable, "-m", "lightkit", "fit", "tests/user_modules/cli_tiny.py",
+        "--lr", "0.01", "--hidden", "6", "--max-epochs", "1", "--default-root-dir", str(tmp_path),
+        "--logger", "csv", *QUIET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "lightkit_logs" / "cli_tiny" / "version_0"
+    assert f"run folder: {run_dir}" in result.stdout
+    spec = json.loads((run_dir / "spec.json").read_text())
+    assert spec["hparams"]["lr"] == 0.01 and spec["hparams"]["hidden"] == 6
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"step", "train/loss", "val/loss"} <= set(rows[0])
+
+
+def test_the_lightkit_script_reports_bad_input_without_a_traceback(tmp_path):
+    script = shutil.which("lightkit")
+    command = [script] if script else [sys.executable, "-m", "lightkit"]
+    bad = tmp_path / "syntax_error_target.py"
+    bad.write_text("import lightkit as lk\n\ndef broken(:\n")
+    result = run(*command, "fit", str(bad), "--max-epochs", "1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("lightkit fit: error: cannot import")
+    assert f"syntax error at {bad}:3" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
+def test_torchrun_runs_the_command_line_on_two_ranks(tmp_path):
+    result = run(
+        "torchrun", "--nproc-per-node", "2", "--master-port", "29517", "-m", "lightkit", "fit",
+        "tests.user_modules.cli_tiny", "--max-epochs", "1", "--accelerator", "cpu",
+        "--default-root-dir", str(tmp_path), "--logger", "csv", "--no-enable-checkpointing",
+        *QUIET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 24 samples over 2 ranks in batches of 4: 3 steps each; only rank 0 prints and writes.
+    assert result.stdout.count("stopped by max_epochs after 1 epoch(s), 3 step(s)") == 1
+    assert [p.name for p in (tmp_path / "lightkit_logs" / "cli_tiny").iterdir()] == ["version_0"]

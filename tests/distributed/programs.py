@@ -1,0 +1,131 @@
+"""The tiny training program the distributed tests run, with knobs as hyperparameters.
+
+A float64 regression (``precision="64-true"``), so that a 2-rank run and a single process agree
+to rounding. Importable (``tests.distributed.programs``) so spawned ranks load it by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, TensorDataset
+
+import lightkit as lk
+
+N_TRAIN = 256
+N_VAL = 120  # not a multiple of the batch: the last batches are smaller (weighting matters)
+
+
+def dataset(n: int, seed: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g, dtype=torch.float64)
+    y = x @ torch.linspace(-1, 1, 8, dtype=torch.float64)[:, None]
+    y = y + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    return TensorDataset(x, y)
+
+
+class RankCounted(IterableDataset):  # type: ignore[type-arg]
+    """Rank r yields ``4 + r`` batches: uneven on purpose."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        g = torch.Generator().manual_seed(rank)
+        for _ in range(4 + rank):
+            x = torch.randn(8, 8, generator=g, dtype=torch.float64)
+            yield x, x.sum(1, keepdim=True)
+
+
+@lk.model
+def net() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+@lk.train_data
+def train_loader(batch_size: int = 32, reference: bool = False, uneven: bool = False):
+    if uneven:
+        return DataLoader(RankCounted(), batch_size=None)
+    ds = dataset(N_TRAIN, 0)
+    if reference:  # one process, the permutation DistributedSampler(seed=0) draws
+        sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0)
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True)
+
+
+@lk.val_data
+def val_loader(val_batch_size: int = 32):
+    return DataLoader(dataset(N_VAL, 1), batch_size=val_batch_size)
+
+
+@lk.training_step
+def train(
+    net,
+    batch,
+    ctx,
+    fail_rank: int = -1,
+    fail_step: int = 3,
+    fail_mode: str = "raise",
+    marker_dir: str = "",
+    hang_rank: int = -1,
+):
+    if ctx.rank == hang_rank and ctx.global_step == fail_step:
+        time.sleep(120)  # outside any collective: only the launcher can stop it
+    if ctx.rank == fail_rank and ctx.global_step == fail_step:
+        if marker_dir:
+            Path(marker_dir, f"failed-{ctx.rank}").write_text(repr(time.time()))
+        if fail_mode == "raise":
+            raise ValueError(f"boom on rank {ctx.rank} at step {ctx.global_step}")
+        if fail_mode == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fail_mode == "exit":
+            os._exit(3)
+    x, y = batch
+    loss = nn.functional.mse_loss(net(x), y)
+    lk.log("train/loss", loss, sync_dist=True, on_epoch=True)
+    lk.log("train/seen", float(len(x)), on_step=False, on_epoch=True, reduce="sum", sync_dist=True)
+    return loss
+
+
+@lk.validation_step
+def val(net, batch):
+    x, y = batch
+    err = (net(x) - y).pow(2)
+    lk.log("val/mse", err.mean(), sync_dist=True)
+    lk.log("val/max", err.max(), reduce="max", sync_dist=True)
+    lk.log("val/n", float(len(x)), reduce="sum", sync_dist=True)
+
+
+@lk.configure_optimizers
+def optim(net, lr: float = 0.05):
+    return torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+
+
+_ALLREDUCES = [0]
+
+
+@lk.on("fit_start")
+def count_allreduces(net, ctx, count_comm: bool = False, marker_dir: str = ""):
+    """Count DDP's gradient all-reduces with a comm hook (one call per bucket per sync)."""
+    if marker_dir:
+        Path(marker_dir, f"pid-{ctx.rank}").write_text(str(os.getpid()))
+    if not count_comm:
+        return
+    _ALLREDUCES[0] = 0
+
+    def hook(state, bucket):  # type: ignore[no-untyped-def]
+        _ALLREDUCES[0] += 1
+        tensor = bucket.buffer() / ctx.world_size
+        work = torch.distributed.all_reduce(tensor, async_op=True)
+        return work.get_future().then(lambda fut: fut.value()[0])
+
+    net.register_comm_hook(None, hook)
+
+
+@lk.on("train_epoch_end")
+def report_allreduces(count_comm: bool = False):
+    if count_comm:
+        lk.log("allreduces", float(_ALLREDUCES[0]))

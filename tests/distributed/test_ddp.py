@@ -1,0 +1,139 @@
+"""DDP on two gloo ranks equals one process; accumulation syncs once per window; metrics
+reduce across ranks; uneven loaders do not hang; the group is torn down with no thread left.
+
+All runs are float64 (``precision="64-true"``): a 2-rank run and one process then agree to
+rounding, and the tests use ``atol=1e-12, rtol=0``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import lightkit as lk
+from lightkit.strategies.ddp import DDPStrategy
+from tests.distributed.programs import N_TRAIN, N_VAL
+
+ATOL = 1e-12
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert sa[key].dtype == torch.float64
+        torch.testing.assert_close(sa[key], sb[key], atol=ATOL, rtol=0, msg=key)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, lk.Result]:
+    """One process, global batch 64 (and 32 x 4 accumulated), the DistributedSampler order."""
+    from tests.distributed import programs
+
+    spec = lk.collect(programs)
+    base = {
+        "accelerator": "cpu",
+        "precision": "64-true",
+        "seed": 0,
+        "max_epochs": 2,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "logger": False,
+        "default_root_dir": str(tmp_path_factory.mktemp("reference")),
+    }
+    plain = lk.Trainer(**base).fit(
+        spec.with_hparams(batch_size=64, val_batch_size=64, reference=True)
+    )
+    accumulated = lk.Trainer(**base, accumulate_grad_batches=4, check_val_every_n_epoch=None).fit(
+        spec.with_hparams(batch_size=32, reference=True)
+    )
+    return {"plain": plain, "accumulated": accumulated}
+
+
+def test_two_ranks_of_32_equal_one_process_of_64(
+    spec: lk.TrainingSpec, flags: dict[str, Any], reference: dict[str, lk.Result]
+) -> None:
+    # The default start method (spawn): the ranks unpickle the spec and run it.
+    result = lk.Trainer(**flags, devices=2, strategy="ddp").fit(spec)
+    single = reference["plain"]
+    assert result.global_step == single.global_step == 2 * N_TRAIN // 64
+    assert_same_weights(result.models["net"], single.models["net"])
+    assert type(result.models["net"]) is torch.nn.Sequential  # the user's module, on the CPU
+    assert result.models["net"][0].weight.device.type == "cpu"
+    # Epoch metrics: batch-size weighted, reduced across ranks, equal to one process.
+    assert set(result.metrics) == set(single.metrics)
+    for name in ("train/loss", "val/mse", "val/max"):
+        assert result.metrics[name] == pytest.approx(single.metrics[name], abs=ATOL, rel=0)
+    assert result.metrics["train/seen"] == single.metrics["train/seen"] == N_TRAIN
+    assert result.metrics["val/n"] == single.metrics["val/n"] == N_VAL
+
+
+def test_accumulation_all_reduces_once_per_window(
+    spec: lk.TrainingSpec, flags: dict[str, Any], reference: dict[str, lk.Result]
+) -> None:
+    # 256 samples, 16 per rank per batch -> 8 batches per epoch; 4 per window -> 2 windows.
+    strategy = DDPStrategy(start_method="fork")
+    result = lk.Trainer(
+        **flags, devices=2, strategy=strategy, accumulate_grad_batches=4, check_val_every_n_epoch=None
+    ).fit(spec.with_hparams(batch_size=16, count_comm=True))
+    assert result.global_step == 4
+    assert result.metrics["allreduces"] == 4  # one bucket, one all-reduce per window
+    assert_same_weights(result.models["net"], reference["accumulated"].models["net"])
+
+
+def test_without_accumulation_every_batch_all_reduces(
+    spec: lk.TrainingSpec, flags: dict[str, Any]
+) -> None:
+    result = lk.Trainer(
+        **flags, devices=2, strategy=DDPStrategy(start_method="fork"), check_val_every_n_epoch=None
+    ).fit(spec.with_hparams(batch_size=16, count_comm=True))
+    assert result.metrics["allreduces"] == result.global_step == 16
+
+
+def test_uneven_batch_counts_are_cut_to_the_shortest_rank(
+    spec: lk.TrainingSpec, flags: dict[str, Any]
+) -> None:
+    # Rank 0 yields 4 batches, rank 1 five: both run 4 (agreeing before each batch), and
+    # nothing waits forever for rank 1's fifth all-reduce.
+    result = lk.Trainer(
+        **flags,
+        devices=2,
+        strategy=DDPStrategy(start_method="fork", timeout=30),
+        check_val_every_n_epoch=None,
+    ).fit(spec.with_hparams(uneven=True))
+    assert result.global_step == 2 * 4
+
+
+def test_validate_splits_the_data_and_reduces_the_metrics(spec: lk.TrainingSpec, flags: dict[str, Any]) -> None:
+    trainer = lk.Trainer(**flags, devices=2, strategy=DDPStrategy(start_method="fork"))
+    single = lk.Trainer(**flags).validate(spec.with_hparams(val_batch_size=64))
+    result = trainer.validate(spec)
+    assert result.metrics["val/n"] == N_VAL
+    assert result.metrics["val/mse"] == pytest.approx(single.metrics["val/mse"], abs=ATOL, rel=0)
+
+
+def test_a_group_of_one_in_this_process_is_torn_down(
+    spec: lk.TrainingSpec, flags: dict[str, Any]
+) -> None:
+    """devices=1 with strategy='ddp' runs here: no process is started, and afterwards no
+    group, no gloo thread is left, also after an error."""
+    before = _threads()
+    result = lk.Trainer(**flags, devices=1, strategy="ddp").fit(spec)
+    assert result.global_step == 2 * N_TRAIN // 32
+    assert not dist.is_initialized()
+    assert _threads() == before
+    with pytest.raises(ValueError, match="boom on rank 0 at step 3"):
+        lk.Trainer(**flags, devices=1, strategy="ddp").fit(spec.with_hparams(fail_rank=0))
+    assert not dist.is_initialized()
+    assert _threads() == before
+
+
+def _threads() -> int:
+    """Threads of this process, native ones included (gloo's are not Python threads)."""
+    return len(os.listdir("/proc/self/task"))

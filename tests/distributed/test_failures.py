@@ -1,0 +1,77 @@
+"""A rank that raises or dies ends the whole run promptly, non-zero, with its traceback.
+
+Timeouts here are hang detectors, not speed assertions: the requirement is "within 30 s of
+the failure" (a raise) and "within the failure timeout + 10 s" (a death).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lightkit as lk
+from lightkit.strategies.ddp import DDPStrategy
+from tests.distributed.conftest import alive, run_script
+
+
+def _pids(marker_dir: Path) -> list[int]:
+    return [int(p.read_text()) for p in sorted(marker_dir.glob("pid-*"))]
+
+
+def test_a_rank_raising_ends_the_script_non_zero_with_its_traceback(tmp_path: Path) -> None:
+    proc = run_script("fit_fails.py", str(tmp_path), timeout=180)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    raised_at = float((tmp_path / "failed-1").read_text())
+    ended_at = float(re.search(r"RAISED-AT (\S+)", proc.stdout).group(1))  # type: ignore[union-attr]
+    assert ended_at - raised_at < 30
+    codes = ast.literal_eval(re.search(r"EXITCODES (.*)", proc.stdout).group(1))  # type: ignore[union-attr]
+    assert codes[0] != 0 and codes[1] != 0  # both ranks ended non-zero
+    err = proc.stderr
+    # The root cause, once, with its traceback (the user's frame and message).
+    assert "lightkit.errors.DistributedError: rank 1 of 2 failed first" in err
+    assert err.count("ValueError: boom on rank 1 at step 3") == 1
+    assert "Traceback of rank 1" in err and 'programs.py", line' in err and "in train" in err
+    assert "rank 0: RuntimeError" in err  # rank 0 stopped because rank 1's group went away
+    assert not any(alive(pid) for pid in _pids(tmp_path))
+
+
+@pytest.mark.parametrize("mode", ["sigkill", "exit", "raise"])
+def test_a_rank_dying_or_raising_stops_every_rank(
+    mode: str, spec: lk.TrainingSpec, flags: dict[str, Any], tmp_path: Path
+) -> None:
+    strategy = DDPStrategy(start_method="fork", failure_timeout=5)
+    trainer = lk.Trainer(**flags, devices=2, strategy=strategy)
+    run = spec.with_hparams(fail_rank=1, fail_step=3, fail_mode=mode, marker_dir=str(tmp_path))
+    with pytest.raises(lk.DistributedError, match="rank 1 of 2 failed first") as info:
+        trainer.fit(run)
+    ended = time.time()
+    failed_at = float((tmp_path / "failed-1").read_text())
+    assert ended - failed_at < strategy.failure_timeout + 10
+    message = str(info.value)
+    expected = {
+        "sigkill": "died (killed by SIGKILL) without raising",
+        "exit": "died (exit code 3) without raising",
+        "raise": "ValueError: boom on rank 1 at step 3",
+    }[mode]
+    assert expected in message
+    assert info.value.code == "rank-failed"
+    assert all(code != 0 for code in info.value.exitcodes.values())  # type: ignore[attr-defined]
+    assert not any(alive(pid) for pid in _pids(tmp_path))
+
+
+def test_a_rank_that_hangs_after_a_failure_is_stopped(
+    spec: lk.TrainingSpec, flags: dict[str, Any], tmp_path: Path
+) -> None:
+    """Rank 0 raises while rank 1 sleeps outside any collective: rank 1 cannot notice the
+    broken group, so the launcher stops it after failure_timeout."""
+    strategy = DDPStrategy(start_method="fork", failure_timeout=2)
+    run = spec.with_hparams(fail_rank=0, fail_step=1, marker_dir=str(tmp_path), hang_rank=1)
+    with pytest.raises(lk.DistributedError, match="rank 0 of 2 failed first") as info:
+        lk.Trainer(**flags, devices=2, strategy=strategy).fit(run)
+    assert "rank 1: stopped (no exit after the failure)" in str(info.value)
+    assert not any(alive(pid) for pid in _pids(tmp_path))

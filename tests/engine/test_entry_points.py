@@ -1,0 +1,148 @@
+"""``validate``/``test``/``predict``: what each needs, what each returns, and the modes
+models run in."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightkit as lk
+from tests.engine.engine_helpers import (
+    X_VAL,
+    Y_VAL,
+    ce,
+    make_net,
+    registry,
+    train_loader,
+    trainer,
+    val_loader,
+)
+
+
+def counted_model(calls: list[int]):
+    def net():
+        calls.append(1)
+        return make_net()
+
+    return net
+
+
+@pytest.mark.parametrize(
+    ("stage", "missing"),
+    [
+        ("fit", "@lk.training_step, @lk.configure_optimizers, @lk.train_data"),
+        ("validate", "@lk.validation_step, @lk.val_data"),
+        ("test", "@lk.test_step, @lk.test_data"),
+        ("predict", "@lk.predict_step, @lk.predict_data"),
+    ],
+)
+def test_each_entry_point_names_every_missing_role_before_any_compute(stage, missing):
+    calls: list[int] = []
+    reg = lk.Registry()
+    reg.model(counted_model(calls), name="net")
+    with pytest.raises(lk.SpecError, match=f"trainer.{stage}\\(\\) needs {missing}, which") as info:
+        getattr(trainer(), stage)(lk.collect(reg))
+    assert info.value.code == "missing-role"
+    assert "(the spec has: model)" in str(info.value)
+    assert calls == []  # no model was built
+
+
+def test_fit_without_a_model():
+    reg = lk.Registry()
+    reg.train_data(train_loader)
+    with pytest.raises(lk.SpecError, match=r"needs @lk.model, @lk.training_step"):
+        trainer().fit(lk.collect(reg))
+
+
+def test_entry_points_take_a_spec():
+    with pytest.raises(lk.ConfigError, match=r"trainer.fit\(\) takes a TrainingSpec") as info:
+        trainer().fit(registry())  # type: ignore[arg-type]
+    assert info.value.code == "not-a-spec"
+
+
+def eval_registry(record: list[tuple[str, bool, bool]]):
+    def mark(stage, net):
+        record.append((stage, net.training, torch.is_grad_enabled()))
+
+    def val(net, batch):
+        mark("val", net)
+        lk.log("val/loss", ce(net, batch))
+
+    def test(net, batch):
+        mark("test", net)
+        x, y = batch
+        lk.log("test/acc", (net(x).argmax(1) == y).float().mean())
+
+    def predict(net, batch):
+        mark("predict", net)
+        return net(batch[0])
+
+    reg = registry(val=val)
+    reg.test_step(test)
+    reg.test_data(val_loader)
+    reg.predict_step(predict)
+    reg.predict_data(val_loader)
+    return reg
+
+
+def test_validate_test_and_predict_on_fresh_models():
+    record: list[tuple[str, bool, bool]] = []
+    spec = lk.collect(eval_registry(record))
+    t = trainer(seed=0)
+    torch.manual_seed(0)
+    net = make_net().eval()
+    with torch.no_grad():
+        logits = torch.cat([net(x) for x, _ in val_loader()])  # batch by batch, bitwise
+
+    validated = t.validate(spec)
+    assert validated.metrics["val/loss"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, Y_VAL)), rel=1e-6
+    )
+    assert (validated.global_step, validated.epoch, validated.stopped_by) == (0, 0, None)
+
+    tested = t.test(spec)
+    accuracy = float((logits.argmax(1) == Y_VAL).float().mean())
+    assert tested.metrics["test/acc"] == pytest.approx(accuracy, rel=1e-6)
+
+    predictions = t.predict(spec)
+    assert isinstance(predictions, list) and len(predictions) == 3
+    assert torch.equal(torch.cat(predictions), logits)
+
+    assert set(record) == {("val", False, False), ("test", False, False), ("predict", False, False)}
+
+
+def test_predict_with_several_loaders_returns_a_list_per_loader():
+    reg = registry()
+    reg.predict_step(lambda batch, dataloader_idx: (dataloader_idx, batch[0].shape[0]))
+    reg.predict_data(lambda: [val_loader(), DataLoader(TensorDataset(X_VAL[:5]), batch_size=5)])
+    predictions = trainer().predict(lk.collect(reg))
+    assert predictions == [[(0, 8), (0, 8), (0, 4)], [(1, 5)]]
+
+
+def test_train_mode_is_restored_after_validation_submodule_by_submodule():
+    modes: list[tuple[bool, bool]] = []
+
+    def train(net, batch):
+        modes.append((net.training, net[1].training))
+        return ce(net, batch)
+
+    reg = registry(step=train, val=True)
+
+    @reg.on("train_epoch_start")
+    def freeze(net):
+        net[1].eval()  # a submodule the user keeps in eval mode
+
+    trainer(max_epochs=2, val_check_interval=3, num_sanity_val_steps=1).fit(lk.collect(reg))
+    assert modes == [(True, False)] * 14
+
+
+def test_evaluation_inside_fit_leaves_training_gradients_alone():
+    grads: list[bool] = []
+
+    def val(net, batch):
+        grads.append(net[0].weight.requires_grad)
+
+    result = trainer(max_epochs=1, num_sanity_val_steps=1).fit(lk.collect(registry(val=val)))
+    assert result.global_step == 7
+    assert all(p.requires_grad for p in result.models["net"].parameters())

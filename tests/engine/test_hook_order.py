@@ -1,0 +1,281 @@
+"""The order events fire in (as ``lightkit/engine/loops.py``'s docstring states it), and what
+hooks receive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import lightkit as lk
+from lightkit.spec.roles import EVENTS
+from tests.engine.engine_helpers import ce, registry, trainer, val_loader
+
+
+def record_everything(reg: lk.Registry, seq: list[str]) -> lk.Callback:
+    """A function hook on every event of ``reg`` and a callback overriding every method; both
+    append the event's name (``fn:`` / ``cb:``) to ``seq``."""
+
+    def hook_for(event: str):
+        def hook(ctx):
+            seq.append(f"fn:{event}")
+
+        hook.__qualname__ = hook.__name__ = f"on_{event}"
+        return hook
+
+    def method_for(event: str):
+        def method(self, ctx):
+            seq.append(f"cb:{event}")
+
+        return method
+
+    for event in EVENTS:
+        reg.on(event)(hook_for(event))
+    recorder = type("Recorder", (lk.Callback,), {f"on_{e}": method_for(e) for e in EVENTS})
+    return recorder()
+
+
+def both(*events: str) -> list[str]:
+    return [f"{who}:{e}" for e in events for who in ("fn", "cb")]
+
+
+def validation(batches: int) -> list[str]:
+    return both(
+        "validation_epoch_start",
+        *(["validation_batch_start", "validation_batch_end"] * batches),
+        "validation_epoch_end",
+    )
+
+
+TRAIN_BATCH = both(
+    "train_batch_start",
+    "before_backward",
+    "after_backward",
+    "before_optimizer_step",
+    "train_batch_end",
+)
+
+
+def test_fit_event_order_is_the_documented_one():
+    seq: list[str] = []
+    reg = registry(val=True)
+    callback = record_everything(reg, seq)
+    trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        callbacks=[callback],
+    ).fit(lk.collect(reg))
+    epoch = both("train_epoch_start") + TRAIN_BATCH * 2 + validation(1) + both("train_epoch_end")
+    expected = (
+        both("fit_start")
+        + both("sanity_check_start")
+        + validation(1)
+        + both("sanity_check_end")
+        + epoch * 2
+        + both("fit_end")
+    )
+    assert seq == expected
+
+
+def test_the_optimizer_events_fire_when_a_window_ends():
+    seq: list[str] = []
+    reg = registry()
+    callback = record_everything(reg, seq)
+    trainer(
+        max_epochs=1, limit_train_batches=3, accumulate_grad_batches=2, callbacks=[callback]
+    ).fit(lk.collect(reg))
+    inside_window = both(
+        "train_batch_start", "before_backward", "after_backward", "train_batch_end"
+    )
+    expected = (
+        both("fit_start", "train_epoch_start")
+        + inside_window
+        + TRAIN_BATCH
+        + TRAIN_BATCH  # the last, partial window still steps
+        + both("train_epoch_end", "fit_end")
+    )
+    assert seq == expected
+
+
+def test_mid_epoch_validation_sits_after_train_batch_end():
+    seq: list[str] = []
+    reg = registry(val=True)
+    record_everything(reg, seq)
+    trainer(
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        val_check_interval=2,
+    ).fit(lk.collect(reg))
+    fn_only = [s[3:] for s in seq if s.startswith("fn:")]
+    batch = [
+        "train_batch_start",
+        "before_backward",
+        "after_backward",
+        "before_optimizer_step",
+        "train_batch_end",
+    ]
+    val = ["validation_epoch_start", "validation_batch_start", "validation_batch_end"]
+    val += ["validation_epoch_end"]
+    assert fn_only == (
+        ["fit_start", "train_epoch_start"] + (batch * 2 + val) * 2 + ["train_epoch_end", "fit_end"]
+    )
+
+
+def test_manual_optimization_event_order():
+    seq: list[str] = []
+
+    def train(net, batch, optimizer, ctx):
+        optimizer.zero_grad()
+        ctx.backward(ce(net, batch))
+        optimizer.step()
+
+    reg = registry(step=train, manual=True)
+    record_everything(reg, seq)
+    trainer(max_epochs=1, limit_train_batches=2).fit(lk.collect(reg))
+    fn_only = [s[3:] for s in seq if s.startswith("fn:")]
+    assert fn_only == (
+        ["fit_start", "train_epoch_start"]
+        + ["train_batch_start", "train_batch_end"] * 2
+        + ["train_epoch_end", "fit_end"]
+    )
+
+
+@pytest.mark.parametrize("stage", ["validate", "test", "predict"])
+def test_evaluation_event_order(stage):
+    seq: list[str] = []
+    reg = registry(val=True)
+    reg.test_step(lambda net, batch: None)
+    reg.test_data(val_loader)
+    reg.predict_step(lambda net, batch: 0)
+    reg.predict_data(val_loader)
+    callback = record_everything(reg, seq)
+    getattr(
+        trainer(
+            limit_val_batches=2, limit_test_batches=2, limit_predict_batches=2, callbacks=[callback]
+        ),
+        stage,
+    )(lk.collect(reg))
+    prefix = "validation" if stage == "validate" else stage
+    assert seq == both(
+        f"{prefix}_epoch_start",
+        *([f"{prefix}_batch_start", f"{prefix}_batch_end"] * 2),
+        f"{prefix}_epoch_end",
+    )
+
+
+def test_hooks_receive_what_their_event_supplies():
+    got: dict[str, list[Any]] = {}
+    made: dict[str, Any] = {}
+
+    def note(key: str, value: Any) -> None:
+        got.setdefault(key, []).append(value)
+
+    def optim(net):
+        made["opt"] = torch.optim.SGD(net.parameters(), lr=0.1)
+        return made["opt"]
+
+    def train(net, batch, batch_idx):
+        loss = ce(net, batch)
+        out = {"loss": loss, "idx": batch_idx}
+        made.setdefault("outputs", []).append(out)
+        made.setdefault("batches", []).append(batch)
+        return out
+
+    def val(net, batch, batch_idx, dataloader_idx):
+        return ("val", dataloader_idx, batch_idx)
+
+    reg = registry(optim=optim, step=train, val=val)
+
+    @reg.on("train_batch_start")
+    def start(batch, batch_idx, net, ctx, hparams):
+        note("start", (batch, batch_idx, net, ctx.batch_idx, hparams))
+
+    @reg.on("before_backward")
+    def before(loss, batch_idx):
+        note("loss", loss.detach().clone())
+
+    @reg.on("after_backward")
+    def after(net):
+        note("grad", net[0].weight.grad is not None)
+
+    @reg.on("before_optimizer_step")
+    def before_step(optimizer, optimizers, ctx):
+        note("opt", (optimizer, optimizers, ctx.global_step))
+
+    @reg.on("train_batch_end")
+    def end(outputs, batch_idx):
+        note("outputs", outputs)
+
+    @reg.on("validation_batch_end")
+    def vend(outputs, batch_idx, dataloader_idx, batch):
+        note("val", outputs)
+
+    trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        accumulate_grad_batches=2,
+    ).fit(lk.collect(reg))
+    net_seen = got["start"][0][2]
+    assert [(i, ci) for _, i, _, ci, _ in got["start"]] == [(0, 0), (1, 1)]
+    for (batch, *_), mine in zip(got["start"], made["batches"], strict=True):
+        assert batch is mine
+    assert isinstance(net_seen, torch.nn.Module)
+    assert got["start"][0][4] is not None
+    expected_losses = [o["loss"].detach() / 2 for o in made["outputs"]]  # divided by k = 2
+    assert [torch.equal(a, b) for a, b in zip(got["loss"], expected_losses, strict=True)] == [
+        True,
+        True,
+    ]
+    assert got["grad"] == [True, True]
+    assert got["opt"] == [(made["opt"], [made["opt"]], 0)]
+    assert got["outputs"] == made["outputs"]
+    assert all(a is b for a, b in zip(got["outputs"], made["outputs"], strict=True))
+    assert got["val"] == [("val", 0, 0), ("val", 0, 1)]
+
+
+def test_exception_hooks_see_the_error_that_then_propagates():
+    seen: list[BaseException] = []
+
+    class Boom(Exception):
+        pass
+
+    def train(net, batch, batch_idx):
+        if batch_idx == 2:
+            raise Boom("step 2 failed")
+        return ce(net, batch)
+
+    reg = registry(step=train)
+
+    @reg.on("exception")
+    def on_error(exception, ctx):
+        seen.append(exception)
+
+    class Watch(lk.Callback):
+        def on_exception(self, exception):
+            seen.append(exception)
+
+    with pytest.raises(Boom, match=r"^step 2 failed$") as info:
+        trainer(max_epochs=1, callbacks=[Watch()]).fit(lk.collect(reg))
+    assert seen == [info.value, info.value]
+
+
+def test_a_failing_exception_hook_does_not_mask_the_error():
+    def train(net, batch):
+        raise KeyError("mine")
+
+    reg = registry(step=train)
+
+    @reg.on("exception")
+    def on_error(exception):
+        raise RuntimeError("hook failed")
+
+    with pytest.warns(UserWarning, match="an exception hook raised"):
+        with pytest.raises(KeyError, match="mine"):
+            trainer(max_epochs=1).fit(lk.collect(reg))

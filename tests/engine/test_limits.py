@@ -1,0 +1,169 @@
+"""``limit_*_batches`` (counts and fractions), ``fast_dev_run`` and ``overfit_batches``."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+import torch
+
+import lightkit as lk
+from tests.engine.engine_helpers import (
+    X_TRAIN,
+    assert_same_weights,
+    ce,
+    raw_fit,
+    registry,
+    trainer,
+    val_loader,
+)
+
+# 7 training batches per epoch, 3 validation batches.
+
+
+def counting_registry(counts: dict[str, list[int]]):
+    """Each step appends its batch index to ``counts[stage]``."""
+
+    def train(net, batch, batch_idx):
+        counts["train"].append(batch_idx)
+        return ce(net, batch)
+
+    def val(net, batch, batch_idx):
+        counts["val"].append(batch_idx)
+
+    def test(net, batch, batch_idx):
+        counts["test"].append(batch_idx)
+
+    def predict(net, batch, batch_idx):
+        counts["predict"].append(batch_idx)
+        return batch_idx
+
+    reg = registry(step=train, val=val)
+    reg.test_step(test)
+    reg.predict_step(predict)
+    reg.test_data(val_loader)
+    reg.predict_data(val_loader)
+    return reg
+
+
+def fresh() -> dict[str, list[int]]:
+    return {"train": [], "val": [], "test": [], "predict": []}
+
+
+@pytest.mark.parametrize(("limit", "n"), [(3, 3), (0.5, 3), (0.1, 1), (100, 7), (1.0, 7)])
+def test_limit_train_batches(limit, n):
+    counts = fresh()
+    result = trainer(max_epochs=2, seed=0, num_sanity_val_steps=0, limit_train_batches=limit).fit(
+        lk.collect(counting_registry(counts))
+    )
+    assert counts["train"] == list(range(n)) * 2
+    assert result.global_step == 2 * n
+    assert counts["val"] == [0, 1, 2] * 2  # validation runs when the (shortened) epoch ends
+
+
+def test_limit_train_batches_matches_a_loop_that_breaks_early():
+    result = trainer(max_epochs=3, seed=0, limit_train_batches=3, accumulate_grad_batches=2).fit(
+        lk.collect(registry())
+    )
+    assert result.global_step == 6  # windows of 2 and 1 per epoch
+    assert_same_weights(result.models["net"], raw_fit(epochs=3, limit_batches=3, accumulate=2))
+
+
+def test_limit_train_batches_zero_trains_nothing():
+    result = trainer(max_epochs=2, seed=0, limit_train_batches=0).fit(lk.collect(registry()))
+    assert result.global_step == 0
+    assert_same_weights(result.models["net"], raw_fit(epochs=0))
+
+
+@pytest.mark.parametrize(("limit", "n"), [(2, 2), (0.5, 1), (0.7, 2), (0, 0), (1.0, 3)])
+def test_limit_val_test_predict_batches(limit, n):
+    counts = fresh()
+    reg = counting_registry(counts)
+    t = trainer(
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        limit_val_batches=limit,
+        limit_test_batches=limit,
+        limit_predict_batches=limit,
+    )
+    t.fit(lk.collect(reg))
+    t.test(lk.collect(reg))
+    predictions = t.predict(lk.collect(reg))
+    assert counts["val"] == list(range(n))
+    assert counts["test"] == list(range(n))
+    assert counts["predict"] == list(range(n))
+    assert predictions == list(range(n))
+
+
+def test_sanity_check_respects_limit_val_batches():
+    counts = fresh()
+    trainer(max_epochs=1, num_sanity_val_steps=-1, limit_val_batches=2).fit(
+        lk.collect(counting_registry(counts))
+    )
+    assert counts["val"] == [0, 1, 0, 1]
+
+
+def test_limit_flags_are_validated():
+    with pytest.raises(pydantic.ValidationError, match=r"limit_train_batches=1\.5"):
+        lk.TrainerConfig(limit_train_batches=1.5)
+    with pytest.raises(pydantic.ValidationError, match="limit_val_batches=-1 must be >= 0"):
+        lk.TrainerConfig(limit_val_batches=-1)
+
+
+def test_a_fraction_of_an_unsized_loader_is_a_clear_error():
+    def data():
+        return iter([(X_TRAIN[:8], torch.zeros(8, dtype=torch.long))])
+
+    with pytest.raises(lk.ConfigError, match=r"limit_train_batches=0\.5 is a fraction") as info:
+        trainer(max_epochs=1, limit_train_batches=0.5).fit(lk.collect(registry(train_data=data)))
+    assert info.value.code == "fraction-of-unsized-loader"
+
+
+@pytest.mark.parametrize(("flag", "n"), [(True, 1), (3, 3)])
+def test_fast_dev_run(flag, n, tmp_path):
+    counts = fresh()
+    reg = counting_registry(counts)
+    # Checkpointing, the summary and the logger stay on: fast_dev_run turns them off.
+    t = lk.Trainer(
+        fast_dev_run=flag, max_epochs=10, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    result = t.fit(lk.collect(reg))
+    assert counts["train"] == list(range(n))
+    assert counts["val"] == list(range(n))  # no sanity check, one validation
+    assert (result.global_step, result.epoch) == (n, 1)
+    assert result.log_dir is None and result.last_checkpoint is None
+    assert list(tmp_path.iterdir()) == []
+    t.test(lk.collect(reg))
+    assert counts["test"] == list(range(n))
+
+
+def test_overfit_batches_repeats_the_same_batches():
+    seen: list[torch.Tensor] = []
+    counts = fresh()
+
+    def train(net, batch):
+        seen.append(batch[0])
+        return ce(net, batch)
+
+    def val(net, batch, batch_idx):
+        counts["val"].append(batch_idx)
+
+    reg = registry(step=train, val=val)
+    with pytest.warns(UserWarning, match="shuffling is turned off"):
+        result = trainer(max_epochs=3, overfit_batches=2, num_sanity_val_steps=0).fit(
+            lk.collect(reg)
+        )
+    assert result.global_step == 6
+    assert len(seen) == 6
+    for i, x in enumerate(seen):
+        assert torch.equal(x, X_TRAIN[8 * (i % 2) : 8 * (i % 2 + 1)])  # unshuffled, in order
+    assert counts["val"] == [0, 1] * 3
+
+
+def test_overfit_batches_fraction():
+    counts = fresh()
+    with pytest.warns(UserWarning):
+        result = trainer(max_epochs=1, overfit_batches=0.3, num_sanity_val_steps=0).fit(
+            lk.collect(counting_registry(counts))
+        )
+    assert counts["train"] == [0, 1]  # int(7 * 0.3)
+    assert result.global_step == 2

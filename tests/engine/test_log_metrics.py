@@ -1,0 +1,241 @@
+"""``lk.log``/``ctx.log``: defaults per stage, epoch aggregation, and where values show up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightkit as lk
+from tests.engine.engine_helpers import X_VAL, Y_VAL, ce, registry, trainer
+
+# Training: 50 samples in batches of 8, so 7 batches sized 8, 8, 8, 8, 8, 8, 2.
+# Validation: 20 samples in batches of 8, 8, 4.
+TRAIN_SIZES = [8] * 6 + [2]
+VAL_SIZES = [8, 8, 4]
+
+
+def weighted_mean(values: list[float], sizes: list[int]) -> float:
+    return sum(v * n for v, n in zip(values, sizes, strict=True)) / sum(sizes)
+
+
+def fit_logging(log: Any, epochs: int = 1, **flags: Any) -> lk.Result:
+    """Fit with a training step that calls ``log(batch_idx, ctx, loss)``."""
+
+    def train(net, batch, batch_idx, ctx):
+        loss = ce(net, batch)
+        log(batch_idx, ctx, loss)
+        return loss
+
+    return trainer(max_epochs=epochs, **flags).fit(lk.collect(registry(step=train)))
+
+
+def test_training_logs_on_step_by_default():
+    losses: list[float] = []
+    seen: list[dict[str, float]] = []
+
+    def log(i, ctx, loss):
+        seen.append(ctx.metrics)
+        lk.log("train/loss", loss)
+        losses.append(float(loss.detach()))
+
+    result = fit_logging(log)
+    assert result.metrics == {"train/loss": losses[-1]}
+    assert seen[0] == {}
+    assert [s["train/loss"] for s in seen[1:]] == losses[:-1]  # the latest step value
+
+
+@pytest.mark.parametrize("as_tensor", [True, False], ids=["tensor", "number"])
+def test_training_epoch_values_are_weighted_by_batch_size(as_tensor):
+    def log(i, ctx, loss):
+        value = torch.tensor(float(i)) if as_tensor else i
+        lk.log("idx", value, on_step=False, on_epoch=True)
+
+    result = fit_logging(log)
+    assert result.metrics["idx"] == weighted_mean(list(range(7)), TRAIN_SIZES) == 132 / 50
+
+
+def test_on_step_and_on_epoch_end_with_the_epoch_aggregate():
+    seen: list[float] = []
+
+    def log(i, ctx, loss):
+        ctx.log("idx", float(i), on_step=True, on_epoch=True)
+        seen.append(ctx.metrics["idx"])
+
+    result = fit_logging(log)
+    assert seen == [float(i) for i in range(7)]
+    assert result.metrics["idx"] == 132 / 50
+
+
+@pytest.mark.parametrize(("reduce", "expected"), [("sum", 21.0), ("max", 6.0), ("min", 0.0)])
+def test_reductions(reduce, expected):
+    def log(i, ctx, loss):
+        lk.log("idx", torch.tensor(i), on_epoch=True, reduce=reduce)
+
+    assert fit_logging(log).metrics["idx"] == expected
+
+
+def test_explicit_batch_size():
+    def log(i, ctx, loss):
+        lk.log("idx", i, on_epoch=True, batch_size=1)
+
+    assert fit_logging(log).metrics["idx"] == 3.0
+
+
+def test_epoch_values_restart_each_epoch():
+    per_epoch: list[float] = []
+
+    def log(i, ctx, loss):
+        lk.log("epoch_sum", ctx.epoch, on_epoch=True, on_step=False, reduce="sum")
+
+    def train(net, batch, batch_idx, ctx):
+        log(batch_idx, ctx, None)
+        return ce(net, batch)
+
+    reg = registry(step=train)
+
+    @reg.on("train_epoch_end")
+    def read(ctx):
+        per_epoch.append(ctx.metrics["epoch_sum"])
+
+    trainer(max_epochs=3).fit(lk.collect(reg))
+    assert per_epoch == [0.0, 7.0, 14.0]
+
+
+def test_validation_logs_epoch_aggregates_by_default():
+    per_batch: list[float] = []
+    seen_steps: list[dict[str, float]] = []
+
+    def val(net, batch):
+        loss = ce(net, batch)
+        per_batch.append(float(loss))
+        lk.log("val/loss", loss)
+
+    reg = registry(val=val)
+
+    @reg.on("validation_epoch_end")
+    def read(ctx):
+        seen_steps.append(ctx.metrics)
+
+    result = trainer(max_epochs=2, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert len(per_batch) == 6
+    first, second = per_batch[:3], per_batch[3:]
+    assert seen_steps[0]["val/loss"] == pytest.approx(weighted_mean(first, VAL_SIZES), rel=1e-12)
+    assert result.metrics["val/loss"] == pytest.approx(weighted_mean(second, VAL_SIZES), rel=1e-12)
+    # ... and equals the loss of the final weights over the validation set.
+    net = result.models["net"]
+    with torch.no_grad():
+        full = nn.functional.cross_entropy(net(X_VAL), Y_VAL)
+    assert result.metrics["val/loss"] == pytest.approx(float(full), rel=1e-6)
+
+
+def test_validation_on_step_values():
+    def val(net, batch, batch_idx):
+        lk.log("val/idx", batch_idx, on_step=True, on_epoch=False)
+
+    result = trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(registry(val=val)))
+    assert result.metrics["val/idx"] == 2.0
+
+
+def test_several_validation_loaders_get_a_suffix():
+    def vdata():
+        shifted = TensorDataset(X_VAL[:12], Y_VAL[:12])
+        return [DataLoader(TensorDataset(X_VAL, Y_VAL), batch_size=8), DataLoader(shifted)]
+
+    def val(net, batch, dataloader_idx):
+        lk.log("val/n", float(batch[0].shape[0]), reduce="sum")
+        lk.log("val/which", dataloader_idx)
+
+    reg = registry(val=val, val_data=vdata)
+    result = trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert result.metrics == {
+        "val/n/dataloader_idx_0": 20.0,
+        "val/n/dataloader_idx_1": 12.0,
+        "val/which/dataloader_idx_0": 0.0,
+        "val/which/dataloader_idx_1": 1.0,
+    }
+
+
+def test_logs_from_hooks_and_every_stage_reach_the_result():
+    def val(net, batch):
+        lk.log("val/x", 1.0)
+
+    reg = registry(val=val)
+
+    @reg.on("train_epoch_end")
+    def epoch_end(ctx):
+        lk.log("epoch_metric", ctx.epoch + 10)
+
+    @reg.on("fit_start")
+    def start(ctx):
+        ctx.log("started", 1)
+
+    result = trainer(max_epochs=2, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert result.metrics == {"val/x": 1.0, "epoch_metric": 11.0, "started": 1.0}
+
+
+def test_log_dict():
+    def log(i, ctx, loss):
+        ctx.log_dict({"a": 1, "b": torch.tensor(2.0)})
+
+    assert fit_logging(log).metrics == {"a": 1.0, "b": 2.0}
+
+
+def test_test_and_validate_metrics():
+    def tstep(net, batch, batch_idx):
+        lk.log("test/idx", batch_idx)
+
+    reg = registry(val=True)
+    reg.test_step(tstep)
+    reg.test_data(lambda: DataLoader(TensorDataset(X_VAL, Y_VAL), batch_size=8))
+    spec = lk.collect(reg)
+    t = trainer(seed=0)
+    assert t.test(spec).metrics == {"test/idx": weighted_mean([0, 1, 2], VAL_SIZES)}
+    assert set(t.validate(spec).metrics) == {"val/loss"}
+
+
+def test_log_outside_a_run_is_a_clear_error():
+    with pytest.raises(lk.LightkitError, match="called outside a run") as info:
+        lk.log("loss", 1.0)
+    assert info.value.code == "log-outside-run"
+    assert "lk.log('loss', ...)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (torch.ones(3), r"got a tensor of shape \(3,\); a metric is one number"),
+        ("high", "a metric must be a number or a one-element tensor, got str"),
+        (True, "got bool"),
+    ],
+)
+def test_bad_metric_values(value, match):
+    def log(i, ctx, loss):
+        lk.log("m", value)
+
+    with pytest.raises(lk.LightkitError, match=match) as info:
+        fit_logging(log)
+    assert info.value.code == "bad-metric"
+
+
+def test_bad_reduce():
+    def log(i, ctx, loss):
+        lk.log("m", 1.0, reduce="median")
+
+    with pytest.raises(lk.LightkitError, match="reduce must be one of mean, sum, max, min"):
+        fit_logging(log)
+
+
+def test_step_values_stay_on_device_tensors_until_read():
+    """Logging a tensor keeps it a tensor: no host sync per step."""
+    kept: list[Any] = []
+
+    def log(i, ctx, loss):
+        lk.log("train/loss", loss)
+        kept.append(ctx._store.latest["train/loss"])
+
+    fit_logging(log)
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in kept)

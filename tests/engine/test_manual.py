@@ -1,0 +1,186 @@
+"""Manual optimization: the step calls ``ctx.backward`` and ``opt.step()`` itself."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightkit as lk
+from tests.engine import manual_module
+from tests.engine.engine_helpers import (
+    X_TRAIN,
+    assert_same_weights,
+    ce,
+    make_net,
+    registry,
+    trainer,
+)
+from tests.engine.engine_helpers import train_loader as make_loader
+
+
+def test_manual_single_optimizer_matches_a_hand_written_loop():
+    seen_steps: list[int] = []
+
+    def train(net, batch, optimizer, ctx):
+        seen_steps.append(ctx.global_step)
+        optimizer.zero_grad()
+        loss = ce(net, batch)
+        ctx.backward(loss)
+        optimizer.step()
+
+    spec = lk.collect(registry(step=train, manual=True))
+    assert spec.plan("training_step").manual
+    result = trainer(max_epochs=2, seed=0).fit(spec)
+    assert result.global_step == 14  # batches, in manual optimization
+    assert seen_steps == list(range(14))
+    decorated = trainer(max_epochs=2, seed=0).fit(lk.collect(manual_module))
+    assert decorated.global_step == 14
+    assert_same_weights(decorated.models["net"], result.models["net"])
+
+    torch.manual_seed(0)
+    net = make_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    loader = make_loader()
+    for _ in range(2):
+        for batch in loader:
+            opt.zero_grad()
+            ce(net, batch).backward()
+            opt.step()
+    assert_same_weights(result.models["net"], net)
+
+
+# -- two models, two optimizers ------------------------------------------------------------
+
+Z, FEATURES = 4, 8
+
+
+def gen():
+    return nn.Sequential(nn.Linear(Z, 16), nn.ReLU(), nn.Linear(16, FEATURES))
+
+
+def disc():
+    return nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, 1))
+
+
+def real_data():
+    return DataLoader(TensorDataset(X_TRAIN), batch_size=8, shuffle=True)
+
+
+def optimizers_of(gen, disc):
+    return (
+        torch.optim.Adam(gen.parameters(), lr=1e-3, betas=(0.5, 0.999)),
+        torch.optim.SGD(disc.parameters(), lr=0.05),
+    )
+
+
+def gan_step(gen, disc, batch, opt_g, opt_d, backward):
+    """One GAN step; the same code runs inside lightkit and in the hand-written loop."""
+    bce = nn.functional.binary_cross_entropy_with_logits
+    (real,) = batch
+    z = torch.randn(real.shape[0], Z)  # draws from the global generator
+    fake = gen(z)
+    ones, zeros = torch.ones(real.shape[0], 1), torch.zeros(real.shape[0], 1)
+
+    opt_d.zero_grad()
+    d_loss = bce(disc(real), ones) + bce(disc(fake.detach()), zeros)
+    backward(d_loss)
+    opt_d.step()
+
+    opt_g.zero_grad()
+    g_loss = bce(disc(fake), ones)
+    backward(g_loss)
+    opt_g.step()
+    return d_loss.detach(), g_loss.detach()
+
+
+def gan_registry(record: list[int] | None = None) -> lk.Registry:
+    reg = lk.Registry()
+    reg.model(gen)
+    reg.model(disc)
+    reg.train_data(real_data)
+
+    def configure(gen, disc):
+        return list(optimizers_of(gen, disc))
+
+    def train(gen, disc, batch, optimizers, ctx):
+        if record is not None:
+            record.append(ctx.global_step)
+        opt_g, opt_d = optimizers
+        d_loss, g_loss = gan_step(gen, disc, batch, opt_g, opt_d, ctx.backward)
+        lk.log("d_loss", d_loss)
+        lk.log("g_loss", g_loss)
+
+    reg.configure_optimizers(configure)
+    reg.training_step(train)  # two optimizers: manual without saying so
+    return reg
+
+
+def test_two_optimizers_gan_matches_a_hand_written_loop():
+    steps: list[int] = []
+    result = trainer(max_epochs=2, seed=0).fit(lk.collect(gan_registry(steps)))
+    assert result.global_step == 14
+    assert steps == list(range(14))
+    assert set(result.metrics) == {"d_loss", "g_loss"}
+
+    torch.manual_seed(0)
+    g, d = gen(), disc()
+    opt_g, opt_d = optimizers_of(g, d)
+    loader = real_data()
+    for _ in range(2):
+        for batch in loader:
+            gan_step(g, d, batch, opt_g, opt_d, lambda loss: loss.backward())
+    assert_same_weights(result.models["gen"], g)
+    assert_same_weights(result.models["disc"], d)
+
+
+def test_manual_optimization_refuses_automatic_flags():
+    with pytest.raises(lk.ConfigError, match="optimizes manually \\(2 optimizers\\)") as info:
+        trainer(max_epochs=1, accumulate_grad_batches=2).fit(lk.collect(gan_registry()))
+    assert info.value.code == "manual-optimization-flags"
+
+    def train(net, batch):
+        return None
+
+    reg = registry(step=train, manual=True)
+    with pytest.raises(lk.ConfigError, match="manual=True"):
+        trainer(max_epochs=1, gradient_clip_val=1.0).fit(lk.collect(reg))
+
+
+def test_manual_schedulers_are_the_steps_to_step():
+    """As in Lightning, schedulers are not stepped for a manual step."""
+    made = []
+
+    def configure(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        made.append(torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+        return [opt], [made[0]]
+
+    def train(net, batch, optimizer, scheduler, ctx):
+        optimizer.zero_grad()
+        ctx.backward(ce(net, batch))
+        optimizer.step()
+        if ctx.batch_idx == 0:
+            scheduler.step()
+
+    reg = registry(optim=configure, step=train, manual=True)
+    trainer(max_epochs=3).fit(lk.collect(reg))
+    assert made[0].last_epoch == 3
+
+
+def test_manual_step_may_return_anything():
+    got: list[object] = []
+
+    def train(net, batch, optimizer, ctx):
+        return {"anything": 1}
+
+    reg = registry(step=train, manual=True)
+
+    @reg.on("train_batch_end")
+    def end(outputs):
+        got.append(outputs)
+
+    result = trainer(max_epochs=1).fit(lk.collect(reg))
+    assert result.global_step == 7
+    assert got == [{"anything": 1}] * 7

@@ -1,0 +1,158 @@
+"""What a training step may return, what a model function must return, and user errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lightkit as lk
+from tests.engine.engine_helpers import (
+    assert_same_weights,
+    ce,
+    make_net,
+    raw_fit,
+    registry,
+    train_loader,
+    trainer,
+    val_loader,
+)
+
+
+def fit_with_step(step) -> lk.Result:
+    return trainer(max_epochs=1, seed=0).fit(lk.collect(registry(step=step)))
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda loss: loss,
+        lambda loss: {"loss": loss, "extra": 1},
+        lambda loss: loss.reshape(1),  # one element counts as a scalar
+    ],
+    ids=["tensor", "dict", "one-element"],
+)
+def test_accepted_outputs_train_the_same(wrap):
+    def train(net, batch):
+        return wrap(ce(net, batch))
+
+    result = fit_with_step(train)
+    assert result.global_step == 7
+    assert_same_weights(result.models["net"], raw_fit(epochs=1))
+
+
+def test_none_skips_the_batch():
+    def train(net, batch, batch_idx):
+        return None if batch_idx % 2 else ce(net, batch)
+
+    result = fit_with_step(train)
+    assert result.global_step == 4  # batches 0, 2, 4, 6
+
+
+def test_none_everywhere_never_steps():
+    torch.manual_seed(0)
+    untouched = make_net()
+    result = fit_with_step(lambda net, batch: None)
+    assert result.global_step == 0
+    assert_same_weights(result.models["net"], untouched)
+
+
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [
+        (lambda loss, logits: logits, r"returned a tensor of shape \(8, 3\)"),
+        (lambda loss, logits: {"logits": logits, "aux": 1}, "a dict without a 'loss' key"),
+        (lambda loss, logits: "done", "returned str 'done'"),
+        (lambda loss, logits: [loss], "returned list"),
+        (lambda loss, logits: {"loss": logits}, r"returned a tensor of shape \(8, 3\)"),
+    ],
+    ids=["non-scalar", "dict-without-loss", "string", "list", "dict-non-scalar"],
+)
+def test_bad_outputs_are_clear_errors(output, problem):
+    def train(net, batch):
+        x, y = batch
+        logits = net(x)
+        return output(torch.nn.functional.cross_entropy(logits, y), logits)
+
+    with pytest.raises(lk.StepError, match=problem) as info:
+        fit_with_step(train)
+    message = str(info.value)
+    assert info.value.code == "bad-step-output"
+    assert "train(net, batch) at tests/engine/test_step_output.py:" in message.replace("\\", "/")
+    assert "expected a scalar loss tensor, a dict with a 'loss' key, or None" in message
+
+
+def test_dict_without_loss_lists_its_keys():
+    with pytest.raises(lk.StepError, match=r"\(keys: aux, logits\)"):
+        fit_with_step(lambda net, batch: {"logits": 1, "aux": 2})
+
+
+def test_a_model_function_must_return_a_module():
+    def net():
+        return "not a module"
+
+    reg = lk.Registry()
+    reg.model(net)
+    reg.train_data(lambda: None)
+    reg.training_step(lambda net, batch: None)
+    reg.configure_optimizers(lambda net: None)
+    with pytest.raises(lk.StepError, match="returned str; a @model function must return") as info:
+        trainer(max_epochs=1).fit(lk.collect(reg))
+    assert info.value.code == "bad-model"
+    assert "net() at tests/engine/test_step_output.py:" in str(info.value).replace("\\", "/")
+
+
+class UserError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["model", "data", "optim", "step", "val", "hook"])
+def test_the_users_own_exception_propagates_unchanged(where):
+    error = UserError(f"broken in {where}")
+
+    def hook(ctx):
+        raise error
+
+    def net():
+        if where == "model":
+            raise error
+        return make_net()
+
+    def data():
+        if where == "data":
+            raise error
+        return train_loader()
+
+    def optim(net):
+        if where == "optim":
+            raise error
+        return torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def train(net, batch, batch_idx):
+        if where == "step" and batch_idx == 3:
+            raise error
+        return ce(net, batch)
+
+    def val(net, batch):
+        if where == "val":
+            raise error
+
+    reg = lk.Registry()
+    reg.model(net)
+    reg.train_data(data)
+    reg.training_step(train)
+    reg.configure_optimizers(optim)
+    reg.validation_step(val)
+    reg.val_data(val_loader)
+    if where == "hook":
+        reg.on("train_epoch_end")(hook)
+    with pytest.raises(UserError) as info:
+        trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert info.value is error
+    assert str(info.value) == f"broken in {where}"
+
+
+def test_the_run_context_is_released_after_an_error():
+    with pytest.raises(ZeroDivisionError):
+        fit_with_step(lambda net, batch: 1 / 0)
+    with pytest.raises(lk.LightkitError, match="outside a run"):
+        lk.log("x", 1.0)

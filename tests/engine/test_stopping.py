@@ -1,0 +1,122 @@
+"""Every way a fit ends, and the ``Result.epoch``/``global_step`` each leaves."""
+
+from __future__ import annotations
+
+import pytest
+
+import lightkit as lk
+from lightkit.engine.engine import Limits
+from tests.engine.engine_helpers import assert_same_weights, ce, raw_fit, registry, trainer
+
+# The training data: 50 samples in batches of 8, so 7 batches (and steps) per epoch.
+
+
+def test_max_epochs():
+    result = trainer(max_epochs=3, seed=0).fit(lk.collect(registry()))
+    assert (result.epoch, result.global_step, result.stopped_by) == (3, 21, "max_epochs")
+
+
+def test_max_steps_mid_epoch():
+    result = trainer(max_epochs=5, max_steps=10, seed=0).fit(lk.collect(registry()))
+    assert (result.epoch, result.global_step, result.stopped_by) == (1, 10, "max_steps")
+    assert_same_weights(result.models["net"], raw_fit(epochs=2, max_steps=10))
+
+
+def test_max_steps_at_an_epoch_end_completes_the_epoch():
+    result = trainer(max_steps=14, seed=0).fit(lk.collect(registry()))
+    assert (result.epoch, result.global_step, result.stopped_by) == (2, 14, "max_steps")
+
+
+def test_only_max_steps_means_unbounded_epochs():
+    result = trainer(max_steps=30, seed=0).fit(lk.collect(registry()))
+    assert (result.epoch, result.global_step, result.stopped_by) == (4, 30, "max_steps")
+    assert_same_weights(result.models["net"], raw_fit(epochs=5, max_steps=30))
+
+
+def test_max_steps_counts_optimizer_steps_under_accumulation():
+    # 3 steps per epoch (windows of 3, 3, 1): the 4th step ends inside epoch 1.
+    result = trainer(max_steps=4, accumulate_grad_batches=3, seed=0).fit(lk.collect(registry()))
+    assert (result.epoch, result.global_step) == (1, 4)
+    assert_same_weights(result.models["net"], raw_fit(epochs=2, max_steps=4, accumulate=3))
+
+
+def test_epoch_limits_without_flags():
+    assert Limits(lk.TrainerConfig()).max_epochs == 1000
+    assert Limits(lk.TrainerConfig(max_steps=5)).max_epochs == -1
+    assert Limits(lk.TrainerConfig(max_steps=5, max_epochs=2)).max_epochs == 2
+    assert Limits(lk.TrainerConfig(max_epochs=-1)).max_epochs == -1
+
+
+def test_max_time():
+    # Any real step outlasts a microsecond: the run stops after its first batch.
+    result = trainer(max_epochs=5, max_time=1e-6, seed=0).fit(lk.collect(registry()))
+    assert (result.epoch, result.global_step, result.stopped_by) == (0, 1, "max_time")
+
+
+def test_max_time_accepts_lightning_forms():
+    from datetime import timedelta
+
+    assert lk.TrainerConfig(max_time="00:01:02:03").max_time == 3723.0
+    assert lk.TrainerConfig(max_time=timedelta(minutes=2)).max_time == 120.0
+    assert lk.TrainerConfig(max_time={"hours": 1}).max_time == 3600.0
+
+
+def stopping_step(at: tuple[int, int]):
+    """A training step that sets ``ctx.should_stop`` at (epoch, batch_idx) ``at``."""
+
+    def train(net, batch, ctx):
+        if (ctx.epoch, ctx.batch_idx) >= at:
+            ctx.should_stop = True
+        return ce(net, batch)
+
+    return train
+
+
+def test_should_stop_stops_after_this_step():
+    reg = registry(step=stopping_step((1, 2)))
+    result = trainer(max_epochs=5, seed=0).fit(lk.collect(reg))
+    assert (result.epoch, result.global_step, result.stopped_by) == (1, 10, "should_stop")
+    assert_same_weights(result.models["net"], raw_fit(epochs=2, max_steps=10))
+
+
+def test_should_stop_at_the_last_batch_completes_the_epoch():
+    reg = registry(step=stopping_step((0, 6)))
+    result = trainer(max_epochs=5, seed=0).fit(lk.collect(reg))
+    assert (result.epoch, result.global_step, result.stopped_by) == (1, 7, "should_stop")
+
+
+def test_should_stop_from_a_hook():
+    reg = registry()
+
+    @reg.on("train_epoch_end")
+    def stop(ctx):
+        ctx.should_stop = True
+
+    result = trainer(max_epochs=5, seed=0).fit(lk.collect(reg))
+    assert (result.epoch, result.global_step, result.stopped_by) == (1, 7, "should_stop")
+
+
+def test_min_epochs_overrides_should_stop():
+    reg = registry(step=stopping_step((0, 0)))  # asks to stop at every step
+    result = trainer(max_epochs=5, min_epochs=3, seed=0).fit(lk.collect(reg))
+    assert (result.epoch, result.global_step, result.stopped_by) == (3, 21, "should_stop")
+    assert_same_weights(result.models["net"], raw_fit(epochs=3))
+
+
+def test_min_steps_overrides_should_stop():
+    reg = registry(step=stopping_step((0, 0)))
+    result = trainer(max_epochs=5, min_steps=9, seed=0).fit(lk.collect(reg))
+    assert (result.epoch, result.global_step) == (1, 9)
+
+
+def test_min_epochs_cannot_exceed_max_epochs():
+    with pytest.raises(ValueError, match="min_epochs=3 is more than max_epochs=2"):
+        lk.TrainerConfig(max_epochs=2, min_epochs=3)
+
+
+def test_a_second_fit_starts_over():
+    spec = lk.collect(registry())
+    t = trainer(max_epochs=1, seed=0)
+    first, second = t.fit(spec), t.fit(spec)
+    assert (first.global_step, second.global_step) == (7, 7)
+    assert_same_weights(first.models["net"], second.models["net"])

@@ -1,0 +1,74 @@
+"""``TrainerConfig`` and ``Trainer(...)``: Lightning's flag names, validated."""
+
+from __future__ import annotations
+
+import json
+
+import pydantic
+import pytest
+
+import lightkit as lk
+
+
+def test_defaults_are_lightnings():
+    c = lk.TrainerConfig()
+    assert (c.max_epochs, c.max_steps, c.min_epochs, c.min_steps) == (None, -1, None, None)
+    assert (c.accumulate_grad_batches, c.gradient_clip_val, c.gradient_clip_algorithm) == (
+        1,
+        None,
+        "norm",
+    )
+    assert (c.val_check_interval, c.check_val_every_n_epoch, c.num_sanity_val_steps) == (1.0, 1, 2)
+    assert (c.log_every_n_steps, c.precision, c.logger) == (50, "32-true", True)
+    assert c.enable_checkpointing and c.enable_progress_bar and c.enable_model_summary
+
+
+def test_unknown_flag_names_itself():
+    with pytest.raises(pydantic.ValidationError, match="max_epoch\n"):
+        lk.Trainer(max_epoch=3)
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        ({"max_epochs": -2}, "max_epochs"),
+        ({"accumulate_grad_batches": 0}, "accumulate_grad_batches"),
+        ({"gradient_clip_algorithm": "max"}, "gradient_clip_algorithm"),
+        ({"val_check_interval": 0}, "val_check_interval"),
+        ({"log_every_n_steps": 0}, "log_every_n_steps"),
+        ({"max_time": "soon"}, "max_time"),
+        ({"fast_dev_run": -1}, "fast_dev_run"),
+    ],
+)
+def test_bad_values_name_the_flag(flags, field):
+    with pytest.raises(pydantic.ValidationError, match=field):
+        lk.TrainerConfig(**flags)
+
+
+def test_unknown_strategy_lists_the_available_ones():
+    with pytest.raises(
+        pydantic.ValidationError, match=r"strategy='horovod' is unknown\. Available: auto"
+    ):
+        lk.TrainerConfig(strategy="horovod")
+
+
+def test_trainer_takes_a_config_and_overrides():
+    base = lk.TrainerConfig(max_epochs=3, seed=1)
+    t = lk.Trainer(base, max_epochs=5)
+    assert (t.config.max_epochs, t.config.seed) == (5, 1)
+    assert base.max_epochs == 3
+    assert lk.Trainer(base).config is base
+    assert "max_epochs=5" in repr(t) and "seed=1" in repr(t)
+
+
+def test_assignment_is_validated():
+    c = lk.TrainerConfig()
+    with pytest.raises(pydantic.ValidationError):
+        c.max_steps = -5
+
+
+def test_config_round_trips_as_json():
+    c = lk.TrainerConfig(max_epochs=2, max_time="00:00:01:00", precision="bf16-mixed")
+    data = json.loads(c.model_dump_json())
+    assert data["max_time"] == 60.0 and data["precision"] == "bf16-mixed"
+    assert lk.TrainerConfig(**data) == c

@@ -1,0 +1,208 @@
+"""When validation runs: per epoch, mid-epoch, every n epochs, and the sanity check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightkit as lk
+from tests.engine.engine_helpers import (
+    X_VAL,
+    Y_VAL,
+    assert_same_weights,
+    ce,
+    make_net,
+    raw_fit,
+    registry,
+    train_loader,
+    trainer,
+)
+
+# 7 training batches per epoch; 3 validation batches (20 samples in batches of 8).
+
+
+def recording_registry(seen: list[tuple[int, int, int]], **kwargs):
+    """Validation records (epoch, global_step, batch_idx) of every batch it runs."""
+
+    def val(net, batch, batch_idx, ctx):
+        seen.append((ctx.epoch, ctx.global_step, batch_idx))
+        lk.log("val/loss", ce(net, batch))
+
+    return registry(val=val, **kwargs)
+
+
+def validations(seen: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """(epoch, global_step) at the start of each validation run."""
+    return [(e, s) for e, s, b in seen if b == 0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({}, [(0, 7), (1, 14)]),
+        ({"val_check_interval": 3}, [(0, 3), (0, 6), (1, 10), (1, 13)]),
+        ({"val_check_interval": 0.5}, [(0, 3), (0, 6), (1, 10), (1, 13)]),  # int(7 * 0.5)
+        ({"val_check_interval": 1.0}, [(0, 7), (1, 14)]),
+        ({"val_check_interval": 7}, [(0, 7), (1, 14)]),
+        # check_val_every_n_epoch=None: the interval counts batches across epochs.
+        ({"val_check_interval": 5, "check_val_every_n_epoch": None}, [(0, 5), (1, 10)]),
+    ],
+    ids=["default", "every-3", "half-epoch", "fraction-1", "every-7", "across-epochs"],
+)
+def test_validation_timing(flags, expected):
+    seen: list[tuple[int, int, int]] = []
+    trainer(max_epochs=2, num_sanity_val_steps=0, **flags).fit(lk.collect(recording_registry(seen)))
+    assert validations(seen) == expected
+    assert len(seen) == 3 * len(expected)  # every validation runs all 3 batches
+
+
+def test_check_val_every_n_epoch():
+    seen: list[tuple[int, int, int]] = []
+    reg = recording_registry(seen)
+    trainer(max_epochs=5, num_sanity_val_steps=0, check_val_every_n_epoch=2).fit(lk.collect(reg))
+    assert validations(seen) == [(1, 14), (3, 28)]
+
+
+def test_validation_with_accumulation_counts_batches_not_steps():
+    seen: list[tuple[int, int, int]] = []
+    reg = recording_registry(seen)
+    trainer(
+        max_epochs=1, num_sanity_val_steps=0, accumulate_grad_batches=2, val_check_interval=4
+    ).fit(lk.collect(reg))
+    assert validations(seen) == [(0, 2)]  # after batch 4: two optimizer steps
+
+
+@pytest.mark.parametrize(("sanity", "batches"), [(0, 0), (1, 1), (2, 2), (5, 3), (-1, 3)])
+def test_sanity_check_runs_num_sanity_val_steps_batches(sanity, batches):
+    seen: list[tuple[int, int, int]] = []
+    reg = recording_registry(seen)
+    result = trainer(max_epochs=1, num_sanity_val_steps=sanity).fit(lk.collect(reg))
+    before_training = [b for e, s, b in seen[: len(seen) - 3]]
+    assert before_training == list(range(batches))
+    assert all(s == 0 for e, s, b in seen[:batches])
+    assert result.global_step == 7
+
+
+def test_sanity_check_metrics_are_seen_by_hooks_then_dropped():
+    logged: list[dict[str, float]] = []
+    reg = registry(val=True)
+
+    @reg.on("validation_epoch_end")
+    def read(ctx):
+        logged.append(ctx.metrics)
+
+    @reg.on("sanity_check_end")
+    def after(ctx):
+        logged.append(ctx.metrics)
+
+    result = trainer(max_epochs=1, num_sanity_val_steps=2).fit(lk.collect(reg))
+    sanity, after_sanity, real = logged
+    assert set(sanity) == {"val/loss"}
+    assert after_sanity == {}
+    assert result.metrics["val/loss"] == real["val/loss"] != sanity["val/loss"]
+
+    logged.clear()
+    result = trainer(max_steps=3, num_sanity_val_steps=2).fit(lk.collect(reg))
+    assert len(logged) == 2  # no validation after the sanity check
+    assert "val/loss" not in result.metrics
+
+
+def noisy_registry(sanity_draws: list[int]):
+    """Validation that draws from the global generator: a shuffled loader and torch.rand."""
+
+    def val(net, batch):
+        x, y = batch
+        x = x + 0.01 * torch.rand(x.shape)
+        sanity_draws.append(1)
+        lk.log("val/loss", nn.functional.cross_entropy(net(x), y))
+
+    def vdata():
+        return DataLoader(TensorDataset(X_VAL, Y_VAL), batch_size=8, shuffle=True)
+
+    return registry(val=val, val_data=vdata)
+
+
+def test_sanity_check_does_not_shift_the_random_stream():
+    with_sanity: list[int] = []
+    without: list[int] = []
+    a = trainer(max_epochs=3, seed=0, num_sanity_val_steps=2).fit(
+        lk.collect(noisy_registry(with_sanity))
+    )
+    b = trainer(max_epochs=3, seed=0, num_sanity_val_steps=0).fit(
+        lk.collect(noisy_registry(without))
+    )
+    assert len(with_sanity) == len(without) + 2  # the sanity check did run, and drew
+    assert_same_weights(a.models["net"], b.models["net"])
+    assert a.metrics["val/loss"] == b.metrics["val/loss"]
+
+
+def test_validation_draws_like_a_hand_written_loop():
+    """Validation is not isolated from the random generators: it draws what the same
+    hand-written loop draws, so training after it matches that loop."""
+    result = trainer(max_epochs=3, seed=0, num_sanity_val_steps=0).fit(
+        lk.collect(noisy_registry([]))
+    )
+
+    torch.manual_seed(0)
+    net = make_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    loader = train_loader()
+    vloader = DataLoader(TensorDataset(X_VAL, Y_VAL), batch_size=8, shuffle=True)
+    for _ in range(3):
+        for batch in loader:
+            ce(net, batch).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        net.eval()
+        with torch.inference_mode():
+            for x, _y in vloader:
+                net(x + 0.01 * torch.rand(x.shape))
+        net.train()
+    assert_same_weights(result.models["net"], net)
+    # ...and differs from training without the validation's draws.
+    plain = raw_fit(epochs=3)
+    assert any(
+        not torch.equal(p, q) for p, q in zip(plain.parameters(), net.parameters(), strict=True)
+    )
+
+
+def test_no_validation_without_val_data_or_step():
+    seen: list[tuple[int, int, int]] = []
+    reg = registry()  # no validation step, no val data
+    assert trainer(max_epochs=1).fit(lk.collect(reg)).global_step == 7
+
+    reg = recording_registry(seen)
+    trainer(max_epochs=1, limit_val_batches=0).fit(lk.collect(reg))
+    assert seen == []
+
+
+def test_models_are_in_eval_mode_and_grad_free_during_validation_only():
+    modes: list[tuple[str, bool, bool]] = []
+
+    def train(net, batch):
+        modes.append(("train", net.training, torch.is_grad_enabled()))
+        return ce(net, batch)
+
+    def val(net, batch):
+        modes.append(("val", net.training, torch.is_grad_enabled()))
+
+    reg = registry(step=train, val=val)
+    trainer(max_epochs=1, val_check_interval=3, num_sanity_val_steps=1).fit(lk.collect(reg))
+    assert {m for m in modes if m[0] == "train"} == {("train", True, True)}
+    assert {m for m in modes if m[0] == "val"} == {("val", False, False)}
+    kinds = [m[0] for m in modes]
+    assert kinds == ["val"] + ["train"] * 3 + ["val"] * 3 + ["train"] * 3 + ["val"] * 3 + ["train"]
+
+
+def test_inference_mode_false_uses_no_grad():
+    seen: list[bool] = []
+
+    def val(net, batch):
+        seen.append(torch.is_inference_mode_enabled())
+
+    trainer(max_epochs=1, inference_mode=False, num_sanity_val_steps=0).fit(
+        lk.collect(registry(val=val))
+    )
+    assert seen == [False] * 3

@@ -1,0 +1,180 @@
+"""What the loggers write, read back: TensorBoard events (steps and values of every scalar,
+HParams plugin data, the graph), metrics.csv rows against Result.metrics, hparams.json, and
+flushing before an error propagates."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import lightkit as lk
+from tests.callbacks.cb_helpers import mse_step, spec, trainer
+from tests.loggers.tb_events import has_graph, hparams_data, scalars
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def csv_scalars(rows: list[dict[str, str]]) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for key, cell in row.items():
+            if key != "step" and cell != "":
+                out.setdefault(key, []).append((int(row["step"]), float(cell)))
+    return out
+
+
+def hp_step(net, batch, ctx, lr: float = 0.05, tag: str = "a"):
+    loss = mse_step(net, batch)
+    lk.log("train/double", loss * 2, on_step=False, on_epoch=True)
+    return loss
+
+
+def hp_optim(net, lr: float = 0.05):
+    return torch.optim.SGD(net.parameters(), lr=lr)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    t = trainer(root, logger=True, max_epochs=3, log_every_n_steps=2)
+    result = t.fit(spec(step=hp_step, optim=hp_optim))
+    return result
+
+
+def test_default_run_folder(default_run):
+    log_dir = default_run.log_dir
+    assert log_dir.name == "version_0" and log_dir.parent.parent.name == "lightkit_logs"
+    assert (log_dir / "metrics.csv").is_file() and (log_dir / "hparams.json").is_file()
+    assert list(log_dir.glob("events.out.tfevents.*"))
+
+
+def test_csv_rows_match_result_metrics(default_run):
+    rows = read_csv(default_run.log_dir / "metrics.csv")
+    assert next(iter(rows[0])) == "step"
+    cols = csv_scalars(rows)
+    for name, value in default_run.metrics.items():
+        assert cols[name][-1][1] == value, name  # exact: CSV keeps repr(float)
+    # One row per logging step: steps 1, 3, ... (every 2nd batch) and each epoch's end.
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(set(steps))
+    assert [s for s, _ in cols["train/loss"]] == [1, 3, 5, 7, 9, 11]
+    assert [s for s, _ in cols["val/loss"]] == [3, 7, 11]
+    assert [s for s, _ in cols["train/double"]] == [3, 7, 11]
+    assert [v for _, v in cols["epoch"]] == [0, 0, 1, 1, 2, 2]
+
+
+def test_tensorboard_scalars_match_the_csv(default_run):
+    tb = scalars(default_run.log_dir)
+    cols = csv_scalars(read_csv(default_run.log_dir / "metrics.csv"))
+    assert set(tb) == set(cols)
+    for name, points in cols.items():
+        # TensorBoard stores float32 scalars.
+        assert tb[name] == [(s, float(np.float32(v))) for s, v in points], name
+
+
+def test_hparams_reach_tensorboard_and_json(default_run):
+    data = hparams_data(default_run.log_dir)
+    assert set(data) == {"experiment", "session_start_info", "session_end_info"}
+    start = data["session_start_info"].session_start_info
+    assert start.hparams["lr"].number_value == 0.05
+    assert start.hparams["tag"].string_value == "a"
+    exp = data["experiment"].experiment
+    assert {h.name for h in exp.hparam_infos} == {"hidden", "lr", "tag"}
+    assert {m.name.tag for m in exp.metric_infos} == set(default_run.metrics)
+    from tensorboardX.proto.api_pb2 import Status
+
+    assert data["session_end_info"].session_end_info.status == Status.Value("STATUS_SUCCESS")
+    saved = json.loads((default_run.log_dir / "hparams.json").read_text())
+    assert saved == {
+        "hparams": {"hidden": 8, "lr": 0.05, "tag": "a"},
+        "metrics": default_run.metrics,
+    }
+
+
+def crash_at(step_no: int):
+    def step(net, batch, ctx):
+        loss = mse_step(net, batch)
+        if ctx.global_step == step_no:
+            raise RuntimeError(f"boom at step {step_no}")
+        return loss
+
+    return step
+
+
+def test_a_crash_leaves_every_earlier_step_on_disk(tmp_path):
+    t = trainer(tmp_path, logger=True, max_epochs=5, log_every_n_steps=1)
+    with pytest.raises(RuntimeError, match=r"^boom at step 7$"):
+        t.fit(spec(step=crash_at(7), val=None))
+    (run,) = (tmp_path / "lightkit_logs").glob("*/version_0")
+    loss_steps = [s for s, _ in csv_scalars(read_csv(run / "metrics.csv"))["train/loss"]]
+    assert loss_steps[:7] == list(range(7))
+    assert [s for s, _ in scalars(run)["train/loss"]][:7] == list(range(7))
+    from tensorboardX.proto.api_pb2 import Status
+
+    end = hparams_data(run)["session_end_info"].session_end_info
+    assert end.status == Status.Value("STATUS_FAILURE")
+
+
+def test_buffered_rows_are_flushed_every_n_steps(tmp_path):
+    seen: list[int] = []
+
+    def peek(ctx):
+        path = ctx.log_dir / "metrics.csv"
+        seen.append(len(read_csv(path)) if path.exists() else 0)
+
+    csv_logger = lk.CSVLogger(flush_every_n_steps=3)
+    trainer(tmp_path, logger=csv_logger, max_epochs=1, log_every_n_steps=1).fit(
+        spec(val=None, n_train=64, hooks={"train_batch_start": peek})
+    )
+    # Before batch i, rows 0..i-1 were logged; whole groups of 3 are on disk.
+    assert seen == [0, 0, 0, 3, 3, 3, 6, 6]
+
+
+def test_logger_false_and_lists(tmp_path):
+    result = trainer(tmp_path / "off", logger=False, enable_checkpointing=False).fit(spec())
+    assert result.log_dir is None and not (tmp_path / "off").exists()
+    both = [lk.CSVLogger(), lk.TensorBoardLogger()]
+    result = trainer(tmp_path / "list", logger=both).fit(spec())
+    assert (result.log_dir / "metrics.csv").is_file() and scalars(result.log_dir)
+    only_tb = trainer(tmp_path / "tb", logger=lk.TensorBoardLogger()).fit(spec())
+    assert not (only_tb.log_dir / "metrics.csv").exists() and scalars(only_tb.log_dir)
+
+
+def test_own_save_dir_gets_its_own_versions(tmp_path):
+    for expected in ("version_0", "version_1"):
+        logger = lk.CSVLogger(save_dir=tmp_path / "mine", name="exp")
+        trainer(tmp_path / "root", logger=logger).fit(spec())
+        assert logger.log_dir == tmp_path / "mine" / "exp" / expected
+        assert (logger.log_dir / "metrics.csv").is_file()
+    fixed = lk.TensorBoardLogger(save_dir=tmp_path / "mine", name="exp", version="best")
+    trainer(tmp_path / "root", logger=fixed).fit(spec())
+    assert fixed.log_dir == tmp_path / "mine" / "exp" / "best" and scalars(fixed.log_dir)
+
+
+def test_graph_is_logged_on_request(tmp_path):
+    def net_with_example():
+        from tests.callbacks.cb_helpers import make_net
+
+        net = make_net()
+        net.example_input_array = torch.zeros(2, 4)
+        return net
+
+    import importlib.util
+
+    logger = lk.TensorBoardLogger(log_graph=True)
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.warns(UserWarning, match="needs the tensorboard package"):
+            result = trainer(tmp_path, logger=logger).fit(spec(net=net_with_example))
+        assert not has_graph(result.log_dir)
+    else:
+        result = trainer(tmp_path, logger=logger).fit(spec(net=net_with_example))
+        assert has_graph(result.log_dir)
+    plain = trainer(tmp_path, logger=lk.TensorBoardLogger()).fit(spec(net=net_with_example))
+    assert not has_graph(plain.log_dir)

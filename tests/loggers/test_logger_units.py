@@ -1,0 +1,190 @@
+"""The loggers on their own: CSV columns growing without losing rows, rows of one step
+merged (also after they reached the file), race-free version folders across processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import lightkit as lk
+from lightkit.loggers.base import flatten_params, make_version_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def csv_logger(tmp_path: Path, every: int = 1) -> lk.CSVLogger:
+    logger = lk.CSVLogger(flush_every_n_steps=every)
+    logger.setup(tmp_path)
+    return logger
+
+
+def test_columns_grow_and_no_row_is_lost(tmp_path):
+    log = csv_logger(tmp_path)
+    log.log_metrics({"a": 1.0}, 0)
+    log.log_metrics({"a": 2.0}, 1)
+    log.log_metrics({"b": 0.1, "a": 3.0}, 2)
+    log.log_metrics({"c": 7.0}, 3)
+    log.finalize("success")
+    header, rows = read(tmp_path / "metrics.csv")
+    assert header == ["step", "a", "b", "c"]
+    assert rows == [
+        {"step": "0", "a": "1.0", "b": "", "c": ""},
+        {"step": "1", "a": "2.0", "b": "", "c": ""},
+        {"step": "2", "a": "3.0", "b": "0.1", "c": ""},
+        {"step": "3", "a": "", "b": "", "c": "7.0"},
+    ]
+
+
+@pytest.mark.parametrize("every", [1, 100])
+def test_values_of_one_step_share_a_row(tmp_path, every):
+    log = csv_logger(tmp_path, every)
+    log.log_metrics({"loss": 0.5, "epoch": 0.0}, 3)
+    log.log_metrics({"val": 0.25, "epoch": 0.0}, 3)  # same step: joins (taken back from disk)
+    log.log_metrics({"loss": 0.4, "epoch": 0.0}, 3)  # a different loss: a row of its own
+    log.log_metrics({"loss": 0.3, "epoch": 1.0}, 4)
+    log.finalize("success")
+    header, rows = read(tmp_path / "metrics.csv")
+    assert header == ["step", "loss", "epoch", "val"]
+    assert [tuple(r.values()) for r in rows] == [
+        ("3", "0.5", "0.0", "0.25"),
+        ("3", "0.4", "0.0", ""),
+        ("4", "0.3", "1.0", ""),
+    ]
+
+
+def test_floats_round_trip_exactly(tmp_path):
+    log = csv_logger(tmp_path)
+    values = [0.1, 1 / 3, 1e-300, 123456789.123456789, float("nan"), float("inf")]
+    for i, v in enumerate(values):
+        log.log_metrics({"x": v}, i)
+    log.finalize("success")
+    _, rows = read(tmp_path / "metrics.csv")
+    got = [float(r["x"]) for r in rows]
+    assert got[:4] == values[:4] and got[4] != got[4] and got[5] == float("inf")
+
+
+def test_hparams_json(tmp_path):
+    log = csv_logger(tmp_path)
+    log.log_hparams({"lr": 0.1, "name": "x", "dims": (1, 2), "flag": True, "none": None})
+    data = json.loads((tmp_path / "hparams.json").read_text())
+    assert data == {
+        "hparams": {"lr": 0.1, "name": "x", "dims": "(1, 2)", "flag": True, "none": None}
+    }
+    log.log_hparams({"lr": 0.1}, {"val/loss": 0.5})
+    assert json.loads((tmp_path / "hparams.json").read_text())["metrics"] == {"val/loss": 0.5}
+    assert flatten_params({"k": 3}) == {"k": 3}
+
+
+def test_nothing_written_without_a_folder():
+    log = lk.CSVLogger()
+    log.log_metrics({"a": 1.0}, 0)
+    log.finalize("failed")  # no setup: nothing to write, no error
+    with pytest.raises(RuntimeError, match="setup"):
+        _ = log.metrics_file
+
+
+def test_version_folders(tmp_path):
+    assert make_version_dir(tmp_path / "x").name == "version_0"
+    (tmp_path / "x" / "version_7").mkdir()
+    (tmp_path / "x" / "version_notes").mkdir()
+    assert make_version_dir(tmp_path / "x").name == "version_8"
+    assert make_version_dir(tmp_path / "x", 3).name == "version_3"
+    assert make_version_dir(tmp_path / "x", "final").name == "final"
+
+
+# Each process gets ready (imports done), says so with a file, and spins until the "go" file
+# appears, so both reach the critical part within microseconds of each other.
+GATE = """
+import os, sys
+from pathlib import Path
+gate = Path(sys.argv[2])
+(gate / f"ready-{os.getpid()}").touch()
+while not (gate / "go").exists():
+    pass
+"""
+
+# Loads loggers/base.py alone (it needs no torch), so the processes start in a blink.
+RACE = (
+    textwrap.dedent(
+        f"""
+    import importlib.util, sys
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("base", {str(ROOT / "lightkit/loggers/base.py")!r})
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
+    make_version_dir = base.make_version_dir
+    parent = Path(sys.argv[1])
+    """
+    )
+    + GATE
+    + 'print(" ".join(make_version_dir(parent).name for _ in range(25)))\n'
+)
+
+FIT = (
+    textwrap.dedent(
+        """
+    import sys
+    from tests.callbacks.cb_helpers import spec, trainer
+    s = spec()
+    t = trainer(sys.argv[1], logger=True, max_epochs=1)
+    """
+    )
+    + GATE
+    + "print(t.fit(s).log_dir.name)\n"
+)
+
+
+def run_together(script: str, arg: Path, gate: Path, n: int = 2) -> list[str]:
+    import time
+
+    gate.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(arg), str(gate)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(gate.glob("ready-*"))) < n and time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.02)
+    (gate / "go").touch()
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        outs.append(out.strip().splitlines()[-1])
+    return outs
+
+
+def test_two_processes_never_share_a_version(tmp_path):
+    a, b = (set(out.split()) for out in run_together(RACE, tmp_path / "runs", tmp_path / "gate"))
+    assert len(a) == len(b) == 25 and not (a & b)
+    assert a | b == {f"version_{i}" for i in range(50)}
+
+
+def test_two_trainers_started_at_once_get_their_own_folders(tmp_path):
+    names = run_together(FIT, tmp_path, tmp_path / "gate")
+    assert sorted(names) == ["version_0", "version_1"]
+    for name in names:
+        run = tmp_path / "lightkit_logs" / "cb_helpers" / name
+        header, rows = read(run / "metrics.csv")
+        assert header[0] == "step" and "train/loss" in header and len(rows) == 1
