@@ -2,7 +2,8 @@
 bars (written to /dev/null, so the terminal's own drawing is not counted) and as plain text
 lines. Runs are interleaved (off, bar, text in a shuffled order, repeated) so drift in the
 machine's speed hits every variant alike. The time is the training loop's, from ``fit_start``
-to ``fit_end`` (function hooks, identical in every variant).
+to ``fit_end`` (function hooks, identical in every variant), in wall-clock and in the
+process's CPU time. Last, the bar's ``on_train_batch_end`` alone, timed in a tight loop.
 
 Usage::
 
@@ -51,10 +52,10 @@ def build_spec(steps_per_epoch: int) -> tuple[lk.TrainingSpec, dict[str, float]]
         return torch.optim.SGD(net.parameters(), lr=0.01)
 
     def start() -> None:
-        times["start"] = time.perf_counter()
+        times["start"], times["cpu_start"] = time.perf_counter(), time.process_time()
 
     def end() -> None:
-        times["end"] = time.perf_counter()
+        times["end"], times["cpu_end"] = time.perf_counter(), time.process_time()
 
     reg.model(net)
     reg.train_data(data)
@@ -65,7 +66,9 @@ def build_spec(steps_per_epoch: int) -> tuple[lk.TrainingSpec, dict[str, float]]
     return lk.collect(reg), times
 
 
-def run(variant: str, spec: lk.TrainingSpec, times: dict[str, float], args: Any) -> float:
+def run(
+    variant: str, spec: lk.TrainingSpec, times: dict[str, float], args: Any
+) -> tuple[float, float]:
     flags: dict[str, Any] = {
         "max_epochs": args.epochs,
         "logger": False,
@@ -83,12 +86,14 @@ def run(variant: str, spec: lk.TrainingSpec, times: dict[str, float], args: Any)
                 lk.ProgressBar(file=sink, mode=mode, refresh_rate=args.refresh_rate)
             ]
         lk.Trainer(**flags).fit(spec)
-    return times["end"] - times["start"]
+    return times["end"] - times["start"], times["cpu_end"] - times["cpu_start"]
 
 
-def hook_cost(mode: str, refresh_rate: int, calls: int = 200_000) -> float:
-    """Seconds per ``on_train_batch_end`` call, timed directly: the bar's own cost per batch
-    without the loop's noise (a generated binder adds one Python call on top)."""
+def hook_cost(mode: str, refresh_rate: int, steps_per_epoch: int, epochs: int = 2000) -> float:
+    """Seconds per training batch spent in the bar's hooks, timed directly in a tight loop of
+    epochs (epoch start, every batch's end, epoch end: lines, redraws and metric reads
+    included), without the training loop's noise. A generated binder adds one Python call
+    per hook on top."""
     from types import SimpleNamespace
 
     from lightkit.engine.metrics import MetricStore
@@ -96,20 +101,27 @@ def hook_cost(mode: str, refresh_rate: int, calls: int = 200_000) -> float:
     store = MetricStore()
     store.log("train/loss", torch.tensor(1.0), None, None, True, False, "mean", None)
     engine = SimpleNamespace(
-        train_iter=SimpleNamespace(num_batches=10**9), skip_batches=0, store=store
+        train_iter=SimpleNamespace(num_batches=steps_per_epoch), skip_batches=0, store=store
     )
     ctx = SimpleNamespace(is_global_zero=True, _engine=engine, epoch=0, global_step=0)
     with open(os.devnull, "w") as sink:
         bar = lk.ProgressBar(file=sink, mode=mode, refresh_rate=refresh_rate)  # type: ignore[arg-type]
         bar.setup(ctx, "fit")
-        bar.on_train_epoch_start(ctx)
-        hook = bar.on_train_batch_end
+        start, batch_end, end = (
+            bar.on_train_epoch_start,
+            bar.on_train_batch_end,
+            bar.on_train_epoch_end,
+        )
         t0 = time.perf_counter()
-        for i in range(calls):
-            hook(ctx, i)
+        for epoch in range(epochs):
+            ctx.epoch = epoch
+            start(ctx)
+            for i in range(steps_per_epoch):
+                batch_end(ctx, i)
+            end(ctx)
         elapsed = time.perf_counter() - t0
         bar.teardown(ctx, "fit")
-    return elapsed / calls
+    return elapsed / (epochs * steps_per_epoch)
 
 
 def main() -> None:
@@ -124,13 +136,16 @@ def main() -> None:
     spec, times = build_spec(max(1, args.steps // args.epochs))
     variants = ["off", "bar", "text"]
     results: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
     run("off", spec, times, args)  # warm-up: first-call costs land nowhere
     rng = random.Random(0)
     for _ in range(args.rounds):
         order = variants[:]
         rng.shuffle(order)
         for v in order:
-            results[v].append(run(v, spec, times, args))
+            wall, used = run(v, spec, times, args)
+            results[v].append(wall)
+            cpu[v].append(used)
     off = statistics.median(results["off"])
     steps = args.epochs * max(1, args.steps // args.epochs)
     print(f"{steps} steps, {args.rounds} interleaved rounds, refresh_rate={args.refresh_rate}")
@@ -145,10 +160,15 @@ def main() -> None:
             f"  {v:>4}: median {med * 1e3:8.1f} ms  ({med / steps * 1e6:6.1f} us/step)  "
             f"x{med / off:.3f} of off  (per-round median x{per_round:.3f})"
         )
+    cpu_off = statistics.median(cpu["off"])
+    print("  CPU time of the process (less sensitive to other load on the machine):")
+    for v in variants:
+        med = statistics.median(cpu[v])
+        print(f"  {v:>4}: median {med * 1e3:8.1f} ms  x{med / cpu_off:.3f} of off")
     for mode in ("bar", "text"):
-        cost = hook_cost(mode, args.refresh_rate)
+        cost = hook_cost(mode, args.refresh_rate, max(1, args.steps // args.epochs))
         print(
-            f"  {mode} hook alone: {cost * 1e6:.2f} us per batch = "
+            f"  {mode} hooks alone: {cost * 1e6:.2f} us per batch = "
             f"{cost / (off / steps) * 100:.2f}% of an unbarred step"
         )
 

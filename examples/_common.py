@@ -63,10 +63,7 @@ def command_line(
     Precedence: the example's defaults, then its smoke settings (under ``LIGHTKIT_SMOKE=1``),
     then the command line.
     """
-    parser = argparse.ArgumentParser(
-        description=(doc or "").strip().split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(description=(doc or "").strip().split("\n\n")[0])
     group = parser.add_argument_group("hyperparameters (from the functions' signatures)")
     for name, field in spec.hparams_model.model_fields.items():
         value = getattr(spec.hparams, name)
@@ -81,12 +78,14 @@ def command_line(
     group = parser.add_argument_group("trainer flags (lk.TrainerConfig)")
     fields = lk.TrainerConfig.model_fields
     for name, convert in TRAINER_FLAGS.items():
+        default = trainer.get(name, fields[name].default)
         group.add_argument(
             "--" + name.replace("_", "-"),
             dest="tr_" + name,
             type=convert,
+            metavar={int: "N", float: "X"}.get(convert, "VALUE"),  # type: ignore[call-overload]
             default=None,
-            help=f"{fields[name].description or ''} (example default: {trainer.get(name, fields[name].default)!r})",
+            help=f"{fields[name].description or ''} (here: {default!r})".lstrip(),
         )
     for name in SWITCHES:
         group.add_argument(

@@ -145,6 +145,9 @@ def plot_curves(metrics_csv: Path, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
     steps, loss = zip(*series["train/loss"], strict=True)
     ax.plot(steps, loss, lw=1, color="tab:blue", label="train loss")
+    if "val/loss" in series:
+        steps, val_loss = zip(*series["val/loss"], strict=True)
+        ax.plot(steps, val_loss, "s-", ms=3, lw=1, color="tab:green", label="val loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy")
     ax.set_yscale("log")
@@ -171,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         lk.collect(),
         argv,
         doc=__doc__,
-        trainer={"max_epochs": 15, "seed": 0},
+        trainer={"max_epochs": 15, "seed": 0, "log_every_n_steps": 5},
         smoke_hparams={"subset": 256},
         smoke_trainer={"max_epochs": 2, "log_every_n_steps": 1},
         extra=lambda p: p.add_argument("--plot", type=Path, help="write training curves here"),

@@ -60,7 +60,7 @@ from lightkit.spec.decorators import (
 from lightkit.spec.hparams import Hparams
 from lightkit.spec.registry import Registry
 from lightkit.spec.spec import SpecEntry, TrainingSpec
-from lightkit.strategies import SingleDevice, Strategy
+from lightkit.strategies import DDPStrategy, FSDPStrategy, SingleDevice, Strategy
 
 __version__ = "0.1.0"
 
@@ -69,8 +69,10 @@ __all__ = [
     "Callback",
     "CheckpointError",
     "ConfigError",
+    "DDPStrategy",
     "DistributedError",
     "EarlyStopping",
+    "FSDPStrategy",
     "GradientNormMonitor",
     "Hparams",
     "LearningRateMonitor",

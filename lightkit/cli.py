@@ -1002,7 +1002,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     show_traceback = "--traceback" in args
     try:
         return _dispatch(args)
-    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+    except SystemExit as exc:  # argparse (--help: 0, usage: 2); a preempted fit (128 + signal)
+        if getattr(exc, "signum", None) is not None:
+            saved = getattr(exc, "checkpoint", None)
+            sys.stderr.write(
+                f"{prog}: stopped by signal {exc.signum}"  # type: ignore[attr-defined]
+                + (f"; resume from {saved} (--ckpt-path last)\n" if saved else "\n")
+            )
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
         sys.stderr.write(f"{exc.code}\n")

@@ -7,7 +7,8 @@ and the parts of the docs that restate the code are compared with the code.
 
   * ``<!-- skip: why -->``: never run here (several machines, torchrun, a long run);
   * ``<!-- needs: cuda -->``, ``<!-- needs: cuda:2 -->`` (two GPUs), ``<!-- needs: MODULE -->``
-    (an importable module, e.g. ``pytorch_lightning``): run only where that is available;
+    (an importable module, e.g. ``pytorch_lightning``), or several, comma-separated: run
+    only where all of them are available;
   * ``<!-- module: NAME -->``: this and later blocks define functions in module ``NAME``
     (a fresh registry: a second program in the same page);
   * ``<!-- reference: NAME -->``: a complete program, run in a module of its own.
@@ -41,7 +42,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-DOC_FILES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
+DOC_FILES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -96,18 +97,15 @@ def skip_reason(block: Block) -> str | None:
     """Why ``block`` cannot run here, or ``None``."""
     if "skip" in block.markers:
         return block.markers["skip"] or "marked skip"
-    need = block.markers.get("needs")
-    if need is None:
-        return None
-    if need.startswith("cuda"):
-        import torch
+    for need in filter(None, (n.strip() for n in block.markers.get("needs", "").split(","))):
+        if need.startswith("cuda"):
+            import torch
 
-        count = int(need.partition(":")[2] or 1)
-        if not torch.cuda.is_available() or torch.cuda.device_count() < count:
-            return f"needs {count} CUDA device(s)"
-        return None
-    if importlib.util.find_spec(need) is None:
-        return f"needs {need}"
+            count = int(need.partition(":")[2] or 1)
+            if not torch.cuda.is_available() or torch.cuda.device_count() < count:
+                return f"needs {count} CUDA device(s)"
+        elif importlib.util.find_spec(need) is None:
+            return f"needs {need}"
     return None
 
 
@@ -164,15 +162,31 @@ def test_every_page_is_linked_from_the_index() -> None:
     assert not missing, f"docs/index.md links no {missing}"
 
 
+def anchors(path: Path) -> set[str]:
+    """The anchors a code host makes for ``path``'s headings (GitHub's rule)."""
+    found = set()
+    in_code = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if _FENCE.match(line.strip()):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
 def test_relative_links_resolve() -> None:
-    link = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+    link = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
     broken = []
     for path in DOC_FILES:
-        for target in link.findall(path.read_text(encoding="utf-8")):
+        for target, anchor in link.findall(path.read_text(encoding="utf-8")):
             if "://" in target or target.startswith("mailto:"):
                 continue
-            if not (path.parent / target).exists():
+            file = path.parent / target if target else path
+            if not file.exists():
                 broken.append(f"{path.name}: {target}")
+            elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+                broken.append(f"{path.name}: {target}#{anchor}")
     assert not broken, broken
 
 
@@ -236,9 +250,7 @@ def explain_order(spec: Any, stage: str, flags: dict[str, Any]) -> str:
     text = explain(spec, config, stage).render()
     lines = text.splitlines()
     start = lines.index("order:")
-    end = next(
-        (i for i, line in enumerate(lines) if line.startswith("who runs where")), len(lines)
-    )
+    end = next((i for i, line in enumerate(lines) if line.startswith("who runs where")), len(lines))
     body = lines[start:end]
     while body and not body[-1].strip():
         body.pop()
@@ -295,7 +307,9 @@ def update(paths: list[Path]) -> None:
         if "<!-- reference:" in text:
             programs = reference_programs(path)
 
-        def fill(match: re.Match[str]) -> str:
+        def fill(
+            match: re.Match[str], path: Path = path, programs: dict[str, Any] | None = programs
+        ) -> str:
             body = generate(path, match.group("what"), programs)
             return match.group(1) + body + match.group(4)
 
@@ -356,6 +370,44 @@ def test_every_trainer_flag_is_documented_with_its_default() -> None:
         if rows[name] != repr(f.get_default(call_default_factory=True))
     }
     assert not wrong, f"documented default != real default: {wrong}"
+
+
+# -- from Lightning ---------------------------------------------------------------------------
+
+
+def test_from_lightning_maps_every_lightning_hook_and_flag() -> None:
+    """Every ``pl.Trainer`` argument and every LightningModule/Callback hook is in a table of
+    docs/from_lightning.md: supported (with its lightkit form) or not (with the reason)."""
+    pl = pytest.importorskip("pytorch_lightning")
+    import inspect
+
+    from pytorch_lightning.core.hooks import CheckpointHooks, DataHooks, ModelHooks
+
+    rows = [
+        line
+        for line in (DOCS / "from_lightning.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("|")
+    ]
+    first_column = " ".join(r.split("|")[1] for r in rows)
+    mentioned = set(re.findall(r"`(?:\w+\.)*(\w+)", first_column))
+    flags = [p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"]
+    hooks = [
+        name
+        for cls in (ModelHooks, DataHooks, CheckpointHooks, pl.Callback)
+        for name in vars(cls)
+        if not name.startswith("_")
+    ]
+    missing = sorted({n for n in flags + hooks if n not in mentioned})
+    assert not missing, f"Lightning names docs/from_lightning.md does not map: {missing}"
+
+
+def test_from_lightning_lists_every_lightkit_flag() -> None:
+    from lightkit.engine.config import TrainerConfig
+
+    text = (DOCS / "from_lightning.md").read_text(encoding="utf-8")
+    table = text[text.index("## Trainer flags") : text.index("## Trainer methods")]
+    missing = [f for f in TrainerConfig.model_fields if f"`{f}`" not in table]
+    assert not missing, f"TrainerConfig fields missing from the flag table: {missing}"
 
 
 # -- error codes -----------------------------------------------------------------------------

@@ -82,6 +82,16 @@ def test_digits(tmp_path: Path) -> None:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@needs_sklearn
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
+def test_digits_scales_by_flags_to_two_processes(tmp_path: Path) -> None:
+    r = run_example("digits", tmp_path, "--strategy", "ddp", "--devices", "2")
+    # 256 samples in batches of 64, split over two ranks: 2 steps per epoch instead of 4.
+    assert r["steps"] == 4 and r["epochs"] == 2
+    assert_finite(r["test_acc"], r["val_acc"], r["train_loss"])
+    assert Path(r["checkpoint"]).is_file()
+
+
 def test_finetune_llm(tmp_path: Path) -> None:
     r = run_example("finetune_llm", tmp_path)
     assert_finite(r["pretrain_code_val_ppl"], r["docs_ppl_before"], r["docs_ppl_after"])

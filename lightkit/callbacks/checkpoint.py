@@ -325,8 +325,11 @@ class ModelCheckpoint(Callback):
         self._last_time = time.monotonic()
         keep = {str(topk_path), str(last_path), self.best_model_path, *self.best_k_models}
         if rt.is_global_zero:
+            folder = self._dir().resolve()
             for old in removals:
-                if old not in keep:
+                # Only files of this folder: a previous run's files (another version folder)
+                # are never deleted.
+                if old not in keep and Path(old).resolve().is_relative_to(folder):
                     _remove(Path(old))
         if self.verbose and rt.is_global_zero:
             print(
@@ -465,7 +468,12 @@ class ModelCheckpoint(Callback):
 
 def _remove(path: Path) -> None:
     try:
-        path.unlink()
+        if path.is_dir() and not path.is_symlink():  # a sharded checkpoint is a folder
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     except FileNotFoundError:
         pass
     except OSError as exc:

@@ -211,8 +211,8 @@ class ProgressBar(Callback):
                 self._write(self._train_line(ctx, n))
             return
         now = time.monotonic()
-        if now < self._next_draw and n != self._train_total:
-            return
+        if now < self._next_draw:
+            return  # the epoch's end draws the final state
         self._next_draw = now + self.min_interval
         bar = self._train
         bar.set_postfix_str(format_metrics(self._metrics()), refresh=False)
@@ -228,8 +228,9 @@ class ProgressBar(Callback):
         if bar is None:
             return
         bar.set_postfix_str(format_metrics(self._metrics()), refresh=False)
-        bar.update(self._train_n - bar.n)
-        bar.refresh()
+        delta = self._train_n - bar.n
+        if not (delta and bar.update(delta)):  # one draw, whether update drew or not
+            bar.refresh()
         if self.leave:
             bar.close()
             self._train = None

@@ -38,6 +38,9 @@ class Preempted(SystemExit):
         self.signum = signum
         self.checkpoint = checkpoint
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.signum, self.checkpoint))
+
 
 class Preemption:
     """The signal handlers of one ``fit`` call and the loop's check for them."""

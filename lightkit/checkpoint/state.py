@@ -237,12 +237,24 @@ def _owner(engine: Engine, optimizer: torch.optim.Optimizer) -> nn.Module | None
 
 def _grads(engine: Engine) -> dict[str, dict[str, torch.Tensor]]:
     """Gradients held between optimizer steps (an unfinished accumulation window)."""
+    from lightkit.strategies.base import Strategy
+
     out: dict[str, dict[str, torch.Tensor]] = {}
     for name, module in engine.models.items():
         user = engine.runtime.unwrap(getattr(module, "_orig_mod", module))
         grads = {n: p.grad for n, p in user.named_parameters() if p.grad is not None}
         if grads:
             out[name] = grads
+    strategy = engine.runtime.strategy
+    if out and type(strategy).module_state_dict is not Strategy.module_state_dict:
+        # Sharded gradients: not stored. A resume restarts the accumulation window.
+        warnings.warn(
+            f"checkpoint saved inside an accumulation window: under strategy "
+            f"{strategy.name!r} the window's gradients are not stored, so a resumed run "
+            f"recomputes the window from its next batch.",
+            stacklevel=4,
+        )
+        return {}
     return out
 
 
@@ -250,13 +262,14 @@ def _grads(engine: Engine) -> dict[str, dict[str, torch.Tensor]]:
 def search_dirs(engine: Engine) -> list[Path]:
     """The folders ``ckpt_path="last"|"best"`` search: checkpoint callbacks' folders, then the
     run folders ``<default_root_dir>/lightkit_logs/<name>/version_*/checkpoints``."""
+    from lightkit.callbacks.checkpoint import ModelCheckpoint
     from lightkit.engine.engine import run_name
 
-    dirs: list[Path] = []
-    for cb in engine.callbacks:
-        dirpath = getattr(cb, "dirpath", None)
-        if dirpath is not None and type(cb).__name__ == "ModelCheckpoint":
-            dirs.append(Path(dirpath))
+    dirs: list[Path] = [
+        Path(cb.dirpath)
+        for cb in engine.callbacks
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None
+    ]
     logs = engine.config.root_dir / "lightkit_logs"
     own = sorted(logs.glob(f"{run_name(engine.spec)}/version_*/checkpoints"))
     dirs.extend(own if own else sorted(logs.glob("*/version_*/checkpoints")))
@@ -301,7 +314,7 @@ def find_checkpoint(engine: Engine, which: str) -> tuple[Path, dict[str, Any]] |
     files = _candidates(dirs)
     if which == "best":
         previous = getattr(engine, "previous_best", None)
-        if previous is not None and Path(previous).is_file():
+        if previous is not None and Path(previous).exists():
             found = _first_loadable(engine, [Path(previous)], which)
             if found is not None:
                 return found
@@ -332,7 +345,7 @@ def _recorded_best(path: Path, ckpt: dict[str, Any]) -> Path | None:
     for state in entries:
         best = Path(state["best_model_path"])
         for candidate in (best, path.parent / best.name):
-            if candidate.is_file():
+            if candidate.exists():  # a file, or a sharded checkpoint's folder
                 return candidate
     return None
 

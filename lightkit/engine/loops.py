@@ -44,6 +44,7 @@ import contextlib
 import math
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -154,6 +155,9 @@ def fit_loop(engine: Engine) -> None:
     log_every = cfg.log_every_n_steps
     loggers = engine.loggers
     deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
+    # The ranks' clocks differ: with max_time and several processes they agree each batch
+    # (one small collective) so that all stop after the same batch.
+    agree = rt.strategy.reduce_any if rt.world_size > 1 else bool
     max_steps, max_epochs = limits.max_steps, limits.max_epochs
     can_validate = engine.eval_call is not None and bool(engine.eval_loaders) and limits.val != 0
     num_batches = train.num_batches
@@ -162,6 +166,7 @@ def fit_loop(engine: Engine) -> None:
     check_loss = cfg.nonfinite_loss != "ignore"
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     preemption = engine.preemption
+    step = under(autocast, step_call) if rt.autocasts else step_call
 
     ctx.stage = store.stage = "train_epoch"
     events.fire("fit_start")
@@ -197,8 +202,7 @@ def fit_loop(engine: Engine) -> None:
                     call(batch, batch_idx)
             step_of_row = ctx.global_step
             if manual:
-                with autocast():
-                    output = step_call(batch, batch_idx)
+                output = step(batch, batch_idx)
                 end_iteration()  # 16-mixed: the scaler updates once its optimizers stepped
                 ctx.global_step += 1
             else:
@@ -206,10 +210,17 @@ def fit_loop(engine: Engine) -> None:
                 # DDP decides in forward whether the coming backward all-reduces, so inside an
                 # accumulation window forward and backward both skip the sync (FSDP checks at
                 # backward): one gradient all-reduce per window.
-                with no_sync(rt, models) if sync_free and not window_end else _NO_CONTEXT:
-                    with autocast():
-                        output = step_call(batch, batch_idx)
-                loss = loss_of(output, engine)
+                if sync_free and not window_end:
+                    with no_sync(rt, models):
+                        output = step(batch, batch_idx)
+                else:
+                    output = step(batch, batch_idx)
+                # A scalar tensor is the common case; loss_of reads every other form.
+                loss = (
+                    output
+                    if type(output) is Tensor and not output.dim()
+                    else loss_of(output, engine)
+                )
                 if loss is not None:
                     raw_loss = loss
                     if accumulate > 1:
@@ -252,7 +263,7 @@ def fit_loop(engine: Engine) -> None:
                 stop_requested = ctx.should_stop and can_stop(engine, epoch)
             if max_steps != -1 and ctx.global_step >= max_steps:
                 engine.stopped_by, stop = "max_steps", True
-            elif deadline is not None and time.monotonic() >= deadline:
+            elif deadline is not None and agree(time.monotonic() >= deadline):
                 engine.stopped_by, stop = "max_time", True
             elif stop_requested:
                 engine.stopped_by, stop = engine.stopped_by or "should_stop", True
@@ -321,9 +332,6 @@ def skip_optimizer_step(engine: Engine) -> None:
         step_schedulers(engine, "step", engine.ctx.global_step)
 
 
-_NO_CONTEXT = contextlib.nullcontext()
-
-
 def no_sync(rt: Any, models: list[Any]) -> contextlib.AbstractContextManager[Any]:
     """Skip gradient synchronisation of every model (DDP ``no_sync``, FSDP's flag)."""
     if len(models) == 1:
@@ -332,6 +340,17 @@ def no_sync(rt: Any, models: list[Any]) -> contextlib.AbstractContextManager[Any
     for m in models:
         stack.enter_context(rt.no_backward_sync(m))
     return stack
+
+
+def under(context: Callable[[], Any], call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call`` run inside ``context()`` (the precision's autocast), as one callable; the loop
+    binds it once instead of entering a no-op context every step."""
+
+    def run(*args: Any) -> Any:
+        with context():
+            return call(*args)
+
+    return run
 
 
 def can_stop(engine: Engine, epochs_done: int) -> bool:

@@ -216,7 +216,11 @@ def _floats(values: dict[str, Any]) -> dict[str, float]:
     """Convert to floats with at most one device->host copy per device."""
     tensors = [(k, v) for k, v in values.items() if isinstance(v, torch.Tensor)]
     out = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
-    if tensors:
+    if tensors and all(v.device.type == "cpu" for _, v in tensors):
+        # Nothing to copy: reading each value costs ~1 us, a stack ~30 us (logger rows and the
+        # progress bar read metrics often).
+        out.update({k: float(v) for k, v in tensors})
+    elif tensors:
         flat = torch.stack([v.reshape(()).to(torch.float64) for _, v in tensors]).tolist()
         out.update({k: x for (k, _), x in zip(tensors, flat, strict=True)})
     return {k: out[k] for k in values}

@@ -99,6 +99,8 @@ class Schedule:
     stage: str
     entries: list[Entry]
     facts: dict[str, Any] = attrs.field(factory=dict)
+    #: Every event's listeners, also of events this schedule never reaches (``exception``).
+    listening: dict[str, tuple[Listener, ...]] = attrs.field(factory=dict)
 
     def calls(self) -> list[str]:
         """The name of every user function, hook and callback method called, in order."""
@@ -110,6 +112,7 @@ class Schedule:
                 "stage": self.stage,
                 "facts": self.facts,
                 "entries": [e.to_dict() for e in self.entries],
+                "listening": {k: [x.to_dict() for x in v] for k, v in self.listening.items()},
             },
             indent=2,
             default=str,
@@ -175,6 +178,7 @@ class _Recorder:
         self.engine = engine
         self.budget = budget
         self.entries: list[Entry] = []
+        self.listening: dict[str, tuple[Listener, ...]] = {}  # event -> its listeners
         self.sanity = False
         self.plans = {id(p.fn): p for p in engine.spec.plans}
         self.hparams = engine.spec.hparams.as_dict()
@@ -233,6 +237,8 @@ class _Recorder:
 
     def event(self, name: str, callers: tuple[Any, ...]) -> Callable[..., None]:
         listeners = tuple(self.listener(c, self.kind_of(c)) for c in callers)
+        if listeners:
+            self.listening[name] = listeners
         # Checkpoint callbacks keep their own books (did validation run since the last save?):
         # their methods run, so their save decisions are theirs.
         passing = tuple(
@@ -512,7 +518,7 @@ def explain(
     facts = _facts(engine, config, stage, world_size)
     if truncated:
         facts["truncated"] = len(recorder.entries)
-    return Schedule(stage, recorder.entries, facts)
+    return Schedule(stage, recorder.entries, facts, recorder.listening)
 
 
 def _mark_unsynced(entries: list[Entry], world_size: int, accumulate: int) -> None:

@@ -269,10 +269,19 @@ def _who(schedule: Schedule) -> list[str]:
     lines: list[str] = []
     for what, listeners in seen.items():
         lines.append(what)
-        width = max(len(x.call) for x in listeners)
-        for x in listeners:
-            lines.append(f"  {x.kind:<8} {x.call:<{width}}  at {x.where}")
+        lines.extend(_listener_lines(listeners))
+    unreached = {k: v for k, v in schedule.listening.items() if k not in seen}
+    if unreached:
+        lines.append("only if it happens (not in this schedule):")
+        for what, listeners in unreached.items():
+            lines.append(f"  {what}")
+            lines.extend(f"  {line}" for line in _listener_lines(listeners))
     return lines
+
+
+def _listener_lines(listeners: Sequence[Listener]) -> list[str]:
+    width = max(len(x.call) for x in listeners)
+    return [f"  {x.kind:<8} {x.call:<{width}}  at {x.where}" for x in listeners]
 
 
 def render(schedule: Schedule) -> str:

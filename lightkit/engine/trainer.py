@@ -209,7 +209,7 @@ def _finish(engine: Engine, stage: str, status: str) -> None:
         # What was logged before the error reaches the files, then the error propagates.
         try:
             engine.log_rows(engine.store.take_unwritten(), engine.ctx.global_step)
-        except Exception:  # noqa: BLE001 - never mask the run's own error
+        except Exception:
             pass
     for cb in engine.callbacks:
         try:

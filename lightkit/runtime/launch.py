@@ -89,14 +89,10 @@ class Launcher:
     """Starts ``nprocs`` ranks on this machine and supervises them (see the module docstring)."""
 
     nprocs: int
-    start_method: str = attrs.field(
-        default="spawn", validator=attrs.validators.in_(START_METHODS)
-    )
+    start_method: str = attrs.field(default="spawn", validator=attrs.validators.in_(START_METHODS))
     failure_timeout: float = 10.0
 
-    def launch(
-        self, trainer: Trainer, stage: str, spec: TrainingSpec, ckpt_path: Any
-    ) -> Result:
+    def launch(self, trainer: Trainer, stage: str, spec: TrainingSpec, ckpt_path: Any) -> Result:
         """Run ``trainer.<stage>(spec, ckpt_path)`` on every rank; return rank 0's result."""
         job = Job(trainer.config, stage, spec, _plain_path(ckpt_path))
         port = free_port()
@@ -141,9 +137,9 @@ def _check_fork() -> None:
         )
     # Import now what every rank imports while setting up (DDP imports torch._dynamo):
     # forked ranks then inherit it instead of each paying seconds for it.
-    import torch._dynamo  # noqa: F401
-    import torch.distributed.nn.functional  # noqa: F401
-    import torch.nn.parallel  # noqa: F401
+    import torch._dynamo
+    import torch.distributed.nn.functional
+    import torch.nn.parallel
 
 
 def _dumps_job(job: Job) -> bytes:
@@ -288,16 +284,17 @@ class _Outcome:
     timed_out: list[int] = attrs.field(factory=list)
 
     def result_or_raise(self, nprocs: int) -> Result:
-        codes = ", ".join(f"rank {r}: {_describe_code(c)}" for r, c in sorted(self.exitcodes.items()))
+        codes = ", ".join(
+            f"rank {r}: {_describe_code(c)}" for r, c in sorted(self.exitcodes.items())
+        )
         if not self.failures and self.result is not None:
             return pickle.loads(self.result)  # type: ignore[no-any-return]
         if not self.failures:
-            raise DistributedError(
-                f"rank 0 ended without a result ({codes}).", code="rank-failed"
-            )
+            raise DistributedError(f"rank 0 ended without a result ({codes}).", code="rank-failed")
         root = min(self.failures, key=lambda f: (f.secondary, f.at))
         others = [
-            f"  rank {f.rank}: {f.summary}" for f in sorted(self.failures, key=lambda f: f.rank)
+            f"  rank {f.rank}: {f.summary}"
+            for f in sorted(self.failures, key=lambda f: f.rank)
             if f is not root
         ]
         stopped = [f"  rank {r}: stopped (no exit after the failure)" for r in self.timed_out]

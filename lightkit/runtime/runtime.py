@@ -56,6 +56,18 @@ class Runtime:
         self.device: torch.device = _strategy.device
         self._transfer = self._make_transfer()
         self._launched = False
+        # The loops call these every step: skip the plugin layers that would only forward to
+        # the plain PyTorch call (a few Python calls per step on a tiny model).
+        precision_type = type(self.precision)
+        self._plain_backward = (
+            type(_strategy).backward is Strategy.backward
+            and precision_type.backward is Precision.backward
+        )
+        self._plain_step = (
+            precision_type.optimizer_step is Precision.optimizer_step
+            and precision_type.update is Precision.update
+        )
+        self._unscales = precision_type.unscale_gradients is not Precision.unscale_gradients
 
     @classmethod
     def from_strategy(cls, strategy: Strategy) -> Runtime:
@@ -135,8 +147,16 @@ class Runtime:
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return self.precision.autocast()
 
+    @property
+    def autocasts(self) -> bool:
+        """Whether :meth:`autocast` does anything (a loop may skip entering it when not)."""
+        return type(self.precision).autocast is not Precision.autocast
+
     def backward(self, loss: torch.Tensor) -> None:
-        self.strategy.backward(loss)
+        if self._plain_backward:
+            loss.backward()
+        else:
+            self.strategy.backward(loss)
 
     def no_backward_sync(self, module: nn.Module) -> contextlib.AbstractContextManager[Any]:
         return self.strategy.no_backward_sync(module)
@@ -144,7 +164,8 @@ class Runtime:
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         """Divide ``optimizer``'s gradients by the loss scale (16-mixed; a no-op otherwise).
         Once per step: later calls, and the step itself, do not unscale again."""
-        self.precision.unscale_gradients(optimizer)
+        if self._unscales:
+            self.precision.unscale_gradients(optimizer)
 
     def clip_gradients(
         self,
@@ -161,6 +182,9 @@ class Runtime:
         """Step ``optimizer`` through the precision plugin (a scaler may skip the step); return
         whether it really stepped. With several optimizers per iteration pass ``update=False``
         to all but the last, so the loss scale updates once."""
+        if self._plain_step:
+            optimizer.step()
+            return True
         stepped = self.precision.optimizer_step(optimizer)
         if update:
             self.precision.update()

@@ -11,9 +11,18 @@ from typing import Any
 
 from lightkit.errors import ConfigError, did_you_mean
 from lightkit.strategies.base import Strategy
+from lightkit.strategies.ddp import DDPStrategy
+from lightkit.strategies.fsdp import FSDPStrategy
 from lightkit.strategies.single_device import SingleDevice
 
-__all__ = ["STRATEGIES", "SingleDevice", "Strategy", "strategy_class"]
+__all__ = [
+    "STRATEGIES",
+    "DDPStrategy",
+    "FSDPStrategy",
+    "SingleDevice",
+    "Strategy",
+    "strategy_class",
+]
 
 #: Config name -> "module:class"; imported on use so ``import lightkit`` stays light.
 STRATEGIES: dict[str, str] = {

@@ -12,6 +12,7 @@ window of k batches all-reduces once, in its last backward.
 from __future__ import annotations
 
 import contextlib
+import functools
 from datetime import timedelta
 from typing import Any
 
@@ -24,15 +25,14 @@ from lightkit.strategies.base import Strategy
 from lightkit.strategies.process_group import ProcessGroup, make_launcher, to_timedelta
 
 
+@functools.cache
 def _has_forward_sync_buffers() -> bool:
+    """Newer torch renamed ``broadcast_buffers`` (the old name warns)."""
     import inspect
 
     from torch.nn.parallel import DistributedDataParallel
 
     return "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-
-
-_NEW_BUFFER_FLAG = _has_forward_sync_buffers()
 
 
 @attrs.define
@@ -129,7 +129,7 @@ class DDPStrategy(Strategy):
         kwargs: dict[str, Any] = {}
         if self.bucket_cap_mb is not None:
             kwargs["bucket_cap_mb"] = self.bucket_cap_mb
-        if _NEW_BUFFER_FLAG and self.broadcast_buffers:
+        if self.broadcast_buffers and _has_forward_sync_buffers():
             kwargs["forward_sync_buffers"] = True  # newer torch's name for the default
         else:
             kwargs["broadcast_buffers"] = self.broadcast_buffers

@@ -153,7 +153,9 @@ class FSDPStrategy(Strategy):
         from lightkit.precision.mixed import MixedPrecision
 
         if isinstance(self.precision, MixedPrecision):
-            return MixedPrecisionPolicy(param_dtype=self.precision.dtype, reduce_dtype=torch.float32)
+            return MixedPrecisionPolicy(
+                param_dtype=self.precision.dtype, reduce_dtype=torch.float32
+            )
         return MixedPrecisionPolicy()
 
     def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
@@ -319,8 +321,10 @@ def _save_sharded(strategy: FSDPStrategy, state: dict[str, Any], path: Path) -> 
 
 def _load_sharded(path: Path) -> dict[str, Any]:
     """A sharded checkpoint as full tensors (every rank reads what it needs to reshard)."""
-    import torch.distributed.checkpoint as dcp
+    import torch.distributed as dist
+    from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     class SafePlanner(_EmptyStateDictLoadPlanner):  # type: ignore[misc]
         """DCP unpickles non-tensor values with weights_only=False; a checkpoint must not run
@@ -344,7 +348,13 @@ def _load_sharded(path: Path) -> dict[str, Any]:
 
     state: dict[str, Any] = {}
     try:
-        dcp.load(state, checkpoint_id=path, planner=SafePlanner())
+        # dcp.load() fills only keys the given dict has; the loader under it fills an empty one.
+        _load_state_dict(
+            state,
+            storage_reader=FileSystemReader(path),
+            no_dist=not (dist.is_available() and dist.is_initialized()),
+            planner=SafePlanner(),
+        )
     except CheckpointError:
         raise
     except Exception as exc:

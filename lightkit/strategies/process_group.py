@@ -118,7 +118,7 @@ class ProcessGroup:
         # Modules whose default arguments capture `group.WORLD` when imported: import them
         # before the group exists, or they keep it (and its gloo threads) alive after
         # destroy_process_group(), until interpreter exit. DDP imports them lazily.
-        import torch.distributed.nn.functional  # noqa: F401
+        import torch.distributed.nn.functional
 
         backend = self.backend or ("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
@@ -266,7 +266,7 @@ class ProcessGroup:
         from lightkit.utils.data import EvenBatches
 
         length = loader_length(loader)
-        if self.reduce_any(length is None):  # some rank cannot tell its length: agree batch by batch
+        if self.reduce_any(length is None):  # a rank cannot tell: agree batch by batch
             return EvenBatches(loader, any_done=self.reduce_any)
         assert length is not None
         lengths = self.all_gather(torch.tensor(length, dtype=torch.int64)).tolist()

@@ -4,6 +4,9 @@ from the global generator, and a dataset that returns its indices."""
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -38,8 +41,9 @@ class IndexedData(Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int):
-        # A random augmentation drawn from the global generator in the process that loads.
-        noise = 0.01 * torch.randn(N_IN)
+        # Random augmentations drawn from the global generators (torch, numpy, python) of the
+        # process that loads the sample.
+        noise = 0.01 * torch.randn(N_IN) + 0.001 * float(np.random.rand() + random.random())
         return self.x[i] + noise, self.y[i], i
 
 
@@ -107,6 +111,10 @@ def interrupt(ctx, batch_idx):
         os.kill(os.getpid(), signal.SIGKILL)
     if CONTROL["signal_at"] == at:
         os.kill(os.getpid(), getattr(signal, CONTROL["signal"] or "SIGTERM"))
+    # Ranks started by the launcher see only the environment: "epoch,batch_idx,rank".
+    ranked = os.environ.get("LK_TEST_SIGTERM_AT")
+    if ranked and tuple(map(int, ranked.split(","))) == (*at, ctx.rank):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def reset() -> None:

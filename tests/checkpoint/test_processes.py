@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 import lightkit as lk
@@ -140,3 +141,18 @@ def test_sigterm_saves_flushes_runs_the_users_handler_and_exits_143(tmp_path):
     assert_same_run(ref, got)
     assert rows + got["rows"] == ref["rows"]
     assert os.path.exists(last)
+
+
+def test_ddp_preemption_stops_every_rank_after_the_same_batch(tmp_path, monkeypatch):
+    """Only rank 0 gets SIGTERM; both ranks stop after the same batch (they agree through a
+    collective) and last.ckpt is written once, at that batch."""
+    ddp = {"devices": 2, "strategy": "ddp", "accelerator": "cpu", "max_epochs": 2}
+    monkeypatch.setenv("LK_TEST_SIGTERM_AT", "0,2,0")
+    with pytest.raises((SystemExit, lk.DistributedError)) as info:
+        lk.Trainer(**flags(tmp_path, **ddp)).fit(SPEC)
+    text = str(getattr(info.value, "code", "")) + str(info.value)
+    assert "rank 1: exit code 143" in text or text == "143", text
+    last = tmp_path / RUN_DIR / "checkpoints/last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert (ckpt["loop"]["epoch"], ckpt["loop"]["batches_done"]) == (0, 3)
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]

@@ -105,6 +105,9 @@ def test_resume_from_epoch_end_checkpoint(tmp_path):
     trainer = lk.Trainer(**flags(tmp_path))
     result = trainer.fit(SPEC, ckpt_path="last")
     assert_same_run(ref, snapshot(trainer, result))
+    # The resumed run writes into its own folder and never deletes the first run's file.
+    assert ckpts[0].exists()
+    assert result.best_checkpoint == result.log_dir / "checkpoints" / "epoch=2-step=30.ckpt"
 
 
 def test_stop_inside_window_saves_accumulated_gradients(tmp_path):

@@ -162,6 +162,7 @@ def odd_net(act: object = Activation()) -> nn.Module:
     return nn.Linear(resumable.N_IN, resumable.N_OUT)
 
 
+@pytest.mark.filterwarnings("ignore:spec.json not written")
 def test_non_primitive_hyperparameters_are_refused_before_training(tmp_path):
     reg = lk.Registry()
     reg.model(odd_net, name="net")

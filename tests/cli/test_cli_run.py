@@ -202,6 +202,8 @@ def test_explain_other_stages_and_manual_optimization(run_cli):
     assert schedule["facts"]["manual_optimization"] is True
     whats = {e["what"] for e in schedule["entries"]}
     assert "training_step" in whats and "backward" not in whats  # the step does it itself
+    # Listeners of events a run reaches only when something happens are listed too.
+    assert schedule["listening"]["exception"][0]["call"] == "on_crash(exception, ctx)"
 
 
 def test_explain_is_the_same_as_its_python_function():
@@ -215,3 +217,22 @@ def test_explain_is_the_same_as_its_python_function():
         "on_fit_start", "ModelSummary.on_fit_start", "on_sanity_check_start",
     ]  # fmt: skip
     assert "fit_end" in schedule.render()
+    # A long run is recorded up to a budget, and the text says where it stopped.
+    endless = explain(spec, lk.TrainerConfig(max_epochs=-1, max_steps=-1), max_entries=500)
+    assert len(endless.entries) == endless.facts["truncated"] == 500
+    assert "the dry run stopped after 500 entries" in endless.render()
+
+
+def test_plot_draws_a_run_s_metrics(run_cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    flags = ["--max-epochs", "2", "--default-root-dir", str(tmp_path), "--logger", "csv", *QUIET]
+    code, _, err = run_cli("fit", TINY, *flags)
+    assert code == 0, err
+    run_dir = tmp_path / "lightkit_logs" / "cli_tiny" / "version_0"
+    code, out, err = run_cli("plot", str(run_dir), "--output", str(tmp_path / "curves.png"))
+    assert code == 0, err
+    assert out.strip() == str(tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run_cli("plot", str(tmp_path / "empty"))
+    assert code == 1
+    assert err.startswith("lightkit plot: error:") and "Traceback" not in err

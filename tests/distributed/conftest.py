@@ -1,36 +1,19 @@
-"""Fixtures for the multi-process tests: two gloo ranks on CPU, tiny data."""
+"""Fixtures for the multi-process tests: two gloo ranks on CPU, tiny float64 data."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import lightkit as lk
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
+from tests.distributed.support import reference_flags
 
 
 @pytest.fixture
 def flags(tmp_path: Path) -> dict[str, Any]:
-    """Quiet CPU float64 runs; other helpers own the callbacks and loggers."""
-    return {
-        "accelerator": "cpu",
-        "precision": "64-true",
-        "seed": 0,
-        "max_epochs": 2,
-        "num_sanity_val_steps": 0,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "logger": False,
-        "default_root_dir": str(tmp_path),
-    }
+    return reference_flags(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -40,23 +23,17 @@ def spec() -> lk.TrainingSpec:
     return lk.collect(programs)
 
 
-def run_script(name: str, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``scripts/<name>`` in a fresh interpreter with the repository importable."""
-    environ = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **env}
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=environ,
-        cwd=str(ROOT),
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory, spec: lk.TrainingSpec) -> dict[str, Any]:
+    """One process: global batch 64 (and 32 x 4 accumulated) in DistributedSampler's order,
+    what two ranks of 32 (of 16 x 4) must reproduce; and the same for three epochs."""
+    base = reference_flags(tmp_path_factory.mktemp("reference"))
+    one = spec.with_hparams(reference=True)
+    plain = lk.Trainer(**base).fit(one.with_hparams(batch_size=64, val_batch_size=64))
+    accumulated = lk.Trainer(**base, accumulate_grad_batches=4, check_val_every_n_epoch=None).fit(
+        one.with_hparams(batch_size=32)
     )
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    longer = lk.Trainer(**{**base, "max_epochs": 3}).fit(
+        one.with_hparams(batch_size=64, val_batch_size=64)
+    )
+    return {"plain": plain, "accumulated": accumulated, "three_epochs": longer}

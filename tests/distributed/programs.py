@@ -40,8 +40,35 @@ class RankCounted(IterableDataset):  # type: ignore[type-arg]
             yield x, x.sum(1, keepdim=True)
 
 
+class Block(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.tanh(self.linear(x))
+
+
+class Deep(nn.Module):
+    """Repeated blocks in a ModuleList: what FSDP's default policy shards one by one."""
+
+    def __init__(self, blocks: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 16)
+        self.blocks = nn.ModuleList(Block(16) for _ in range(blocks))
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.out(x)
+
+
 @lk.model
-def net() -> nn.Module:
+def net(blocks: int = 0) -> nn.Module:
+    if blocks:
+        return Deep(blocks)
     return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
 
 
@@ -126,6 +153,12 @@ def count_allreduces(net, ctx, count_comm: bool = False, marker_dir: str = ""):
 
 
 @lk.on("train_epoch_end")
-def report_allreduces(count_comm: bool = False):
+def report_allreduces(net, count_comm: bool = False):
     if count_comm:
         lk.log("allreduces", float(_ALLREDUCES[0]))
+    from torch.distributed.fsdp import FSDPModule
+
+    units = sum(isinstance(m, FSDPModule) for m in net.modules())
+    if units:
+        lk.log("fsdp_units", float(units))
+        lk.log("param_dtype_bits", float(next(net.parameters()).dtype.itemsize * 8))

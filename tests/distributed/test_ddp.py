@@ -15,45 +15,8 @@ import torch
 import torch.distributed as dist
 
 import lightkit as lk
-from lightkit.strategies.ddp import DDPStrategy
 from tests.distributed.programs import N_TRAIN, N_VAL
-
-ATOL = 1e-12
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert sa[key].dtype == torch.float64
-        torch.testing.assert_close(sa[key], sb[key], atol=ATOL, rtol=0, msg=key)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, lk.Result]:
-    """One process, global batch 64 (and 32 x 4 accumulated), the DistributedSampler order."""
-    from tests.distributed import programs
-
-    spec = lk.collect(programs)
-    base = {
-        "accelerator": "cpu",
-        "precision": "64-true",
-        "seed": 0,
-        "max_epochs": 2,
-        "num_sanity_val_steps": 0,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "logger": False,
-        "default_root_dir": str(tmp_path_factory.mktemp("reference")),
-    }
-    plain = lk.Trainer(**base).fit(
-        spec.with_hparams(batch_size=64, val_batch_size=64, reference=True)
-    )
-    accumulated = lk.Trainer(**base, accumulate_grad_batches=4, check_val_every_n_epoch=None).fit(
-        spec.with_hparams(batch_size=32, reference=True)
-    )
-    return {"plain": plain, "accumulated": accumulated}
+from tests.distributed.support import ATOL, assert_same_weights
 
 
 def test_two_ranks_of_32_equal_one_process_of_64(
@@ -78,9 +41,13 @@ def test_accumulation_all_reduces_once_per_window(
     spec: lk.TrainingSpec, flags: dict[str, Any], reference: dict[str, lk.Result]
 ) -> None:
     # 256 samples, 16 per rank per batch -> 8 batches per epoch; 4 per window -> 2 windows.
-    strategy = DDPStrategy(start_method="fork")
+    strategy = lk.DDPStrategy(start_method="fork")
     result = lk.Trainer(
-        **flags, devices=2, strategy=strategy, accumulate_grad_batches=4, check_val_every_n_epoch=None
+        **flags,
+        devices=2,
+        strategy=strategy,
+        accumulate_grad_batches=4,
+        check_val_every_n_epoch=None,
     ).fit(spec.with_hparams(batch_size=16, count_comm=True))
     assert result.global_step == 4
     assert result.metrics["allreduces"] == 4  # one bucket, one all-reduce per window
@@ -91,7 +58,10 @@ def test_without_accumulation_every_batch_all_reduces(
     spec: lk.TrainingSpec, flags: dict[str, Any]
 ) -> None:
     result = lk.Trainer(
-        **flags, devices=2, strategy=DDPStrategy(start_method="fork"), check_val_every_n_epoch=None
+        **flags,
+        devices=2,
+        strategy=lk.DDPStrategy(start_method="fork"),
+        check_val_every_n_epoch=None,
     ).fit(spec.with_hparams(batch_size=16, count_comm=True))
     assert result.metrics["allreduces"] == result.global_step == 16
 
@@ -104,14 +74,16 @@ def test_uneven_batch_counts_are_cut_to_the_shortest_rank(
     result = lk.Trainer(
         **flags,
         devices=2,
-        strategy=DDPStrategy(start_method="fork", timeout=30),
+        strategy=lk.DDPStrategy(start_method="fork", timeout=30),
         check_val_every_n_epoch=None,
     ).fit(spec.with_hparams(uneven=True))
     assert result.global_step == 2 * 4
 
 
-def test_validate_splits_the_data_and_reduces_the_metrics(spec: lk.TrainingSpec, flags: dict[str, Any]) -> None:
-    trainer = lk.Trainer(**flags, devices=2, strategy=DDPStrategy(start_method="fork"))
+def test_validate_splits_the_data_and_reduces_the_metrics(
+    spec: lk.TrainingSpec, flags: dict[str, Any]
+) -> None:
+    trainer = lk.Trainer(**flags, devices=2, strategy=lk.DDPStrategy(start_method="fork"))
     single = lk.Trainer(**flags).validate(spec.with_hparams(val_batch_size=64))
     result = trainer.validate(spec)
     assert result.metrics["val/n"] == N_VAL

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 import lightkit as lk
-from lightkit.strategies.ddp import DDPStrategy
-from tests.distributed.conftest import alive, run_script
+from tests.distributed.support import alive, run_script
 
 
 def _pids(marker_dir: Path) -> list[int]:
@@ -44,7 +43,7 @@ def test_a_rank_raising_ends_the_script_non_zero_with_its_traceback(tmp_path: Pa
 def test_a_rank_dying_or_raising_stops_every_rank(
     mode: str, spec: lk.TrainingSpec, flags: dict[str, Any], tmp_path: Path
 ) -> None:
-    strategy = DDPStrategy(start_method="fork", failure_timeout=5)
+    strategy = lk.DDPStrategy(start_method="fork", failure_timeout=5)
     trainer = lk.Trainer(**flags, devices=2, strategy=strategy)
     run = spec.with_hparams(fail_rank=1, fail_step=3, fail_mode=mode, marker_dir=str(tmp_path))
     with pytest.raises(lk.DistributedError, match="rank 1 of 2 failed first") as info:
@@ -69,7 +68,7 @@ def test_a_rank_that_hangs_after_a_failure_is_stopped(
 ) -> None:
     """Rank 0 raises while rank 1 sleeps outside any collective: rank 1 cannot notice the
     broken group, so the launcher stops it after failure_timeout."""
-    strategy = DDPStrategy(start_method="fork", failure_timeout=2)
+    strategy = lk.DDPStrategy(start_method="fork", failure_timeout=2)
     run = spec.with_hparams(fail_rank=0, fail_step=1, marker_dir=str(tmp_path), hang_rank=1)
     with pytest.raises(lk.DistributedError, match="rank 0 of 2 failed first") as info:
         lk.Trainer(**flags, devices=2, strategy=strategy).fit(run)

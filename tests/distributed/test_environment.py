@@ -1,0 +1,131 @@
+"""Where a process sits (torchrun, SLURM, lightkit's launcher, none) and what the connector
+makes of it; the pieces of the launcher that need no process."""
+
+from __future__ import annotations
+
+import pytest
+
+import lightkit as lk
+from lightkit.runtime.connector import connect
+from lightkit.runtime.environment import ClusterEnvironment, detect, local_rank_env
+from lightkit.runtime.launch import Launcher, is_peer_failure
+from lightkit.utils.data import EvenBatches
+
+TORCHRUN = {
+    "RANK": "3",
+    "WORLD_SIZE": "8",
+    "LOCAL_RANK": "1",
+    "LOCAL_WORLD_SIZE": "2",
+    "GROUP_RANK": "1",
+    "MASTER_ADDR": "10.0.0.1",
+    "MASTER_PORT": "29500",
+}
+
+
+def test_torchrun_variables_make_a_torchrun_rank() -> None:
+    env = detect(TORCHRUN)
+    assert env == ClusterEnvironment(
+        kind="torchrun",
+        rank=3,
+        world_size=8,
+        local_rank=1,
+        local_world_size=2,
+        node_rank=1,
+        main_address="10.0.0.1",
+        main_port=29500,
+    )
+    assert env.joined and env.num_nodes == 4 and env.init_method == "env://"
+
+
+def test_lightkit_launched_ranks_look_like_torchrun_with_a_marker() -> None:
+    env = detect(local_rank_env(1, 2, 12345))
+    assert (env.kind, env.rank, env.world_size, env.main_address) == (
+        "launched",
+        1,
+        2,
+        "127.0.0.1",
+    )
+
+
+def test_slurm_steps_of_several_tasks_are_jobs() -> None:
+    slurm = {
+        "SLURM_NTASKS": "4",
+        "SLURM_PROCID": "2",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "1",
+        "SLURM_NNODES": "2",
+        "SLURM_NODELIST": "gpu[07-08]",
+        "SLURM_JOB_ID": "123456",
+        "SLURM_JOB_NAME": "train",
+    }
+    env = detect(slurm)
+    assert (env.kind, env.rank, env.world_size, env.local_world_size) == ("slurm", 2, 4, 2)
+    assert env.main_address == "gpu07" and env.init_method.startswith("tcp://gpu07:")
+    assert detect({**slurm, "SLURM_NTASKS": "1"}).kind == "local"  # launch ranks ourselves
+    assert detect({**slurm, "SLURM_JOB_NAME": "interactive"}).kind == "local"
+
+
+def test_a_joined_process_starts_nothing() -> None:
+    strategy = connect("cpu", "auto", "ddp", "32-true", env=detect(TORCHRUN))
+    assert isinstance(strategy, lk.DDPStrategy)
+    assert (strategy.rank, strategy.local_rank, strategy.world_size) == (3, 1, 8)
+    assert strategy.launcher is None
+
+
+def test_devices_n_in_a_plain_process_launches() -> None:
+    strategy = connect("cpu", 2, "auto", "32-true", env=ClusterEnvironment())
+    assert isinstance(strategy, lk.DDPStrategy)
+    assert strategy.launcher == Launcher(nprocs=2, start_method="spawn", failure_timeout=10.0)
+    mine = lk.FSDPStrategy(start_method="fork", failure_timeout=3)
+    strategy = connect("cpu", 4, mine, "32-true", env=ClusterEnvironment())
+    assert strategy.launcher == Launcher(nprocs=4, start_method="fork", failure_timeout=3)
+
+
+def test_several_nodes_need_an_outside_launcher() -> None:
+    with pytest.raises(lk.ConfigError, match="torchrun --nnodes 2") as info:
+        connect("cpu", 2, "ddp", "32-true", num_nodes=2, env=ClusterEnvironment())
+    assert info.value.code == "impossible-config"
+
+
+def test_a_run_that_cannot_be_pickled_fails_before_any_process() -> None:
+    from tests.distributed import programs
+
+    pending = (i for i in range(3))  # a generator: no pickler can send it to a rank
+    extra = lk.Registry()
+
+    @extra.on("fit_start")
+    def take_one() -> None:
+        next(pending)
+
+    trainer = lk.Trainer(accelerator="cpu", devices=2, strategy="ddp")
+    with pytest.raises(lk.ConfigError, match="cannot be sent to the rank processes") as info:
+        trainer.fit(lk.collect(programs, extra))
+    assert info.value.code == "unpicklable-run"
+
+
+def test_even_batches() -> None:
+    assert list(EvenBatches(range(5), length=3)) == [0, 1, 2]
+    assert len(EvenBatches(range(5), length=3)) == 3
+    # Agreeing batch by batch: stop as soon as any rank (here: after 2) is done.
+    seen: list[bool] = []
+
+    def any_done(done: bool) -> bool:
+        seen.append(done)
+        return done or len(seen) > 2
+
+    assert list(EvenBatches(iter(range(5)), any_done=any_done)) == [0, 1]
+    with pytest.raises(TypeError):
+        len(EvenBatches(range(5), any_done=any_done))
+
+
+def test_peer_failures_are_told_apart_from_root_causes() -> None:
+    gloo = RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]")
+    assert is_peer_failure(gloo)
+    try:
+        try:
+            raise gloo
+        except RuntimeError as inner:
+            raise lk.StepError("while reducing a metric") from inner
+    except lk.StepError as outer:
+        assert is_peer_failure(outer)
+    assert not is_peer_failure(ValueError("boom"))

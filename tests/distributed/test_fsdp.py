@@ -1,0 +1,92 @@
+"""FSDP2 on two gloo ranks: trains like DDP (and one process), syncs once per accumulation
+window, shards the layers its policy picks, and checkpoints sharded or full, resuming exactly.
+
+float64 throughout: FSDP's reduce-scatter and DDP's all-reduce average the same gradients, so
+the weights agree to rounding (``atol=1e-12, rtol=0``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import lightkit as lk
+from tests.distributed.support import ATOL, assert_same_weights
+
+
+def test_fsdp_matches_ddp_and_one_process(
+    spec: lk.TrainingSpec, flags: dict[str, Any], reference: dict[str, lk.Result]
+) -> None:
+    result = lk.Trainer(**flags, devices=2, strategy=lk.FSDPStrategy(start_method="fork")).fit(spec)
+    single = reference["plain"]
+    assert result.global_step == single.global_step
+    assert_same_weights(result.models["net"], single.models["net"])
+    assert type(result.models["net"]) is torch.nn.Sequential  # rebuilt, unsharded, on the CPU
+    for name in ("train/loss", "val/mse", "val/max", "val/n"):
+        assert result.metrics[name] == pytest.approx(single.metrics[name], abs=ATOL, rel=0)
+
+
+def test_fsdp_accumulates_without_syncing(
+    spec: lk.TrainingSpec, flags: dict[str, Any], reference: dict[str, lk.Result]
+) -> None:
+    result = lk.Trainer(
+        **flags,
+        devices=2,
+        strategy=lk.FSDPStrategy(start_method="fork"),
+        accumulate_grad_batches=4,
+        check_val_every_n_epoch=None,
+    ).fit(spec.with_hparams(batch_size=16))
+    assert result.global_step == 4
+    assert_same_weights(result.models["net"], reference["accumulated"].models["net"])
+
+
+def test_the_default_policy_shards_each_block(spec: lk.TrainingSpec, flags: dict[str, Any]) -> None:
+    strategy = lk.FSDPStrategy(start_method="fork")
+    result = lk.Trainer(**flags, devices=2, strategy=strategy).fit(spec.with_hparams(blocks=3))
+    assert result.metrics["fsdp_units"] == 3 + 1  # every Block, then the model itself
+    only_root = lk.FSDPStrategy(start_method="fork", auto_wrap=set())
+    result = lk.Trainer(**flags, devices=2, strategy=only_root).fit(spec.with_hparams(blocks=3))
+    assert result.metrics["fsdp_units"] == 1
+
+
+def test_bf16_mixed_trains_and_keeps_fp32_weights(
+    spec: lk.TrainingSpec, flags: dict[str, Any]
+) -> None:
+    flags = {**flags, "precision": "bf16-mixed"}
+    result = lk.Trainer(**flags, devices=2, strategy=lk.FSDPStrategy(start_method="fork")).fit(
+        spec.with_hparams(blocks=2)
+    )
+    assert result.metrics["param_dtype_bits"] == 32  # sharded master weights stay float32
+    assert all(p.dtype == torch.float32 for p in result.models["net"].parameters())
+    assert torch.isfinite(torch.tensor(result.metrics["train/loss"]))
+
+
+@pytest.mark.parametrize("kind", ["sharded", "full"])
+def test_checkpoints_resume_exactly(
+    kind: str,
+    spec: lk.TrainingSpec,
+    flags: dict[str, Any],
+    reference: dict[str, lk.Result],
+    tmp_path: Path,
+) -> None:
+    flags = {**flags, "enable_checkpointing": True}
+    strategy = lk.FSDPStrategy(start_method="fork", state_dict_type=kind)
+    first = lk.Trainer(**flags, devices=2, strategy=strategy).fit(spec)
+    ckpt = first.last_checkpoint
+    assert ckpt is not None and ckpt.name.endswith(".ckpt")
+    if kind == "sharded":  # a torch.distributed.checkpoint folder: one shard file per rank
+        assert ckpt.is_dir() and (ckpt / ".metadata").is_file()
+        assert len(list(ckpt.glob("*.distcp"))) == 2
+    else:
+        assert ckpt.is_file()
+    assert not [p for p in ckpt.parent.iterdir() if p.name.startswith(".")]  # no temporaries
+    checked = lk.Trainer(**flags, devices=2, strategy=strategy).validate(spec, ckpt_path=ckpt)
+    assert checked.metrics["val/mse"] == pytest.approx(first.metrics["val/mse"], abs=ATOL, rel=0)
+    resumed = lk.Trainer(**{**flags, "max_epochs": 3}, devices=2, strategy=strategy).fit(
+        spec, ckpt_path=ckpt
+    )
+    assert resumed.global_step == reference["three_epochs"].global_step
+    assert_same_weights(resumed.models["net"], reference["three_epochs"].models["net"])
