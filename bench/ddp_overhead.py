@@ -173,14 +173,18 @@ def rank_main(variant: str, reps: int) -> None:
     spec = lightkit_spec(v)
     _, raw_net = _timed(lambda: run_raw(v))  # warm-up, and both sides compute the same
     _, lk_net = _timed(lambda: run_lightkit(v, spec))
-    same = all(torch.equal(a, b) for a, b in zip(raw_net.parameters(), lk_net.parameters()))
+    same = all(
+        torch.equal(a, b) for a, b in zip(raw_net.parameters(), lk_net.parameters(), strict=True)
+    )
     raw: list[float] = []
     ours: list[float] = []
-    for _ in range(reps):
+    for i in range(reps):
         raw.append(_timed(lambda: run_raw(v))[0])
         ours.append(_timed(lambda: run_lightkit(v, spec))[0])
+        if os.environ.get("BENCH_VERBOSE"):
+            print(f"rank {os.environ['RANK']} rep {i}: {raw[-1]:.3f} {ours[-1]:.3f}", file=sys.stderr)
     if os.environ["RANK"] == "0":
-        ratios = [b / a for a, b in zip(raw, ours)]
+        ratios = [b / a for a, b in zip(raw, ours, strict=True)]
         print(
             "RESULT "
             + json.dumps(
@@ -194,7 +198,7 @@ def rank_main(variant: str, reps: int) -> None:
                     "ratio_median": statistics.median(ratios),
                     "ratio_max": max(ratios),
                     "us_per_step_median": statistics.median(
-                        (b - a) / v.steps * 1e6 for a, b in zip(raw, ours)
+                        (b - a) / v.steps * 1e6 for a, b in zip(raw, ours, strict=True)
                     ),
                 }
             ),

@@ -2,9 +2,11 @@
 
 Both sides do the same work: seed, build the MLP and the optimizer, build a shuffled
 ``DataLoader`` over synthetic data, and iterate it with ``for batch in loader:`` for the same
-number of steps. Runs are interleaved (raw, lightkit, raw, lightkit, ...) in one process, so
-drifting machine load hits both alike; each figure is the ratio of one lightkit run to the raw
-run just before it, and min/median/max are over the repetitions.
+number of steps (the final weights are checked to be bitwise equal). Runs are interleaved in
+one process (raw, lightkit, lightkit, raw, raw, lightkit, ...), so drifting machine load hits
+both alike; each ratio is one lightkit run over the raw run of the same pair, and min/median/max
+are over the repetitions. Times are given as CPU time (``time.process_time``: what the process
+itself spent, robust to other processes on a shared machine) and wall-clock time.
 
 Variants:
 
@@ -40,7 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import lightkit as lk  # noqa: E402
+import lightkit as lk
 
 FEATURES_OFF: dict[str, Any] = {
     "logger": False,
@@ -179,9 +181,12 @@ def measure(v: Variant, reps: int) -> dict[str, Any]:
     )
     wall: tuple[list[float], list[float]] = ([], [])
     cpu: tuple[list[float], list[float]] = ([], [])
-    for _ in range(reps):
-        for side, run in enumerate((lambda: run_raw(v), lambda: run_lightkit(v, spec))):
-            w, c, _ = timed(run)
+    runs = (lambda: run_raw(v), lambda: run_lightkit(v, spec))
+    for rep in range(reps):
+        # Alternate which side goes first (raw, lightkit, lightkit, raw, ...) so that whatever
+        # the first run of a pair leaves behind (allocator state, caches) favours neither.
+        for side in (0, 1) if rep % 2 == 0 else (1, 0):
+            w, c, _ = timed(runs[side])
             wall[side].append(w)
             cpu[side].append(c)
     return {

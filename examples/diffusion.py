@@ -1,16 +1,18 @@
 """A denoising diffusion model (DDPM) that learns to draw scikit-learn's 8x8 digits.
 
 The denoiser is a small U-Net (8x8 -> 4x4 -> 8x8, written below) that predicts the noise added
-to an image at a random step of a cosine noise schedule. After training, ancestral sampling
-turns pure noise into 64 digits, saved as a PNG grid (matplotlib or Pillow; a PGM file if
-neither is installed). Sample quality is measured with a digits classifier: its confidence
-and the spread of its predicted classes on the samples, next to the same numbers on real
-test digits. The classifier is read from ``examples/digits.py``'s newest checkpoint under
-``--default-root-dir`` when there is one; otherwise a small one is trained first (seconds).
+to a training digit (``examples/digits.py``'s training split) at a random step of a cosine
+noise schedule. After training, ancestral sampling turns pure noise into 64 digits, saved as a
+PNG grid (Pillow or matplotlib; a PGM file if neither is installed). The samples are judged
+three ways, next to held-out real digits and to uniform noise: a digits classifier's
+confidence, the spread of the classes it sees, and the distance to the nearest training
+image. The classifier is ``examples/digits.py``'s newest checkpoint under
+``--default-root-dir`` when there is one; otherwise a small one is trained first.
 
-    python examples/diffusion.py                         # a few minutes on two CPU cores
-    python examples/diffusion.py --channels 64 --precision bf16-mixed --max-steps 8000
+    python examples/digits.py && python examples/diffusion.py    # about two minutes here
     python examples/diffusion.py --samples docs/diffusion_samples.png
+    python examples/diffusion.py --channels 64 --batch-size 256 --max-steps 20000 \
+        --precision bf16-mixed --strategy ddp --devices 4
 """
 
 from __future__ import annotations
@@ -31,13 +33,11 @@ from torch.utils.data import DataLoader, TensorDataset
 import lightkit as lk
 
 
-@functools.lru_cache(maxsize=1)
-def digit_images() -> torch.Tensor:
-    """All 1797 digits as ``(N, 1, 8, 8)`` floats in [-1, 1]."""
-    from sklearn.datasets import load_digits
+def digit_images(split: str = "train") -> torch.Tensor:
+    """The digits example's split as ``(N, 1, 8, 8)`` floats in [-1, 1]."""
+    from examples.digits import splits
 
-    images = torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1)
-    return images / 8.0 - 1.0
+    return splits()[split][0] * 2 - 1
 
 
 # -- the noise schedule ---------------------------------------------------------------------------
@@ -100,12 +100,12 @@ class UNet(nn.Module):
 
 
 @lk.model
-def denoiser(channels: int = 32) -> nn.Module:
+def denoiser(channels: int = 16) -> nn.Module:
     return UNet(channels)
 
 
 @lk.train_data
-def images(batch_size: int = 128, subset: int = 0) -> DataLoader:
+def images(batch_size: int = 64, subset: int = 0) -> DataLoader:
     x = digit_images()
     if subset:
         x = x[:subset]
@@ -134,7 +134,11 @@ def optimizer(denoiser, lr: float = 2e-3):
 # -- sampling and its measurement -----------------------------------------------------------------
 @torch.no_grad()
 def sample(model: nn.Module, n: int, timesteps: int, seed: int = 0) -> torch.Tensor:
-    """DDPM ancestral sampling from pure noise; returns ``(n, 1, 8, 8)`` images in [-1, 1]."""
+    """DDPM ancestral sampling from pure noise; returns ``(n, 1, 8, 8)`` images in [-1, 1].
+
+    Each step estimates the clean image from the predicted noise, clips it to the data's
+    range, and draws the previous step from the posterior given that estimate.
+    """
     model.eval()
     p = next(model.parameters())
     gen = torch.Generator().manual_seed(seed)
@@ -145,12 +149,13 @@ def sample(model: nn.Module, n: int, timesteps: int, seed: int = 0) -> torch.Ten
         t = torch.full((n,), i, device=p.device)
         eps = model(x.to(p.device, p.dtype), t).float().cpu()
         alpha = abar[i] / abar_prev[i]
-        mean = (x - (1 - alpha) / (1 - abar[i]).sqrt() * eps) / alpha.sqrt()
+        x0 = ((x - (1 - abar[i]).sqrt() * eps) / abar[i].sqrt()).clamp(-1, 1)
+        x = (abar_prev[i].sqrt() * (1 - alpha) * x0 + alpha.sqrt() * (1 - abar_prev[i]) * x) / (
+            1 - abar[i]
+        )
         if i > 0:
-            var = (1 - abar_prev[i]) / (1 - abar[i]) * (1 - alpha)
-            x = mean + var.sqrt() * torch.randn(x.shape, generator=gen)
-        else:
-            x = mean
+            std = ((1 - abar_prev[i]) / (1 - abar[i]) * (1 - alpha)).sqrt()
+            x = x + std * torch.randn(x.shape, generator=gen)
     return x.clamp(-1, 1)
 
 
@@ -213,18 +218,25 @@ def digits_classifier(root: Path, smoke: bool) -> tuple[nn.Module, str]:
 
 @torch.no_grad()
 def judge(classifier: nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """Mean top-class probability, and the entropy (bits) of the predicted-class histogram:
-    log2(10) = 3.32 means all ten digits appear equally often."""
+    """Three numbers for a batch of images in [-1, 1]: the classifier's mean top-class
+    probability; the entropy (bits) of its predicted-class histogram, where log2(10) = 3.32
+    means all ten digits appear equally often; and the mean distance (L2, 64 pixels) from each
+    image to its nearest training image."""
     x = (images.float().cpu() + 1) / 2  # back to the classifier's [0, 1]
     probs = torch.softmax(classifier(x), dim=1)
     hist = torch.bincount(probs.argmax(1), minlength=10).float() / len(x)
     entropy = -(hist[hist > 0] * hist[hist > 0].log2()).sum()
-    return {"confidence": probs.max(1).values.mean().item(), "class_entropy": entropy.item()}
+    nearest = torch.cdist(images.float().cpu().flatten(1), digit_images().flatten(1)).min(1)
+    return {
+        "confidence": probs.max(1).values.mean().item(),
+        "class_entropy": entropy.item(),
+        "nearest_train": nearest.values.mean().item(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Train the denoiser, sample a grid, judge the samples with a digits classifier."""
-    from examples import _common, digits
+    from examples import _common
 
     def extra(parser: Any) -> None:
         parser.add_argument("--samples", type=Path, help="where to write the sample grid")
@@ -234,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         lk.collect(),
         argv,
         doc=__doc__,
-        trainer={"max_steps": 3000, "seed": 0},
+        trainer={"max_steps": 2000, "max_epochs": -1, "seed": 0},
         smoke_hparams={"channels": 8, "timesteps": 20, "subset": 256},
         smoke_trainer={"max_steps": 10, "log_every_n_steps": 1},
         extra=extra,
@@ -247,16 +259,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     grid = save_grid(samples, out)
     root = Path(flags.get("default_root_dir") or ".")
     classifier, source = digits_classifier(root, _common.smoke())
-    fake, real = judge(classifier, samples), judge(classifier, digits.splits()["test"][0] * 2 - 1)
-    noise = judge(classifier, torch.randn(256, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
+    gen = torch.Generator().manual_seed(1)
+    judged = {
+        "samples": judge(classifier, samples),
+        "real": judge(classifier, digit_images("test")),  # held-out digits: the target
+        "noise": judge(classifier, torch.rand(256, 1, 8, 8, generator=gen) * 2 - 1),
+    }
     results = {
         "train_loss": fitted.metrics["train/loss"],
         "steps": fitted.global_step,
-        "samples_confidence": fake["confidence"],
-        "samples_class_entropy_bits": fake["class_entropy"],
-        "real_confidence": real["confidence"],
-        "real_class_entropy_bits": real["class_entropy"],
-        "noise_confidence": noise["confidence"],
+        **{f"{who}_{key}": value for who, row in judged.items() for key, value in row.items()},
         "classifier": source,
         "grid": str(grid),
         "log_dir": str(fitted.log_dir),

@@ -113,7 +113,8 @@ def test_diffusion(tmp_path: Path) -> None:
     else:
         assert grid.read_bytes().startswith(b"P5 ")
     assert 0.1 <= r["samples_confidence"] <= 1.0
-    assert 0.0 <= r["samples_class_entropy_bits"] <= math.log2(10) + 1e-6
+    assert 0.0 <= r["samples_class_entropy"] <= math.log2(10) + 1e-6
+    assert_finite(r["samples_nearest_train"], r["real_nearest_train"], r["noise_nearest_train"])
 
 
 def test_audio(tmp_path: Path) -> None:

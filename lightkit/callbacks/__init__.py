@@ -56,7 +56,8 @@ def default_callbacks(config: Any, stage: str, dev_run: bool) -> list[Callback]:
     ):
         from lightkit.callbacks.checkpoint import ModelCheckpoint
 
-        callbacks.append(ModelCheckpoint())
+        # The newest checkpoint is always `last.ckpt`, so `ckpt_path="last"` finds it.
+        callbacks.append(ModelCheckpoint(save_last=True))
     if config.enable_progress_bar and "ProgressBar" not in kinds:
         from lightkit.callbacks.progress import ProgressBar
 

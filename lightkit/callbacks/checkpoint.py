@@ -58,7 +58,9 @@ class ModelCheckpoint(Callback):
         mode: ``"min"`` or ``"max"``: which values of ``monitor`` are better.
         save_top_k: keep the k best files (``-1``: all, ``0``: none besides ``last``). Without
             a monitor it may only be -1, 0 or 1 (1: the newest).
-        save_last: also keep ``last.ckpt``, replaced at every save.
+        save_last: also keep ``last.ckpt``, replaced at every save. The checkpoint callback
+            that ``enable_checkpointing`` adds sets it, so by default the newest checkpoint is
+            always ``last.ckpt``.
         save_weights_only: store only the models (plus spec and config): smaller, but cannot
             resume training.
         every_n_train_steps: save every n optimizer steps.

@@ -18,6 +18,7 @@ from torch import nn
 
 from lightkit.callbacks.base import Callback
 from lightkit.engine.binders import bind_plan
+from lightkit.engine.compiling import compile_module
 from lightkit.engine.config import TrainerConfig
 from lightkit.engine.context import RunContext
 from lightkit.engine.epoch_iterator import EpochIterator
@@ -305,16 +306,6 @@ def sequential(loader: Any) -> Any:
         )
         return rebuild_with_sampler(loader, SequentialSampler(loader.dataset))  # type: ignore[arg-type]
     return loader
-
-
-def compile_module(module: nn.Module, options: bool | dict[str, Any]) -> nn.Module:
-    """``torch.compile`` the module; fall back to eager with a warning where it cannot work."""
-    kwargs = options if isinstance(options, dict) else {}
-    try:
-        return torch.compile(module, **kwargs)  # type: ignore[return-value]
-    except Exception as exc:  # torch.compile raises many types on unsupported platforms
-        warnings.warn(f"compile=True: torch.compile failed ({exc}); running eagerly.", stacklevel=2)
-        return module
 
 
 def unwrap_compiled(module: nn.Module) -> nn.Module:

@@ -94,10 +94,22 @@ class EpochIterator:
         return zip(itertools.count(skip), itertools.islice(batches, rest))
 
 
-def val_every(num_batches: int | None, interval: int | float) -> float:
+def val_every(num_batches: int | None, interval: int | float, per_epoch: bool = True) -> float:
     """Training batches between validations: an int is a count, a float a fraction of the
-    epoch (``1.0``: once, at its end). ``inf``: validate when the epoch ends."""
+    epoch (``1.0``: once, at its end). ``inf``: validate when the epoch ends.
+
+    ``per_epoch`` (``check_val_every_n_epoch`` is set): the count restarts each epoch, so an
+    int longer than the epoch would never validate, and is an error (as in Lightning).
+    """
     if isinstance(interval, int):
+        if per_epoch and num_batches is not None and interval > num_batches:
+            raise ConfigError(
+                f"val_check_interval={interval} is more than the {num_batches} training batches "
+                f"of an epoch, so validation would never run. Lower it, set "
+                f"check_val_every_n_epoch=None to count batches across epochs, or set "
+                f"limit_val_batches=0 to turn validation off.",
+                code="val-check-interval-too-long",
+            )
         return float(interval)
     if num_batches is None:
         if interval != 1.0:

@@ -161,8 +161,12 @@ def fit_loop(engine: Engine) -> None:
     max_steps, max_epochs = limits.max_steps, limits.max_epochs
     can_validate = engine.eval_call is not None and bool(engine.eval_loaders) and limits.val != 0
     num_batches = train.num_batches
-    every = val_every(num_batches, limits.val_check_interval) if can_validate else math.inf
     check_n = limits.check_val_every_n_epoch
+    every = (
+        val_every(num_batches, limits.val_check_interval, check_n is not None)
+        if can_validate
+        else math.inf
+    )
     check_loss = cfg.nonfinite_loss != "ignore"
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     preemption = engine.preemption
@@ -193,7 +197,8 @@ def fit_loop(engine: Engine) -> None:
         batch_idx = skip - 1
         pending = False  # an accumulation window with gradients not yet stepped
         bad_window = False  # nonfinite_loss="skip": the window's optimizer step is skipped
-        for batch_idx, batch in begin_epoch(engine, train, epoch, skip):
+        # On CUDA with loader workers, the next batch's copy starts before this step runs.
+        for batch_idx, batch in rt.prefetch(begin_epoch(engine, train, epoch, skip), train.loader):
             batch = to_device(batch)
             ctx.batch_idx = batch_idx
             store.batch = batch

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from lightkit.errors import LightkitError
+from lightkit.utils.apply import first_tensor
 
 REDUCTIONS = ("mean", "sum", "max", "min")
 
@@ -144,8 +145,6 @@ class MetricStore:
         return m
 
     def _batch_size(self) -> int:
-        from lightkit.utils.apply import first_tensor
-
         t = first_tensor(self.batch)
         return int(t.shape[0]) if t is not None and t.dim() > 0 else 1
 
@@ -172,10 +171,16 @@ class MetricStore:
         return out
 
     def _aggregate(self, m: Metric) -> Any:
+        # Reduced where the values live: one device->host copy per epoch (in `_floats`), not
+        # one per logged value.
+        device = next((v.device for v in m.epoch_values if isinstance(v, torch.Tensor)), None)
         values = torch.stack(
-            [torch.as_tensor(v, dtype=torch.float64).cpu() for v in m.epoch_values]
+            [
+                torch.as_tensor(v, dtype=torch.float64, device=device).reshape(())
+                for v in m.epoch_values
+            ]
         )
-        sizes = torch.tensor(m.epoch_sizes, dtype=torch.float64)
+        sizes = torch.tensor(m.epoch_sizes, dtype=torch.float64, device=device)
         if m.reduce == "mean":
             total = torch.stack([(values * sizes).sum(), sizes.sum()])
             if m.sync_dist and self._all_reduce is not None:

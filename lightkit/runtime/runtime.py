@@ -18,7 +18,7 @@ directly (the dial, not the wall)::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,23 @@ class Runtime:
         """Move every tensor of ``batch`` (nested tuples, lists, dicts, dataclasses) to the
         device, converting floating tensors for ``-true`` precisions."""
         return self._transfer(batch)
+
+    def prefetch(
+        self, batches: Iterator[tuple[int, Any]], loader: Any
+    ) -> Iterator[tuple[int, Any]]:
+        """``batches`` (``(batch_idx, batch)`` pairs read from ``loader``), with each batch's
+        copy to the device started one batch ahead, on a side stream, so it overlaps the
+        current step. Only on CUDA and only for a ``DataLoader`` with worker processes (reading
+        ahead there draws nothing from this process's random generators); anywhere else the
+        pairs come back untouched and :meth:`to_device` copies each batch when it is used.
+        See ``lightkit/runtime/prefetch.py``."""
+        if self.device.type != "cuda":
+            return batches
+        from lightkit.runtime.prefetch import cuda_prefetch, reads_ahead_safely
+
+        if not reads_ahead_safely(loader):
+            return batches
+        return cuda_prefetch(batches, self.device)
 
     # -- compute ----------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager[Any]:

@@ -25,7 +25,11 @@ def val_losses(run_dir: Path) -> list[float]:
 @pytest.mark.parametrize(("k", "mode"), [(3, "min"), (1, "max")])
 def test_top_k_over_ten_epochs_leaves_exactly_the_k_best(tmp_path, k, mode):
     cb = lk.ModelCheckpoint(
-        monitor="val/loss", mode=mode, save_top_k=k, filename="{epoch}-{step}-{val/loss:.3f}"
+        monitor="val/loss",
+        mode=mode,
+        save_top_k=k,
+        save_last=False,
+        filename="{epoch}-{step}-{val/loss:.3f}",
     )
     result = lk.Trainer(**flags(tmp_path, max_epochs=10, callbacks=[cb])).fit(SPEC)
     losses = val_losses(result.log_dir)

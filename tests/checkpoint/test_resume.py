@@ -99,7 +99,7 @@ def test_resume_from_epoch_end_checkpoint(tmp_path):
     with pytest.raises(RuntimeError):
         lk.Trainer(**flags(tmp_path)).fit(SPEC)  # default ModelCheckpoint: once per epoch
     ckpts = sorted((tmp_path / "lightkit_logs/resumable/version_0/checkpoints").glob("*.ckpt"))
-    assert [p.name for p in ckpts] == ["epoch=1-step=20.ckpt"]
+    assert [p.name for p in ckpts] == ["epoch=1-step=20.ckpt", "last.ckpt"]
     assert stored_position(ckpts[0]) == 2 * BATCHES
     resumable.reset()
     trainer = lk.Trainer(**flags(tmp_path))

@@ -147,7 +147,7 @@ def test_explain_orders_events_as_a_real_fit_runs_them(run_cli, tmp_path):
     assert [(e["epoch"], e["batch_idx"]) for e in saves] == [(0, 2), (0, None), (1, 2), (1, None)]
     assert cli_tiny.EVENTS.count("on_save_checkpoint") == len(saves)
     checkpoints = sorted(p.name for p in tmp_path.rglob("*.ckpt"))
-    assert checkpoints == ["epoch=1-step=6.ckpt"]
+    assert checkpoints == ["epoch=1-step=6.ckpt", "last.ckpt"]
 
 
 def test_explain_text_shows_the_schedule_and_who_runs_where(run_cli):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import lightkit as lk
 from tests.engine.engine_helpers import (
+    N_IN,
+    N_OUT,
     assert_same_weights,
     raw_fit,
     registry,
+    train_loader,
     trainer,
     weights_differ,
 )
@@ -100,9 +104,6 @@ def test_sgd_with_a_per_epoch_scheduler_and_accumulation_matches():
 def test_dropout_draws_match_the_hand_written_loop():
     """The engine draws nothing from the global generator itself: a model that draws
     (dropout) sees the same random numbers as in a plain loop."""
-    from torch import nn
-
-    from tests.engine.engine_helpers import N_IN, N_OUT, train_loader
 
     def make_net():
         return nn.Sequential(nn.Linear(N_IN, 16), nn.Dropout(0.5), nn.Linear(16, N_OUT))

@@ -206,3 +206,16 @@ def test_inference_mode_false_uses_no_grad():
         lk.collect(registry(val=val))
     )
     assert seen == [False] * 3
+
+
+def test_an_interval_longer_than_the_epoch_is_an_error():
+    reg = recording_registry([])
+    with pytest.raises(lk.ConfigError, match="val_check_interval=8 is more than the 7") as info:
+        trainer(max_epochs=1, val_check_interval=8).fit(lk.collect(reg))
+    assert info.value.code == "val-check-interval-too-long"
+    # Counting across epochs, it is fine.
+    seen: list[tuple[int, int, int]] = []
+    trainer(
+        max_epochs=2, val_check_interval=8, check_val_every_n_epoch=None, num_sanity_val_steps=0
+    ).fit(lk.collect(recording_registry(seen)))
+    assert validations(seen) == [(1, 8)]

@@ -1,0 +1,96 @@
+"""The benchmark suite runs (``bench/run.py``), at a tiny size. No timed assertions: speed is
+what the suite reports, not what tests check. What is checked: every implementation trains
+the same weights as the hand-written loop, the measurements come back complete, and the
+suite writes its JSON, Markdown and chart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import common, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    saved = torch.get_num_threads()
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        replace(common.CASES["tiny-defaults"], steps=8),
+        replace(common.CASES["compute"], hidden=64, steps=4),
+    ],
+    ids=["defaults", "compute"],
+)
+def test_raw_and_lightkit_measure_the_same_training(case):
+    got = {
+        impl: common.measure_train(common.job_for("train", impl, case))
+        for impl in ("raw", "lightkit")
+    }
+    assert got["raw"]["digest"] == got["lightkit"]["digest"]  # bitwise-equal weights
+    for r in got.values():
+        assert r["timed_steps"] == case.steps - case.warmup > 0
+        assert r["us_per_step_cpu"] > 0 and r["us_per_step_wall"] > 0
+        assert r["peak_rss_mb"] > 0
+
+
+def test_checkpoint_measure_round_trips(tmp_path):
+    for impl in ("raw", "lightkit"):
+        job = common.job_for("checkpoint", impl, params_m=0.5, repeats=1, dir=str(tmp_path))
+        r = common.measure_checkpoint(job)
+        assert r["loaded_equal"] and r["save_s"] > 0 and r["load_s"] > 0
+        assert 4 * 0.4e6 < r["file_mb"] * 1e6 < 4 * 0.6e6 + 1e5  # fp32 weights and a header
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_suite_writes_its_results(tmp_path):
+    """Figures a (every implementation installed, fresh processes) and d (two ranks) end to
+    end, each measured once."""
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--only", "a,d"]
+    cmd += ["--out-dir", str(tmp_path), "--quiet", "--timeout", "120"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "results.json").read_text())
+    impls = result["meta"]["impls"]
+    assert impls[:2] == ["raw", "lightkit"]
+    assert ("lightning" in impls) == (common.lightning_name() is not None)
+    for key in ("a", "d"):
+        rows = result["figures"][key]["rows"]
+        assert set(rows) == set(impls)
+        for impl in impls:
+            assert rows[impl]["runs"] == 1, result["records"]
+            if impl != "raw":
+                assert rows[impl]["same_weights_as_raw"] is True
+                assert rows[impl]["x_raw_cpu"]["n"] == 1
+    text = (tmp_path / "results.md").read_text()
+    assert "## (a) Per-step time, tiny MLP, features off" in text
+    assert "## (d) Per-step time, 2-rank DDP on gloo" in text
+    assert (tmp_path / "results.png").exists() == _has_matplotlib()
+
+
+def test_figures_and_groups_are_consistent():
+    groups = run.make_groups(quick=False, size="full")
+    for fig in run.FIGURES:
+        assert fig.group in groups
+    assert run.groups_for(["e"]) == ["import", "tiny"]
+    assert common.CASES["tiny"].samples == 64 * 1024 // 2
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
