@@ -416,7 +416,12 @@ def measure_import(job: dict[str, Any]) -> dict[str, Any]:
     before = len(sys.modules)
     impl = job["impl"]
     if impl == "lightkit":
-        import lightkit  # noqa: F401
+        import lightkit
+    elif impl == "lightkit-all":  # every public name used once: all of lightkit's modules
+        import lightkit
+
+        for name in lightkit.__all__:
+            getattr(lightkit, name)
     elif impl == "lightning":
         lightning_module()
     t2 = time.perf_counter()

@@ -158,52 +158,64 @@ def run_lightkit(v: Variant, spec: Any) -> Any:
     return result.models["net"]
 
 
-def _timed(fn: Any) -> tuple[float, Any]:
+def _timed(fn: Any) -> tuple[float, float, Any]:
+    """Wall-clock and CPU seconds of ``fn()`` (CPU time ignores time spent descheduled, which
+    dominates the noise on a shared machine)."""
     gc.collect()
-    start = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - start, out
+    return time.perf_counter() - w0, time.process_time() - c0, out
+
+
+def _summary(raw: list[float], ours: list[float], steps: int) -> dict[str, float]:
+    ratios = [b / a for a, b in zip(raw, ours, strict=True)]
+    return {
+        "raw_median_s": statistics.median(raw),
+        "lightkit_median_s": statistics.median(ours),
+        "ratio_min": min(ratios),
+        "ratio_median": statistics.median(ratios),
+        "ratio_max": max(ratios),
+        "us_per_step_median": statistics.median(
+            (b - a) / steps * 1e6 for a, b in zip(raw, ours, strict=True)
+        ),
+    }
 
 
 def rank_main(variant: str, reps: int) -> None:
     import torch
 
+    # Before any group exists (as lightkit does): modules that DDP imports capture the
+    # current default group in default arguments, which would keep the hand-written run's
+    # group alive after destroy_process_group() and hang the next run on the same port.
+    import torch.distributed.nn.functional
+
     torch.set_num_threads(1)
     v = VARIANTS[variant]
     spec = lightkit_spec(v)
-    _, raw_net = _timed(lambda: run_raw(v))  # warm-up, and both sides compute the same
-    _, lk_net = _timed(lambda: run_lightkit(v, spec))
+    *_, raw_net = _timed(lambda: run_raw(v))  # warm-up, and both sides compute the same
+    *_, lk_net = _timed(lambda: run_lightkit(v, spec))
     same = all(
         torch.equal(a, b) for a, b in zip(raw_net.parameters(), lk_net.parameters(), strict=True)
     )
-    raw: list[float] = []
-    ours: list[float] = []
+    wall: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
     for i in range(reps):
-        raw.append(_timed(lambda: run_raw(v))[0])
-        ours.append(_timed(lambda: run_lightkit(v, spec))[0])
+        for side, run in enumerate((lambda: run_raw(v), lambda: run_lightkit(v, spec))):
+            w, c, _ = _timed(run)
+            wall[side].append(w)
+            cpu[side].append(c)
         if os.environ.get("BENCH_VERBOSE"):
-            print(f"rank {os.environ['RANK']} rep {i}: {raw[-1]:.3f} {ours[-1]:.3f}", file=sys.stderr)
+            print(f"rank {os.environ['RANK']} rep {i}: wall {wall[0][-1]:.3f} {wall[1][-1]:.3f}",
+                  file=sys.stderr)  # fmt: skip
     if os.environ["RANK"] == "0":
-        ratios = [b / a for a, b in zip(raw, ours, strict=True)]
-        print(
-            "RESULT "
-            + json.dumps(
-                {
-                    "variant": v.name,
-                    "steps": v.steps,
-                    "weights_equal": same,
-                    "raw_median_s": statistics.median(raw),
-                    "lightkit_median_s": statistics.median(ours),
-                    "ratio_min": min(ratios),
-                    "ratio_median": statistics.median(ratios),
-                    "ratio_max": max(ratios),
-                    "us_per_step_median": statistics.median(
-                        (b - a) / v.steps * 1e6 for a, b in zip(raw, ours, strict=True)
-                    ),
-                }
-            ),
-            flush=True,
-        )
+        result = {
+            "variant": v.name,
+            "steps": v.steps,
+            "weights_equal": same,
+            "wall": _summary(*wall, v.steps),
+            "cpu": _summary(*cpu, v.steps),
+        }
+        print("RESULT " + json.dumps(result), flush=True)
 
 
 # -- the launcher -----------------------------------------------------------------------------------
@@ -250,13 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(r))
             continue
-        print(
-            f"{r['variant']:8s} {r['steps']} steps/run, 2 ranks: hand-written "
-            f"{r['raw_median_s']:.3f}s, lightkit {r['lightkit_median_s']:.3f}s; ratio "
-            f"median {r['ratio_median']:.3f} (min {r['ratio_min']:.3f}, max "
-            f"{r['ratio_max']:.3f}); {r['us_per_step_median']:+.0f} us/step; "
-            f"same weights: {r['weights_equal']}"
-        )
+        for clock in ("wall", "cpu"):
+            c = r[clock]
+            print(
+                f"{r['variant']:8s} {clock:4s} {r['steps']} steps/run, 2 ranks: hand-written "
+                f"{c['raw_median_s']:.3f}s, lightkit {c['lightkit_median_s']:.3f}s; ratio median "
+                f"{c['ratio_median']:.3f} (min {c['ratio_min']:.3f}, max {c['ratio_max']:.3f}); "
+                f"{c['us_per_step_median']:+.0f} us/step; same weights: {r['weights_equal']}"
+            )
     return 0
 
 

@@ -124,7 +124,7 @@ def report(title: str, rows: Mapping[str, Any]) -> None:
     print(f"\n{title}")
     print("-" * len(title))
     for key, value in rows.items():
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         print(f"  {key:<{width}}  {shown}")
 
 

@@ -1,11 +1,12 @@
-"""A small WaveNet that learns to play chords, trained on tones synthesized on the fly.
+"""A small WaveNet that learns to play chords, trained on tones synthesized in memory.
 
 The data are the seven triads of C major (C, Dm, Em, F, G, Am, Bdim), each note a sine with a
 second harmonic, at 8 kHz. The model (written below) is a stack of dilated causal convolutions
 with gated activations, conditioned on the chord; it predicts the next sample as one of 256
-mu-law levels. After training it generates one second of a chord, sample by sample, and
-writes it with the standard library's ``wave`` module. The report gives the loss (nats per
-sample) and how much of the generated sound's energy lies at the chord's notes.
+mu-law levels. After training it generates one second of a chord, sample by sample (each
+layer caches its recent inputs, so a sample costs one small step per layer), and writes it
+with the standard library's ``wave`` module. The report gives the loss (nats per sample) and
+how much of the generated sound's energy lies at the chord's notes.
 
     python examples/audio.py                            # about two minutes on two CPU cores
     python examples/audio.py --chord 4 --seconds 2      # generate G major, two seconds
@@ -130,19 +131,19 @@ class WaveNet(nn.Module):
 
 
 @lk.model
-def wavenet(channels: int = 32, layers: int = 8) -> nn.Module:
+def wavenet(channels: int = 32, layers: int = 7) -> nn.Module:
     return WaveNet(channels, layers, len(CHORDS))
 
 
 @lk.train_data
-def train_clips(clip_count: int = 1024, clip_length: int = 1024, batch_size: int = 16):
+def train_clips(clip_count: int = 1024, clip_length: int = 384, batch_size: int = 8):
     return DataLoader(
         TensorDataset(*clips(clip_count, clip_length, seed=0)), batch_size=batch_size, shuffle=True
     )
 
 
 @lk.val_data
-def val_clips(clip_length: int = 1024, batch_size: int = 16):
+def val_clips(clip_length: int = 384, batch_size: int = 8):
     return DataLoader(TensorDataset(*clips(64, clip_length, seed=1)), batch_size=batch_size)
 
 
@@ -177,20 +178,35 @@ def generate(
 ) -> torch.Tensor:
     """``n`` samples in [-1, 1], each drawn from the model given the previous ones.
 
-    Each step runs the network on the last ``receptive_field`` samples (the simple way; a
-    production WaveNet caches each layer's past activations instead).
+    Fast generation: each layer keeps a queue of its last ``dilation`` inputs, so a new sample
+    costs one kernel-2 convolution per layer instead of a pass over the receptive field. The
+    logits are the ones ``model.forward`` gives at the same position.
     """
     model.eval()
     p = next(model.parameters())
     gen = torch.Generator().manual_seed(seed)
-    field = model.receptive_field
-    q = torch.full((1, field + n), LEVELS // 2, dtype=torch.long, device=p.device)  # silence
     c = torch.tensor([chord], device=p.device)
-    for i in range(field, field + n):
-        logits = model(q[:, i - field : i], c)[0, :, -1].float().cpu()
-        probs = torch.softmax(logits / temperature, dim=0)
-        q[0, i] = torch.multinomial(probs, 1, generator=gen).item()
-    return mu_law_inverse(dequantize(q[0, field:].cpu()))
+    conds = [layer.cond(c)[:, :, None] for layer in model.layers]
+    channels = model.inp.out_channels
+    queues = [
+        torch.zeros(1, channels, layer.dilation, device=p.device, dtype=p.dtype)
+        for layer in model.layers
+    ]
+    q = torch.full((1, 1), LEVELS // 2, dtype=torch.long, device=p.device)  # silence
+    out = torch.empty(n, dtype=torch.long)
+    for i in range(n):
+        x = model.inp(dequantize(q).to(p.dtype)[:, None])  # (1, C, 1)
+        skips = 0
+        for k, layer in enumerate(model.layers):
+            oldest, queues[k] = queues[k][:, :, :1], torch.cat([queues[k][:, :, 1:], x], 2)
+            h = F.conv1d(torch.cat([oldest, x], 2), layer.conv.weight, layer.conv.bias) + conds[k]
+            a, b = h.chunk(2, dim=1)
+            h = torch.tanh(a) * torch.sigmoid(b)
+            x, skips = x + layer.res(h), skips + layer.skip(h)
+        logits = model.out(skips)[0, :, -1].float().cpu()
+        out[i] = torch.multinomial(torch.softmax(logits / temperature, 0), 1, generator=gen)[0]
+        q = out[i].view(1, 1).to(p.device)
+    return mu_law_inverse(dequantize(out))
 
 
 def energy_at_notes(audio: torch.Tensor, chord: int, tolerance: float = 0.03) -> float:
@@ -231,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         lk.collect(),
         argv,
         doc=__doc__,
-        trainer={"max_steps": 1500, "max_epochs": -1, "seed": 0, "limit_val_batches": 2},
+        trainer={"max_steps": 1000, "max_epochs": -1, "seed": 0, "limit_val_batches": 4},
         smoke_hparams={"channels": 8, "layers": 3, "clip_count": 32, "clip_length": 128},
         smoke_trainer={"max_steps": 8, "log_every_n_steps": 1},
         extra=extra,

@@ -1,6 +1,6 @@
 """A small CNN on scikit-learn's bundled 8x8 handwritten digits: lightkit's main example.
 
-The default run (15 epochs, about half a minute on two CPU cores) reaches 97-99% test
+The default run (15 epochs, well under two minutes on two CPU cores) reaches 98% test
 accuracy, writes TensorBoard and CSV logs and a checkpoint under ``lightkit_logs/digits/``, then
 tests the best checkpoint. The data ships with scikit-learn (``pip install -e ".[examples]"``);
 nothing is downloaded.
@@ -142,7 +142,7 @@ def plot_curves(metrics_csv: Path, out: Path) -> Path:
     from examples._common import read_metrics_csv
 
     series = read_metrics_csv(metrics_csv)
-    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     steps, loss = zip(*series["train/loss"], strict=True)
     ax.plot(steps, loss, lw=1, color="tab:blue", label="train loss")
     if "val/loss" in series:
@@ -157,9 +157,9 @@ def plot_curves(metrics_csv: Path, out: Path) -> Path:
     ax2.set_ylabel("validation accuracy (%)")
     ax2.set_ylim(min(90.0, 100 * min(acc)), 100)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [str(line.get_label()) for line in lines], loc="center right")
+    fig.legend(lines, [str(line.get_label()) for line in lines], loc="lower center", ncol=3)
     ax.set_title("examples/digits.py")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)

@@ -8,9 +8,10 @@ reads bytes (a 256-token vocabulary), so there is no tokenizer to download.
 2. fine-tune: the same functions with other hyperparameters — ``corpus="docs"``,
    ``lora_rank=8``, ``base_weights=<the pretrained file>`` — so the model function wraps every
    linear layer of the frozen base in a low-rank adapter and only the adapters train;
-3. report the held-out perplexity on the docs before and after fine-tuning, and a sample.
+3. report the held-out perplexity on the docs before and after fine-tuning, check that the base
+   weights did not move, and print a sample from each model.
 
-    python examples/finetune_llm.py                       # a few minutes on two CPU cores
+    python examples/finetune_llm.py                       # about five minutes on two CPU cores
     python examples/finetune_llm.py --n-layer 8 --n-embd 512 --block-size 256 --precision bf16-mixed
 
 Bigger models on many GPUs change flags, not code; FSDP shards the parameters and ``bf16-true``
@@ -27,6 +28,7 @@ language model (read from disk only, never downloaded) with the same LoRA adapte
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
 import sysconfig
@@ -291,7 +293,7 @@ def perplexity(model: nn.Module, ids: torch.Tensor, block_size: int, windows: in
 
 @torch.no_grad()
 def generate(
-    model: nn.Module, prompt: torch.Tensor, n: int, temperature: float = 0.8, seed: int = 0
+    model: nn.Module, prompt: torch.Tensor, n: int, temperature: float = 0.7, seed: int = 0
 ) -> list[int]:
     """Sample ``n`` tokens after ``prompt``, one at a time, from the last ``block_size``."""
     model.eval()
@@ -304,6 +306,17 @@ def generate(
         nxt = torch.multinomial(probs, 1, generator=gen).to(device)
         idx = torch.cat([idx, nxt], dim=1)
     return idx[0, prompt.numel() :].tolist()
+
+
+def same_base(tuned: nn.Module, base_state: dict[str, torch.Tensor]) -> bool:
+    """Whether every base weight inside the adapted model still equals the saved one."""
+    state = tuned.state_dict()
+    for key, value in base_state.items():
+        module, _, leaf = key.rpartition(".")
+        now = state.get(key, state.get(f"{module}.base.{leaf}"))
+        if now is None or not torch.equal(now.cpu(), value):
+            return False
+    return True
 
 
 def count(model: nn.Module, trainable: bool) -> int:
@@ -320,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.add_argument("--finetune-lr", type=float, default=3e-3)
         parser.add_argument("--prompt", default="The ")
         parser.add_argument("--sample-tokens", type=int, default=300)
+        parser.add_argument("--temperature", type=float, default=0.7)
 
     spec, flags, args = _common.command_line(
         lk.collect(),
@@ -344,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     flags.setdefault("max_epochs", -1)
     hp = spec.hparams
     start = time.perf_counter()
-    base_file = Path(flags.get("default_root_dir") or ".") / "gpt_base.pt"
+    root = Path(flags.get("default_root_dir") or ".") / "lightkit_logs" / "finetune_llm"
+    base_file = root / "gpt_base.pt"  # written by the export_weights hook after pretraining
     held_out = tokens("docs", "val", hp.hf_model)
     results: dict[str, Any] = {}
 
@@ -370,31 +385,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         lr=args.finetune_lr,
         export_to="",
     )
-    # The adapted model starts equal to the base (B = 0): its perplexity is the "before".
-    # `gpt` is a plain function: calling it builds the same model the trainer will build.
-    start_model = gpt(**_gpt_args(ft_spec))
-    results["docs_ppl_before"] = perplexity(start_model, held_out, hp.block_size)
+    # `gpt` is a plain function: called with the spec's hyperparameters it builds the model the
+    # trainer will build. Adapters start at B = 0, so this is the base model: the "before".
+    before = gpt(**{name: ft_spec.hparams[name] for name in inspect.signature(gpt).parameters})
+    results["docs_ppl_before"] = perplexity(before, held_out, hp.block_size)
     ft = lk.Trainer(**flags, max_steps=args.finetune_steps).fit(ft_spec)
     tuned = ft.models["gpt"]
     results["docs_ppl_after"] = perplexity(tuned, held_out, hp.block_size)
     results["finetune_train_loss"] = ft.metrics["train/loss"]
     results["trainable_params"] = count(tuned, trainable=True)
     results["total_params"] = count(tuned, trainable=False)
+    if base_weights:
+        base_state = torch.load(base_weights, weights_only=True)["gpt"]
+        results["base_weights_unchanged"] = same_base(tuned, base_state)
     results["finetune_log_dir"] = str(ft.log_dir)
     prompt = encode(args.prompt, hp.hf_model)
-    sample = args.prompt + decode(generate(tuned, prompt, args.sample_tokens), hp.hf_model)
-    results["sample"] = sample
+    for name, model in (("sample_before", before), ("sample_after", tuned)):
+        ids = generate(model, prompt, args.sample_tokens, args.temperature)
+        results[name] = args.prompt + decode(ids, hp.hf_model)
     results["wall_s"] = round(time.perf_counter() - start, 1)
 
-    _common.report("finetune_llm: results", {k: v for k, v in results.items() if k != "sample"})
-    print("\nsample after fine-tuning:\n" + sample)
+    _common.report(
+        "finetune_llm: results", {k: v for k, v in results.items() if not k.startswith("sample")}
+    )
+    print("\nsample before fine-tuning (the base model):\n" + results["sample_before"])
+    print("\nsample after fine-tuning:\n" + results["sample_after"])
     _common.write_results(args, results)
     return results
-
-
-def _gpt_args(spec: lk.TrainingSpec) -> dict[str, Any]:
-    names = ("block_size", "n_layer", "n_head", "n_embd", "dropout", "lora_rank", "lora_alpha")
-    return {k: getattr(spec.hparams, k) for k in (*names, "base_weights", "hf_model")}
 
 
 if __name__ == "__main__":

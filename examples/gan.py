@@ -6,7 +6,7 @@ training step is ``@lk.training_step(manual=True)``: it receives both optimizers
 (loss scaling under ``16-mixed``) and the strategy (DDP gradient sync). The report counts the
 modes the generator covers and the share of its samples that land on a mode.
 
-    python examples/gan.py                         # under a minute on two CPU cores
+    python examples/gan.py                         # about a minute on two CPU cores
     python examples/gan.py --precision bf16-mixed --hidden 256
     python examples/gan.py --plot gan.png          # the samples over the eight modes
 """

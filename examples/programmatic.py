@@ -6,7 +6,7 @@ calls), and ``spec.with_hparams`` gives one validated spec per point of the grid
 telling two interleaved spirals apart, data made in memory with torch.
 
     python examples/programmatic.py                        # six runs, under a minute
-    python examples/programmatic.py --lr 0.003 0.01 --width 32 128 --max-epochs 40
+    python examples/programmatic.py --lr 0.003 0.01 --width 32 128 --max-epochs 100
 """
 
 from __future__ import annotations
@@ -121,9 +121,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     smoke = _common.smoke()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lr", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    parser.add_argument("--lr", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2])
     parser.add_argument("--width", type=int, nargs="+", default=[8, 64] if smoke else [16, 64])
-    parser.add_argument("--max-epochs", type=int, default=1 if smoke else 25)
+    parser.add_argument("--max-epochs", type=int, default=1 if smoke else 60)
     parser.add_argument("--points", type=int, default=200 if smoke else 2000)
     parser.add_argument("--default-root-dir", default=None)
     parser.add_argument("--results", type=Path)

@@ -85,11 +85,14 @@ def test_digits(tmp_path: Path) -> None:
 @needs_sklearn
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
 def test_digits_scales_by_flags_to_two_processes(tmp_path: Path) -> None:
-    r = run_example("digits", tmp_path, "--strategy", "ddp", "--devices", "2")
+    # Fit only (no checkpoint, so no test stage): one launch of two processes.
+    r = run_example(
+        "digits", tmp_path, "--strategy", "ddp", "--devices", "2", "--no-enable-checkpointing"
+    )
     # 256 samples in batches of 64, split over two ranks: 2 steps per epoch instead of 4.
     assert r["steps"] == 4 and r["epochs"] == 2
-    assert_finite(r["test_acc"], r["val_acc"], r["train_loss"])
-    assert Path(r["checkpoint"]).is_file()
+    assert_finite(r["val_acc"], r["train_loss"])
+    assert_improves(csv_series(r["log_dir"], "train/loss"))  # rank 0 wrote the logs
 
 
 def test_finetune_llm(tmp_path: Path) -> None:
@@ -98,8 +101,10 @@ def test_finetune_llm(tmp_path: Path) -> None:
     assert 1.0 < r["docs_ppl_after"] < r["docs_ppl_before"] < 256 * 2
     assert 0 < r["trainable_params"] < r["total_params"]
     assert_improves(csv_series(r["pretrain_log_dir"], "train/loss"))
-    assert (tmp_path / "gpt_base.pt").is_file()  # exported by the fit_end hook
-    assert r["sample"].startswith("The ") and len(r["sample"]) > 4
+    # Exported by the fit_end hook, loaded by the model function for fine-tuning.
+    assert (tmp_path / "lightkit_logs" / "finetune_llm" / "gpt_base.pt").is_file()
+    assert r["base_weights_unchanged"] is True  # LoRA trained the adapters only
+    assert r["sample_after"].startswith("The ") and len(r["sample_after"]) > 4
 
 
 @needs_sklearn
@@ -180,3 +185,22 @@ def test_example_specs_are_data() -> None:
     assert built.get("training_step").fn is programmatic.classify
     again = lk.TrainingSpec.model_validate_json(built.model_dump_json())
     assert again.hparams.model_dump() == built.hparams.model_dump()
+
+
+def test_audio_fast_generation_matches_the_full_forward() -> None:
+    """The cached sample-by-sample generator draws what ``WaveNet.forward``'s logits give."""
+    from examples import audio
+
+    torch.manual_seed(0)
+    model = audio.WaveNet(channels=8, layers=4, n_cond=len(audio.CHORDS)).eval()
+    out = audio.generate(model, chord=3, n=50, seed=5)
+    q = audio.quantize(audio.mu_law(out))
+    seq = torch.cat([torch.tensor([audio.LEVELS // 2]), q])  # generation starts from silence
+    with torch.no_grad():
+        logits = model(seq[None, :-1], torch.tensor([3]))[0]
+    gen = torch.Generator().manual_seed(5)
+    draws = [
+        torch.multinomial(torch.softmax(logits[:, i] / 0.9, 0), 1, generator=gen)[0]
+        for i in range(50)
+    ]
+    assert torch.equal(torch.stack(draws), q)

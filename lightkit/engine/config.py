@@ -115,12 +115,13 @@ class TrainerConfig(BaseModel):
     deterministic: bool | Literal["warn"] | None = None
     benchmark: bool | None = None
     detect_anomaly: bool = False
-    nonfinite_loss: Literal["raise", "skip", "ignore"] = Field(
-        "raise",
+    nonfinite_loss: Literal["auto", "raise", "skip", "ignore"] = Field(
+        "auto",
         description=(
             "A NaN/inf training loss: raise before the optimizer step (naming step, batch and "
-            "value), skip that step, or ignore it. The check reads the loss once per batch: "
-            "free on CPU, one device sync per batch on GPU ('ignore' avoids it)."
+            "value), skip that step, or ignore it. The check reads the loss once per batch, "
+            "which costs a device sync on a GPU: 'auto' checks (raises) on CPU and ignores on "
+            "accelerators, so the GPU loop never waits; choose 'raise' there to check anyway."
         ),
     )
     # -- outputs -----------------------------------------------------------------------------

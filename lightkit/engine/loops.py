@@ -167,7 +167,10 @@ def fit_loop(engine: Engine) -> None:
         if can_validate
         else math.inf
     )
-    check_loss = cfg.nonfinite_loss != "ignore"
+    # Reading the loss is free on CPU but a device sync on a GPU: "auto" checks on CPU only.
+    check_loss = cfg.nonfinite_loss in ("raise", "skip") or (
+        cfg.nonfinite_loss == "auto" and rt.device.type == "cpu"
+    )
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     preemption = engine.preemption
     step = under(autocast, step_call) if rt.autocasts else step_call

@@ -174,6 +174,8 @@ class MetricStore:
         # Reduced where the values live: one device->host copy per epoch (in `_floats`), not
         # one per logged value.
         device = next((v.device for v in m.epoch_values if isinstance(v, torch.Tensor)), None)
+        if device is None or device.type not in ("cpu", "cuda"):
+            device = torch.device("cpu")  # MPS has no float64
         values = torch.stack(
             [
                 torch.as_tensor(v, dtype=torch.float64, device=device).reshape(())

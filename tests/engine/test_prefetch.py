@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lightkit as lk
 from lightkit.runtime.prefetch import one_ahead, reads_ahead_safely
+from tests.helpers import requires
 
 
 def test_one_ahead_starts_the_next_item_before_yielding_the_current():
@@ -60,7 +61,7 @@ def test_cpu_batches_pass_through_untouched():
     assert rt.prefetch(pairs, loader) is pairs
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@requires(cuda=True)
 def test_cuda_prefetch_gives_the_batches_in_order_on_the_device():
     rt = lk.Runtime(accelerator="cuda", devices=1)
     x = torch.arange(64.0).reshape(32, 2)
