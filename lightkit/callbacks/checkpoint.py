@@ -17,7 +17,6 @@ import math
 import re
 import time
 import warnings
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,17 +26,14 @@ from lightkit.callbacks.base import Callback
 from lightkit.checkpoint.io import atomic_link, clean_stale_temps
 from lightkit.errors import ConfigError, sorted_list
 from lightkit.strategies.base import Strategy
+from lightkit.utils.duration import parse_duration
 
 if TYPE_CHECKING:
     from lightkit.engine.engine import Engine
 
 
 def _seconds(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(value)
+    return parse_duration(value)
 
 
 def _optional_ge(minimum: int) -> Any:

@@ -10,15 +10,14 @@ from typing import Any, Literal
 import attrs
 
 from lightkit.callbacks.base import Callback
+from lightkit.utils.duration import parse_duration
 
 Stage = Literal["train", "validate", "test", "predict"]
 _STAGES = ("train", "validate", "test", "predict")
 
 
 def _duration(value: Any) -> float | None:
-    from lightkit.engine.config import parse_max_time
-
-    return parse_max_time(value)
+    return parse_duration(value)
 
 
 @attrs.define

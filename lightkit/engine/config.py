@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +15,7 @@ from pydantic import (
 )
 
 from lightkit.errors import ConfigError
+from lightkit.utils.duration import parse_duration as parse_max_time
 
 IntOrFraction = int | float
 
@@ -31,28 +30,6 @@ def _fraction(name: str, value: int | float) -> int | float:
     if isinstance(value, int) and value < 0:
         raise ValueError(f"{name}={value} must be >= 0")
     return value
-
-
-def parse_max_time(value: Any) -> float | None:
-    """Seconds from a number, a ``timedelta``, ``"DD:HH:MM:SS"``, or a dict of timedelta args."""
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, dict):
-        return timedelta(**value).total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError("max_time must be positive")
-        return float(value)
-    if isinstance(value, str):
-        if re.fullmatch(r"\d+(\.\d+)?", value.strip()):
-            return float(value)
-        parts = value.strip().split(":")
-        if len(parts) == 4 and all(p.isdigit() for p in parts):
-            d, h, m, s = (int(p) for p in parts)
-            return float(timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds())
-    raise ValueError(f"max_time={value!r}: give seconds, a timedelta, or 'DD:HH:MM:SS'")
 
 
 class TrainerConfig(BaseModel):

@@ -32,6 +32,15 @@ class Hparams(BaseModel):
         """The values by name (Python objects, not JSON)."""
         return {name: getattr(self, name) for name in type(self).model_fields}
 
+    def __eq__(self, other: object) -> bool:
+        # Each spec builds its own model class, so compare by names and values, not class.
+        if not isinstance(other, Hparams):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self.as_dict().items())))
+
 
 def _same_default(a: Any, b: Any) -> bool:
     if isinstance(a, FieldInfo) or isinstance(b, FieldInfo):

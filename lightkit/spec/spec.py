@@ -324,6 +324,14 @@ class TrainingSpec(BaseModel):
     def __str__(self) -> str:
         return self.describe()
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TrainingSpec):
+            return NotImplemented
+        return self.functions == other.functions and self.hparams == other.hparams
+
+    def __hash__(self) -> int:
+        return hash((self.functions, self.hparams))
+
 
 def _unwrap_spec_errors(exc: ValidationError) -> Exception:
     """The ``SpecError`` behind a validation error (pydantic wraps every ``ValueError`` raised

@@ -328,3 +328,14 @@ def test_describe_without_hparams():
     reg = lk.Registry()
     reg.model(lambda: None, name="net")
     assert lk.collect(reg).describe().splitlines()[-2:] == ["  hyperparameters:", "    (none)"]
+
+
+def test_specs_and_hparams_compare_by_value():
+    from tests.user_modules import simple
+
+    a, b = lk.collect(simple), lk.collect(simple)
+    assert a == b and a.hparams == b.hparams and hash(a) == hash(b)
+    assert lk.TrainingSpec.model_validate_json(a.model_dump_json()) == a
+    name, value = next(iter(a.hparams.as_dict().items()))
+    changed = a.with_hparams(**{name: value * 2 + 1})
+    assert changed != a and changed.hparams != a.hparams

@@ -1,0 +1,102 @@
+"""The public API is pinned: a rename or a removal breaks this test on purpose."""
+
+from __future__ import annotations
+
+import inspect
+
+import lightkit as lk
+import lightkit.callbacks
+import lightkit.loggers
+
+PUBLIC = [
+    "CSVLogger",
+    "Callback",
+    "CheckpointError",
+    "ConfigError",
+    "DDPStrategy",
+    "DistributedError",
+    "EarlyStopping",
+    "FSDPStrategy",
+    "GradientNormMonitor",
+    "Hparams",
+    "LearningRateMonitor",
+    "LightkitError",
+    "Logger",
+    "MixedPrecision",
+    "ModelCheckpoint",
+    "ModelSummary",
+    "Precision",
+    "ProgressBar",
+    "Registry",
+    "Result",
+    "RunContext",
+    "Runtime",
+    "SingleDevice",
+    "SpecEntry",
+    "SpecError",
+    "StepError",
+    "Strategy",
+    "TensorBoardLogger",
+    "Timer",
+    "Trainer",
+    "TrainerConfig",
+    "TrainingSpec",
+    "TruePrecision",
+    "__version__",
+    "cli",
+    "collect",
+    "configure_optimizers",
+    "load_models",
+    "log",
+    "model",
+    "on",
+    "plot_metrics",
+    "predict_data",
+    "predict_step",
+    "test_data",
+    "test_step",
+    "train_data",
+    "training_step",
+    "val_data",
+    "validation_step",
+]
+
+
+def test_all_is_pinned_and_sorted():
+    assert lk.__all__ == PUBLIC
+    assert sorted(lk.__all__) == lk.__all__
+
+
+def test_every_public_name_resolves_and_is_documented():
+    for name in lk.__all__:
+        obj = getattr(lk, name)
+        if name == "__version__":
+            continue
+        assert inspect.getdoc(obj), f"lightkit.{name} has no docstring"
+
+
+def test_built_in_callbacks_are_exported_from_both_places():
+    for name in (
+        "ModelCheckpoint",
+        "EarlyStopping",
+        "LearningRateMonitor",
+        "ModelSummary",
+        "ProgressBar",
+        "Timer",
+        "GradientNormMonitor",
+        "Callback",
+    ):
+        assert getattr(lightkit.callbacks, name) is getattr(lk, name)
+        assert name in lightkit.callbacks.__all__
+    assert sorted(lightkit.callbacks.__all__) == lightkit.callbacks.__all__
+    for name in ("Logger", "CSVLogger", "TensorBoardLogger"):
+        assert getattr(lightkit.loggers, name) is getattr(lk, name)
+
+
+def test_decorators_return_the_function_itself():
+    def f(batch):
+        return batch
+
+    reg = lk.Registry()
+    assert reg.training_step(f) is f
+    assert not hasattr(f, "__wrapped__")
