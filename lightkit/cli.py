@@ -211,8 +211,8 @@ class Flag:
             args = [a for a in typing.get_args(base) if a is not Ellipsis]
             base = args[0] if len(args) == 1 or (args and all(a == args[0] for a in args)) else str
         members = [m for m in _union_args(base) if m is not type(None)]
-        names = [getattr(m, "__name__", None) if isinstance(m, type) else None for m in members]
-        metavar = "|".join(n.upper() for n in names) if all(names) else "VALUE"
+        names = [m.__name__ for m in members if isinstance(m, type)]
+        metavar = "|".join(n.upper() for n in names) if len(names) == len(members) else "VALUE"
         return f"{metavar}|none" if self.allows_none and self.kind != "list" else metavar
 
     def help(self) -> str:
@@ -705,9 +705,9 @@ def parse(command: str, args: list[str]) -> Parsed:
             ) from None
         (hp if flag.section == "hparams" else tr)[flag.name] = checked
     for dest, value in vars(ns).items():
-        flag = by_dest.get(dest)
-        if flag is None:
+        if dest not in by_dest:
             continue
+        flag = by_dest[dest]
         try:
             checked = _check(flag, flag.from_text(value), spec, base, out.refs)
         except _BadValue as exc:
@@ -952,7 +952,7 @@ def _user_frame(exc: BaseException) -> str:
     """`` (in train at examples/x.py:12)``: the innermost frame outside lightkit and torch."""
     import lightkit
 
-    skip = (
+    skip: tuple[str, ...] = (
         str(Path(lightkit.__file__).parent),
         str(Path(typing.__file__).parent),
     )

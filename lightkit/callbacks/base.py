@@ -23,6 +23,10 @@ class Callback:
     class PrintLoss(lk.Callback):
         def on_train_epoch_end(self, ctx: Any):
             print(ctx.epoch, ctx.metrics.get("train/loss"))
+
+    The ``on_<event>`` methods here take ``*args, **kwargs`` so that an override may declare any
+    subset of what its event supplies (plus the models by name and ``hparams``). They are never
+    called: only methods a subclass overrides are bound.
     """
 
     @property
@@ -43,92 +47,80 @@ class Callback:
     def teardown(self, ctx: Any, stage: str) -> None:
         """Called once after a run, also after an error."""
 
-    def on_fit_start(self, ctx: Any) -> None:
-        pass
+    def on_fit_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_fit_end(self, ctx: Any) -> None:
-        pass
+    def on_fit_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_train_epoch_start(self, ctx: Any) -> None:
-        pass
+    def on_train_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_train_epoch_end(self, ctx: Any) -> None:
-        pass
+    def on_train_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_train_batch_start(self, ctx: Any, batch: Any, batch_idx: Any) -> None:
-        pass
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx."""
 
-    def on_train_batch_end(self, ctx: Any, batch: Any, batch_idx: Any, outputs: Any) -> None:
-        pass
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx, outputs."""
 
-    def on_validation_epoch_start(self, ctx: Any) -> None:
-        pass
+    def on_validation_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_validation_epoch_end(self, ctx: Any) -> None:
-        pass
+    def on_validation_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_test_epoch_start(self, ctx: Any) -> None:
-        pass
+    def on_test_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_test_epoch_end(self, ctx: Any) -> None:
-        pass
+    def on_test_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_predict_epoch_start(self, ctx: Any) -> None:
-        pass
+    def on_predict_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_predict_epoch_end(self, ctx: Any) -> None:
-        pass
+    def on_predict_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_before_backward(self, ctx: Any, batch: Any, batch_idx: Any, loss: Any) -> None:
-        pass
+    def on_before_backward(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx, loss."""
 
-    def on_after_backward(self, ctx: Any, batch: Any, batch_idx: Any) -> None:
-        pass
+    def on_after_backward(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx."""
 
-    def on_before_optimizer_step(self, ctx: Any, optimizer: Any) -> None:
-        pass
+    def on_before_optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, optimizer."""
 
-    def on_save_checkpoint(self, ctx: Any, checkpoint: Any) -> None:
-        pass
+    def on_save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, checkpoint."""
 
-    def on_load_checkpoint(self, ctx: Any, checkpoint: Any) -> None:
-        pass
+    def on_load_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, checkpoint."""
 
-    def on_exception(self, ctx: Any, exception: Any) -> None:
-        pass
+    def on_exception(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, exception."""
 
-    def on_sanity_check_start(self, ctx: Any) -> None:
-        pass
+    def on_sanity_check_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_sanity_check_end(self, ctx: Any) -> None:
-        pass
+    def on_sanity_check_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
 
-    def on_validation_batch_start(
-        self, ctx, batch: Any, batch_idx: Any, dataloader_idx: Any
-    ) -> None:
-        pass
+    def on_validation_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx, dataloader_idx."""
 
-    def on_validation_batch_end(
-        self, ctx, batch: Any, batch_idx: Any, dataloader_idx: Any, outputs: Any
-    ) -> None:
-        pass
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx, dataloader_idx, outputs."""
 
-    def on_test_batch_start(
-        self, ctx: Any, batch: Any, batch_idx: Any, dataloader_idx: Any
-    ) -> None:
-        pass
+    def on_test_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx, dataloader_idx."""
 
-    def on_test_batch_end(
-        self, ctx, batch: Any, batch_idx: Any, dataloader_idx: Any, outputs: Any
-    ) -> None:
-        pass
+    def on_test_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx, dataloader_idx, outputs."""
 
-    def on_predict_batch_start(
-        self, ctx: Any, batch: Any, batch_idx: Any, dataloader_idx: Any
-    ) -> None:
-        pass
+    def on_predict_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx, dataloader_idx."""
 
-    def on_predict_batch_end(
-        self, ctx, batch: Any, batch_idx: Any, dataloader_idx: Any, outputs: Any
-    ) -> None:
-        pass
+    def on_predict_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx, batch, batch_idx, dataloader_idx, outputs."""

@@ -30,7 +30,10 @@ def grad_norm(params: list[torch.Tensor], norm_type: float = 2.0) -> torch.Tenso
 
 def _combine(norms: list[torch.Tensor], norm_type: float) -> torch.Tensor:
     device = norms[0].device
-    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), norm_type)
+    total: torch.Tensor = torch.linalg.vector_norm(
+        torch.stack([n.to(device) for n in norms]), norm_type
+    )
+    return total
 
 
 @attrs.define

@@ -404,7 +404,7 @@ def restore(engine: Engine, ckpt_path: str | Path, full: bool) -> None:
 
 
 def _unwrap_compiled(module: nn.Module) -> nn.Module:
-    return getattr(module, "_orig_mod", module)  # type: ignore[no-any-return]
+    return getattr(module, "_orig_mod", module)
 
 
 def _mismatch(path: Path, what: str, fix: str = "") -> CheckpointError:

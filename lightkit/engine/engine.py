@@ -48,7 +48,7 @@ class Limits:
         self.test: int | float = c.limit_test_batches
         self.predict: int | float = c.limit_predict_batches
         self.sanity = c.num_sanity_val_steps
-        self.max_epochs = c.max_epochs
+        max_epochs = c.max_epochs
         self.max_steps = c.max_steps
         self.val_check_interval: int | float = c.val_check_interval
         self.check_val_every_n_epoch = c.check_val_every_n_epoch
@@ -57,14 +57,15 @@ class Limits:
         if c.fast_dev_run:
             n = 1 if c.fast_dev_run is True else int(c.fast_dev_run)
             self.train = self.val = self.test = self.predict = n
-            self.sanity, self.max_epochs, self.max_steps = 0, 1, n
+            self.sanity, max_epochs, self.max_steps = 0, 1, n
             self.val_check_interval, self.check_val_every_n_epoch = 1.0, 1
             self.dev_run = True
         elif c.overfit_batches:
             self.train = self.val = c.overfit_batches
             self.overfit = True
-        if self.max_epochs is None:
-            self.max_epochs = -1 if self.max_steps != -1 else 1000
+        if max_epochs is None:
+            max_epochs = -1 if self.max_steps != -1 else 1000
+        self.max_epochs: int = max_epochs
 
 
 class Engine:
@@ -309,7 +310,7 @@ def sequential(loader: Any) -> Any:
 
 
 def unwrap_compiled(module: nn.Module) -> nn.Module:
-    return getattr(module, "_orig_mod", module)  # type: ignore[no-any-return]
+    return getattr(module, "_orig_mod", module)
 
 
 __all__ = ["EVENT_ARGS", "Engine", "Limits"]

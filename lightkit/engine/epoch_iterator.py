@@ -24,11 +24,13 @@ def loader_length(loader: Any) -> int | None:
         return None
 
 
-def resolve_limit(length: int | None, limit: int | float, flag: str) -> int | None:
-    """Batches to run: an int limit is a count, a float a fraction of ``length``.
+def resolve_limit(length: int | None, limit: int | float | None, flag: str) -> int | None:
+    """Batches to run: an int limit is a count, a float a fraction of ``length``, ``None`` all.
 
     ``None`` means "until the loader ends" (unknown length, no limit).
     """
+    if limit is None:
+        return length
     if isinstance(limit, float):
         if limit == 1.0:
             return length
@@ -56,7 +58,10 @@ class EpochIterator:
     """Batches of one loader, epoch by epoch. ``num_batches`` is ``None`` when unknown."""
 
     def __init__(
-        self, loader: Iterable[Any], limit: int | float = 1.0, flag: str = "limit_train_batches"
+        self,
+        loader: Iterable[Any],
+        limit: int | float | None = 1.0,
+        flag: str = "limit_train_batches",
     ):
         self.loader = loader
         self.length = loader_length(loader)

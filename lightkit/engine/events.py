@@ -4,7 +4,7 @@ so the loop's ``if events.train_batch_end:`` costs one attribute read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lightkit.callbacks.base import Callback
@@ -12,9 +12,39 @@ from lightkit.engine.binders import bind_callback_method, bind_plan
 from lightkit.spec.roles import EVENT_ARGS, EVENT_SUPPLIES, EVENTS
 from lightkit.spec.signature import FunctionPlan
 
+EventCaller = Callable[..., Any]
+
 
 class Events:
     """``events.<name>`` is a tuple of callers taking that event's values (``EVENT_ARGS``)."""
+
+    # One attribute per name in ``EVENTS`` (tests/engine/test_events.py checks they match).
+    fit_start: tuple[EventCaller, ...]
+    fit_end: tuple[EventCaller, ...]
+    train_epoch_start: tuple[EventCaller, ...]
+    train_epoch_end: tuple[EventCaller, ...]
+    train_batch_start: tuple[EventCaller, ...]
+    train_batch_end: tuple[EventCaller, ...]
+    validation_epoch_start: tuple[EventCaller, ...]
+    validation_epoch_end: tuple[EventCaller, ...]
+    test_epoch_start: tuple[EventCaller, ...]
+    test_epoch_end: tuple[EventCaller, ...]
+    predict_epoch_start: tuple[EventCaller, ...]
+    predict_epoch_end: tuple[EventCaller, ...]
+    before_backward: tuple[EventCaller, ...]
+    after_backward: tuple[EventCaller, ...]
+    before_optimizer_step: tuple[EventCaller, ...]
+    save_checkpoint: tuple[EventCaller, ...]
+    load_checkpoint: tuple[EventCaller, ...]
+    exception: tuple[EventCaller, ...]
+    sanity_check_start: tuple[EventCaller, ...]
+    sanity_check_end: tuple[EventCaller, ...]
+    validation_batch_start: tuple[EventCaller, ...]
+    validation_batch_end: tuple[EventCaller, ...]
+    test_batch_start: tuple[EventCaller, ...]
+    test_batch_end: tuple[EventCaller, ...]
+    predict_batch_start: tuple[EventCaller, ...]
+    predict_batch_end: tuple[EventCaller, ...]
 
     def __init__(
         self,
@@ -49,5 +79,6 @@ class Events:
         for call in getattr(self, event):
             call(*args)
 
-    def listeners(self, event: str) -> tuple[Any, ...]:
-        return getattr(self, event)  # type: ignore[no-any-return]
+    def listeners(self, event: str) -> tuple[EventCaller, ...]:
+        callers: tuple[EventCaller, ...] = getattr(self, event)
+        return callers

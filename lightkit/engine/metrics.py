@@ -188,7 +188,12 @@ class MetricStore:
             if m.sync_dist and self._all_reduce is not None:
                 total = self._all_reduce(total, "sum")
             return total[0] / total[1]
-        result = {"sum": values.sum, "max": values.max, "min": values.min}[m.reduce]()
+        reducers: dict[str, Callable[[], torch.Tensor]] = {
+            "sum": values.sum,
+            "max": values.max,
+            "min": values.min,
+        }
+        result = reducers[m.reduce]()
         if m.sync_dist and self._all_reduce is not None:
             result = self._all_reduce(result, m.reduce)
         return result

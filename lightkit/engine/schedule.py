@@ -305,7 +305,7 @@ class _Recorder:
 
         return record
 
-    def runtime(self, what: str, detail: str = "") -> Callable[..., None]:
+    def runtime(self, what: str, detail: str = "") -> Callable[..., Any]:
         def record(*args: Any, **kwargs: Any) -> None:
             self.add(what, "runtime", detail=detail)
 
@@ -404,7 +404,8 @@ def _per_rank_length(loader: Any, length: int | None, world_size: int) -> int | 
     (``DistributedSampler``: every rank gets ``ceil(n / world_size)`` samples)."""
     if length is None or world_size == 1:
         return length
-    dataset, batch_size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+    dataset = getattr(loader, "dataset", None)
+    batch_size: int | None = getattr(loader, "batch_size", None)
     try:
         samples = math.ceil(len(dataset) / world_size)  # type: ignore[arg-type]
     except TypeError:

@@ -137,7 +137,7 @@ def _body(
         key = _key(item, runs)
         starts = not isinstance(item, _Run) and item.what == batch_start
         closes = not isinstance(item, _Run) and item.batch_idx is None and batches
-        if starts:
+        if starts and not isinstance(item, _Run):  # (``starts`` implies it; for the type)
             # Training batches by their index; evaluation batches (maybe of several loaders)
             # by their position in the run.
             idx = (
@@ -273,9 +273,9 @@ def _who(schedule: Schedule) -> list[str]:
     unreached = {k: v for k, v in schedule.listening.items() if k not in seen}
     if unreached:
         lines.append("only if it happens (not in this schedule):")
-        for what, listeners in unreached.items():
+        for what, waiting in unreached.items():
             lines.append(f"  {what}")
-            lines.extend(f"  {line}" for line in _listener_lines(listeners))
+            lines.extend(f"  {line}" for line in _listener_lines(waiting))
     return lines
 
 

@@ -76,8 +76,9 @@ class Trainer:
         if launcher is not None:
             # devices=N from a plain process: start the ranks, run this same call in each.
             return launcher.launch(self, stage, spec, ckpt_path)  # type: ignore[no-any-return]
-        if cfg.seed is not None and getattr(strategy, "seed", 0) is None:
-            strategy.seed = cfg.seed  # type: ignore[attr-defined]  # DistributedSampler's seed
+        group = getattr(strategy, "group", None)
+        if group is not None:  # distributed: the DistributedSampler seeds with the run's seed
+            group.run_seed = cfg.seed
         runtime = Runtime.from_strategy(strategy)
         runtime.launch()
         try:

@@ -65,4 +65,4 @@ class TruePrecision(Precision):
         return convert_floating(batch, self.dtype)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return self._context  # type: ignore[return-value]
+        return self._context

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import multiprocessing
 import multiprocessing.connection as mpc
 import os
@@ -144,17 +145,11 @@ def _check_fork() -> None:
 
 def _dumps_job(job: Job) -> bytes:
     try:
-        import cloudpickle
-    except ImportError:  # importable functions still work with plain pickle
-        cloudpickle = None
-    try:
-        if cloudpickle is not None:
-            return cloudpickle.dumps(job)  # type: ignore[no-any-return]
-        return pickle.dumps(job)
+        return _dumps(job)
     except Exception as exc:
         hint = (
             ""
-            if cloudpickle is not None
+            if _cloudpickle() is not None
             else " Functions defined in __main__ or a notebook need cloudpickle: "
             "pip install cloudpickle."
         )
@@ -164,6 +159,55 @@ def _dumps_job(job: Job) -> bytes:
             f"DDPStrategy(start_method='fork') (POSIX), which copies nothing.",
             code="unpicklable-run",
         ) from exc
+
+
+def _cloudpickle() -> Any:
+    try:
+        import cloudpickle
+    except ImportError:  # importable functions still work with plain pickle
+        return None
+    return cloudpickle
+
+
+def _dumps(obj: Any) -> bytes:
+    """Pickle for another process: cloudpickle (functions of ``__main__`` by value) when
+    installed, and whole plain subclasses of lightkit's slotted plugins (below)."""
+    cloudpickle = _cloudpickle()
+    base = cloudpickle.Pickler if cloudpickle is not None else pickle.Pickler
+
+    class Pickler(base):  # type: ignore[misc, valid-type]
+        def reducer_override(self, obj: Any) -> Any:
+            # A plain subclass of a slotted attrs class (``class Counter(lk.Callback)``
+            # setting ``self.count`` in __init__) has a __dict__ that attrs' __getstate__
+            # leaves out: send both.
+            cls = type(obj)
+            if (
+                not isinstance(obj, type)
+                and attrs.has(cls)
+                and getattr(obj, "__dict__", None)
+                and any("__slots__" in vars(k) for k in cls.__mro__[1:-1] if attrs.has(k))
+            ):
+                slots = {n: getattr(obj, n) for n in _slot_names(cls) if hasattr(obj, n)}
+                return _rebuild_slotted, (cls, slots, dict(obj.__dict__))
+            parent = getattr(super(), "reducer_override", None)
+            return parent(obj) if parent is not None else NotImplemented
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def _slot_names(cls: type) -> list[str]:
+    names = [n for k in cls.__mro__ for n in vars(k).get("__slots__", ())]
+    return [n for n in names if n not in ("__weakref__", "__dict__")]
+
+
+def _rebuild_slotted(cls: Any, slots: dict[str, Any], values: dict[str, Any]) -> Any:
+    obj = cls.__new__(cls)
+    for name, value in slots.items():
+        object.__setattr__(obj, name, value)
+    obj.__dict__.update(values)
+    return obj
 
 
 class _Rank:
@@ -355,7 +399,7 @@ def _supervise(ranks: list[_Rank], failure_timeout: float) -> _Outcome:
                 timeout = min(timeout, max(0.0, deadline - now))
             for ready in mpc.wait(waits, timeout=timeout):
                 if ready in open_conns:
-                    receive(ready)  # type: ignore[arg-type]
+                    receive(ready)
             for r in list(running.values()):
                 code = r.exitcode()
                 if code is None:
@@ -480,12 +524,7 @@ def _exit_status(exc: BaseException) -> int:
 def _dumps_result(result: Result, trainer: Trainer) -> bytes:
     """Rank 0's result for the calling process: models on the CPU, nothing tied to a group."""
     result.models = _portable_models(result, trainer.last_engine)
-    try:
-        import cloudpickle
-
-        return cloudpickle.dumps(result)  # type: ignore[no-any-return]
-    except ImportError:
-        return pickle.dumps(result)
+    return _dumps(result)
 
 
 def _portable_models(result: Result, engine: Any) -> dict[str, Any]:

@@ -96,4 +96,4 @@ def cuda_prefetch(
         main.wait_event(done)
         return idx, apply_to_tensors(moved, use)
 
-    return one_ahead(batches, start, finish)  # type: ignore[arg-type]
+    return one_ahead(batches, start, finish)

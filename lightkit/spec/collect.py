@@ -43,7 +43,8 @@ def _registry(source: Source) -> Registry:
 
 
 def _caller_module(depth: int) -> str:
-    return sys._getframe(depth + 1).f_globals.get("__name__", "__main__")
+    name: str = sys._getframe(depth + 1).f_globals.get("__name__", "__main__")
+    return name
 
 
 def collect(*sources: Source) -> TrainingSpec:

@@ -107,8 +107,7 @@ class DDPStrategy(Strategy):
         return self.group.world_size
 
     def setup_environment(self) -> None:
-        self.group.seed = self.seed if self.seed is not None else 0
-        self.group.setup(self.device)
+        self.group.setup(self.device, self.seed)
 
     def teardown(self) -> None:
         # The reducer holds the process group: drop it before destroying the group, or the

@@ -111,8 +111,7 @@ class FSDPStrategy(Strategy):
         return self.group.world_size
 
     def setup_environment(self) -> None:
-        self.group.seed = self.seed if self.seed is not None else 0
-        self.group.setup(self.device)
+        self.group.setup(self.device, self.seed)
 
     def teardown(self) -> None:
         self._models.clear()
@@ -143,7 +142,7 @@ class FSDPStrategy(Strategy):
     def _policy(self, module: nn.Module) -> Callable[[nn.Module], bool]:
         policy = self.auto_wrap
         if callable(policy) and not isinstance(policy, (set, tuple, type)):
-            return policy  # type: ignore[return-value]
+            return policy
         classes = tuple(default_layers(module) if policy is None else policy)  # type: ignore[arg-type]
         return lambda sub: isinstance(sub, classes)
 
@@ -254,7 +253,7 @@ class FSDPStrategy(Strategy):
 
             full = {
                 name: get_model_state_dict(m, options=self._options(True))
-                for name, m in engine.models.items()
+                for name, m in engine.unwrapped_models().items()
             }
             if self.rank == 0:
                 result.extras["full_model_states"] = full
@@ -326,7 +325,7 @@ def _load_sharded(path: Path) -> dict[str, Any]:
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-    class SafePlanner(_EmptyStateDictLoadPlanner):  # type: ignore[misc]
+    class SafePlanner(_EmptyStateDictLoadPlanner):
         """DCP unpickles non-tensor values with weights_only=False; a checkpoint must not run
         code, so read them as torch.load(weights_only=True) does."""
 
@@ -353,7 +352,7 @@ def _load_sharded(path: Path) -> dict[str, Any]:
             state,
             storage_reader=FileSystemReader(path),
             no_dist=not (dist.is_available() and dist.is_initialized()),
-            planner=SafePlanner(),
+            planner=SafePlanner(),  # type: ignore[no-untyped-call]  # torch's __init__, unannotated
         )
     except CheckpointError:
         raise

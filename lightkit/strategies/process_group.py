@@ -17,6 +17,8 @@ hangs waiting for a rank that has run out.
 
 from __future__ import annotations
 
+import itertools
+import time
 import warnings
 from datetime import timedelta
 from typing import Any
@@ -26,9 +28,11 @@ import torch
 import torch.distributed as dist
 
 from lightkit.errors import ConfigError, DistributedError
-from lightkit.runtime.environment import ClusterEnvironment, free_port
+from lightkit.runtime.environment import ClusterEnvironment
 
 _OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}
+#: Groups this process has joined; every rank joins the same sequence, so all agree.
+_GENERATION = [0]
 
 
 def to_timedelta(value: float | timedelta) -> timedelta:
@@ -60,8 +64,10 @@ class ProcessGroup:
     env: ClusterEnvironment = attrs.field(factory=ClusterEnvironment)
     #: Processes to start on this machine when this process is not a rank yet (``devices=N``).
     nprocs: int = 1
-    #: ``DistributedSampler`` seed; the Trainer sets it to its ``seed``.
+    #: ``DistributedSampler`` seed: the strategy's ``seed``, else the Trainer's, else 0.
     seed: int = 0
+    #: The Trainer's ``seed`` for this run (set before setup).
+    run_seed: int | None = None
     device: torch.device = attrs.field(factory=lambda: torch.device("cpu"))
     _owns: bool = False
 
@@ -96,9 +102,11 @@ class ProcessGroup:
         return dist.is_available() and dist.is_initialized()
 
     # -- lifetime ---------------------------------------------------------------------------
-    def setup(self, device: torch.device) -> None:
-        """Join the job's group (torchrun, SLURM, lightkit's launcher) or create a group of one."""
+    def setup(self, device: torch.device, seed: int | None = None) -> None:
+        """Join the job's group (torchrun, SLURM, lightkit's launcher) or create a group of one.
+        ``seed``: the strategy's sampler seed, if it has one."""
         self.device = device
+        self.seed = seed if seed is not None else (self.run_seed or 0)
         if self.active:  # the user (or an earlier run) made the group: use it, leave it
             if dist.get_world_size() != self.world_size:
                 raise DistributedError(
@@ -123,30 +131,44 @@ class ProcessGroup:
         backend = self.backend or ("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        init = (
-            self.env.init_method
-            if self.env.joined
-            else f"tcp://127.0.0.1:{free_port()}"  # a group of one on this machine
-        )
-        kwargs: dict[str, Any] = {}
-        if backend == "nccl":
-            kwargs["device_id"] = device
-        try:
-            dist.init_process_group(
-                backend,
-                init_method=init,
-                rank=self.rank,
-                world_size=self.world_size,
-                timeout=self.timeout,
-                **kwargs,
-            )
-        except (RuntimeError, ValueError) as exc:
-            raise DistributedError(
-                f"rank {self.rank} of {self.world_size} could not join the process group at "
-                f"{init} (backend {backend!r}): {exc}",
-                code="group-failed",
-            ) from exc
+        kwargs: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
+        where = self.env.init_method if self.env.joined else "a store in this process"
+        for attempt in itertools.count():
+            try:
+                dist.init_process_group(
+                    backend,
+                    store=self._store(),
+                    rank=self.rank,
+                    world_size=self.world_size,
+                    timeout=self.timeout,
+                    **kwargs,
+                )
+                break
+            except (RuntimeError, ValueError) as exc:
+                # Joining again in the same process (fit, then test): a rank can reach the
+                # previous group's store on rank 0 just before it closes. Try once more.
+                if attempt < 3 and _GENERATION[0] > 1 and isinstance(exc, dist.DistError):
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise DistributedError(
+                    f"rank {self.rank} of {self.world_size} could not join the process group "
+                    f"at {where} (backend {backend!r}): {exc}",
+                    code="group-failed",
+                ) from exc
         self._owns = True
+
+    def _store(self) -> Any:
+        """The rendezvous store, under a prefix new for each group this process joins: a
+        store that outlives a group (torchrun's) keeps its keys, which the next group of the
+        same process must not read."""
+        _GENERATION[0] += 1
+        if not self.env.joined:  # a group of one: nothing to meet
+            return dist.HashStore()
+        store, _, _ = next(
+            dist.rendezvous(self.env.init_method, self.rank, self.world_size, timeout=self.timeout)
+        )
+        store.set_timeout(self.timeout)
+        return dist.PrefixStore(f"lightkit/{_GENERATION[0]}", store)
 
     def destroy(self) -> None:
         """Destroy the group if this object created it; safe to call twice."""
@@ -234,7 +256,12 @@ class ProcessGroup:
             )
         else:
             batch_sampler = loader.batch_sampler
-            sampler = batch_sampler.sampler if batch_sampler is not None else loader.sampler
+            # A custom batch sampler need not have ``.sampler``: then it cannot be split.
+            sampler = (
+                getattr(batch_sampler, "sampler", None)
+                if batch_sampler is not None
+                else loader.sampler
+            )
             if isinstance(sampler, DistributedSampler):
                 return loader  # split already, by the user
             plain = type(sampler) in (RandomSampler, SequentialSampler)
@@ -242,7 +269,7 @@ class ProcessGroup:
                 plain = plain and not sampler.replacement and sampler._num_samples is None
             if plain and (batch_sampler is None or type(batch_sampler) is BatchSampler):
                 shuffle = isinstance(sampler, RandomSampler)
-                split = DistributedSampler(
+                split: DistributedSampler[Any] = DistributedSampler(
                     loader.dataset,
                     num_replicas=self.world_size,
                     rank=self.rank,

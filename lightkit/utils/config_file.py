@@ -240,7 +240,7 @@ def object_ref(obj: Any) -> Any:
         value = getattr(obj, field.name)
         default = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            default = default.factory(obj) if default.takes_self else default.factory()  # type: ignore[attr-defined,call-arg]
+            default = default.factory(obj) if default.takes_self else default.factory()
         try:
             same = bool(value == default)
         except Exception:

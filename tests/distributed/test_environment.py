@@ -129,3 +129,19 @@ def test_peer_failures_are_told_apart_from_root_causes() -> None:
     except lk.StepError as outer:
         assert is_peer_failure(outer)
     assert not is_peer_failure(ValueError("boom"))
+
+
+class _Counter(lk.Callback):
+    """A plain subclass of a slotted attrs plugin: its state lives in a __dict__."""
+
+    def __init__(self) -> None:
+        self.epochs = 3
+
+
+def test_plain_subclasses_of_plugins_travel_whole() -> None:
+    import pickle
+
+    from lightkit.runtime.launch import _dumps
+
+    sent = pickle.loads(_dumps(_Counter()))
+    assert type(sent) is _Counter and sent.epochs == 3

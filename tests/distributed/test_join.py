@@ -36,6 +36,7 @@ def test_torchrun_runs_a_script(tmp_path: Path) -> None:
             "--master-port",
             str(free_port()),
             str(SCRIPTS / "fit_each_rank.py"),
+            "3",  # three fits in each process: each joins a new group through torchrun's store
         ],
         capture_output=True,
         text=True,
@@ -45,10 +46,13 @@ def test_torchrun_runs_a_script(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = _results(proc.stdout)
-    assert sorted(r["rank"] for r in results) == [0, 1]
+    assert sorted(r["rank"] for r in results) == [0, 0, 0, 1, 1, 1]
     assert all(r["global_step"] == N_TRAIN // 64 for r in results)  # 32 per rank per batch
-    assert results[0]["metrics"] == results[1]["metrics"]  # the same on every rank
+    for run in range(3):  # the same metrics on every rank
+        same_run = [r["metrics"] for r in results if r["run"] == run]
+        assert same_run[0] == same_run[1]
     assert not any(r["world"] for r in results)  # the group is gone after fit
+    assert all(r["threads_left"] == 0 for r in results)
 
 
 @pytest.mark.skipif(os.environ.get("LIGHTKIT_SKIP_STRESS") == "1", reason="LIGHTKIT_SKIP_STRESS=1")
