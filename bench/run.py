@@ -339,7 +339,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                     if "error" in result and not args.quiet:
                         print(result["log_tail"][-1500:], file=sys.stderr, flush=True)
     meta = {
-        "command": "python bench/run.py " + " ".join(shlex.quote(a) for a in args.argv),
+        "command": " ".join(["python bench/run.py", *(shlex.quote(a) for a in args.argv)]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.time() - began, 1),
         "repetitions": reps,

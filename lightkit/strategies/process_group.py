@@ -289,10 +289,12 @@ class ProcessGroup:
 
     def even(self, loader: Any) -> Any:
         """``loader`` cut so that every rank runs the same number of batches."""
-        from lightkit.engine.epoch_iterator import loader_length
         from lightkit.utils.data import EvenBatches
 
-        length = loader_length(loader)
+        try:
+            length: int | None = len(loader)
+        except (TypeError, NotImplementedError):
+            length = None
         if self.reduce_any(length is None):  # a rank cannot tell: agree batch by batch
             return EvenBatches(loader, any_done=self.reduce_any)
         assert length is not None
