@@ -340,6 +340,13 @@ def skip_optimizer_step(engine: Engine) -> None:
         step_schedulers(engine, "step", engine.ctx.global_step)
 
 
+def eval_mode(engine: Engine) -> Any:
+    """``torch.inference_mode`` (``inference_mode=True``), or ``torch.no_grad`` where the
+    strategy cannot use it: FSDP's gathered parameters must stay ordinary tensors."""
+    allowed = getattr(engine.runtime.strategy, "allows_inference_mode", True)
+    return torch.inference_mode if engine.config.inference_mode and allowed else torch.no_grad
+
+
 def no_sync(rt: Any, models: list[Any]) -> contextlib.AbstractContextManager[Any]:
     """Skip gradient synchronisation of every model (DDP ``no_sync``, FSDP's flag)."""
     if len(models) == 1:
@@ -400,7 +407,7 @@ def evaluate(
         events.listeners(f"{prefix}_batch_end"),
     )
     events.fire(f"{prefix}_epoch_start")
-    no_grad = torch.inference_mode if engine.config.inference_mode else torch.no_grad
+    no_grad = eval_mode(engine)
     to_device, autocast = rt.to_device, rt.autocast
     saved_batch_idx = ctx.batch_idx
     saved_metrics = store.snapshot() if sanity else None
@@ -452,7 +459,7 @@ def predict_loop(engine: Engine, loaders: list[EpochIterator]) -> list[Any]:
         m.eval()
     ctx.stage = store.stage = "predict"
     events.fire("predict_epoch_start")
-    no_grad = torch.inference_mode if engine.config.inference_mode else torch.no_grad
+    no_grad = eval_mode(engine)
     per_loader: list[list[Any]] = []
     call = engine.step_call
     with no_grad():

@@ -16,7 +16,7 @@ loads into any number of ranks; non-tensor values in a sharded checkpoint are re
 from __future__ import annotations
 
 import contextlib
-import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -83,6 +83,12 @@ class FSDPStrategy(Strategy):
     def name(self) -> str:
         return "fsdp"
 
+    @property
+    def allows_inference_mode(self) -> bool:
+        """Evaluation runs under ``no_grad``: parameters FSDP gathers under
+        ``inference_mode`` would become inference tensors that training cannot update."""
+        return False
+
     def configure(
         self,
         env: ClusterEnvironment,
@@ -128,7 +134,7 @@ class FSDPStrategy(Strategy):
             "mesh": mesh,
             "reshard_after_forward": self.reshard_after_forward,
             "mp_policy": self._mixed_precision(),
-            "offload_policy": CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy(),
+            "offload_policy": CPUOffloadPolicy() if self._offloads() else OffloadPolicy(),
         }
         wrap = self._policy(module)
         # Bottom-up: a layer is sharded before any module that contains it.
@@ -138,6 +144,17 @@ class FSDPStrategy(Strategy):
         fully_shard(module, **options)
         self._models.append(module)
         return module
+
+    def _offloads(self) -> bool:
+        if self.cpu_offload and self.device.type == "cpu":
+            if self.rank == 0:
+                warnings.warn(
+                    "FSDPStrategy(cpu_offload=True) on the CPU: the parameters are in CPU "
+                    "memory already, so nothing is offloaded.",
+                    stacklevel=4,
+                )
+            return False
+        return self.cpu_offload
 
     def _policy(self, module: nn.Module) -> Callable[[nn.Module], bool]:
         policy = self.auto_wrap
@@ -233,12 +250,16 @@ class FSDPStrategy(Strategy):
         if self.state_dict_type == "full":
             super().save_checkpoint(state, path)
             return
-        _save_sharded(self, state, Path(path))
+        from lightkit.strategies.fsdp_checkpoint import save_sharded
+
+        save_sharded(self, state, Path(path))
 
     def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
         path = Path(path)
         if path.is_dir():
-            return _load_sharded(path)
+            from lightkit.strategies.fsdp_checkpoint import load_sharded
+
+            return load_sharded(path)
         return super().load_checkpoint(path)
 
     # -- the result ------------------------------------------------------------------------
@@ -287,78 +308,3 @@ def _sharded(state: dict[str, Any]) -> bool:
         return False
 
     return walk(state)
-
-
-def _save_sharded(strategy: FSDPStrategy, state: dict[str, Any], path: Path) -> None:
-    """Every rank writes its shard into a temporary folder; rank 0 renames it into place."""
-    import torch.distributed.checkpoint as dcp
-
-    tmp = path.with_name(f".{path.name}.partial")
-    old = path.with_name(f".{path.name}.old")
-    if strategy.rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    strategy.barrier()
-    try:
-        dcp.save(state, checkpoint_id=tmp)
-    except OSError as exc:
-        raise CheckpointError(
-            f"could not write checkpoint {path}: {exc}", code="checkpoint-write-failed"
-        ) from exc
-    strategy.barrier()
-    if strategy.rank == 0:
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        elif old.exists():
-            old.unlink()
-    strategy.barrier()
-
-
-def _load_sharded(path: Path) -> dict[str, Any]:
-    """A sharded checkpoint as full tensors (every rank reads what it needs to reshard)."""
-    import torch.distributed as dist
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
-
-    class SafePlanner(_EmptyStateDictLoadPlanner):
-        """DCP unpickles non-tensor values with weights_only=False; a checkpoint must not run
-        code, so read them as torch.load(weights_only=True) does."""
-
-        def load_bytes(self, read_item: Any, value: Any) -> None:
-            from torch.distributed.checkpoint._traverse import set_element
-
-            try:
-                obj = torch.load(value, weights_only=True)
-            except Exception as exc:
-                raise CheckpointError(
-                    f"refused to load {path}: {read_item.dest_index.fqn} holds objects that are "
-                    f"not plain tensors and containers ({exc}).",
-                    code="checkpoint-unsafe",
-                ) from None
-            if self.flatten_state_dict:
-                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
-            else:
-                self.state_dict[read_item.dest_index.fqn] = obj
-
-    state: dict[str, Any] = {}
-    try:
-        # dcp.load() fills only keys the given dict has; the loader under it fills an empty one.
-        _load_state_dict(
-            state,
-            storage_reader=FileSystemReader(path),
-            no_dist=not (dist.is_available() and dist.is_initialized()),
-            planner=SafePlanner(),  # type: ignore[no-untyped-call]  # torch's __init__, unannotated
-        )
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path} is not a readable sharded checkpoint: {type(exc).__name__}: {exc}",
-            code="checkpoint-corrupt",
-        ) from None
-    return state

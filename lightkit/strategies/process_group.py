@@ -133,11 +133,13 @@ class ProcessGroup:
             torch.cuda.set_device(device)
         kwargs: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
         where = self.env.init_method if self.env.joined else "a store in this process"
+        _GENERATION[0] += 1
+        generation = _GENERATION[0]
         for attempt in itertools.count():
             try:
                 dist.init_process_group(
                     backend,
-                    store=self._store(),
+                    store=self._store(generation),
                     rank=self.rank,
                     world_size=self.world_size,
                     timeout=self.timeout,
@@ -147,7 +149,7 @@ class ProcessGroup:
             except (RuntimeError, ValueError) as exc:
                 # Joining again in the same process (fit, then test): a rank can reach the
                 # previous group's store on rank 0 just before it closes. Try once more.
-                if attempt < 3 and _GENERATION[0] > 1 and isinstance(exc, dist.DistError):
+                if attempt < 3 and generation > 1 and isinstance(exc, dist.DistError):
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 raise DistributedError(
@@ -157,18 +159,17 @@ class ProcessGroup:
                 ) from exc
         self._owns = True
 
-    def _store(self) -> Any:
+    def _store(self, generation: int) -> Any:
         """The rendezvous store, under a prefix new for each group this process joins: a
         store that outlives a group (torchrun's) keeps its keys, which the next group of the
         same process must not read."""
-        _GENERATION[0] += 1
         if not self.env.joined:  # a group of one: nothing to meet
             return dist.HashStore()
         store, _, _ = next(
             dist.rendezvous(self.env.init_method, self.rank, self.world_size, timeout=self.timeout)
         )
         store.set_timeout(self.timeout)
-        return dist.PrefixStore(f"lightkit/{_GENERATION[0]}", store)
+        return dist.PrefixStore(f"lightkit/{generation}", store)
 
     def destroy(self) -> None:
         """Destroy the group if this object created it; safe to call twice."""

@@ -162,3 +162,10 @@ def report_allreduces(net, count_comm: bool = False):
     if units:
         lk.log("fsdp_units", float(units))
         lk.log("param_dtype_bits", float(next(net.parameters()).dtype.itemsize * 8))
+
+
+@lk.on("exception")
+def note_exception(exception, ctx, marker_dir: str = ""):
+    """Every rank that sees the run fail says what it saw (survivors included)."""
+    if marker_dir:
+        Path(marker_dir, f"exception-{ctx.rank}").write_text(type(exception).__name__)

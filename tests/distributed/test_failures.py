@@ -7,7 +7,11 @@ the failure" (a raise) and "within the failure timeout + 10 s" (a death).
 from __future__ import annotations
 
 import ast
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ from typing import Any
 import pytest
 
 import lightkit as lk
-from tests.distributed.support import alive, run_script
+from tests.distributed.support import ROOT, SCRIPTS, alive, run_script
 
 
 def _pids(marker_dir: Path) -> list[int]:
@@ -37,6 +41,12 @@ def test_a_rank_raising_ends_the_script_non_zero_with_its_traceback(tmp_path: Pa
     assert "Traceback of rank 1" in err and 'programs.py", line' in err and "in train" in err
     assert "rank 0: RuntimeError" in err  # rank 0 stopped because rank 1's group went away
     assert not any(alive(pid) for pid in _pids(tmp_path))
+    # Both ranks ran their exception hooks; rank 0 (the survivor) flushed its logger.
+    assert (tmp_path / "exception-1").read_text() == "ValueError"
+    assert (tmp_path / "exception-0").read_text() == "RuntimeError"
+    (csv,) = tmp_path.glob("lightkit_logs/*/version_0/metrics.csv")
+    steps = [line.split(",")[0] for line in csv.read_text().splitlines()[1:]]
+    assert steps[:3] == ["0", "1", "2"]  # what was logged before the failure at step 3
 
 
 @pytest.mark.parametrize("mode", ["sigkill", "exit", "raise"])
@@ -61,6 +71,7 @@ def test_a_rank_dying_or_raising_stops_every_rank(
     assert info.value.code == "rank-failed"
     assert all(code != 0 for code in info.value.exitcodes.values())  # type: ignore[attr-defined]
     assert not any(alive(pid) for pid in _pids(tmp_path))
+    assert (tmp_path / "exception-0").exists()  # the survivor ran its exception hooks
 
 
 def test_a_rank_that_hangs_after_a_failure_is_stopped(
@@ -74,3 +85,37 @@ def test_a_rank_that_hangs_after_a_failure_is_stopped(
         lk.Trainer(**flags, devices=2, strategy=strategy).fit(run)
     assert "rank 1: stopped (no exit after the failure)" in str(info.value)
     assert not any(alive(pid) for pid in _pids(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("sig", "start_method"), [(signal.SIGINT, "fork"), (signal.SIGKILL, "spawn")]
+)
+def test_no_rank_outlives_the_calling_process(
+    sig: signal.Signals, start_method: str, tmp_path: Path
+) -> None:
+    """Ctrl-C in the calling process stops the ranks; killing it outright kills them too."""
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "fit_hangs.py"), str(tmp_path), start_method],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_pids(tmp_path)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = _pids(tmp_path)
+        assert len(pids) == 2, proc.stderr.read() if proc.poll() is not None else "no ranks"
+        time.sleep(0.5)  # both ranks are training; rank 1 sleeps
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        if sig == signal.SIGINT:
+            assert "KeyboardInterrupt" in err
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        proc.kill()

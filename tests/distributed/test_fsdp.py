@@ -20,7 +20,13 @@ from tests.distributed.support import ATOL, assert_same_weights
 def test_fsdp_matches_ddp_and_one_process(
     spec: lk.TrainingSpec, flags: dict[str, Any], reference: dict[str, lk.Result]
 ) -> None:
-    result = lk.Trainer(**flags, devices=2, strategy=lk.FSDPStrategy(start_method="fork")).fit(spec)
+    # With a sanity check first: evaluation must not turn FSDP's gathered parameters into
+    # inference tensors (FSDP evaluates under no_grad), nor shift the random stream.
+    result = lk.Trainer(
+        **{**flags, "num_sanity_val_steps": 2},
+        devices=2,
+        strategy=lk.FSDPStrategy(start_method="fork"),
+    ).fit(spec)
     single = reference["plain"]
     assert result.global_step == single.global_step
     assert_same_weights(result.models["net"], single.models["net"])
@@ -90,3 +96,25 @@ def test_checkpoints_resume_exactly(
     )
     assert resumed.global_step == reference["three_epochs"].global_step
     assert_same_weights(resumed.models["net"], reference["three_epochs"].models["net"])
+
+
+class _Payload:
+    """Not a tensor or container: unpickling it could run code."""
+
+
+def test_a_sharded_checkpoint_never_runs_code(tmp_path: Path) -> None:
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    from lightkit.strategies.fsdp_checkpoint import load_sharded
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no process group: one process" warnings
+        dcp.save({"w": torch.ones(2), "meta": {"epoch": 3}}, checkpoint_id=tmp_path / "ok.ckpt")
+        dcp.save({"w": torch.ones(2), "evil": _Payload()}, checkpoint_id=tmp_path / "bad.ckpt")
+        state = load_sharded(tmp_path / "ok.ckpt")
+        assert torch.equal(state["w"], torch.ones(2)) and state["meta"] == {"epoch": 3}
+        with pytest.raises(lk.CheckpointError, match="refused to load") as info:
+            load_sharded(tmp_path / "bad.ckpt")
+    assert info.value.code == "checkpoint-unsafe"

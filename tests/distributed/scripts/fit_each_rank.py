@@ -1,8 +1,10 @@
 """Run under torchrun (or with its variables set by hand): fit N times in this process and
-print, per fit, this rank's result as JSON. Each fit joins the job and tears the group down."""
+append, per fit, this rank's result as a JSON line to ``$RUN_DIR/results-<rank>.jsonl``. Each
+fit joins the job and tears the group down."""
 
 import json
 import os
+import signal
 import sys
 
 import torch.distributed as dist
@@ -11,6 +13,7 @@ import lightkit as lk
 from tests.distributed import programs
 
 runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+PER_RUN_TIMEOUT = 30  # seconds; one fit takes well under one
 spec = lk.collect(programs)
 trainer = lk.Trainer(
     accelerator="cpu",
@@ -27,7 +30,9 @@ trainer = lk.Trainer(
 )
 threads = len(os.listdir("/proc/self/task"))
 for i in range(runs):
+    signal.alarm(PER_RUN_TIMEOUT)  # a hang ends the process (SIGALRM) instead of waiting
     result = trainer.fit(spec)
+    signal.alarm(0)
     line = {
         "run": i,
         "rank": int(os.environ["RANK"]),
@@ -36,4 +41,8 @@ for i in range(runs):
         "global_step": result.global_step,
         "threads_left": len(os.listdir("/proc/self/task")) - threads,
     }
-    print("RESULT " + json.dumps(line), flush=True)
+    # One file per rank: under torchrun both ranks share stdout and lines can interleave.
+    with open(
+        os.path.join(os.environ.get("RUN_DIR", "."), f"results-{line['rank']}.jsonl"), "a"
+    ) as f:
+        f.write(json.dumps(line) + "\n")

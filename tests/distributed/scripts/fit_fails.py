@@ -20,7 +20,7 @@ trainer = lk.Trainer(
     enable_progress_bar=False,
     enable_model_summary=False,
     enable_checkpointing=False,
-    logger=False,
+    log_every_n_steps=1,
     default_root_dir=marker_dir,
 )
 spec = lk.collect(programs).with_hparams(fail_rank=1, fail_step=3, marker_dir=marker_dir)
