@@ -93,8 +93,8 @@ class Variant:
 
 
 VARIANTS = {
-    "tiny": Variant("tiny", 64, 64, 1024, "sgd", log_loss=False),
-    "tiny-log": Variant("tiny-log", 64, 64, 1024, "sgd", log_loss=True),
+    "tiny": Variant("tiny", 64, 64, 3072, "sgd", log_loss=False),
+    "tiny-log": Variant("tiny-log", 64, 64, 3072, "sgd", log_loss=True),
     "compute": Variant("compute", 1024, 256, 96, "adam", log_loss=False),
     "no-loader": Variant("no-loader", 64, 64, 1024, "sgd", log_loss=False, prebuilt=True),
 }

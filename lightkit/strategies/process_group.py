@@ -18,6 +18,7 @@ hangs waiting for a rank that has run out.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 import warnings
 from datetime import timedelta
@@ -162,14 +163,16 @@ class ProcessGroup:
     def _store(self, generation: int) -> Any:
         """The rendezvous store, under a prefix new for each group this process joins: a
         store that outlives a group (torchrun's) keeps its keys, which the next group of the
-        same process must not read."""
+        same process must not read. torchrun's store also outlives its workers, so the prefix
+        names the restart too (the ranks of a restarted job must not meet the dead ranks)."""
         if not self.env.joined:  # a group of one: nothing to meet
             return dist.HashStore()
         store, _, _ = next(
             dist.rendezvous(self.env.init_method, self.rank, self.world_size, timeout=self.timeout)
         )
         store.set_timeout(self.timeout)
-        return dist.PrefixStore(f"lightkit/{generation}", store)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        return dist.PrefixStore(f"lightkit/{restart}/{generation}", store)
 
     def destroy(self) -> None:
         """Destroy the group if this object created it; safe to call twice."""
