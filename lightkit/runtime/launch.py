@@ -43,6 +43,7 @@ outlives the call, and the ranks die with the calling process (``PR_SET_PDEATHSI
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import ctypes
 import io
@@ -210,7 +211,7 @@ def _rebuild_slotted(cls: Any, slots: dict[str, Any], values: dict[str, Any]) ->
     return obj
 
 
-class _Rank:
+class _Rank(abc.ABC):
     """A started rank: its process and its end of the message pipe."""
 
     rank: int
@@ -218,13 +219,15 @@ class _Rank:
     pid: int
 
     @property
+    @abc.abstractmethod
     def sentinel(self) -> Any:
-        raise NotImplementedError
+        """What ``multiprocessing.connection.wait`` watches for the process's end."""
 
+    @abc.abstractmethod
     def exitcode(self) -> int | None:
-        raise NotImplementedError
+        """The exit status, or ``None`` while the process runs."""
 
-    def send_job(self) -> None:
+    def send_job(self) -> None:  # noqa: B027 - optional: forked ranks need no hand-over
         """Hand the job over (spawned ranks read it once they have imported lightkit)."""
 
     def signal(self, sig: int) -> None:
@@ -239,7 +242,7 @@ class _Rank:
             else:
                 mpc.wait([self.sentinel], timeout=max(0.0, deadline - time.monotonic()))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: nothing to release by default
         """Release what watching the process needed."""
 
 
