@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from datetime import timedelta
 from typing import Any
 
 import attrs
-import torch
 from torch import nn
 
-from lightkit.runtime.environment import ClusterEnvironment
-from lightkit.strategies.base import Strategy
-from lightkit.strategies.process_group import ProcessGroup, make_launcher, to_timedelta
+from lightkit.strategies.parallel import ParallelStrategy
 
 
 @functools.cache
@@ -36,7 +32,7 @@ def _has_forward_sync_buffers() -> bool:
 
 
 @attrs.define
-class DDPStrategy(Strategy):
+class DDPStrategy(ParallelStrategy):
     """Data-parallel training over ``torch.distributed``.
 
     Args:
@@ -45,13 +41,8 @@ class DDPStrategy(Strategy):
         gradient_as_bucket_view: gradients are views into the all-reduce buckets (less memory).
         broadcast_buffers: copy rank 0's buffers (batch norm statistics) at each forward.
         bucket_cap_mb: all-reduce bucket size (DDP's default when ``None``).
-        backend: ``"nccl"``, ``"gloo"``; ``None`` picks by device.
-        timeout: how long a collective waits for the other ranks (seconds or ``timedelta``).
-        start_method: how ``devices=N`` starts the ranks: ``"spawn"`` or ``"fork"``
-            (see :mod:`lightkit.runtime.launch`).
-        failure_timeout: seconds the other ranks get to finish after one failed, before they
-            are stopped (lightkit's launcher only; torchrun has its own).
-        seed: the ``DistributedSampler`` seed; default the Trainer's ``seed``, else 0.
+        backend, timeout, start_method, failure_timeout, seed: see
+            :class:`~lightkit.strategies.parallel.ParallelStrategy`.
 
     Example::
 
@@ -63,51 +54,11 @@ class DDPStrategy(Strategy):
     gradient_as_bucket_view: bool = False
     broadcast_buffers: bool = True
     bucket_cap_mb: float | None = None
-    backend: str | None = None
-    timeout: timedelta = attrs.field(default=timedelta(minutes=30), converter=to_timedelta)
-    start_method: str = attrs.field(
-        default="spawn", validator=attrs.validators.in_(("spawn", "fork"))
-    )
-    failure_timeout: float = 10.0
-    seed: int | None = None
-    group: ProcessGroup = attrs.field(init=False, factory=ProcessGroup, repr=False)
-    launcher: Any = attrs.field(init=False, default=None, repr=False)
     _wrappers: list[nn.Module] = attrs.field(init=False, factory=list, repr=False)
 
     @property
     def name(self) -> str:
         return "ddp"
-
-    def configure(
-        self,
-        env: ClusterEnvironment,
-        indices: list[int],
-        num_nodes: int = 1,
-        accelerator: str = "cpu",
-    ) -> None:
-        """Called by the connector: where this process sits, and whether to launch ranks."""
-        self.group = ProcessGroup(backend=self.backend, timeout=self.timeout)
-        self.launcher = make_launcher(self, self.group, env, len(indices), num_nodes)
-
-    # -- topology --------------------------------------------------------------------------
-    @property
-    def is_distributed(self) -> bool:
-        return True
-
-    @property
-    def rank(self) -> int:
-        return self.group.rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.group.local_rank
-
-    @property
-    def world_size(self) -> int:
-        return self.group.world_size
-
-    def setup_environment(self) -> None:
-        self.group.setup(self.device, self.seed)
 
     def teardown(self) -> None:
         # The reducer holds the process group: drop it before destroying the group, or the
@@ -116,7 +67,7 @@ class DDPStrategy(Strategy):
             for attr in ("reducer", "logger", "process_group", "_comm_hooks"):
                 wrapper.__dict__.pop(attr, None)
         self._wrappers.clear()
-        self.group.destroy()
+        super().teardown()
 
     # -- objects ---------------------------------------------------------------------------
     def setup_module(self, module: nn.Module) -> nn.Module:
@@ -143,9 +94,6 @@ class DDPStrategy(Strategy):
         self._wrappers.append(wrapped)
         return wrapped
 
-    def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
-        return self.group.distribute(loader, shuffle_default=shuffle_default)
-
     def unwrap(self, module: nn.Module) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -157,26 +105,3 @@ class DDPStrategy(Strategy):
         if isinstance(module, DistributedDataParallel):
             return module.no_sync()
         return contextlib.nullcontext()
-
-    # -- collectives -----------------------------------------------------------------------
-    def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
-        return self.group.all_reduce(tensor, op)
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.group.all_gather(tensor)
-
-    def barrier(self, name: str | None = None) -> None:
-        self.group.barrier(name)
-
-    def broadcast(self, obj: Any, src: int = 0) -> Any:
-        return self.group.broadcast(obj, src)
-
-    def reduce_any(self, flag: bool) -> bool:
-        return self.group.reduce_any(flag)
-
-    # -- the result ------------------------------------------------------------------------
-    def finish_result(self, result: Any, engine: Any) -> Any:
-        """Before teardown: every rank's ``Result.metrics`` become rank 0's (what was logged)."""
-        if self.group.active and self.world_size > 1:
-            result.metrics = self.group.broadcast(result.metrics)
-        return result

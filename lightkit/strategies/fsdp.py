@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,7 @@ import torch
 from torch import nn
 
 from lightkit.errors import CheckpointError
-from lightkit.runtime.environment import ClusterEnvironment
-from lightkit.strategies.base import Strategy
-from lightkit.strategies.process_group import ProcessGroup, make_launcher, to_timedelta
+from lightkit.strategies.parallel import ParallelStrategy
 
 WrapPolicy = set[type[nn.Module]] | tuple[type[nn.Module], ...] | Callable[[nn.Module], bool]
 
@@ -45,7 +42,7 @@ def default_layers(model: nn.Module) -> set[type[nn.Module]]:
 
 
 @attrs.define
-class FSDPStrategy(Strategy):
+class FSDPStrategy(ParallelStrategy):
     """Fully sharded data parallelism (FSDP2).
 
     Args:
@@ -68,15 +65,6 @@ class FSDPStrategy(Strategy):
     state_dict_type: str = attrs.field(
         default="sharded", validator=attrs.validators.in_(("sharded", "full"))
     )
-    backend: str | None = None
-    timeout: timedelta = attrs.field(default=timedelta(minutes=30), converter=to_timedelta)
-    start_method: str = attrs.field(
-        default="spawn", validator=attrs.validators.in_(("spawn", "fork"))
-    )
-    failure_timeout: float = 10.0
-    seed: int | None = None
-    group: ProcessGroup = attrs.field(init=False, factory=ProcessGroup, repr=False)
-    launcher: Any = attrs.field(init=False, default=None, repr=False)
     _models: list[nn.Module] = attrs.field(init=False, factory=list, repr=False)
 
     @property
@@ -89,39 +77,9 @@ class FSDPStrategy(Strategy):
         ``inference_mode`` would become inference tensors that training cannot update."""
         return False
 
-    def configure(
-        self,
-        env: ClusterEnvironment,
-        indices: list[int],
-        num_nodes: int = 1,
-        accelerator: str = "cpu",
-    ) -> None:
-        self.group = ProcessGroup(backend=self.backend, timeout=self.timeout)
-        self.launcher = make_launcher(self, self.group, env, len(indices), num_nodes)
-
-    # -- topology --------------------------------------------------------------------------
-    @property
-    def is_distributed(self) -> bool:
-        return True
-
-    @property
-    def rank(self) -> int:
-        return self.group.rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.group.local_rank
-
-    @property
-    def world_size(self) -> int:
-        return self.group.world_size
-
-    def setup_environment(self) -> None:
-        self.group.setup(self.device, self.seed)
-
     def teardown(self) -> None:
         self._models.clear()
-        self.group.destroy()
+        super().teardown()
 
     # -- objects ---------------------------------------------------------------------------
     def setup_module(self, module: nn.Module) -> nn.Module:
@@ -174,27 +132,8 @@ class FSDPStrategy(Strategy):
             )
         return MixedPrecisionPolicy()
 
-    def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
-        return self.group.distribute(loader, shuffle_default=shuffle_default)
-
     def no_backward_sync(self, module: nn.Module) -> contextlib.AbstractContextManager[Any]:
         return _no_gradient_sync(module)
-
-    # -- collectives -----------------------------------------------------------------------
-    def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
-        return self.group.all_reduce(tensor, op)
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.group.all_gather(tensor)
-
-    def barrier(self, name: str | None = None) -> None:
-        self.group.barrier(name)
-
-    def broadcast(self, obj: Any, src: int = 0) -> Any:
-        return self.group.broadcast(obj, src)
-
-    def reduce_any(self, flag: bool) -> bool:
-        return self.group.reduce_any(flag)
 
     # -- state -----------------------------------------------------------------------------
     def _options(self, full: bool, strict: bool = True) -> Any:
@@ -268,7 +207,7 @@ class FSDPStrategy(Strategy):
         models' full states for the calling process (gathered by every rank)."""
         if not self.group.active:
             return result
-        result.metrics = self.group.broadcast(result.metrics)
+        result = super().finish_result(result, engine)
         if self.group.env.kind == "launched" and engine is not None:
             from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
