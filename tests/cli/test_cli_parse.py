@@ -317,4 +317,4 @@ def test_the_cli_is_reachable_from_the_package():
     import lightkit as lk
 
     assert lk.cli.main is __import__("lightkit.cli").cli.main
-    assert Path(lk.cli.__file__).name == "cli.py"
+    assert Path(lk.cli.__file__).parent.name == "cli"

@@ -1,0 +1,417 @@
+"""Parsing in two phases: import and collect the targets (so the hyperparameter flags exist),
+then parse and validate every flag, the config file included, before anything is built."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import traceback
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightkit.cli.flags import (
+    COMMANDS,
+    TARGET_HELP,
+    TRAINER_COMMANDS,
+    Flag,
+    TargetError,
+    UsageError,
+    _BadValue,
+    _build_objects,
+    hparam_flags,
+    trainer_flags,
+)
+
+# -- phase 1: targets and the config file ----------------------------------------------------
+
+
+def _split_targets(args: list[str]) -> tuple[list[str], list[str]]:
+    """The leading arguments that are not flags are the targets."""
+    i = 0
+    while i < len(args) and not args[i].startswith("-"):
+        i += 1
+    return args[:i], args[i:]
+
+
+def _normalize(args: list[str]) -> list[str]:
+    """``--max_epochs=3`` -> ``--max-epochs=3``: both spellings work."""
+    out = []
+    for a in args:
+        if a.startswith("--") and len(a) > 2:
+            name, eq, value = a.partition("=")
+            a = name.replace("_", "-") + eq + value
+        out.append(a)
+    return out
+
+
+def _prescan(args: list[str]) -> tuple[str | None, bool]:
+    """``--config`` and whether help was asked for, before the full parser exists."""
+    config = None
+    for i, a in enumerate(args):
+        if a == "--config":
+            if i + 1 >= len(args) or args[i + 1].startswith("-"):
+                raise UsageError("argument --config: expected a file path")
+            config = args[i + 1]
+        elif a.startswith("--config="):
+            config = a.partition("=")[2]
+    return config, any(a in ("-h", "--help") for a in args)
+
+
+def collect_targets(targets: Sequence[str]) -> Any:
+    """Import each target and collect them into one spec."""
+    import lightkit as lk
+    from lightkit.utils.imports import import_target
+
+    sources = []
+    for target in targets:
+        name, attr = target, ""
+        if ":" in target and not (len(target) > 1 and target[1] == ":"):  # not C:\...
+            name, _, attr = target.partition(":")
+        module = _import(name, target, import_target)
+        if attr:
+            try:
+                sources.append(getattr(module, attr))
+            except AttributeError:
+                raise TargetError(
+                    f"cannot collect {target!r}: module {module.__name__!r} has no {attr!r}."
+                ) from None
+        else:
+            sources.append(module)
+    return lk.collect(*sources)
+
+
+def _import(name: str, target: str, import_target: Any) -> Any:
+    try:
+        return import_target(name)
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else target
+        line = f"\n    {exc.text.strip()}" if exc.text else ""
+        raise TargetError(
+            f"cannot import {target!r}: syntax error at {where}: {exc.msg}.{line}"
+        ) from None
+    except FileNotFoundError:
+        raise TargetError(
+            f"no such file: {name}. A TARGET is a .py file path or an importable module name "
+            f"(examples/digits.py or examples.digits)."
+        ) from None
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (name == missing or name.startswith(missing + ".")):
+            raise TargetError(
+                f"cannot import {target!r}: there is no module named {missing!r}. A TARGET is "
+                f"a .py file path or an importable module name; run from the folder it is "
+                f"importable from, or add that folder to PYTHONPATH."
+            ) from None
+        raise TargetError(
+            f"importing {target!r} failed: it imports {missing!r}, which is not installed ({exc})."
+        ) from None
+    except ImportError as exc:
+        raise TargetError(f"importing {target!r} failed: {exc}") from None
+    except Exception as exc:
+        raise TargetError(
+            f"importing {target!r} raised {type(exc).__name__}: {exc}{_user_frame(exc)}"
+        ) from exc
+
+
+# -- phase 2: the full parser ----------------------------------------------------------------
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=40, width=100)
+
+
+def _parser(command: str, hflags: list[Flag], tflags: list[Flag], has_target: bool) -> Any:
+    target = "TARGET [TARGET ...] " if command not in ("plot",) else ""
+    parser = argparse.ArgumentParser(
+        prog=f"lightkit {command}",
+        usage=f"lightkit {command} {target}[flags]",
+        description=f"lightkit {command}: {COMMANDS[command]}.\n\n{TARGET_HELP}",
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a .toml, .json or .yaml file setting any flag below; flags given here win",
+    )
+    run.add_argument(
+        "--print-config",
+        nargs="?",
+        const="",
+        metavar="FORMAT",
+        choices=["", "toml", "json", "yaml"],
+        help="print the full effective config (toml, json or yaml; default: the --config "
+        "file's format, else toml) and exit",
+    )
+    run.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    if command in TRAINER_COMMANDS:
+        run.add_argument(
+            "--ckpt-path",
+            metavar="PATH",
+            help="a checkpoint to start from: a path, 'last' or 'best'",
+        )
+    if command == "explain":
+        run.add_argument(
+            "--stage",
+            choices=["fit", "validate", "test", "predict"],
+            default="fit",
+            help="the entry point to explain (default: fit)",
+        )
+        run.add_argument(
+            "--format", choices=["text", "json"], default="text", help="text (default) or json"
+        )
+    if command == "predict":
+        run.add_argument(
+            "--output", metavar="FILE", help="save the predictions with torch.save to FILE"
+        )
+    if command == "hparams":
+        run.add_argument(
+            "--format", choices=["table", "json"], default="table", help="table or json"
+        )
+    if hflags or not has_target:
+        group = parser.add_argument_group(
+            "hyperparameters (from TARGET)",
+            None if has_target else "give a TARGET to see its hyperparameter flags",
+        )
+        for flag in hflags:
+            _add(group, flag)
+    if tflags:
+        group = parser.add_argument_group("trainer (lk.TrainerConfig)")
+        for flag in tflags:
+            _add(group, flag)
+    return parser
+
+
+def _add(group: Any, flag: Flag) -> None:
+    kwargs: dict[str, Any] = {"dest": flag.dest, "default": argparse.SUPPRESS, "help": flag.help()}
+    if flag.kind == "bool":
+        group.add_argument(flag.option, action=argparse.BooleanOptionalAction, **kwargs)
+        return
+    if flag.kind == "list":
+        kwargs["nargs"] = "*"
+    group.add_argument(flag.option, metavar=flag.metavar, **kwargs)
+
+
+def _check(flag: Flag, value: Any, spec: Any, base: dict[str, Any], refs: dict[int, Any]) -> Any:
+    """The validated value of one flag, checked alone (its field's type and constraints)."""
+    from pydantic import ValidationError
+
+    from lightkit.engine.config import TrainerConfig
+
+    try:
+        if flag.section == "trainer":
+            value = _build_objects(flag, value, refs)
+            return getattr(TrainerConfig.model_validate({flag.name: value}), flag.name)
+        return getattr(spec.hparams_model.model_validate({**base, flag.name: value}), flag.name)
+    except ValidationError as exc:
+        mine = [e for e in exc.errors() if not e["loc"] or e["loc"][0] == flag.name]
+        raise _BadValue(_pydantic_text((mine or exc.errors())[0]["msg"])) from None
+    except Exception as exc:  # a field validator's own error (an unknown strategy, ...)
+        if isinstance(exc, _BadValue):
+            raise
+        raise _BadValue(str(exc)) from None
+
+
+def _file_items(
+    data: Mapping[str, Any], path: str, by_section: dict[str, dict[str, Flag]]
+) -> list[tuple[Flag, Any]]:
+    """The (flag, value) pairs a config file sets: in ``[hparams]``/``[trainer]`` tables, or
+    flat when a name is unambiguous."""
+    from lightkit.errors import did_you_mean
+
+    items: list[tuple[Flag, Any]] = []
+    known = {**by_section["hparams"], **by_section["trainer"]}
+
+    def unknown(key: str, where: str, choices: Mapping[str, Any]) -> UsageError:
+        return UsageError(
+            f"{path}: unknown key {key!r}{where}.{did_you_mean(key, choices)} Known keys: "
+            f"{', '.join(sorted(choices)) or '(none)'}."
+        )
+
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key in ("target", "ckpt_path"):
+            continue
+        if key in ("hparams", "trainer") and isinstance(value, Mapping):
+            for raw_inner, inner in value.items():
+                name = str(raw_inner).replace("-", "_")
+                flag = by_section[key].get(name)
+                if flag is None:
+                    raise unknown(name, f" in [{key}]", by_section[key])
+                items.append((flag, inner))
+            continue
+        hp, tr = by_section["hparams"].get(key), by_section["trainer"].get(key)
+        if hp is not None and tr is not None:
+            raise UsageError(
+                f"{path}: {key!r} is both a hyperparameter and a trainer flag; put it in an "
+                f"[hparams] or a [trainer] table."
+            )
+        flag = hp or tr
+        if flag is None:
+            raise unknown(key, "", {**known, "target": 0, "ckpt_path": 0})
+        items.append((flag, value))
+    return items
+
+
+class Parsed:
+    """The outcome of parsing: the spec with its hyperparameters set, the trainer config, and
+    what else the command asked for."""
+
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+        self.spec: Any = None
+        self.config: Any = None
+        self.args: argparse.Namespace = argparse.Namespace()
+        self.file_format: str | None = None
+        self.ckpt_path: Any = None
+        self.refs: dict[int, Any] = {}
+
+
+def parse(command: str, args: list[str]) -> Parsed:
+    """Both phases: targets and config file, then every flag, all validated."""
+    from pydantic import ValidationError
+
+    from lightkit.engine.config import TrainerConfig
+    from lightkit.utils.config_file import format_of, read_config
+
+    out = Parsed()
+    targets, rest = _split_targets(args)
+    rest = _normalize(rest)
+    config_path, wants_help = _prescan(rest)
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            data = read_config(config_path)
+            out.file_format = format_of(config_path)
+        except Exception as exc:
+            raise UsageError(str(exc)) from None
+    if not targets and "target" in data:
+        found = data["target"]
+        targets = [found] if isinstance(found, str) else [str(t) for t in found]
+    out.targets = targets
+    tflags = trainer_flags() if command in TRAINER_COMMANDS else []
+    if not targets:
+        if wants_help:
+            _parser(command, [], tflags, has_target=False).parse_args(rest)
+        raise UsageError(
+            f"{command} needs a TARGET: a .py file or an importable module "
+            f"(lightkit {command} examples/digits.py), or a --config file with target = [...]."
+        )
+    spec = collect_targets(targets)
+    taken = {f.option for f in tflags} | {
+        "--config", "--print-config", "--traceback", "--ckpt-path", "--stage", "--format",
+        "--output", "--help",
+    }  # fmt: skip
+    hflags = hparam_flags(spec, taken)
+    parser = _parser(command, hflags, tflags, has_target=True)
+    ns, unknown = parser.parse_known_args(rest)
+    if unknown:
+        parser.error(_unknown_message(unknown, parser, command))
+    out.args = ns
+    # A config file's trainer keys are known to every command (one file serves them all).
+    known_trainer = tflags or trainer_flags()
+    by_section = {
+        "hparams": {f.name: f for f in hflags},
+        "trainer": {f.name: f for f in known_trainer},
+    }
+    by_dest = {f.dest: f for f in hflags + tflags}
+    base = spec.hparams.as_dict()
+    hp: dict[str, Any] = {}
+    tr: dict[str, Any] = {}
+
+    for flag, value in _file_items(data, config_path or "", by_section):
+        if flag.section == "trainer" and not tflags:
+            continue
+        try:
+            checked = _check(flag, flag.from_file(value), spec, base, out.refs)
+        except _BadValue as exc:
+            raise UsageError(
+                f"{config_path}: [{flag.section}] {flag.name}: expected {flag.type_text}, got "
+                f"{value!r}: {exc}"
+            ) from None
+        (hp if flag.section == "hparams" else tr)[flag.name] = checked
+    for dest, value in vars(ns).items():
+        if dest not in by_dest:
+            continue
+        flag = by_dest[dest]
+        try:
+            checked = _check(flag, flag.from_text(value), spec, base, out.refs)
+        except _BadValue as exc:
+            shown = " ".join(value) if isinstance(value, list) else value
+            parser.error(f"argument {flag.option}: expected {flag.type_text}, got {shown!r}: {exc}")
+        (hp if flag.section == "hparams" else tr)[flag.name] = checked
+
+    try:
+        out.spec = spec.with_hparams(**hp)
+    except ValidationError as exc:
+        parser.error(_pydantic_message(exc, by_section["hparams"], "hyperparameters"))
+    if command in TRAINER_COMMANDS:
+        try:
+            out.config = TrainerConfig(**tr)
+        except ValidationError as exc:
+            parser.error(_pydantic_message(exc, by_section["trainer"], "trainer flags"))
+    ckpt = getattr(ns, "ckpt_path", None)
+    out.ckpt_path = ckpt if ckpt is not None else data.get("ckpt_path", data.get("ckpt-path"))
+    return out
+
+
+def _unknown_message(unknown: list[str], parser: Any, command: str) -> str:
+    from lightkit.errors import did_you_mean
+
+    options = [o for a in parser._actions for o in a.option_strings]
+    flags = [u.partition("=")[0] for u in unknown if u.startswith("-")]
+    if not flags:
+        return (
+            f"unexpected argument {unknown[0]!r}: TARGETs come first, right after the "
+            f"command (lightkit {command} TARGET [TARGET ...] [flags])."
+        )
+    first = flags[0]
+    return (
+        f"unknown flag{'s' if len(flags) > 1 else ''} {', '.join(flags)}."
+        f"{did_you_mean(first, options)} `lightkit {command} TARGET --help` lists every flag."
+    )
+
+
+def _pydantic_text(msg: str) -> str:
+    """pydantic's message without the ``Value error, `` it puts before a validator's text."""
+    return msg.removeprefix("Value error, ")
+
+
+def _pydantic_message(exc: Any, flags: Mapping[str, Flag], what: str) -> str:
+    parts = []
+    for e in exc.errors():
+        name = str(e["loc"][0]) if e["loc"] else ""
+        label = f"argument {flags[name].option}" if name in flags else f"the {what} conflict"
+        parts.append(f"{label}: {_pydantic_text(e['msg'])}")
+    return "; ".join(parts)
+
+
+def _user_frame(exc: BaseException) -> str:
+    """`` (in train at examples/x.py:12)``: the innermost frame outside lightkit and torch."""
+    import lightkit
+
+    skip: tuple[str, ...] = (
+        str(Path(lightkit.__file__).parent),
+        str(Path(typing.__file__).parent),
+    )
+    try:
+        import torch
+
+        skip = (*skip, str(Path(torch.__file__).parent))
+    except ImportError:
+        pass
+    found = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if not frame.filename.startswith(skip) and not frame.filename.startswith("<"):
+            path = frame.filename
+            try:
+                rel = os.path.relpath(path)
+                path = path if rel.startswith("..") else rel
+            except ValueError:
+                pass
+            found = f" (in {frame.name} at {path}:{frame.lineno})"
+    return found
