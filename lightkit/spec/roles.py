@@ -5,7 +5,7 @@ This table is the single source for what a function of each role may ask for by 
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 Role = Literal[
     "model",
@@ -21,19 +21,7 @@ Role = Literal[
     "on",
 ]
 
-ROLES: Final[tuple[str, ...]] = (
-    "model",
-    "training_step",
-    "validation_step",
-    "test_step",
-    "predict_step",
-    "configure_optimizers",
-    "train_data",
-    "val_data",
-    "test_data",
-    "predict_data",
-    "on",
-)
+ROLES: Final[tuple[str, ...]] = get_args(Role)
 
 #: Roles with at most one function per spec.
 SINGLE_ROLES: Final[tuple[str, ...]] = tuple(r for r in ROLES if r not in ("model", "on"))
