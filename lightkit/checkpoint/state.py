@@ -7,33 +7,25 @@ generators (python, numpy if imported, torch, CUDA) and the training loader's ge
 spec and trainer config as JSON, and the lightkit and torch versions. A weights-only
 checkpoint (``kind: "weights"``) holds the models, the spec and the config.
 
-Exact mid-epoch resume: a checkpoint written after batch ``b`` of epoch ``e`` also holds the
-random states as they were when epoch ``e``'s batches began. Resuming restores those,
-re-creates the epoch's iterator, reads the ``b + 1`` consumed batches again (so samplers,
-loader generators and worker seeds advance exactly as they did), then restores the states of
-the moment of the save, and trains on from batch ``b + 1``.
+Exact mid-epoch resume (the random states and the resume position): :mod:`.resume`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import torch
 from torch import nn
 
 from lightkit.checkpoint.io import clean_stale_temps, safe_load
+from lightkit.checkpoint.resume import ResumeState, capture_random
 from lightkit.errors import CheckpointError, sorted_list
-from lightkit.utils.seed import rng_states, set_rng_states
 
 if TYPE_CHECKING:
     from lightkit.engine.engine import Engine
-    from lightkit.engine.epoch_iterator import EpochIterator
     from lightkit.spec.spec import TrainingSpec
 
 #: The key that marks a lightkit checkpoint; its value is the format version.
@@ -42,101 +34,6 @@ FORMAT_KEY = "lightkit_checkpoint"
 FORMAT_VERSION = 1
 CKPT_SUFFIX = ".ckpt"
 LAST_NAME = "last"
-
-# Where a training loader may keep a torch.Generator (the loader's own, the sampler's).
-_GENERATOR_PATHS = (
-    "generator",
-    "sampler.generator",
-    "batch_sampler.sampler.generator",
-    "batch_sampler.generator",
-)
-
-
-# -- random states --------------------------------------------------------------------------
-def loader_generators(loader: Any) -> dict[str, torch.Generator]:
-    """The distinct ``torch.Generator`` objects a loader and its samplers draw from."""
-    found: dict[str, torch.Generator] = {}
-    for path in _GENERATOR_PATHS:
-        obj = loader
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, torch.Generator) and not any(obj is g for g in found.values()):
-            found[path] = obj
-    return found
-
-
-def capture_random(loader: Any) -> dict[str, Any]:
-    """Every global generator's state and the training loader's generators, storable."""
-    states = rng_states()
-    if "numpy" in states:  # numpy's tuple holds an ndarray: store it as a tensor
-        name, keys, pos, has_gauss, gauss = states["numpy"]
-        states["numpy"] = (name, torch.from_numpy(keys.astype("int64")), pos, has_gauss, gauss)
-    return {
-        "rng": states,
-        "loaders": {p: g.get_state() for p, g in loader_generators(loader).items()},
-    }
-
-
-def restore_random(saved: dict[str, Any], loader: Any) -> None:
-    """Set the global generators and the loader's generators to what ``capture_random`` saw."""
-    states = dict(saved["rng"])
-    if "numpy" in states:
-        if "numpy" in sys.modules:
-            import numpy as np
-
-            name, keys, pos, has_gauss, gauss = states["numpy"]
-            states["numpy"] = (name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
-        else:
-            del states["numpy"]
-    if "cuda" in states and not torch.cuda.is_available():
-        del states["cuda"]
-    set_rng_states(states)
-    generators = loader_generators(loader)
-    for path, state in saved.get("loaders", {}).items():
-        if path in generators:
-            generators[path].set_state(state)
-
-
-@attrs.define
-class ResumeState:
-    """Where and how the fit loop picks a restored run up (consumed by ``begin_epoch``)."""
-
-    skip: int
-    random: dict[str, Any]
-    epoch_start: dict[str, Any] | None
-
-
-def begin_epoch(
-    engine: Engine, train: EpochIterator, epoch: int, skip: int
-) -> Iterator[tuple[int, Any]]:
-    """The batches of ``epoch`` for the fit loop, after ``skip`` consumed ones.
-
-    Remembers the random states as the epoch's batches begin (a mid-epoch checkpoint stores
-    them). When resuming mid-epoch, restores that epoch's starting states first, reads the
-    consumed batches again, then restores the states of the moment of the save.
-    """
-    resume, engine.resume = engine.resume, None
-    loader = train.loader
-    if resume is not None and skip and resume.epoch_start is not None:
-        restore_random(resume.epoch_start, loader)
-        engine.epoch_start = resume.epoch_start
-        random = resume.random
-        return train.epoch(epoch, skip, on_skipped=lambda: restore_random(random, loader))
-    if resume is not None:
-        restore_random(resume.random, loader)
-    engine.epoch_start = capture_random(loader)
-    return train.epoch(epoch, skip)
-
-
-def resume_before_epoch(engine: Engine, train: EpochIterator) -> None:
-    """Resuming at an epoch boundary: restore the random states before the epoch's hooks run,
-    where the interrupted run stood when it saved."""
-    resume = engine.resume
-    if resume is not None and resume.skip == 0:
-        restore_random(resume.random, train.loader)
-        engine.resume = None
 
 
 # -- building -------------------------------------------------------------------------------
@@ -683,15 +580,10 @@ __all__ = [
     "CKPT_SUFFIX",
     "FORMAT_KEY",
     "FORMAT_VERSION",
-    "ResumeState",
-    "begin_epoch",
     "build_checkpoint",
-    "capture_random",
     "check_format",
     "find_checkpoint",
     "load_models",
     "restore",
-    "restore_random",
-    "resume_before_epoch",
     "spec_json",
 ]

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 
 from lightkit.callbacks.checkpoint import ModelCheckpoint
-from lightkit.checkpoint.state import begin_epoch, resume_before_epoch
+from lightkit.checkpoint.resume import begin_epoch, resume_before_epoch
 from lightkit.engine.engine import Engine
 from lightkit.engine.epoch_iterator import EpochIterator, val_every
 from lightkit.engine.optim import SchedulerConfig
