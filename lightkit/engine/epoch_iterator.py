@@ -14,14 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from lightkit.errors import ConfigError
-
-
-def loader_length(loader: Any) -> int | None:
-    """``len(loader)``, or ``None`` for loaders without one (iterable datasets, generators)."""
-    try:
-        return len(loader)
-    except (TypeError, NotImplementedError):
-        return None
+from lightkit.utils.data import loader_length
 
 
 def resolve_limit(length: int | None, limit: int | float | None, flag: str) -> int | None:

@@ -293,12 +293,9 @@ class ProcessGroup:
 
     def even(self, loader: Any) -> Any:
         """``loader`` cut so that every rank runs the same number of batches."""
-        from lightkit.utils.data import EvenBatches
+        from lightkit.utils.data import EvenBatches, loader_length
 
-        try:
-            length: int | None = len(loader)
-        except (TypeError, NotImplementedError):
-            length = None
+        length = loader_length(loader)
         if self.reduce_any(length is None):  # a rank cannot tell: agree batch by batch
             return EvenBatches(loader, any_done=self.reduce_any)
         assert length is not None

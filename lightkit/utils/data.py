@@ -25,6 +25,14 @@ _KEEP = (
 )
 
 
+def loader_length(loader: Any) -> int | None:
+    """``len(loader)``, or ``None`` for loaders without one (iterable datasets, generators)."""
+    try:
+        return len(loader)
+    except (TypeError, NotImplementedError):  # IterableDataset loaders raise either
+        return None
+
+
 def rebuild_with_sampler(loader: DataLoader[Any], sampler: Sampler[Any]) -> DataLoader[Any]:
     """A new ``DataLoader`` like ``loader`` but drawing indices from ``sampler``.
 
