@@ -148,35 +148,21 @@ def _dumps_job(job: Job) -> bytes:
     try:
         return _dumps(job)
     except Exception as exc:
-        hint = (
-            ""
-            if _cloudpickle() is not None
-            else " Functions defined in __main__ or a notebook need cloudpickle: "
-            "pip install cloudpickle."
-        )
         raise ConfigError(
-            f"the run cannot be sent to the rank processes: {type(exc).__name__}: {exc}.{hint} "
+            f"the run cannot be sent to the rank processes: {type(exc).__name__}: {exc}. "
             f"Create such objects inside the decorated functions, or use "
             f"DDPStrategy(start_method='fork') (POSIX), which copies nothing.",
             code="unpicklable-run",
         ) from exc
 
 
-def _cloudpickle() -> Any:
-    try:
-        import cloudpickle
-    except ImportError:  # importable functions still work with plain pickle
-        return None
-    return cloudpickle
-
-
 def _dumps(obj: Any) -> bytes:
-    """Pickle for another process: cloudpickle (functions of ``__main__`` by value) when
-    installed, and whole plain subclasses of lightkit's slotted plugins (below)."""
-    cloudpickle = _cloudpickle()
-    base = cloudpickle.Pickler if cloudpickle is not None else pickle.Pickler
+    """Pickle for another process: cloudpickle (functions of ``__main__`` and the spec's
+    run-time hyperparameter model by value), and whole plain subclasses of lightkit's slotted
+    plugins (below)."""
+    import cloudpickle
 
-    class Pickler(base):  # type: ignore[misc, valid-type]
+    class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         def reducer_override(self, obj: Any) -> Any:
             # A plain subclass of a slotted attrs class (``class Counter(lk.Callback)``
             # setting ``self.count`` in __init__) has a __dict__ that attrs' __getstate__
