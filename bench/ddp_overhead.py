@@ -25,13 +25,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,29 +158,6 @@ def run_lightkit(v: Variant, spec: Any) -> Any:
     return result.models["net"]
 
 
-def _timed(fn: Any) -> tuple[float, float, Any]:
-    """Wall-clock and CPU seconds of ``fn()`` (CPU time ignores time spent descheduled, which
-    dominates the noise on a shared machine)."""
-    gc.collect()
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - w0, time.process_time() - c0, out
-
-
-def _summary(raw: list[float], ours: list[float], steps: int) -> dict[str, float]:
-    ratios = [b / a for a, b in zip(raw, ours, strict=True)]
-    return {
-        "raw_median_s": statistics.median(raw),
-        "lightkit_median_s": statistics.median(ours),
-        "ratio_min": min(ratios),
-        "ratio_median": statistics.median(ratios),
-        "ratio_max": max(ratios),
-        "us_per_step_median": statistics.median(
-            (b - a) / steps * 1e6 for a, b in zip(raw, ours, strict=True)
-        ),
-    }
-
-
 def rank_main(variant: str, reps: int) -> None:
     import torch
 
@@ -195,8 +169,10 @@ def rank_main(variant: str, reps: int) -> None:
     torch.set_num_threads(1)
     v = VARIANTS[variant]
     spec = lightkit_spec(v)
-    *_, raw_net = _timed(lambda: run_raw(v))  # warm-up, and both sides compute the same
-    *_, lk_net = _timed(lambda: run_lightkit(v, spec))
+    from overhead import summary, timed  # one clock and one summary for both benches
+
+    *_, raw_net = timed(lambda: run_raw(v))  # warm-up, and both sides compute the same
+    *_, lk_net = timed(lambda: run_lightkit(v, spec))
     same = all(
         torch.equal(a, b) for a, b in zip(raw_net.parameters(), lk_net.parameters(), strict=True)
     )
@@ -204,7 +180,7 @@ def rank_main(variant: str, reps: int) -> None:
     cpu: tuple[list[float], list[float]] = ([], [])
     for i in range(reps):
         for side, run in enumerate((lambda: run_raw(v), lambda: run_lightkit(v, spec))):
-            w, c, _ = _timed(run)
+            w, c, _ = timed(run)
             wall[side].append(w)
             cpu[side].append(c)
         if os.environ.get("BENCH_VERBOSE"):
@@ -215,8 +191,8 @@ def rank_main(variant: str, reps: int) -> None:
             "variant": v.name,
             "steps": v.steps,
             "weights_equal": same,
-            "wall": _summary(*wall, v.steps),
-            "cpu": _summary(*cpu, v.steps),
+            "wall": summary(*wall, v.steps),
+            "cpu": summary(*cpu, v.steps),
         }
         print("RESULT " + json.dumps(result), flush=True)
 
