@@ -134,6 +134,28 @@ def optimizer_step(engine: Engine) -> None:
         step_schedulers(engine, "step", ctx.global_step)
 
 
+def window_stepper(engine: Engine) -> Callable[[], None]:
+    """What ends an accumulation window: :func:`optimizer_step`, or, when nothing listens,
+    clips or schedules and the runtime adds nothing, the three plain calls it comes down to."""
+    rt, cfg, ctx = engine.runtime, engine.config, engine.ctx
+    if (
+        rt.plain_steps
+        and not engine.events.before_optimizer_step
+        and not cfg.gradient_clip_val
+        and not engine.schedulers
+    ):
+        opt = engine.optimizers[0]
+        step, zero_grad = opt.step, opt.zero_grad
+
+        def plain_step() -> None:
+            step()
+            zero_grad(set_to_none=True)
+            ctx.global_step += 1
+
+        return plain_step
+    return lambda: optimizer_step(engine)
+
+
 def fit_loop(engine: Engine) -> None:
     """Train until a stop condition holds; validate when due."""
     ctx, rt, events, store, limits, cfg = (
@@ -149,7 +171,9 @@ def fit_loop(engine: Engine) -> None:
     step_call, manual = engine.step_call, engine.manual
     accumulate = cfg.accumulate_grad_batches
     models = list(engine.models.values())
-    to_device, autocast = rt.to_device, rt.autocast
+    to_device = rt.to_device if rt.moves_batches else None
+    backward = Tensor.backward if rt.plain_steps else rt.backward
+    end_window = window_stepper(engine)
     end_iteration = rt.precision.update
     sync_free = rt.world_size > 1 and accumulate > 1
     log_every = cfg.log_every_n_steps
@@ -173,7 +197,7 @@ def fit_loop(engine: Engine) -> None:
     )
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     preemption = engine.preemption
-    step = under(autocast, step_call) if rt.autocasts else step_call
+    step = under(rt.autocast, step_call) if rt.autocasts else step_call
 
     ctx.stage = store.stage = "train_epoch"
     events.fire("fit_start")
@@ -202,7 +226,8 @@ def fit_loop(engine: Engine) -> None:
         bad_window = False  # nonfinite_loss="skip": the window's optimizer step is skipped
         # On CUDA with loader workers, the next batch's copy starts before this step runs.
         for batch_idx, batch in rt.prefetch(begin_epoch(engine, train, epoch, skip), train.loader):
-            batch = to_device(batch)
+            if to_device is not None:
+                batch = to_device(batch)
             ctx.batch_idx = batch_idx
             store.batch = batch
             if events.train_batch_start:
@@ -240,7 +265,7 @@ def fit_loop(engine: Engine) -> None:
                         with no_sync(rt, models):
                             rt.backward(loss)
                     else:
-                        rt.backward(loss)
+                        backward(loss)
                     if check_loss and not math.isfinite(raw_loss.item()):
                         bad_window = nonfinite_loss(engine, raw_loss) or bad_window
                     if events.after_backward:
@@ -251,7 +276,7 @@ def fit_loop(engine: Engine) -> None:
                             skip_optimizer_step(engine)
                             bad_window = False
                         else:
-                            optimizer_step(engine)
+                            end_window()
                         pending = False
                     else:
                         pending = True

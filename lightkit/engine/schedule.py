@@ -340,6 +340,7 @@ class _Recorder:
 
         rt = engine.runtime
         k = cfg.accumulate_grad_batches
+        rt.plain_steps = False  # the loop must call the recorders below
         rt.backward = self.runtime("backward", f"loss / {k}" if k > 1 else "")  # type: ignore[method-assign]
         rt.optimizer_step = self.runtime("optimizer_step")  # type: ignore[method-assign]
         clip = f"{cfg.gradient_clip_algorithm} at {cfg.gradient_clip_val}"

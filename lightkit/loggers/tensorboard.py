@@ -5,10 +5,20 @@ Hyperparameters reach TensorBoard's HParams tab in two parts: the session start 
 when the run starts, so a running run already shows up, and at the end the experiment (the
 hyperparameters and the metrics to compare) and the session's status (success or failure).
 The HParams tab reads each metric's latest scalar from the run itself.
+
+Events are written in the calling thread, with tensorboardX's ``EventsWriter``, at the
+logger's flush points. tensorboardX's ``SummaryWriter`` would hand each event to a background
+thread through a ``multiprocessing`` queue instead; on the tiny benchmark
+(``bench/run.py --only b``) that cost the training loop about 40 µs per step, a tenth of the
+step, while the logger already buffers and writes in batches. ``experiment`` still gives a
+full ``SummaryWriter`` (its own event file in the same folder) for images, histograms and the
+graph.
 """
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -36,7 +46,8 @@ class TensorBoardLogger(Logger):
     """
 
     _log_graph: bool = attrs.field(default=False, alias="log_graph")
-    _writer: Any = attrs.field(default=None, init=False, repr=False)
+    _events: Any = attrs.field(default=None, init=False, repr=False)
+    _experiment: Any = attrs.field(default=None, init=False, repr=False)
     _steps_since_flush: int = attrs.field(default=0, init=False, repr=False)
     _params: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
     _final: dict[str, float] | None = attrs.field(default=None, init=False, repr=False)
@@ -45,26 +56,46 @@ class TensorBoardLogger(Logger):
     _session_started: bool = attrs.field(default=False, init=False, repr=False)
 
     @property
-    def writer(self) -> Any:
-        """The tensorboardX ``SummaryWriter`` (created on first use)."""
-        if self._writer is None:
+    def events(self) -> Any:
+        """The run's event file (a tensorboardX ``EventsWriter``, created on first use)."""
+        if self._events is None:
+            from tensorboardX.event_file_writer import EventsWriter
+
+            if self.log_dir is None:
+                raise RuntimeError("TensorBoardLogger.setup(run_dir) was not called.")
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._events = EventsWriter(os.path.join(self.log_dir, "events"))
+        return self._events
+
+    @property
+    def experiment(self) -> Any:
+        """A tensorboardX ``SummaryWriter`` on the run folder, for what the logger does not
+        write itself (``add_image``, ``add_histogram``, ...). Created on first use."""
+        if self._experiment is None:
             from tensorboardX import SummaryWriter  # imported on use: keeps `import lightkit` light
 
             if self.log_dir is None:
                 raise RuntimeError("TensorBoardLogger.setup(run_dir) was not called.")
-            self._writer = SummaryWriter(
-                logdir=str(self.log_dir), flush_secs=3600, max_queue=100_000
+            # Its own file: two writers started in the same second would share a name.
+            self._experiment = SummaryWriter(
+                logdir=str(self.log_dir), filename_suffix=".experiment"
             )
-        return self._writer
+        return self._experiment
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        writer, last = self.writer, self._last
+        from tensorboardX.summary import scalar
+
+        last, values = self._last, []
         for name, value in metrics.items():
             point = (step, value)
             if last.get(name) == point:
                 continue  # the same point again (e.g. ``epoch`` in a step's second row)
             last[name] = point
-            writer.add_scalar(name, value, global_step=step)
+            values.extend(scalar(name, value).value)
+        if values:
+            from tensorboardX.proto.summary_pb2 import Summary
+
+            self._add(Summary(value=values), step)
         self._steps_since_flush += 1
         if self._steps_since_flush >= self.flush_every_n_steps:
             self.save()
@@ -115,7 +146,7 @@ class TensorBoardLogger(Logger):
             model.eval()
             with isolate_rng(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's notice
-                self.writer.add_graph(model, example)
+                self.experiment.add_graph(model, example)
             self._graph_done = True
         except Exception as exc:  # tracing fails on some models: never stop training for it
             warnings.warn(f"TensorBoardLogger: the graph was not logged ({exc!r}).", stacklevel=2)
@@ -123,21 +154,30 @@ class TensorBoardLogger(Logger):
             model.train(was_training)
 
     def save(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
+        if self._events is not None:
+            self._events.flush()
+        if self._experiment is not None:
+            self._experiment.flush()
         self._steps_since_flush = 0
 
     def finalize(self, status: str) -> None:
         if self._params is not None and self.log_dir is not None:
             self._write_session_end(status)
-        if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
-            self._writer = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+        if self._experiment is not None:
+            self._experiment.close()
+            self._experiment = None
 
     # -- hparams -------------------------------------------------------------------------------
-    def _add(self, summary: Any) -> None:
-        self.writer._get_file_writer().add_summary(summary)
+    def _add(self, summary: Any, step: int | None = None) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        event = Event(wall_time=time.time(), summary=summary)
+        if step is not None:
+            event.step = step
+        self.events.write_event(event)
 
     def _write_session_start(self) -> None:
         from tensorboardX.summary import hparams

@@ -68,6 +68,15 @@ class Runtime:
             and precision_type.update is Precision.update
         )
         self._unscales = precision_type.unscale_gradients is not Precision.unscale_gradients
+        #: True when :meth:`backward`, :meth:`unscale_gradients` and :meth:`optimizer_step`
+        #: come down to ``loss.backward()``, nothing and ``optimizer.step()``: the fit loop
+        #: then makes those calls itself. Whoever replaces these methods sets it to False.
+        self.plain_steps = self._plain_backward and self._plain_step and not self._unscales
+
+    @property
+    def moves_batches(self) -> bool:
+        """Whether :meth:`to_device` changes anything (a loop may skip calling it when not)."""
+        return self._transfer is not _unchanged
 
     @classmethod
     def from_strategy(cls, strategy: Strategy) -> Runtime:

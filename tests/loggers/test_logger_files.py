@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 import lightkit as lk
 from tests.callbacks.cb_helpers import mse_step, spec, trainer
-from tests.loggers.tb_events import has_graph, hparams_data, scalars
+from tests.loggers.tb_events import all_events, has_graph, hparams_data, scalars
 
 
 def read_csv(path) -> list[dict[str, str]]:
@@ -178,3 +179,41 @@ def test_graph_is_logged_on_request(tmp_path):
         assert has_graph(result.log_dir)
     plain = trainer(tmp_path, logger=lk.TensorBoardLogger()).fit(spec(net=net_with_example))
     assert not has_graph(plain.log_dir)
+
+
+def test_tensorboard_writes_without_a_background_thread(tmp_path):
+    """Events are written by the training thread itself: no writer thread (nor a queue's
+    feeder thread) runs while training, and the scalars are all in the file."""
+    seen: list[set[str]] = []
+
+    def counting_step(net, batch):
+        seen.append({t.name for t in threading.enumerate()})
+        loss = mse_step(net, batch)
+        lk.log("train/loss", loss)
+        return loss
+
+    before = {t.name for t in threading.enumerate()}
+    result = trainer(tmp_path, logger=lk.TensorBoardLogger(), log_every_n_steps=1).fit(
+        spec(step=counting_step)
+    )
+    assert seen and all(names <= before for names in seen)
+    assert [step for step, _ in scalars(result.log_dir)["train/loss"]] == list(
+        range(result.global_step)
+    )
+
+
+def test_experiment_is_a_summary_writer_on_the_run_folder(tmp_path):
+    logger = lk.TensorBoardLogger()
+
+    def step_with_histogram(net, batch, ctx):
+        loss = mse_step(net, batch)
+        if ctx.global_step == 0:
+            first = next(net.parameters()).detach()
+            logger.experiment.add_histogram("w", first, 0)
+        lk.log("train/loss", loss)
+        return loss
+
+    result = trainer(tmp_path, logger=logger).fit(spec(step=step_with_histogram))
+    tags = {v.tag for e in all_events(result.log_dir) for v in e.summary.value}
+    assert {"w", "train/loss"} <= tags
+    assert len(list(result.log_dir.glob("events.out.tfevents.*"))) == 2
