@@ -37,7 +37,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "Timer",
     ),
     "lightkit.callbacks.base": ("Callback",),
-    "lightkit.checkpoint.state": ("load_models",),
+    "lightkit.checkpoint.restore": ("load_models",),
     "lightkit.engine.config": ("TrainerConfig",),
     "lightkit.engine.context": ("RunContext", "log"),
     "lightkit.engine.result": ("Result",),
@@ -94,7 +94,7 @@ if TYPE_CHECKING:
         Timer,
     )
     from lightkit.callbacks.base import Callback
-    from lightkit.checkpoint.state import load_models
+    from lightkit.checkpoint.restore import load_models
     from lightkit.engine.config import TrainerConfig
     from lightkit.engine.context import RunContext, log
     from lightkit.engine.result import Result

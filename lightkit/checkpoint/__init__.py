@@ -2,7 +2,8 @@
 
 from lightkit.checkpoint.io import atomic_save, clean_stale_temps, safe_load
 from lightkit.checkpoint.preemption import Preempted
-from lightkit.checkpoint.state import FORMAT_VERSION, build_checkpoint, load_models, restore
+from lightkit.checkpoint.restore import load_models, restore
+from lightkit.checkpoint.state import FORMAT_VERSION, build_checkpoint
 
 __all__ = [
     "FORMAT_VERSION",

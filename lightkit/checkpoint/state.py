@@ -7,22 +7,22 @@ generators (python, numpy if imported, torch, CUDA) and the training loader's ge
 spec and trainer config as JSON, and the lightkit and torch versions. A weights-only
 checkpoint (``kind: "weights"``) holds the models, the spec and the config.
 
-Exact mid-epoch resume (the random states and the resume position): :mod:`.resume`.
+Finding a checkpoint for ``ckpt_path="last"|"best"``: :mod:`.find`. Loading one back into a
+run, with every check first: :mod:`.restore`. Exact mid-epoch resume (the random states and
+the resume position): :mod:`.resume`.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from lightkit.checkpoint.io import clean_stale_temps, safe_load
-from lightkit.checkpoint.resume import ResumeState, capture_random
-from lightkit.errors import CheckpointError, sorted_list
+from lightkit.checkpoint.resume import capture_random
+from lightkit.errors import CheckpointError
 
 if TYPE_CHECKING:
     from lightkit.engine.engine import Engine
@@ -89,7 +89,8 @@ def build_checkpoint(
     if not weights_only:
         train = engine.train_iter
         ckpt["optimizers"] = [
-            strategy.optimizer_state_dict(_owner(engine, opt), opt) for opt in engine.optimizers
+            strategy.optimizer_state_dict(optimizer_owner(engine, opt), opt)
+            for opt in engine.optimizers
         ]
         ckpt["schedulers"] = [cfg.scheduler.state_dict() for cfg in engine.schedulers]
         ckpt["precision"] = engine.runtime.precision.state_dict()
@@ -123,7 +124,7 @@ def build_checkpoint(
     return ckpt
 
 
-def _owner(engine: Engine, optimizer: torch.optim.Optimizer) -> nn.Module | None:
+def optimizer_owner(engine: Engine, optimizer: torch.optim.Optimizer) -> nn.Module | None:
     """The model whose parameters ``optimizer`` updates (FSDP needs it to gather state)."""
     ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
     for module in engine.models.values():
@@ -155,435 +156,12 @@ def _grads(engine: Engine) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
-# -- finding a checkpoint --------------------------------------------------------------------
-def search_dirs(engine: Engine) -> list[Path]:
-    """The folders ``ckpt_path="last"|"best"`` search: checkpoint callbacks' folders, then the
-    run folders ``<default_root_dir>/lightkit_logs/<name>/version_*/checkpoints``."""
-    from lightkit.callbacks.checkpoint import ModelCheckpoint
-    from lightkit.engine.engine import run_name
-
-    dirs: list[Path] = [
-        Path(cb.dirpath)
-        for cb in engine.callbacks
-        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None
-    ]
-    logs = engine.config.root_dir / "lightkit_logs"
-    own = sorted(logs.glob(f"{run_name(engine.spec)}/version_*/checkpoints"))
-    dirs.extend(own if own else sorted(logs.glob("*/version_*/checkpoints")))
-    unique: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d not in unique:
-            unique.append(d)
-    return unique
-
-
-def _candidates(dirs: list[Path]) -> list[Path]:
-    """Checkpoint files in ``dirs``, newest first (``last.ckpt`` first among equals)."""
-    files: list[tuple[float, bool, Path]] = []
-    for d in dirs:
-        clean_stale_temps(d)
-        for f in d.glob(f"*{CKPT_SUFFIX}"):
-            try:
-                files.append((f.stat().st_mtime, f.stem.startswith(LAST_NAME), f))
-            except OSError:
-                continue
-    files.sort(key=lambda t: (t[0], t[1]), reverse=True)
-    return [f for _, _, f in files]
-
-
-def _first_loadable(
-    engine: Engine, files: list[Path], what: str
-) -> tuple[Path, dict[str, Any]] | None:
-    for f in files:
-        try:
-            return f, engine.runtime.strategy.load_checkpoint(f)
-        except CheckpointError as exc:
-            warnings.warn(
-                f'ckpt_path="{what}": skipping {f}, which cannot be used: {exc}', stacklevel=4
-            )
-    return None
-
-
-def find_checkpoint(engine: Engine, which: str) -> tuple[Path, dict[str, Any]] | None:
-    """Resolve ``"last"`` (the newest readable checkpoint) or ``"best"`` (the best one a
-    ``ModelCheckpoint`` recorded) and load it; ``None`` when there is none."""
-    dirs = search_dirs(engine)
-    files = _candidates(dirs)
-    if which == "best":
-        previous = getattr(engine, "previous_best", None)
-        if previous is not None and Path(previous).exists():
-            found = _first_loadable(engine, [Path(previous)], which)
-            if found is not None:
-                return found
-        newest = _first_loadable(engine, files, which)
-        if newest is None:
-            return None
-        best = _recorded_best(newest[0], newest[1])
-        if best is not None:
-            found = _first_loadable(engine, [best], which)
-            if found is not None:
-                return found
-        warnings.warn(
-            f'ckpt_path="best": no checkpoint records a best model; using the newest, {newest[0]}.',
-            stacklevel=3,
-        )
-        return newest
-    return _first_loadable(engine, files, which)
-
-
-def _recorded_best(path: Path, ckpt: dict[str, Any]) -> Path | None:
-    states = ckpt.get("callbacks") or {}
-    entries = [
-        s
-        for key, s in states.items()
-        if key.startswith("ModelCheckpoint") and isinstance(s, dict) and s.get("best_model_path")
-    ]
-    entries.sort(key=lambda s: s.get("monitor") is None)  # a monitored best first
-    for state in entries:
-        best = Path(state["best_model_path"])
-        for candidate in (best, path.parent / best.name):
-            if candidate.exists():  # a file, or a sharded checkpoint's folder
-                return candidate
-    return None
-
-
-# -- restoring ------------------------------------------------------------------------------
-def restore(engine: Engine, ckpt_path: str | Path, full: bool) -> None:
-    """Load ``ckpt_path`` (a path, ``"last"`` or ``"best"``) into ``engine``.
-
-    ``full`` (fit): models, optimizers, schedulers, precision, callbacks, loop position and
-    random states; otherwise the models' weights only. Everything is checked before anything
-    changes, so a mismatch fails before any step.
-
-    Raises:
-        CheckpointError: the file is missing, unreadable, not a lightkit checkpoint, of a newer
-            format, weights-only for a full resume, or does not fit this spec and config.
-    """
-    if isinstance(ckpt_path, str) and ckpt_path in ("last", "best"):
-        found = find_checkpoint(engine, ckpt_path)
-        if found is None:
-            where = ", ".join(str(d) for d in search_dirs(engine)) or str(
-                engine.config.root_dir / "lightkit_logs"
-            )
-            if full and ckpt_path == "last":
-                warnings.warn(
-                    f'fit(ckpt_path="last"): no checkpoint found (searched {where}); '
-                    f"training starts from scratch.",
-                    stacklevel=3,
-                )
-                return
-            raise CheckpointError(
-                f'ckpt_path="{ckpt_path}": no readable checkpoint found (searched {where}). '
-                f"Train with checkpointing on first, or pass the file's path.",
-                code="checkpoint-not-found",
-            )
-        path, ckpt = found
-    else:
-        path = Path(ckpt_path)
-        ckpt = engine.runtime.strategy.load_checkpoint(path)
-    engine.restored_from = path
-    models = _model_states(engine, ckpt, path, full)
-    _check_models(engine, models, ckpt, path)
-    if full:
-        _check_full(engine, ckpt, path)
-    events = getattr(engine, "events", None)
-    if full and events is not None:
-        for call in events.load_checkpoint:
-            call(ckpt)
-    strategy = engine.runtime.strategy
-    for name, module in engine.models.items():
-        try:
-            strategy.load_module_state_dict(_unwrap_compiled(module), models[name])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise _mismatch(path, f"model '{name}': {exc}") from None
-    if full:
-        _restore_full(engine, ckpt, path)
-
-
-def _unwrap_compiled(module: nn.Module) -> nn.Module:
-    return getattr(module, "_orig_mod", module)
-
-
-def _mismatch(path: Path, what: str, fix: str = "") -> CheckpointError:
-    return CheckpointError(
-        f"checkpoint {path} does not fit this run: {what}" + (f"\n{fix}" if fix else ""),
-        code="checkpoint-mismatch",
-    )
-
-
-def check_format(ckpt: dict[str, Any], path: Path) -> None:
-    """Raise unless ``ckpt`` is a lightkit checkpoint of a format this lightkit reads."""
-    version = ckpt.get(FORMAT_KEY)
-    if version is None:
-        keys = sorted_list(map(str, list(ckpt)[:12]))
-        raise CheckpointError(
-            f"{path} is not a lightkit checkpoint (no '{FORMAT_KEY}' key; it has: {keys}). "
-            f"A bare state_dict loads with module.load_state_dict(torch.load(path, "
-            f"weights_only=True)).",
-            code="not-a-checkpoint",
-        )
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        written = (ckpt.get("versions") or {}).get("lightkit", "?")
-        from lightkit import __version__
-
-        raise CheckpointError(
-            f"{path} has checkpoint format {version!r} (written by lightkit {written}); this "
-            f"lightkit ({__version__}) reads formats up to {FORMAT_VERSION}. Upgrade lightkit to "
-            f"load it.",
-            code="checkpoint-newer-format",
-        )
-
-
-def _model_states(
-    engine: Engine, ckpt: dict[str, Any], path: Path, full: bool
-) -> dict[str, dict[str, Any]]:
-    names = list(engine.models)
-    if FORMAT_KEY not in ckpt and not full and len(names) == 1 and _is_state_dict(ckpt):
-        return {names[0]: ckpt}  # a bare state_dict of the only model
-    check_format(ckpt, path)
-    if full and ckpt.get("kind") != "full":
-        raise CheckpointError(
-            f"{path} is a weights-only checkpoint (ModelCheckpoint(save_weights_only=True)); "
-            f"resuming training needs a full one (optimizers, loop position, random states). "
-            f"Use it with trainer.validate/test/predict(ckpt_path=...) or lk.load_models(), or "
-            f"resume from a checkpoint written with save_weights_only=False.",
-            code="checkpoint-weights-only",
-        )
-    stored = ckpt.get("models")
-    if not isinstance(stored, dict):
-        raise CheckpointError(f"{path} holds no model states.", code="not-a-checkpoint")
-    missing = [n for n in names if n not in stored]
-    extra = [n for n in stored if n not in names]
-    if missing or extra:
-        raise _mismatch(
-            path,
-            f"it holds the models {sorted_list(stored)}, this spec builds {sorted_list(names)}.",
-        )
-    return stored
-
-
-def _is_state_dict(obj: dict[str, Any]) -> bool:
-    return bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    )
-
-
-def _check_models(
-    engine: Engine, models: dict[str, dict[str, Any]], ckpt: dict[str, Any], path: Path
-) -> None:
-    """Compare parameter names and shapes before loading anything."""
-    from lightkit.strategies.base import Strategy
-
-    strategy = engine.runtime.strategy
-    if type(strategy).module_state_dict is not Strategy.module_state_dict:
-        return  # a sharding strategy checks its own states
-    problems: list[str] = []
-    for name, module in engine.models.items():
-        own = strategy.unwrap(_unwrap_compiled(module)).state_dict()
-        state = models[name]
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        shapes = [
-            f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
-            for k in own
-            if k in state
-            and isinstance(state[k], torch.Tensor)
-            and isinstance(own[k], torch.Tensor)
-            and state[k].shape != own[k].shape
-        ]
-        if missing:
-            problems.append(f"model '{name}': missing in the checkpoint: {_few(missing)}")
-        if unexpected:
-            problems.append(f"model '{name}': not in the model: {_few(unexpected)}")
-        if shapes:
-            problems.append(f"model '{name}': shapes differ: {_few(shapes)}")
-    if problems:
-        fix = "Build the same models as the run that wrote it."
-        stored = ckpt.get("hparams") if isinstance(ckpt.get("hparams"), dict) else None
-        if stored is not None:
-            current = json.loads(engine.spec.hparams.model_dump_json())
-            differ = [
-                f"{k}={stored[k]!r} (now {current[k]!r})"
-                for k in stored
-                if k in current and stored[k] != current[k]
-            ]
-            if differ:
-                fix = (
-                    f"It was written with {', '.join(differ)}: "
-                    f"spec.with_hparams(...) with those values builds the same models."
-                )
-        raise _mismatch(path, "\n  " + "\n  ".join(problems), fix)
-
-
-def _few(items: list[str], n: int = 6) -> str:
-    shown = ", ".join(items[:n])
-    return shown + (f" (and {len(items) - n} more)" if len(items) > n else "")
-
-
-def _check_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
-    """Everything a full resume needs, checked before anything is loaded."""
-    from lightkit.strategies.base import Strategy
-
-    loop = ckpt.get("loop")
-    if not isinstance(loop, dict) or "random" not in ckpt:
-        raise CheckpointError(f"{path} has no loop state to resume from.", code="not-a-checkpoint")
-    epoch, done, step = loop["epoch"], loop["batches_done"], loop["global_step"]
-    limits = engine.limits
-    if limits.max_epochs != -1 and (
-        epoch > limits.max_epochs or (epoch == limits.max_epochs and done > 0)
-    ):
-        raise _mismatch(
-            path,
-            f"it stopped in epoch {epoch} (0-based, {done} batches into it), but "
-            f"max_epochs={limits.max_epochs}: nothing is left to train.",
-            f"Set max_epochs above {epoch} to train on, or evaluate it with "
-            f"trainer.validate/test(ckpt_path=...).",
-        )
-    if limits.max_steps != -1 and step > limits.max_steps:
-        raise _mismatch(
-            path,
-            f"it is at global step {step}, but max_steps={limits.max_steps}.",
-            f"Set max_steps above {step} to train on.",
-        )
-    stored_opts = ckpt.get("optimizers", [])
-    if len(stored_opts) != len(engine.optimizers):
-        raise _mismatch(
-            path,
-            f"it holds {len(stored_opts)} optimizer states, configure_optimizers returned "
-            f"{len(engine.optimizers)}.",
-        )
-    if type(engine.runtime.strategy).optimizer_state_dict is Strategy.optimizer_state_dict:
-        for i, (opt, state) in enumerate(zip(engine.optimizers, stored_opts, strict=True)):
-            groups = state.get("param_groups", [])
-            own = [len(g["params"]) for g in opt.param_groups]
-            theirs = [len(g["params"]) for g in groups]
-            if own != theirs:
-                raise _mismatch(
-                    path,
-                    f"optimizer {i} has parameter groups of sizes {own}, the checkpoint's "
-                    f"{theirs}.",
-                )
-    stored_scheds = ckpt.get("schedulers", [])
-    if len(stored_scheds) != len(engine.schedulers):
-        raise _mismatch(
-            path,
-            f"it holds {len(stored_scheds)} scheduler states, configure_optimizers returned "
-            f"{len(engine.schedulers)}.",
-        )
-    train = engine.train_iter
-    if train is not None and loop.get("num_batches") != train.num_batches:
-        warnings.warn(
-            f"{path}: the run that wrote it had {loop.get('num_batches')} training batches per "
-            f"epoch, this one has {train.num_batches}; resuming cannot reproduce its data order.",
-            stacklevel=4,
-        )
-    if loop.get("accumulate_grad_batches", 1) != engine.config.accumulate_grad_batches and done:
-        warnings.warn(
-            f"{path}: accumulate_grad_batches changed from {loop.get('accumulate_grad_batches')} "
-            f"to {engine.config.accumulate_grad_batches} in the middle of an epoch.",
-            stacklevel=4,
-        )
-
-
-def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
-    strategy = engine.runtime.strategy
-    try:
-        for opt, state in zip(engine.optimizers, ckpt["optimizers"], strict=True):
-            strategy.load_optimizer_state_dict(_owner(engine, opt), opt, state)
-        for cfg, state in zip(engine.schedulers, ckpt["schedulers"], strict=True):
-            cfg.scheduler.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise _mismatch(path, f"optimizer or scheduler state: {exc}") from None
-    engine.runtime.precision.load_state_dict(ckpt.get("precision") or {})
-    grads = ckpt.get("grads") or {}
-    for name, module in engine.models.items():
-        stored = grads.get(name)
-        if not stored:
-            continue
-        user = engine.runtime.unwrap(_unwrap_compiled(module))
-        for pname, p in user.named_parameters():
-            if pname in stored:
-                p.grad = stored[pname].to(device=p.device, dtype=p.dtype)
-    states = ckpt.get("callbacks") or {}
-    for cb in engine.callbacks:
-        state = states.get(cb.state_key)
-        if state is not None:
-            cb.load_state_dict(state)
-    loop = ckpt["loop"]
-    ctx = engine.ctx
-    engine.start_epoch = ctx.epoch = int(loop["epoch"])
-    engine.skip_batches = int(loop["batches_done"])
-    ctx.global_step = int(loop["global_step"])
-    ctx.batch_idx = max(engine.skip_batches - 1, 0)
-    engine.batches_seen = int(loop["batches_seen"])
-    engine.epochs_done = int(loop["epochs_done"])
-    engine.resume = ResumeState(engine.skip_batches, ckpt["random"], ckpt.get("epoch_start"))
-
-
-# -- models from a file ---------------------------------------------------------------------
-def load_models(
-    path: str | Path,
-    *,
-    spec: TrainingSpec | None = None,
-    map_location: Any = "cpu",
-    strict: bool = True,
-) -> dict[str, nn.Module]:
-    """The models of a checkpoint, rebuilt from its stored spec with its weights loaded.
-
-    The ``@model`` functions are imported from the spec stored in the file and called with
-    the stored hyperparameters; pass ``spec`` to build from another spec (its hyperparameters
-    are set to the stored ones). Models are returned in eval mode, by name.
-
-    Example::
-
-        models = lk.load_models("lightkit_logs/digits/version_0/checkpoints/last.ckpt")
-        net = models["net"]
-
-    Raises:
-        CheckpointError: the file is unreadable, not a lightkit checkpoint, or its weights do
-            not fit the models.
-        SpecError: a stored function can no longer be imported (pass ``spec=``).
-    """
-    from lightkit.engine.binders import bind_plan
-    from lightkit.engine.context import RunContext
-    from lightkit.runtime.runtime import Runtime
-    from lightkit.spec.spec import TrainingSpec
-
-    path = Path(path)
-    ckpt = safe_load(path, map_location=map_location)
-    check_format(ckpt, path)
-    stored_hparams = ckpt.get("hparams") or {}
-    if spec is None:
-        spec = TrainingSpec.model_validate_json(ckpt["spec"])
-    else:
-        known = spec.hparams_model.model_fields
-        spec = spec.with_hparams(**{k: v for k, v in stored_hparams.items() if k in known})
-    ctx = RunContext(Runtime(accelerator="cpu", devices=1), spec.hparams)
-    base = {"ctx": ctx, "hparams": spec.hparams}
-    models: dict[str, nn.Module] = {}
-    stored = ckpt.get("models") or {}
-    for plan in spec.plans:
-        if plan.role != "model":
-            continue
-        module = bind_plan(plan, (), base, spec.hparams)()
-        if plan.name not in stored:
-            raise _mismatch(path, f"it holds no weights for model '{plan.name}'.")
-        try:
-            module.load_state_dict(stored[plan.name], strict=strict)
-        except RuntimeError as exc:
-            raise _mismatch(path, f"model '{plan.name}': {exc}") from None
-        models[plan.name] = module.eval()
-    return models
-
-
 __all__ = [
     "CKPT_SUFFIX",
     "FORMAT_KEY",
     "FORMAT_VERSION",
+    "LAST_NAME",
     "build_checkpoint",
-    "check_format",
-    "find_checkpoint",
-    "load_models",
-    "restore",
+    "optimizer_owner",
     "spec_json",
 ]

@@ -102,7 +102,7 @@ class Engine:
         self.stopped_by: str | None = None
         self.best_checkpoint: Path | None = None
         self.last_checkpoint: Path | None = None
-        # Checkpoints (lightkit/checkpoint/state.py): what a restore asks the fit loop to do at
+        # Checkpoints (lightkit/checkpoint/restore.py): what a restore asks the fit loop to do at
         # its first epoch, the random states as the current epoch's batches began, the file
         # restored from, the best file of this trainer's previous run, the signal guard.
         self.resume: Any = None

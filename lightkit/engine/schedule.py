@@ -15,6 +15,11 @@ dry-run branch, so the order recorded is the order a run takes. What depends on 
 not known to a dry run: every training step is taken to return a loss, ``ctx.should_stop`` is
 never set, ``max_time`` never runs out, and a callback's own decisions (does a monitored
 checkpoint improve?) are not taken: callbacks are listed where they are called.
+
+Why one module of ~560 lines: the recorders, the stand-ins and the driver (:func:`explain`)
+are one mechanism, each piece meaningful only against the others and against the loop they
+stand in for; split, a reader would hop between files to follow one dry run. How a schedule
+is printed lives apart, in ``schedule_render.py``.
 """
 
 from __future__ import annotations

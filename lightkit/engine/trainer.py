@@ -168,7 +168,7 @@ class Trainer:
                 cb.setup(engine.ctx, stage)
         engine.bind_steps(stage)
         if ckpt_path is not None:  # after binding: load_checkpoint hooks see the file first
-            from lightkit.checkpoint.state import restore
+            from lightkit.checkpoint.restore import restore
 
             restore(engine, ckpt_path, full=stage == "fit")
         if engine.loggers:

@@ -39,14 +39,16 @@ other ranks are stopped by the broken group (their collectives fail at once on g
 their ``exception`` hooks and flush their loggers. The calling process then raises
 :class:`~lightkit.DistributedError` with the root cause's traceback, printed once. No rank
 outlives the call, and the ranks die with the calling process (``PR_SET_PDEATHSIG`` on Linux).
+
+This module is the calling process's side: starting the ranks and supervising them. A rank's
+side (read the job, run it, report) is :mod:`lightkit.runtime.rank`; what travels between
+them is pickled by :mod:`lightkit.runtime.pickling`.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-import ctypes
-import io
 import multiprocessing
 import multiprocessing.connection as mpc
 import os
@@ -55,7 +57,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,8 @@ import attrs
 
 from lightkit.errors import ConfigError, DistributedError
 from lightkit.runtime.environment import free_port, local_rank_env
+from lightkit.runtime.pickling import dumps
+from lightkit.runtime.rank import FD_VAR, PARENT_VAR, forked_main
 
 if TYPE_CHECKING:
     from lightkit.engine.result import Result
@@ -70,8 +73,6 @@ if TYPE_CHECKING:
     from lightkit.spec.spec import TrainingSpec
 
 START_METHODS = ("spawn", "fork")
-_FD_VAR = "LIGHTKIT_LAUNCH_FD"
-_PARENT_VAR = "LIGHTKIT_PARENT_PID"
 #: Seconds between SIGTERM and SIGKILL when stopping ranks.
 _KILL_GRACE = 3.0
 
@@ -146,7 +147,7 @@ def _check_fork() -> None:
 
 def _dumps_job(job: Job) -> bytes:
     try:
-        return _dumps(job)
+        return dumps(job)
     except Exception as exc:
         raise ConfigError(
             f"the run cannot be sent to the rank processes: {type(exc).__name__}: {exc}. "
@@ -154,47 +155,6 @@ def _dumps_job(job: Job) -> bytes:
             f"DDPStrategy(start_method='fork') (POSIX), which copies nothing.",
             code="unpicklable-run",
         ) from exc
-
-
-def _dumps(obj: Any) -> bytes:
-    """Pickle for another process: cloudpickle (functions of ``__main__`` and the spec's
-    run-time hyperparameter model by value), and whole plain subclasses of lightkit's slotted
-    plugins (below)."""
-    import cloudpickle
-
-    class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-        def reducer_override(self, obj: Any) -> Any:
-            # A plain subclass of a slotted attrs class (``class Counter(lk.Callback)``
-            # setting ``self.count`` in __init__) has a __dict__ that attrs' __getstate__
-            # leaves out: send both.
-            cls = type(obj)
-            if (
-                not isinstance(obj, type)
-                and attrs.has(cls)
-                and getattr(obj, "__dict__", None)
-                and any("__slots__" in vars(k) for k in cls.__mro__[1:-1] if attrs.has(k))
-            ):
-                slots = {n: getattr(obj, n) for n in _slot_names(cls) if hasattr(obj, n)}
-                return _rebuild_slotted, (cls, slots, dict(obj.__dict__))
-            parent = getattr(super(), "reducer_override", None)
-            return parent(obj) if parent is not None else NotImplemented
-
-    buffer = io.BytesIO()
-    Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return buffer.getvalue()
-
-
-def _slot_names(cls: type) -> list[str]:
-    names = [n for k in cls.__mro__ for n in vars(k).get("__slots__", ())]
-    return [n for n in names if n not in ("__weakref__", "__dict__")]
-
-
-def _rebuild_slotted(cls: Any, slots: dict[str, Any], values: dict[str, Any]) -> Any:
-    obj = cls.__new__(cls)
-    for name, value in slots.items():
-        object.__setattr__(obj, name, value)
-    obj.__dict__.update(values)
-    return obj
 
 
 class _Rank(abc.ABC):
@@ -237,11 +197,11 @@ class _SpawnedRank(_Rank):
         self.rank = rank
         parent_end, child_end = multiprocessing.Pipe(duplex=True)
         fd = child_end.fileno()
-        full_env = {**os.environ, **env, _FD_VAR: str(fd), _PARENT_VAR: str(os.getpid())}
+        full_env = {**os.environ, **env, FD_VAR: str(fd), PARENT_VAR: str(os.getpid())}
         if "OMP_NUM_THREADS" not in os.environ:  # as torchrun: do not oversubscribe the cores
             nprocs = int(env["LOCAL_WORLD_SIZE"])
             full_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nprocs))
-        code = "from lightkit.runtime.launch import spawned_main; spawned_main()"
+        code = "from lightkit.runtime.rank import spawned_main; spawned_main()"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code], env=full_env, pass_fds=(fd,), close_fds=True
         )
@@ -281,7 +241,7 @@ class _ForkedRank(_Rank):
         ctx = multiprocessing.get_context("fork")
         parent_end, child_end = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(
-            target=_forked_main,
+            target=forked_main,
             args=(env, os.getpid(), payload, child_end),
             name=f"lightkit-rank-{rank}",
             daemon=False,
@@ -462,141 +422,4 @@ def _stop(ranks: list[_Rank], first: int = signal.SIGTERM) -> None:
         r.close()
 
 
-# -- a rank ---------------------------------------------------------------------------------------
-def spawned_main() -> None:
-    """Entry point of a spawned rank (``python -c``): read the job, run it, report."""
-    _die_with_parent(int(os.environ[_PARENT_VAR]))
-    conn = mpc.Connection(int(os.environ.pop(_FD_VAR)))
-    header = conn.recv()
-    sys.path[:] = header["sys_path"]
-    sys.argv[:] = header["argv"]
-    try:
-        job = pickle.loads(conn.recv_bytes())
-    except BaseException as exc:
-        _report(conn, exc)
-        _exit(1)
-    _exit(_run(job, conn))
-
-
-def _forked_main(env: dict[str, str], parent: int, job: Job, conn: mpc.Connection) -> None:
-    os.environ.update(env)
-    _die_with_parent(parent)
-    import torch
-
-    torch.set_num_threads(1)  # the parent's OpenMP pool did not survive the fork
-    _exit(_run(job, conn))
-
-
-def _run(job: Job, conn: mpc.Connection) -> int:
-    """Run the job as this rank; send rank 0's result; return the exit code."""
-    from lightkit.engine.trainer import Trainer
-
-    trainer = Trainer(job.config)
-    try:
-        result = trainer._run(job.stage, job.spec, job.ckpt_path)
-        if int(os.environ.get("RANK", "0")) == 0:
-            conn.send(("result", _dumps_result(result, trainer)))
-        return 0
-    except BaseException as exc:
-        _report(conn, exc)
-        return 130 if isinstance(exc, KeyboardInterrupt) else _exit_status(exc)
-    finally:
-        trainer.last_engine = None
-
-
-def _exit_status(exc: BaseException) -> int:
-    if isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code:
-        return exc.code
-    return 1
-
-
-def _dumps_result(result: Result, trainer: Trainer) -> bytes:
-    """Rank 0's result for the calling process: models on the CPU, nothing tied to a group."""
-    result.models = _portable_models(result, trainer.last_engine)
-    return _dumps(result)
-
-
-def _portable_models(result: Result, engine: Any) -> dict[str, Any]:
-    """CPU modules for the calling process. Under FSDP the strategy gathered each model's
-    full state; the model is rebuilt from its function and loaded with it."""
-    full = result.extras.pop("full_model_states", None)
-    if full is None:
-        return {name: module.cpu() for name, module in result.models.items()}
-    from lightkit.engine.binders import bind_plan
-
-    hparams = engine.spec.hparams
-    base = {"ctx": engine.ctx, "hparams": hparams}
-    models: dict[str, Any] = {}
-    for plan in engine.spec.plans:
-        if plan.role == "model":
-            module = engine.runtime.precision.convert_module(bind_plan(plan, (), base, hparams)())
-            module.load_state_dict(full[plan.name])
-            models[plan.name] = module.cpu()
-    return models
-
-
-def _report(conn: mpc.Connection, exc: BaseException) -> None:
-    """Tell the supervisor why this rank failed (never print it here: it prints once)."""
-    text = "".join(traceback.format_exception(exc))
-    rank = int(os.environ.get("RANK", "0"))
-    summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    head = f"Traceback of rank {rank} (pid {os.getpid()}), most recent call last:\n"
-    if text.startswith("Traceback (most recent call last):\n"):
-        text = head + text.split("\n", 1)[1]
-    data = {
-        "at": time.time(),
-        "secondary": is_peer_failure(exc),
-        "traceback": text,
-        "summary": summary.splitlines()[0][:200],
-    }
-    with contextlib.suppress(Exception):
-        conn.send(("failed", data))
-
-
-def is_peer_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` says another rank failed (a broken collective), not a cause of its own."""
-    import torch.distributed as dist
-
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, dist.DistError):
-            return True
-        text = str(e)
-        if isinstance(e, RuntimeError) and any(
-            marker in text
-            for marker in (
-                "Connection closed by peer",
-                "Connection reset by peer",
-                "Broken pipe",
-                "gloo/transport",
-                "NCCL communicator was aborted",
-                "ProcessGroupNCCL",
-            )
-        ):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: get SIGKILL when the calling process dies, so no rank is ever orphaned."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it died before prctl took effect
-        os._exit(1)
-
-
-def _exit(code: int) -> None:
-    """End the rank now: flush what it printed, skip interpreter teardown (nothing of the run
-    is left to release, and exit-time destructors of native libraries can hang)."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
-
-
-__all__ = ["START_METHODS", "Job", "Launcher", "is_peer_failure", "spawned_main"]
+__all__ = ["START_METHODS", "Job", "Launcher"]

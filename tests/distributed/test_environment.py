@@ -8,7 +8,8 @@ import pytest
 import lightkit as lk
 from lightkit.runtime.connector import connect
 from lightkit.runtime.environment import ClusterEnvironment, detect, local_rank_env
-from lightkit.runtime.launch import Launcher, is_peer_failure
+from lightkit.runtime.launch import Launcher
+from lightkit.runtime.rank import is_peer_failure
 from lightkit.utils.data import EvenBatches
 
 TORCHRUN = {
@@ -141,7 +142,7 @@ class _Counter(lk.Callback):
 def test_plain_subclasses_of_plugins_travel_whole() -> None:
     import pickle
 
-    from lightkit.runtime.launch import _dumps
+    from lightkit.runtime.pickling import dumps as _dumps
 
     sent = pickle.loads(_dumps(_Counter()))
     assert type(sent) is _Counter and sent.epochs == 3

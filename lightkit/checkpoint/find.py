@@ -1,0 +1,112 @@
+"""Finding a checkpoint: what ``ckpt_path="last"`` and ``ckpt_path="best"`` resolve to.
+
+``"last"`` is the newest readable checkpoint in the run's checkpoint folders; ``"best"`` the
+best one a ``ModelCheckpoint`` recorded. Unreadable files are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lightkit.checkpoint.io import clean_stale_temps
+from lightkit.checkpoint.state import CKPT_SUFFIX, LAST_NAME
+from lightkit.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from lightkit.engine.engine import Engine
+
+
+def search_dirs(engine: Engine) -> list[Path]:
+    """The folders ``ckpt_path="last"|"best"`` search: checkpoint callbacks' folders, then the
+    run folders ``<default_root_dir>/lightkit_logs/<name>/version_*/checkpoints``."""
+    from lightkit.callbacks.checkpoint import ModelCheckpoint
+    from lightkit.engine.engine import run_name
+
+    dirs: list[Path] = [
+        Path(cb.dirpath)
+        for cb in engine.callbacks
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None
+    ]
+    logs = engine.config.root_dir / "lightkit_logs"
+    own = sorted(logs.glob(f"{run_name(engine.spec)}/version_*/checkpoints"))
+    dirs.extend(own if own else sorted(logs.glob("*/version_*/checkpoints")))
+    unique: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d not in unique:
+            unique.append(d)
+    return unique
+
+
+def _candidates(dirs: list[Path]) -> list[Path]:
+    """Checkpoint files in ``dirs``, newest first (``last.ckpt`` first among equals)."""
+    files: list[tuple[float, bool, Path]] = []
+    for d in dirs:
+        clean_stale_temps(d)
+        for f in d.glob(f"*{CKPT_SUFFIX}"):
+            try:
+                files.append((f.stat().st_mtime, f.stem.startswith(LAST_NAME), f))
+            except OSError:
+                continue
+    files.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    return [f for _, _, f in files]
+
+
+def _first_loadable(
+    engine: Engine, files: list[Path], what: str
+) -> tuple[Path, dict[str, Any]] | None:
+    for f in files:
+        try:
+            return f, engine.runtime.strategy.load_checkpoint(f)
+        except CheckpointError as exc:
+            warnings.warn(
+                f'ckpt_path="{what}": skipping {f}, which cannot be used: {exc}', stacklevel=4
+            )
+    return None
+
+
+def find_checkpoint(engine: Engine, which: str) -> tuple[Path, dict[str, Any]] | None:
+    """Resolve ``"last"`` (the newest readable checkpoint) or ``"best"`` (the best one a
+    ``ModelCheckpoint`` recorded) and load it; ``None`` when there is none."""
+    dirs = search_dirs(engine)
+    files = _candidates(dirs)
+    if which == "best":
+        previous = getattr(engine, "previous_best", None)
+        if previous is not None and Path(previous).exists():
+            found = _first_loadable(engine, [Path(previous)], which)
+            if found is not None:
+                return found
+        newest = _first_loadable(engine, files, which)
+        if newest is None:
+            return None
+        best = _recorded_best(newest[0], newest[1])
+        if best is not None:
+            found = _first_loadable(engine, [best], which)
+            if found is not None:
+                return found
+        warnings.warn(
+            f'ckpt_path="best": no checkpoint records a best model; using the newest, {newest[0]}.',
+            stacklevel=3,
+        )
+        return newest
+    return _first_loadable(engine, files, which)
+
+
+def _recorded_best(path: Path, ckpt: dict[str, Any]) -> Path | None:
+    states = ckpt.get("callbacks") or {}
+    entries = [
+        s
+        for key, s in states.items()
+        if key.startswith("ModelCheckpoint") and isinstance(s, dict) and s.get("best_model_path")
+    ]
+    entries.sort(key=lambda s: s.get("monitor") is None)  # a monitored best first
+    for state in entries:
+        best = Path(state["best_model_path"])
+        for candidate in (best, path.parent / best.name):
+            if candidate.exists():  # a file, or a sharded checkpoint's folder
+                return candidate
+    return None
+
+
+__all__ = ["find_checkpoint", "search_dirs"]

@@ -1,0 +1,355 @@
+"""Loading a checkpoint back into a run: ``fit``/``validate``/... with ``ckpt_path``, and
+:func:`load_models` for inference.
+
+Everything is checked before anything changes (the format, the models and their shapes, the
+optimizers, schedulers and callbacks a full resume needs), so a mismatch fails before any step
+with what differs and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from lightkit.checkpoint.find import find_checkpoint, search_dirs
+from lightkit.checkpoint.io import safe_load
+from lightkit.checkpoint.resume import ResumeState
+from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION, optimizer_owner
+from lightkit.errors import CheckpointError, sorted_list
+
+if TYPE_CHECKING:
+    from lightkit.engine.engine import Engine
+    from lightkit.spec.spec import TrainingSpec
+
+
+def restore(engine: Engine, ckpt_path: str | Path, full: bool) -> None:
+    """Load ``ckpt_path`` (a path, ``"last"`` or ``"best"``) into ``engine``.
+
+    ``full`` (fit): models, optimizers, schedulers, precision, callbacks, loop position and
+    random states; otherwise the models' weights only. Everything is checked before anything
+    changes, so a mismatch fails before any step.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a lightkit checkpoint, of a newer
+            format, weights-only for a full resume, or does not fit this spec and config.
+    """
+    if isinstance(ckpt_path, str) and ckpt_path in ("last", "best"):
+        found = find_checkpoint(engine, ckpt_path)
+        if found is None:
+            where = ", ".join(str(d) for d in search_dirs(engine)) or str(
+                engine.config.root_dir / "lightkit_logs"
+            )
+            if full and ckpt_path == "last":
+                warnings.warn(
+                    f'fit(ckpt_path="last"): no checkpoint found (searched {where}); '
+                    f"training starts from scratch.",
+                    stacklevel=3,
+                )
+                return
+            raise CheckpointError(
+                f'ckpt_path="{ckpt_path}": no readable checkpoint found (searched {where}). '
+                f"Train with checkpointing on first, or pass the file's path.",
+                code="checkpoint-not-found",
+            )
+        path, ckpt = found
+    else:
+        path = Path(ckpt_path)
+        ckpt = engine.runtime.strategy.load_checkpoint(path)
+    engine.restored_from = path
+    models = _model_states(engine, ckpt, path, full)
+    _check_models(engine, models, ckpt, path)
+    if full:
+        _check_full(engine, ckpt, path)
+    events = getattr(engine, "events", None)
+    if full and events is not None:
+        for call in events.load_checkpoint:
+            call(ckpt)
+    strategy = engine.runtime.strategy
+    for name, module in engine.models.items():
+        try:
+            strategy.load_module_state_dict(_unwrap_compiled(module), models[name])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise _mismatch(path, f"model '{name}': {exc}") from None
+    if full:
+        _restore_full(engine, ckpt, path)
+
+
+def _unwrap_compiled(module: nn.Module) -> nn.Module:
+    return getattr(module, "_orig_mod", module)
+
+
+def _mismatch(path: Path, what: str, fix: str = "") -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} does not fit this run: {what}" + (f"\n{fix}" if fix else ""),
+        code="checkpoint-mismatch",
+    )
+
+
+def check_format(ckpt: dict[str, Any], path: Path) -> None:
+    """Raise unless ``ckpt`` is a lightkit checkpoint of a format this lightkit reads."""
+    version = ckpt.get(FORMAT_KEY)
+    if version is None:
+        keys = sorted_list(map(str, list(ckpt)[:12]))
+        raise CheckpointError(
+            f"{path} is not a lightkit checkpoint (no '{FORMAT_KEY}' key; it has: {keys}). "
+            f"A bare state_dict loads with module.load_state_dict(torch.load(path, "
+            f"weights_only=True)).",
+            code="not-a-checkpoint",
+        )
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        written = (ckpt.get("versions") or {}).get("lightkit", "?")
+        from lightkit import __version__
+
+        raise CheckpointError(
+            f"{path} has checkpoint format {version!r} (written by lightkit {written}); this "
+            f"lightkit ({__version__}) reads formats up to {FORMAT_VERSION}. Upgrade lightkit to "
+            f"load it.",
+            code="checkpoint-newer-format",
+        )
+
+
+def _model_states(
+    engine: Engine, ckpt: dict[str, Any], path: Path, full: bool
+) -> dict[str, dict[str, Any]]:
+    names = list(engine.models)
+    if FORMAT_KEY not in ckpt and not full and len(names) == 1 and _is_state_dict(ckpt):
+        return {names[0]: ckpt}  # a bare state_dict of the only model
+    check_format(ckpt, path)
+    if full and ckpt.get("kind") != "full":
+        raise CheckpointError(
+            f"{path} is a weights-only checkpoint (ModelCheckpoint(save_weights_only=True)); "
+            f"resuming training needs a full one (optimizers, loop position, random states). "
+            f"Use it with trainer.validate/test/predict(ckpt_path=...) or lk.load_models(), or "
+            f"resume from a checkpoint written with save_weights_only=False.",
+            code="checkpoint-weights-only",
+        )
+    stored = ckpt.get("models")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path} holds no model states.", code="not-a-checkpoint")
+    missing = [n for n in names if n not in stored]
+    extra = [n for n in stored if n not in names]
+    if missing or extra:
+        raise _mismatch(
+            path,
+            f"it holds the models {sorted_list(stored)}, this spec builds {sorted_list(names)}.",
+        )
+    return stored
+
+
+def _is_state_dict(obj: dict[str, Any]) -> bool:
+    return bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _check_models(
+    engine: Engine, models: dict[str, dict[str, Any]], ckpt: dict[str, Any], path: Path
+) -> None:
+    """Compare parameter names and shapes before loading anything."""
+    from lightkit.strategies.base import Strategy
+
+    strategy = engine.runtime.strategy
+    if type(strategy).module_state_dict is not Strategy.module_state_dict:
+        return  # a sharding strategy checks its own states
+    problems: list[str] = []
+    for name, module in engine.models.items():
+        own = strategy.unwrap(_unwrap_compiled(module)).state_dict()
+        state = models[name]
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shapes = [
+            f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+            for k in own
+            if k in state
+            and isinstance(state[k], torch.Tensor)
+            and isinstance(own[k], torch.Tensor)
+            and state[k].shape != own[k].shape
+        ]
+        if missing:
+            problems.append(f"model '{name}': missing in the checkpoint: {_few(missing)}")
+        if unexpected:
+            problems.append(f"model '{name}': not in the model: {_few(unexpected)}")
+        if shapes:
+            problems.append(f"model '{name}': shapes differ: {_few(shapes)}")
+    if problems:
+        fix = "Build the same models as the run that wrote it."
+        stored = ckpt.get("hparams") if isinstance(ckpt.get("hparams"), dict) else None
+        if stored is not None:
+            current = json.loads(engine.spec.hparams.model_dump_json())
+            differ = [
+                f"{k}={stored[k]!r} (now {current[k]!r})"
+                for k in stored
+                if k in current and stored[k] != current[k]
+            ]
+            if differ:
+                fix = (
+                    f"It was written with {', '.join(differ)}: "
+                    f"spec.with_hparams(...) with those values builds the same models."
+                )
+        raise _mismatch(path, "\n  " + "\n  ".join(problems), fix)
+
+
+def _few(items: list[str], n: int = 6) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+def _check_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
+    """Everything a full resume needs, checked before anything is loaded."""
+    from lightkit.strategies.base import Strategy
+
+    loop = ckpt.get("loop")
+    if not isinstance(loop, dict) or "random" not in ckpt:
+        raise CheckpointError(f"{path} has no loop state to resume from.", code="not-a-checkpoint")
+    epoch, done, step = loop["epoch"], loop["batches_done"], loop["global_step"]
+    limits = engine.limits
+    if limits.max_epochs != -1 and (
+        epoch > limits.max_epochs or (epoch == limits.max_epochs and done > 0)
+    ):
+        raise _mismatch(
+            path,
+            f"it stopped in epoch {epoch} (0-based, {done} batches into it), but "
+            f"max_epochs={limits.max_epochs}: nothing is left to train.",
+            f"Set max_epochs above {epoch} to train on, or evaluate it with "
+            f"trainer.validate/test(ckpt_path=...).",
+        )
+    if limits.max_steps != -1 and step > limits.max_steps:
+        raise _mismatch(
+            path,
+            f"it is at global step {step}, but max_steps={limits.max_steps}.",
+            f"Set max_steps above {step} to train on.",
+        )
+    stored_opts = ckpt.get("optimizers", [])
+    _same_count(path, "optimizer", stored_opts, engine.optimizers)
+    if type(engine.runtime.strategy).optimizer_state_dict is Strategy.optimizer_state_dict:
+        for i, (opt, state) in enumerate(zip(engine.optimizers, stored_opts, strict=True)):
+            groups = state.get("param_groups", [])
+            own = [len(g["params"]) for g in opt.param_groups]
+            theirs = [len(g["params"]) for g in groups]
+            if own != theirs:
+                raise _mismatch(
+                    path,
+                    f"optimizer {i} has parameter groups of sizes {own}, the checkpoint's "
+                    f"{theirs}.",
+                )
+    _same_count(path, "scheduler", ckpt.get("schedulers", []), engine.schedulers)
+    train = engine.train_iter
+    if train is not None and loop.get("num_batches") != train.num_batches:
+        warnings.warn(
+            f"{path}: the run that wrote it had {loop.get('num_batches')} training batches per "
+            f"epoch, this one has {train.num_batches}; resuming cannot reproduce its data order.",
+            stacklevel=4,
+        )
+    if loop.get("accumulate_grad_batches", 1) != engine.config.accumulate_grad_batches and done:
+        warnings.warn(
+            f"{path}: accumulate_grad_batches changed from {loop.get('accumulate_grad_batches')} "
+            f"to {engine.config.accumulate_grad_batches} in the middle of an epoch.",
+            stacklevel=4,
+        )
+
+
+def _same_count(path: Path, what: str, stored: list[Any], built: list[Any]) -> None:
+    if len(stored) != len(built):
+        raise _mismatch(
+            path,
+            f"it holds {len(stored)} {what} states, configure_optimizers returned {len(built)}.",
+        )
+
+
+def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
+    strategy = engine.runtime.strategy
+    try:
+        for opt, state in zip(engine.optimizers, ckpt["optimizers"], strict=True):
+            strategy.load_optimizer_state_dict(optimizer_owner(engine, opt), opt, state)
+        for cfg, state in zip(engine.schedulers, ckpt["schedulers"], strict=True):
+            cfg.scheduler.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise _mismatch(path, f"optimizer or scheduler state: {exc}") from None
+    engine.runtime.precision.load_state_dict(ckpt.get("precision") or {})
+    grads = ckpt.get("grads") or {}
+    for name, module in engine.models.items():
+        stored = grads.get(name)
+        if not stored:
+            continue
+        user = engine.runtime.unwrap(_unwrap_compiled(module))
+        for pname, p in user.named_parameters():
+            if pname in stored:
+                p.grad = stored[pname].to(device=p.device, dtype=p.dtype)
+    states = ckpt.get("callbacks") or {}
+    for cb in engine.callbacks:
+        state = states.get(cb.state_key)
+        if state is not None:
+            cb.load_state_dict(state)
+    loop = ckpt["loop"]
+    ctx = engine.ctx
+    engine.start_epoch = ctx.epoch = int(loop["epoch"])
+    engine.skip_batches = int(loop["batches_done"])
+    ctx.global_step = int(loop["global_step"])
+    ctx.batch_idx = max(engine.skip_batches - 1, 0)
+    engine.batches_seen = int(loop["batches_seen"])
+    engine.epochs_done = int(loop["epochs_done"])
+    engine.resume = ResumeState(engine.skip_batches, ckpt["random"], ckpt.get("epoch_start"))
+
+
+# -- models from a file ---------------------------------------------------------------------
+def load_models(
+    path: str | Path,
+    *,
+    spec: TrainingSpec | None = None,
+    map_location: Any = "cpu",
+    strict: bool = True,
+) -> dict[str, nn.Module]:
+    """The models of a checkpoint, rebuilt from its stored spec with its weights loaded.
+
+    The ``@model`` functions are imported from the spec stored in the file and called with
+    the stored hyperparameters; pass ``spec`` to build from another spec (its hyperparameters
+    are set to the stored ones). Models are returned in eval mode, by name.
+
+    Example::
+
+        models = lk.load_models("lightkit_logs/digits/version_0/checkpoints/last.ckpt")
+        net = models["net"]
+
+    Raises:
+        CheckpointError: the file is unreadable, not a lightkit checkpoint, or its weights do
+            not fit the models.
+        SpecError: a stored function can no longer be imported (pass ``spec=``).
+    """
+    from lightkit.engine.binders import bind_plan
+    from lightkit.engine.context import RunContext
+    from lightkit.runtime.runtime import Runtime
+    from lightkit.spec.spec import TrainingSpec
+
+    path = Path(path)
+    ckpt = safe_load(path, map_location=map_location)
+    check_format(ckpt, path)
+    stored_hparams = ckpt.get("hparams") or {}
+    if spec is None:
+        spec = TrainingSpec.model_validate_json(ckpt["spec"])
+    else:
+        known = spec.hparams_model.model_fields
+        spec = spec.with_hparams(**{k: v for k, v in stored_hparams.items() if k in known})
+    ctx = RunContext(Runtime(accelerator="cpu", devices=1), spec.hparams)
+    base = {"ctx": ctx, "hparams": spec.hparams}
+    models: dict[str, nn.Module] = {}
+    stored = ckpt.get("models") or {}
+    for plan in spec.plans:
+        if plan.role != "model":
+            continue
+        module = bind_plan(plan, (), base, spec.hparams)()
+        if plan.name not in stored:
+            raise _mismatch(path, f"it holds no weights for model '{plan.name}'.")
+        try:
+            module.load_state_dict(stored[plan.name], strict=strict)
+        except RuntimeError as exc:
+            raise _mismatch(path, f"model '{plan.name}': {exc}") from None
+        models[plan.name] = module.eval()
+    return models
+
+
+__all__ = ["check_format", "load_models", "restore"]
