@@ -19,8 +19,9 @@ from torch import nn
 from lightkit.checkpoint.find import find_checkpoint, search_dirs
 from lightkit.checkpoint.io import safe_load
 from lightkit.checkpoint.resume import ResumeState
-from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION, optimizer_owner
+from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION
 from lightkit.errors import CheckpointError, sorted_list
+from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
     from lightkit.engine.engine import Engine
@@ -265,7 +266,9 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
     strategy = engine.runtime.strategy
     try:
         for opt, state in zip(engine.optimizers, ckpt["optimizers"], strict=True):
-            strategy.load_optimizer_state_dict(optimizer_owner(engine, opt), opt, state)
+            strategy.load_optimizer_state_dict(
+                optimizer_owner(opt, engine.models.values()), opt, state
+            )
         for cfg, state in zip(engine.schedulers, ckpt["schedulers"], strict=True):
             cfg.scheduler.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:

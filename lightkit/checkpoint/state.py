@@ -19,10 +19,10 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from lightkit.checkpoint.resume import capture_random
 from lightkit.errors import CheckpointError
+from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
     from lightkit.engine.engine import Engine
@@ -89,7 +89,7 @@ def build_checkpoint(
     if not weights_only:
         train = engine.train_iter
         ckpt["optimizers"] = [
-            strategy.optimizer_state_dict(optimizer_owner(engine, opt), opt)
+            strategy.optimizer_state_dict(optimizer_owner(opt, engine.models.values()), opt)
             for opt in engine.optimizers
         ]
         ckpt["schedulers"] = [cfg.scheduler.state_dict() for cfg in engine.schedulers]
@@ -124,15 +124,6 @@ def build_checkpoint(
     return ckpt
 
 
-def optimizer_owner(engine: Engine, optimizer: torch.optim.Optimizer) -> nn.Module | None:
-    """The model whose parameters ``optimizer`` updates (FSDP needs it to gather state)."""
-    ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    for module in engine.models.values():
-        if any(id(p) in ids for p in module.parameters()):
-            return module
-    return None
-
-
 def _grads(engine: Engine) -> dict[str, dict[str, torch.Tensor]]:
     """Gradients held between optimizer steps (an unfinished accumulation window)."""
     from lightkit.strategies.base import Strategy
@@ -162,6 +153,5 @@ __all__ = [
     "FORMAT_VERSION",
     "LAST_NAME",
     "build_checkpoint",
-    "optimizer_owner",
     "spec_json",
 ]

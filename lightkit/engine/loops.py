@@ -5,7 +5,9 @@ Who owns what:
 - the ``EpochIterator`` owns limits, ``set_epoch`` and the resume position;
 - the ``Runtime`` owns devices, dtypes, autocast, backward and optimizer steps;
 - ``Events`` holds, per event, the hooks and callbacks that listen to it;
-- the ``MetricStore`` owns what ``lk.log`` recorded.
+- the ``MetricStore`` owns what ``lk.log`` recorded;
+- ``stepping.py`` owns the end of a training step: the loss, the non-finite check, the
+  optimizer step and step-interval schedulers.
 
 The loops only sequence. Event order in fit (``lightkit explain`` prints it for a given
 spec and config; ``tests/engine/test_hook_order.py`` pins it)::
@@ -43,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -53,119 +54,23 @@ from lightkit.callbacks.checkpoint import ModelCheckpoint
 from lightkit.checkpoint.resume import begin_epoch, resume_before_epoch
 from lightkit.engine.engine import Engine
 from lightkit.engine.epoch_iterator import EpochIterator, val_every
-from lightkit.engine.optim import SchedulerConfig
-from lightkit.errors import ConfigError, StepError, describe_function, sorted_list
+from lightkit.engine.stepping import (
+    checks_loss,
+    loss_of,
+    nonfinite_loss,
+    skip_optimizer_step,
+    step_schedulers,
+    window_stepper,
+)
 from lightkit.utils.seed import isolate_rng
 
 Tensor = torch.Tensor
 
 
-def loss_of(output: Any, engine: Engine) -> Tensor | None:
-    """The loss in what the training step returned: a scalar tensor, ``{"loss": ...}`` or None."""
-    if type(output) is Tensor or isinstance(output, Tensor):
-        if output.dim() == 0 or output.numel() == 1:
-            return output.reshape(()) if output.dim() else output
-        problem = f"a tensor of shape {tuple(output.shape)}"
-    elif output is None:
-        return None
-    elif isinstance(output, dict):
-        if "loss" in output:
-            return loss_of(output["loss"], engine)
-        problem = f"a dict without a 'loss' key (keys: {sorted_list(map(str, output))})"
-    else:
-        problem = f"{type(output).__name__} {output!r:.60}"
-    plan = engine.spec.plan("training_step")
-    raise StepError(
-        f"{describe_function(plan.fn) if plan else 'training_step'} returned {problem}; expected "
-        f"a scalar loss tensor, a dict with a 'loss' key, or None to skip the batch. Reduce the "
-        f"loss to one number (e.g. `.mean()`).",
-        code="bad-step-output",
-    )
-
-
-def step_schedulers(engine: Engine, interval: str, count: int) -> None:
-    """Step the schedulers of ``interval`` whose ``frequency`` divides ``count``."""
-    for cfg in engine.schedulers:
-        if cfg.interval != interval or count % cfg.frequency:
-            continue
-        if cfg.is_plateau:
-            value = monitored(engine, cfg)
-            if value is not None:
-                cfg.scheduler.step(value)
-        else:
-            cfg.scheduler.step()
-
-
-def monitored(engine: Engine, cfg: SchedulerConfig) -> float | None:
-    """The monitored metric's latest value; ``None`` (with a warning) if it is missing and the
-    scheduler config says ``strict=False``."""
-    metrics = engine.store.floats()
-    if cfg.monitor not in metrics:
-        if not cfg.strict:
-            warnings.warn(
-                f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was not logged yet "
-                f"(logged: {sorted_list(metrics)}); the scheduler does not step (strict=False).",
-                stacklevel=2,
-            )
-            return None
-        raise ConfigError(
-            f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was never logged. Logged metrics: "
-            f"{sorted_list(metrics)}. Log it with lk.log({cfg.monitor!r}, value), or change "
-            f"'monitor'.",
-            code="monitor-not-logged",
-        )
-    return metrics[cfg.monitor]
-
-
-def optimizer_step(engine: Engine) -> None:
-    """End an accumulation window: clip, step through the precision plugin, zero the grads."""
-    rt, cfg, ctx = engine.runtime, engine.config, engine.ctx
-    opt = engine.optimizers[0]
-    rt.unscale_gradients(opt)  # 16-mixed: hooks and clipping see true gradients (Lightning's order)
-    if engine.events.before_optimizer_step:
-        for call in engine.events.before_optimizer_step:
-            call(opt)
-    if cfg.gradient_clip_val:
-        rt.clip_gradients(opt, cfg.gradient_clip_val, cfg.gradient_clip_algorithm)
-    rt.optimizer_step(opt)
-    opt.zero_grad(set_to_none=True)
-    ctx.global_step += 1
-    if engine.schedulers:
-        step_schedulers(engine, "step", ctx.global_step)
-
-
-def window_stepper(engine: Engine) -> Callable[[], None]:
-    """What ends an accumulation window: :func:`optimizer_step`, or, when nothing listens,
-    clips or schedules and the runtime adds nothing, the three plain calls it comes down to."""
-    rt, cfg, ctx = engine.runtime, engine.config, engine.ctx
-    if (
-        rt.plain_steps
-        and not engine.events.before_optimizer_step
-        and not cfg.gradient_clip_val
-        and not engine.schedulers
-    ):
-        opt = engine.optimizers[0]
-        step, zero_grad = opt.step, opt.zero_grad
-
-        def plain_step() -> None:
-            step()
-            zero_grad(set_to_none=True)
-            ctx.global_step += 1
-
-        return plain_step
-    return lambda: optimizer_step(engine)
-
-
 def fit_loop(engine: Engine) -> None:
     """Train until a stop condition holds; validate when due."""
-    ctx, rt, events, store, limits, cfg = (
-        engine.ctx,
-        engine.runtime,
-        engine.events,
-        engine.store,
-        engine.limits,
-        engine.config,
-    )
+    ctx, rt, events, store = engine.ctx, engine.runtime, engine.events, engine.store
+    limits, cfg = engine.limits, engine.config
     train = engine.train_iter
     assert train is not None
     step_call, manual = engine.step_call, engine.manual
@@ -191,10 +96,7 @@ def fit_loop(engine: Engine) -> None:
         if can_validate
         else math.inf
     )
-    # Reading the loss is free on CPU but a device sync on a GPU: "auto" checks on CPU only.
-    check_loss = cfg.nonfinite_loss in ("raise", "skip") or (
-        cfg.nonfinite_loss == "auto" and rt.device.type == "cpu"
-    )
+    check_loss = checks_loss(engine)
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     preemption = engine.preemption
     step = under(rt.autocast, step_call) if rt.autocasts else step_call
@@ -202,10 +104,7 @@ def fit_loop(engine: Engine) -> None:
     ctx.stage = store.stage = "train_epoch"
     events.fire("fit_start")
     if can_validate and limits.sanity and engine.start_epoch == 0 and engine.skip_batches == 0:
-        with isolate_rng():  # the sanity check must not shift the run's random stream
-            events.fire("sanity_check_start")
-            evaluate(engine, "validate", engine.eval_loaders, engine.eval_call, sanity=True)
-            events.fire("sanity_check_end")
+        sanity_check(engine)
 
     epoch = engine.start_epoch
     stop = max_steps != -1 and ctx.global_step >= max_steps
@@ -309,18 +208,10 @@ def fit_loop(engine: Engine) -> None:
         # An unsized loader ended inside an accumulation window: step it. A run stopped early
         # (max_time, should_stop) drops its partial window, as Lightning does.
         if pending and not stop:
-            optimizer_step(engine)
-        if validate_epoch and every == math.inf and batch_idx >= 0:
-            evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
+            end_window()
         finished = num_batches is None or batch_idx == last_idx
-        end_train_epoch(engine, finished)
-        if finished:
-            epoch += 1
-            engine.epochs_done = epoch
-            for cb in checkpointers:
-                cb.epoch_done(engine)
-        if preemption is not None and preemption.due(engine.batches_seen, force=True):
-            preemption.stop((epoch, 0) if finished else (ctx.epoch, batch_idx + 1))
+        validate_now = validate_epoch and every == math.inf and batch_idx >= 0
+        epoch = close_epoch(engine, epoch, batch_idx, finished, validate_now, checkpointers)
         if ctx.should_stop and can_stop(engine, epoch):
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
     if not stop:
@@ -329,40 +220,37 @@ def fit_loop(engine: Engine) -> None:
     events.fire("fit_end")
 
 
-def nonfinite_loss(engine: Engine, loss: Tensor) -> bool:
-    """A NaN/inf loss, after its backward and before any optimizer step: raise (the default),
-    or warn and return True so the accumulation window's optimizer step is skipped."""
-    ctx, value = engine.ctx, loss.item()
-    plan = engine.spec.plan("training_step")
-    where = describe_function(plan.fn) if plan is not None else "the training step"
-    logged = {name: float(v) for name, v in engine.store.unwritten.items()}
-    what = (
-        f"non-finite loss: the loss is {value} at global step {ctx.global_step} (epoch "
-        f"{ctx.epoch}, batch_idx {ctx.batch_idx}), returned by {where}. Metrics logged since "
-        f"the last logger write: {logged or '(none)'}."
-    )
-    if engine.config.nonfinite_loss == "skip":
-        warnings.warn(
-            f"{what} Its optimizer step is skipped (nonfinite_loss='skip').", stacklevel=3
-        )
-        return True
-    raise StepError(
-        f"{what} The optimizer step was not taken: the parameters are those after step "
-        f"{ctx.global_step - 1}, and checkpoints already written are unaffected. Find the "
-        f"operation with detect_anomaly=True; lower the learning rate or clip gradients "
-        f"(gradient_clip_val); or set nonfinite_loss='skip' to skip such steps.",
-        code="nonfinite-loss",
-    )
+def sanity_check(engine: Engine) -> None:
+    """A few validation batches before training, under their own random stream."""
+    with isolate_rng():  # the sanity check must not shift the run's random stream
+        engine.events.fire("sanity_check_start")
+        evaluate(engine, "validate", engine.eval_loaders, engine.eval_call, sanity=True)
+        engine.events.fire("sanity_check_end")
 
 
-def skip_optimizer_step(engine: Engine) -> None:
-    """End an accumulation window that saw a non-finite loss: drop its gradients without
-    stepping. The step still counts (as a step a grad scaler skips does)."""
-    for opt in engine.optimizers:
-        opt.zero_grad(set_to_none=True)
-    engine.ctx.global_step += 1
-    if engine.schedulers:
-        step_schedulers(engine, "step", engine.ctx.global_step)
+def close_epoch(
+    engine: Engine,
+    epoch: int,
+    batch_idx: int,
+    finished: bool,
+    validate: bool,
+    checkpointers: list[ModelCheckpoint],
+) -> int:
+    """An epoch's batches ran out (``finished``) or training stops inside it: validate when
+    due at the epoch's end, close its metrics and epoch schedulers, then the save point (a
+    checkpoint, a preemption). Return the epoch the run is in now."""
+    if validate:
+        evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
+    end_train_epoch(engine, finished)
+    if finished:
+        epoch += 1
+        engine.epochs_done = epoch
+        for cb in checkpointers:
+            cb.epoch_done(engine)
+    preemption = engine.preemption
+    if preemption is not None and preemption.due(engine.batches_seen, force=True):
+        preemption.stop((epoch, 0) if finished else (engine.ctx.epoch, batch_idx + 1))
+    return epoch
 
 
 def eval_mode(engine: Engine) -> Any:

@@ -26,7 +26,9 @@ import torch
 from torch import nn
 
 from lightkit.errors import CheckpointError
+from lightkit.strategies.fsdp_checkpoint import is_sharded
 from lightkit.strategies.parallel import ParallelStrategy
+from lightkit.utils.modules import optimizer_owner
 
 WrapPolicy = set[type[nn.Module]] | tuple[type[nn.Module], ...] | Callable[[nn.Module], bool]
 
@@ -154,7 +156,7 @@ class FSDPStrategy(ParallelStrategy):
     ) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-        set_model_state_dict(module, state, options=self._options(not _sharded(state), strict))
+        set_model_state_dict(module, state, options=self._options(not is_sharded(state), strict))
 
     def optimizer_state_dict(
         self, module: nn.Module | None, optimizer: torch.optim.Optimizer
@@ -172,18 +174,17 @@ class FSDPStrategy(ParallelStrategy):
 
         owner = module if module is not None else self._owner(optimizer)
         set_optimizer_state_dict(
-            owner, optimizer, state, options=self._options(not _sharded(state))
+            owner, optimizer, state, options=self._options(not is_sharded(state))
         )
 
     def _owner(self, optimizer: torch.optim.Optimizer) -> nn.Module:
-        ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        for module in self._models:
-            if any(id(p) in ids for p in module.parameters()):
-                return module
-        raise CheckpointError(
-            "this optimizer updates no model the FSDP strategy set up; pass the model.",
-            code="optimizer-without-model",
-        )
+        owner = optimizer_owner(optimizer, self._models)
+        if owner is None:
+            raise CheckpointError(
+                "this optimizer updates no model the FSDP strategy set up; pass the model.",
+                code="optimizer-without-model",
+            )
+        return owner
 
     def save_checkpoint(self, state: dict[str, Any], path: str | Path) -> None:
         if self.state_dict_type == "full":
@@ -232,18 +233,3 @@ def _no_gradient_sync(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.set_requires_gradient_sync(True)
-
-
-def _sharded(state: dict[str, Any]) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    def walk(value: Any) -> bool:
-        if isinstance(value, DTensor):
-            return True
-        if isinstance(value, dict):
-            return any(walk(v) for v in value.values())
-        if isinstance(value, (list, tuple)):
-            return any(walk(v) for v in value)
-        return False
-
-    return walk(state)

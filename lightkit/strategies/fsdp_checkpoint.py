@@ -99,3 +99,19 @@ def load_sharded(path: Path) -> dict[str, Any]:
             code="checkpoint-corrupt",
         ) from None
     return state
+
+
+def is_sharded(state: dict[str, Any]) -> bool:
+    """Whether ``state`` holds DTensors (sharded), not full tensors."""
+    from torch.distributed.tensor import DTensor
+
+    def walk(value: Any) -> bool:
+        if isinstance(value, DTensor):
+            return True
+        if isinstance(value, dict):
+            return any(walk(v) for v in value.values())
+        if isinstance(value, (list, tuple)):
+            return any(walk(v) for v in value)
+        return False
+
+    return walk(state)

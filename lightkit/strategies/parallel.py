@@ -76,7 +76,9 @@ class ParallelStrategy(Strategy):
         self.group.destroy()
 
     def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
-        return self.group.distribute(loader, shuffle_default=shuffle_default)
+        from lightkit.strategies.data_split import distribute
+
+        return distribute(self.group, loader)
 
     # -- collectives -----------------------------------------------------------------------
     def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:

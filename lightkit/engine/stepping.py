@@ -1,0 +1,170 @@
+"""The end of a training step in automatic optimization: the loss read from what the step
+returned, a non-finite loss caught before the optimizer steps, and the end of an accumulation
+window (unscale, hooks, clipping, the optimizer step through the precision plugin, zero_grad,
+step-interval schedulers). The fit loop (``loops.py``) calls these.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from lightkit.engine.engine import Engine
+from lightkit.engine.optim import SchedulerConfig
+from lightkit.errors import ConfigError, StepError, describe_function, sorted_list
+
+Tensor = torch.Tensor
+
+
+def loss_of(output: Any, engine: Engine) -> Tensor | None:
+    """The loss in what the training step returned: a scalar tensor, ``{"loss": ...}`` or None."""
+    if type(output) is Tensor or isinstance(output, Tensor):
+        if output.dim() == 0 or output.numel() == 1:
+            return output.reshape(()) if output.dim() else output
+        problem = f"a tensor of shape {tuple(output.shape)}"
+    elif output is None:
+        return None
+    elif isinstance(output, dict):
+        if "loss" in output:
+            return loss_of(output["loss"], engine)
+        problem = f"a dict without a 'loss' key (keys: {sorted_list(map(str, output))})"
+    else:
+        problem = f"{type(output).__name__} {output!r:.60}"
+    plan = engine.spec.plan("training_step")
+    raise StepError(
+        f"{describe_function(plan.fn) if plan else 'training_step'} returned {problem}; expected "
+        f"a scalar loss tensor, a dict with a 'loss' key, or None to skip the batch. Reduce the "
+        f"loss to one number (e.g. `.mean()`).",
+        code="bad-step-output",
+    )
+
+
+def step_schedulers(engine: Engine, interval: str, count: int) -> None:
+    """Step the schedulers of ``interval`` whose ``frequency`` divides ``count``."""
+    for cfg in engine.schedulers:
+        if cfg.interval != interval or count % cfg.frequency:
+            continue
+        if cfg.is_plateau:
+            value = monitored(engine, cfg)
+            if value is not None:
+                cfg.scheduler.step(value)
+        else:
+            cfg.scheduler.step()
+
+
+def monitored(engine: Engine, cfg: SchedulerConfig) -> float | None:
+    """The monitored metric's latest value; ``None`` (with a warning) if it is missing and the
+    scheduler config says ``strict=False``."""
+    metrics = engine.store.floats()
+    if cfg.monitor not in metrics:
+        if not cfg.strict:
+            warnings.warn(
+                f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was not logged yet "
+                f"(logged: {sorted_list(metrics)}); the scheduler does not step (strict=False).",
+                stacklevel=2,
+            )
+            return None
+        raise ConfigError(
+            f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was never logged. Logged metrics: "
+            f"{sorted_list(metrics)}. Log it with lk.log({cfg.monitor!r}, value), or change "
+            f"'monitor'.",
+            code="monitor-not-logged",
+        )
+    return metrics[cfg.monitor]
+
+
+def optimizer_step(engine: Engine) -> None:
+    """End an accumulation window: clip, step through the precision plugin, zero the grads."""
+    rt, cfg, ctx = engine.runtime, engine.config, engine.ctx
+    opt = engine.optimizers[0]
+    rt.unscale_gradients(opt)  # 16-mixed: hooks and clipping see true gradients (Lightning's order)
+    if engine.events.before_optimizer_step:
+        for call in engine.events.before_optimizer_step:
+            call(opt)
+    if cfg.gradient_clip_val:
+        rt.clip_gradients(opt, cfg.gradient_clip_val, cfg.gradient_clip_algorithm)
+    rt.optimizer_step(opt)
+    opt.zero_grad(set_to_none=True)
+    ctx.global_step += 1
+    if engine.schedulers:
+        step_schedulers(engine, "step", ctx.global_step)
+
+
+def window_stepper(engine: Engine) -> Callable[[], None]:
+    """What ends an accumulation window: :func:`optimizer_step`, or, when nothing listens,
+    clips or schedules and the runtime adds nothing, the three plain calls it comes down to."""
+    rt, cfg, ctx = engine.runtime, engine.config, engine.ctx
+    if (
+        rt.plain_steps
+        and not engine.events.before_optimizer_step
+        and not cfg.gradient_clip_val
+        and not engine.schedulers
+    ):
+        opt = engine.optimizers[0]
+        step, zero_grad = opt.step, opt.zero_grad
+
+        def plain_step() -> None:
+            step()
+            zero_grad(set_to_none=True)
+            ctx.global_step += 1
+
+        return plain_step
+    return lambda: optimizer_step(engine)
+
+
+def checks_loss(engine: Engine) -> bool:
+    """Whether the fit loop reads each loss to catch NaN/inf (``nonfinite_loss``). Reading
+    it is free on CPU but a device sync on a GPU: ``"auto"`` checks on CPU only."""
+    mode = engine.config.nonfinite_loss
+    return mode in ("raise", "skip") or (mode == "auto" and engine.runtime.device.type == "cpu")
+
+
+def nonfinite_loss(engine: Engine, loss: Tensor) -> bool:
+    """A NaN/inf loss, after its backward and before any optimizer step: raise (the default),
+    or warn and return True so the accumulation window's optimizer step is skipped."""
+    ctx, value = engine.ctx, loss.item()
+    plan = engine.spec.plan("training_step")
+    where = describe_function(plan.fn) if plan is not None else "the training step"
+    logged = {name: float(v) for name, v in engine.store.unwritten.items()}
+    what = (
+        f"non-finite loss: the loss is {value} at global step {ctx.global_step} (epoch "
+        f"{ctx.epoch}, batch_idx {ctx.batch_idx}), returned by {where}. Metrics logged since "
+        f"the last logger write: {logged or '(none)'}."
+    )
+    if engine.config.nonfinite_loss == "skip":
+        warnings.warn(
+            f"{what} Its optimizer step is skipped (nonfinite_loss='skip').", stacklevel=3
+        )
+        return True
+    raise StepError(
+        f"{what} The optimizer step was not taken: the parameters are those after step "
+        f"{ctx.global_step - 1}, and checkpoints already written are unaffected. Find the "
+        f"operation with detect_anomaly=True; lower the learning rate or clip gradients "
+        f"(gradient_clip_val); or set nonfinite_loss='skip' to skip such steps.",
+        code="nonfinite-loss",
+    )
+
+
+def skip_optimizer_step(engine: Engine) -> None:
+    """End an accumulation window that saw a non-finite loss: drop its gradients without
+    stepping. The step still counts (as a step a grad scaler skips does)."""
+    for opt in engine.optimizers:
+        opt.zero_grad(set_to_none=True)
+    engine.ctx.global_step += 1
+    if engine.schedulers:
+        step_schedulers(engine, "step", engine.ctx.global_step)
+
+
+__all__ = [
+    "checks_loss",
+    "loss_of",
+    "monitored",
+    "nonfinite_loss",
+    "optimizer_step",
+    "skip_optimizer_step",
+    "step_schedulers",
+    "window_stepper",
+]
