@@ -42,7 +42,9 @@ class TensorBoardLogger(Logger):
 
     Example::
 
-        lk.Trainer(logger=lk.TensorBoardLogger(flush_every_n_steps=10, log_graph=True))
+        tb = lk.TensorBoardLogger(flush_every_n_steps=10, log_graph=True)
+        lk.Trainer(logger=tb)
+        tb.experiment.add_image(...)  # a tensorboardX SummaryWriter on the same run folder
     """
 
     _log_graph: bool = attrs.field(default=False, alias="log_graph")
