@@ -49,6 +49,9 @@ def loader_generators(loader: Any) -> dict[str, torch.Generator]:
 def capture_random(loader: Any) -> dict[str, Any]:
     """Every global generator's state and the training loader's generators, storable."""
     states = rng_states()
+    # Python's state is 625 ints: one tensor pickles in one piece instead of 625.
+    version, internal, gauss = states["python"]
+    states["python"] = (version, torch.tensor(internal, dtype=torch.int64), gauss)
     if "numpy" in states:  # numpy's tuple holds an ndarray: store it as a tensor
         name, keys, pos, has_gauss, gauss = states["numpy"]
         states["numpy"] = (name, torch.from_numpy(keys.astype("int64")), pos, has_gauss, gauss)
@@ -61,6 +64,9 @@ def capture_random(loader: Any) -> dict[str, Any]:
 def restore_random(saved: dict[str, Any], loader: Any) -> None:
     """Set the global generators and the loader's generators to what ``capture_random`` saw."""
     states = dict(saved["rng"])
+    version, internal, gauss = states["python"]
+    if isinstance(internal, torch.Tensor):  # older checkpoints hold the tuple itself
+        states["python"] = (version, tuple(internal.tolist()), gauss)
     if "numpy" in states:
         if "numpy" in sys.modules:
             import numpy as np

@@ -14,6 +14,7 @@ the resume position): :mod:`.resume`.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,19 @@ def spec_json(spec: TrainingSpec) -> str:
         ) from None
 
 
+def _run_record(engine: Engine) -> dict[str, Any]:
+    """The spec, hyperparameters and trainer config as a checkpoint stores them. They are
+    fixed for a run, so they are serialized once (the spec's JSON schema is not cheap)."""
+    record = engine.checkpoint_record
+    if record is None:
+        record = engine.checkpoint_record = {
+            "spec": spec_json(engine.spec),
+            "hparams": json.loads(engine.spec.hparams.model_dump_json()),
+            "config": json.dumps(engine.config.model_dump(mode="json")),
+        }
+    return copy.deepcopy(record)  # save_checkpoint hooks may edit what they are given
+
+
 def build_checkpoint(
     engine: Engine, *, position: tuple[int, int], weights_only: bool = False
 ) -> dict[str, Any]:
@@ -82,9 +96,7 @@ def build_checkpoint(
             name: strategy.module_state_dict(unwrap_compiled(m))
             for name, m in engine.models.items()
         },
-        "spec": spec_json(engine.spec),
-        "hparams": json.loads(engine.spec.hparams.model_dump_json()),
-        "config": json.dumps(engine.config.model_dump(mode="json")),
+        **_run_record(engine),
     }
     if not weights_only:
         train = engine.train_iter

@@ -107,6 +107,8 @@ class Engine:
         # restored from, the best file of this trainer's previous run, the signal guard.
         self.resume: Any = None
         self.epoch_start: dict[str, Any] | None = None
+        #: The spec, hparams and config as checkpoints store them (built at the first save).
+        self.checkpoint_record: dict[str, Any] | None = None
         self.restored_from: Path | None = None
         self.previous_best: Path | None = None
         self.preemption: Any = None

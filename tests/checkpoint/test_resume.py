@@ -177,3 +177,23 @@ def test_configured_signals(tmp_path):
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
     with pytest.raises(ValueError, match="'SIGKILL' is not a signal that can be caught"):
         lk.TrainerConfig(preemption_signals=["SIGKILL"])
+
+
+def test_random_states_round_trip_in_both_stored_forms():
+    """Python's generator state is stored as one int64 tensor; checkpoints written before
+    that hold the tuple of ints itself. Both restore the same stream."""
+    import random
+
+    from lightkit.checkpoint.resume import capture_random, restore_random
+
+    random.seed(123)
+    saved = capture_random(None)
+    version, internal, gauss = saved["rng"]["python"]
+    assert isinstance(internal, torch.Tensor) and internal.dtype == torch.int64
+    expected = [random.random() for _ in range(5)]
+
+    restore_random(saved, None)
+    assert [random.random() for _ in range(5)] == expected
+    old = {**saved, "rng": {**saved["rng"], "python": (version, tuple(internal.tolist()), gauss)}}
+    restore_random(old, None)
+    assert [random.random() for _ in range(5)] == expected
