@@ -33,6 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPLS = ("raw", "lightkit", "lightning")
+#: The hand-written loop in a process that first ran a short lightkit fit (see
+#: :func:`raw_after_lightkit_fit`); measured beside figures a, a-log and b.
+RAW_AFTER_LIGHTKIT = "raw-after-lightkit"
 FEATURES_OFF: dict[str, Any] = {
     "logger": False,
     "enable_progress_bar": False,
@@ -250,6 +253,18 @@ def lightkit_fit(case: Case, root: Path) -> Any:
     return result.models["net"]
 
 
+def raw_after_lightkit_fit(case: Case, root: Path) -> Any:
+    """The hand-written loop, in a process that has just run a short lightkit fit of the same
+    case (two steps an epoch): the process holds what a lightkit process holds when its loop
+    starts (pydantic, lightkit's modules, what their import and the run's set-up allocated and
+    freed), but the loop is not lightkit's. Next to ``raw`` it measures what that process
+    state costs a loop; next to ``lightkit``, what lightkit's own loop costs."""
+    lightkit_fit(replace(case, steps=case.epochs * 2), root / "short-fit")
+    CLOCK.reset(case.warmup)
+    gc.collect()
+    return raw_fit(case, root)
+
+
 def lightning_module() -> Any:
     """``pytorch_lightning`` (or ``lightning.pytorch``); ``None`` when neither is installed."""
     for name in ("lightning.pytorch", "pytorch_lightning"):
@@ -319,7 +334,12 @@ def lightning_fit(case: Case, root: Path) -> Any:
     return module.net
 
 
-FIT = {"raw": raw_fit, "lightkit": lightkit_fit, "lightning": lightning_fit}
+FIT = {
+    "raw": raw_fit,
+    "lightkit": lightkit_fit,
+    "lightning": lightning_fit,
+    RAW_AFTER_LIGHTKIT: raw_after_lightkit_fit,
+}
 
 
 # -- measurements (in the child process) ------------------------------------------------------------

@@ -167,11 +167,18 @@ def groups_for(figures: Iterable[str]) -> list[str]:
     return wanted
 
 
+#: The groups that also measure the hand-written loop after a short lightkit fit.
+PROCESS_STATE_GROUPS = ("tiny", "tiny-log", "tiny-defaults")
+
+
 def group_impls(group: Group, impls: list[str]) -> list[str]:
-    """What a group measures: every implementation, and for imports also lightkit with all
-    its public names used (``import lightkit`` alone imports them lazily)."""
+    """What a group measures: every implementation; for imports also lightkit with all its
+    public names used (``import lightkit`` alone imports them lazily); for the tiny cases also
+    the hand-written loop in a process that ran a short lightkit fit first."""
     if group.kind == "import":
         return [*impls[:2], "lightkit-all", *impls[2:]]
+    if group.key in PROCESS_STATE_GROUPS:
+        return [*impls, common.RAW_AFTER_LIGHTKIT]
     return impls
 
 
@@ -386,7 +393,7 @@ def summarize(
         entry: dict[str, Any] = {"title": fig.title, "target": fig.target, "note": fig.note}
         if fig.key in ("a", "a-log", "b", "c", "c-compile", "d"):
             rows = {}
-            for impl in impls:
+            for impl in [*impls, *(i for i in recs if i not in impls)]:
                 runs = ok_runs(recs.get(impl, []))
                 row: dict[str, Any] = {
                     "runs": len(runs),
@@ -406,6 +413,10 @@ def summarize(
                 if impl == "lightkit" and "lightning" in impls:
                     row["x_lightning"] = paired(
                         recs, "lightkit", "lightning", lambda r: r[step_key]
+                    )
+                if impl == "lightkit" and common.RAW_AFTER_LIGHTKIT in recs:
+                    row["x_raw_after_lightkit"] = paired(
+                        recs, "lightkit", common.RAW_AFTER_LIGHTKIT, lambda r: r[step_key]
                     )
                 if fig.key == "c-compile":
                     eager = records.get("compute", {}).get("raw", [])
@@ -570,6 +581,18 @@ def markdown(result: dict[str, Any]) -> str:
                     + (f" | {_fmt(r.get('x_raw_eager'))}" if extra else "")
                     + " |"
                 )
+            after = rows.get(common.RAW_AFTER_LIGHTKIT)
+            if after:
+                lk_after = rows.get("lightkit", {}).get("x_raw_after_lightkit")
+                lines += [
+                    "",
+                    f"{common.RAW_AFTER_LIGHTKIT}: the hand-written loop in a process that first "
+                    "ran a short lightkit fit of the same case, so it holds what a lightkit "
+                    "process holds when its loop starts, but runs raw's loop. Its ratio to raw "
+                    f"({_fmt(after.get(f'x_raw_{clock}'))}) is what that process state costs a "
+                    "loop; lightkit over it "
+                    f"({_fmt(lk_after)}) is what lightkit's own loop costs.",
+                ]
             target = f"≤ {e['target']} × raw" + (
                 " and below Lightning" if _FIG_BELOW.get(key) else ""
             )

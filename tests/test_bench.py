@@ -66,18 +66,31 @@ def test_the_suite_writes_its_results(tmp_path):
     impls = result["meta"]["impls"]
     assert impls[:2] == ["raw", "lightkit"]
     assert ("lightning" in impls) == (common.lightning_name() is not None)
-    for key in ("a", "d"):
+    for key, measured in (("a", [*impls, common.RAW_AFTER_LIGHTKIT]), ("d", impls)):
         rows = result["figures"][key]["rows"]
-        assert set(rows) == set(impls)
-        for impl in impls:
+        assert set(rows) == set(measured)
+        for impl in measured:
             assert rows[impl]["runs"] == 1, result["records"]
             if impl != "raw":
                 assert rows[impl]["same_weights_as_raw"] is True
                 assert rows[impl]["x_raw_cpu"]["n"] == 1
+    assert result["figures"]["a"]["rows"]["lightkit"]["x_raw_after_lightkit"]["n"] == 1
+    assert "d" not in run.PROCESS_STATE_GROUPS
     text = (tmp_path / "results.md").read_text()
+    assert f"{common.RAW_AFTER_LIGHTKIT}: the hand-written loop in a process" in text
     assert "## (a) Per-step time, tiny MLP, features off" in text
     assert "## (d) Per-step time, 2-rank DDP on gloo" in text
     assert (tmp_path / "results.png").exists() == _has_matplotlib()
+
+
+def test_heap_state_reports_both_modes():
+    """``bench/heap_state.py`` at a tiny size: both children run and the summary is printed."""
+    cmd = [sys.executable, str(ROOT / "bench" / "heap_state.py"), "--reps", "1", "--steps", "16"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == ["nothing", "lightkit"]
+    assert "a short lightkit fit in between costs the raw loop" in lines[3]
 
 
 def test_figures_and_groups_are_consistent():
