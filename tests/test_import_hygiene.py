@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = textwrap.dedent(
@@ -65,3 +67,64 @@ def test_plain_import_lightkit_leaves_tensorboardx_out():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+FIT_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    import lightkit as lk
+
+    reg = lk.Registry()
+    reg.model(lambda: torch.nn.Linear(2, 1), name="net")
+    reg.train_data(lambda: [(torch.ones(4, 2), torch.zeros(4, 1))] * 2)
+    reg.training_step(lambda net, batch: ((net(batch[0]) - batch[1]) ** 2).mean())
+    reg.configure_optimizers(lambda net: torch.optim.SGD(net.parameters(), lr=0.1))
+    lk.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
+               enable_checkpointing=False, enable_model_summary=False).fit(lk.collect(reg))
+    print(json.dumps(sorted(m for m in sys.modules if m.startswith("lightkit."))))
+    """
+)
+
+
+def test_a_features_off_fit_imports_only_what_it_uses():
+    """A run pays for what it uses: a one-device fit with every feature off loads no built-in
+    callback but the checkpoint one (the loop checks for it), no logger and no distributed
+    strategy."""
+    result = subprocess.run(
+        [sys.executable, "-c", FIT_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert "lightkit.engine.loops" in loaded  # the probe did fit
+    unused = {
+        "lightkit.callbacks.early_stopping",
+        "lightkit.callbacks.grad_norm",
+        "lightkit.callbacks.lr_monitor",
+        "lightkit.callbacks.model_summary",
+        "lightkit.callbacks.progress",
+        "lightkit.callbacks.timer",
+        "lightkit.loggers.csv",
+        "lightkit.loggers.tensorboard",
+        "lightkit.strategies.ddp",
+        "lightkit.strategies.fsdp",
+    }
+    assert loaded & unused == set()
+
+
+def test_subpackages_import_their_classes_on_first_use():
+    import lightkit.callbacks
+    import lightkit.loggers
+    import lightkit.strategies
+    from lightkit.callbacks.early_stopping import EarlyStopping
+    from lightkit.loggers.csv import CSVLogger
+    from lightkit.strategies.ddp import DDPStrategy
+
+    assert lightkit.callbacks.EarlyStopping is EarlyStopping
+    assert lightkit.loggers.CSVLogger is CSVLogger
+    assert lightkit.strategies.DDPStrategy is DDPStrategy
+    for package in (lightkit.callbacks, lightkit.loggers, lightkit.strategies):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        lightkit.callbacks.Nope  # noqa: B018

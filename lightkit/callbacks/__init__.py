@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightkit.callbacks.base import Callback
-from lightkit.callbacks.checkpoint import ModelCheckpoint
-from lightkit.callbacks.early_stopping import EarlyStopping
-from lightkit.callbacks.grad_norm import GradientNormMonitor
-from lightkit.callbacks.lr_monitor import LearningRateMonitor
-from lightkit.callbacks.model_summary import ModelSummary
-from lightkit.callbacks.progress import ProgressBar
-from lightkit.callbacks.timer import Timer
+from lightkit.utils.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from lightkit.callbacks.checkpoint import ModelCheckpoint
+    from lightkit.callbacks.early_stopping import EarlyStopping
+    from lightkit.callbacks.grad_norm import GradientNormMonitor
+    from lightkit.callbacks.lr_monitor import LearningRateMonitor
+    from lightkit.callbacks.model_summary import ModelSummary
+    from lightkit.callbacks.progress import ProgressBar
+    from lightkit.callbacks.timer import Timer
+
+# The built-ins are imported when first used: a run loads only its own callbacks.
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "ModelCheckpoint": "lightkit.callbacks.checkpoint",
+        "EarlyStopping": "lightkit.callbacks.early_stopping",
+        "GradientNormMonitor": "lightkit.callbacks.grad_norm",
+        "LearningRateMonitor": "lightkit.callbacks.lr_monitor",
+        "ModelSummary": "lightkit.callbacks.model_summary",
+        "ProgressBar": "lightkit.callbacks.progress",
+        "Timer": "lightkit.callbacks.timer",
+    },
+    globals(),
+)
 
 __all__ = [
     "Callback",

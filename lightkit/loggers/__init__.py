@@ -1,10 +1,20 @@
 """Loggers: ``TensorBoardLogger`` and ``CSVLogger``; ``logger=True`` uses both."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightkit.loggers.base import Logger
-from lightkit.loggers.csv import CSVLogger
-from lightkit.loggers.tensorboard import TensorBoardLogger
+from lightkit.utils.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from lightkit.loggers.csv import CSVLogger
+    from lightkit.loggers.tensorboard import TensorBoardLogger
+
+# Imported when first used: a run with logger=False loads neither.
+__getattr__ = lazy_attributes(
+    __name__,
+    {"CSVLogger": "lightkit.loggers.csv", "TensorBoardLogger": "lightkit.loggers.tensorboard"},
+    globals(),
+)
 
 __all__ = ["CSVLogger", "Logger", "TensorBoardLogger", "default_loggers"]
 
@@ -13,6 +23,9 @@ def default_loggers(config: Any) -> list[Logger]:
     """``logger=True``: TensorBoard and CSV; ``False``: none; a logger or a list as given."""
     value = config.logger
     if value is True:
+        from lightkit.loggers.csv import CSVLogger
+        from lightkit.loggers.tensorboard import TensorBoardLogger
+
         return [TensorBoardLogger(), CSVLogger()]
     if value is False or value is None:
         return []

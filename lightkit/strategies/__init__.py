@@ -7,13 +7,23 @@ over ``torch.distributed``; ``"auto"`` picks ``single_device`` for one device, `
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightkit.errors import ConfigError, did_you_mean
 from lightkit.strategies.base import Strategy
-from lightkit.strategies.ddp import DDPStrategy
-from lightkit.strategies.fsdp import FSDPStrategy
 from lightkit.strategies.single_device import SingleDevice
+from lightkit.utils.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from lightkit.strategies.ddp import DDPStrategy
+    from lightkit.strategies.fsdp import FSDPStrategy
+
+# The distributed strategies are imported when first used: a one-device run loads neither.
+__getattr__ = lazy_attributes(
+    __name__,
+    {"DDPStrategy": "lightkit.strategies.ddp", "FSDPStrategy": "lightkit.strategies.fsdp"},
+    globals(),
+)
 
 __all__ = [
     "STRATEGIES",
