@@ -143,15 +143,7 @@ def on(event: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         def report(ctx):
             print(ctx.epoch, ctx.metrics)
     """
-    if callable(event):
-        from lightkit.errors import SpecError
-
-        raise SpecError(
-            f'@lk.on needs an event name: write `@lk.on("train_epoch_end")` above '
-            f"`def {getattr(event, '__name__', '...')}`, not bare `@lk.on`.",
-            code="unknown-event",
-        )
-    check_event(event)
+    check_event(event, "@lk.on")
 
     def record(f: Callable[P, R]) -> Callable[P, R]:
         return registry_for(_module_of(f)).on(event, f)  # type: ignore[no-any-return]

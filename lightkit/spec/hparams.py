@@ -6,6 +6,7 @@ The model remembers which functions declared each field, so errors can name them
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +52,21 @@ def _same_default(a: Any, b: Any) -> bool:
         return a is b
 
 
+def show_default(default: Any) -> str:
+    """A default as written: ``0.1``, ``Field(0.1, ge=0)``."""
+    if not isinstance(default, FieldInfo):
+        return repr(default)
+    parts = [] if default.is_required() else [repr(default.default)]
+    for m in default.metadata:
+        if dataclasses.is_dataclass(m):
+            parts += [f"{f.name}={getattr(m, f.name)!r}" for f in dataclasses.fields(m)]
+        else:
+            parts.append(repr(m))
+    if default.description:
+        parts.append(f"description={default.description!r}")
+    return f"Field({', '.join(parts)})"
+
+
 def build_hparams_model(
     plans: Sequence[FunctionPlan],
 ) -> tuple[type[Hparams] | None, list[Problem]]:
@@ -60,7 +76,7 @@ def build_hparams_model(
     problems: list[Problem] = []
     for plan in plans:
         for p in plan.params:
-            if p.kind != "hparam":
+            if not p.declares:
                 continue
             if p.name.startswith("_") or p.name in dir(Hparams):
                 problems.append(
@@ -75,21 +91,45 @@ def build_hparams_model(
                 annotation, default, first = seen[p.name]
                 if first.fn is plan.fn:
                     continue
-                if annotation != p.annotation or not _same_default(default, p.default):
+                same_default = _same_default(default, p.default)
+                if same_default and default is None and Any in (annotation, p.annotation):
+                    # ``x=None`` says nothing of the type: ``x: float | None = None`` decides.
+                    if annotation is Any:
+                        seen[p.name] = (p.annotation, default, first)
+                elif annotation != p.annotation or not same_default:
                     problems.append(
                         Problem(
                             "hparam-conflict",
                             f"hyperparameter '{p.name}' is declared twice, differently:\n"
-                            f"  {first.where}: {p.name}: {type_name(annotation)} = {default!r}\n"
-                            f"  {plan.where}: {p.name}: {type_name(p.annotation)} = {p.default!r}\n"
+                            f"  {first.where}: {p.name}: {type_name(annotation)} = "
+                            f"{show_default(default)}\n"
+                            f"  {plan.where}: {p.name}: {type_name(p.annotation)} = "
+                            f"{show_default(p.default)}\n"
                             f"The same name is one hyperparameter: give both the same type and "
-                            f"default, or rename one.",
+                            f"default (and the same Field constraints), or rename one.",
                         )
                     )
                     continue
             else:
                 seen[p.name] = (p.annotation, p.default, plan)
             sources.setdefault(p.name, []).append(plan.where)
+    for plan in plans:  # parameters that use a hyperparameter declared elsewhere
+        for p in plan.params:
+            if p.kind != "hparam" or p.declares or p.name not in seen:
+                continue
+            annotation, default, first = seen[p.name]
+            if p.annotation is not None and p.annotation != annotation:
+                problems.append(
+                    Problem(
+                        "hparam-conflict",
+                        f"{plan.where}: parameter '{p.name}' is annotated "
+                        f"{type_name(p.annotation)}, but the hyperparameter it receives is "
+                        f"declared as {type_name(annotation)} in {first.where}. Use the same "
+                        f"type, or drop the annotation.",
+                    )
+                )
+            elif plan.where not in sources[p.name]:
+                sources[p.name].append(plan.where)
     if problems:
         return None, problems
     fields: dict[str, Any] = {name: (ann, default) for name, (ann, default, _) in seen.items()}

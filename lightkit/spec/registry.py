@@ -55,14 +55,29 @@ def _check_callable(fn: object, role: str) -> None:
         )
 
 
-def check_event(event: object) -> None:
-    """Raise a ``SpecError`` naming the available events if ``event`` is not one."""
-    if event not in EVENTS:
+def check_event(event: object, decorator: str) -> None:
+    """Raise a ``SpecError`` if ``event`` is not a string (``@lk.on`` used bare). An unknown
+    event name is recorded and reported by ``collect()``, with the function and the others'
+    problems (:func:`unknown_event`)."""
+    if callable(event):
         raise SpecError(
-            f"@on({event!r}): unknown event.{did_you_mean(str(event), EVENTS)} "
-            f"Available events: {sorted_list(EVENTS)}.",
+            f'{decorator} needs an event name: write `{decorator}("train_epoch_end")` above '
+            f"`def {getattr(event, '__name__', '...')}`, not bare `{decorator}`.",
             code="unknown-event",
         )
+    if not isinstance(event, str):
+        raise SpecError(
+            f"{decorator}({event!r}): the event must be a string, one of {sorted_list(EVENTS)}.",
+            code="unknown-event",
+        )
+
+
+def unknown_event(event: str) -> str:
+    """What is wrong with an unknown event name, and the likely fix."""
+    return (
+        f"@on({event!r}): unknown event.{did_you_mean(event, EVENTS)} "
+        f"Available events: {sorted_list(EVENTS)}."
+    )
 
 
 class Registry:
@@ -184,7 +199,7 @@ class Registry:
 
     def on(self, event: str, fn: Callable[P, R] | None = None, /) -> Any:
         """Record a hook for ``event`` (``@reg.on("train_epoch_end")``)."""
-        check_event(event)
+        check_event(event, "@reg.on")
 
         def record(f: Callable[P, R]) -> Callable[P, R]:
             self._record("on", f, event=event)

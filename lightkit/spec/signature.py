@@ -6,7 +6,8 @@ The rules, in order (pytest's: a parameter with a default is never *injected* by
 2. it is a loop value the role supplies  -> injected by the loop (``batch``, ``ctx``, ...)
 3. it is a loop value the role never supplies -> error (``unsupplied-loop-value``)
 4. it has a default                      -> a hyperparameter
-5. otherwise                             -> error (``unknown-parameter``)
+5. another function declares it as a hyperparameter -> that hyperparameter's value
+6. otherwise                             -> error (``unknown-parameter``)
 
 ``*args``/``**kwargs`` and positional-only parameters are errors of their own.
 """
@@ -14,7 +15,7 @@ The rules, in order (pytest's: a parameter with a default is never *injected* by
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,12 +42,26 @@ _ROLE_LABEL = {
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One classified parameter. ``annotation``/``default`` matter for hyperparameters only."""
+    """One classified parameter. ``annotation``/``default`` matter for hyperparameters only;
+    a parameter without a default that names another function's hyperparameter has
+    ``default=REFERENCE``: it receives the value, but does not declare the hyperparameter."""
 
     name: str
     kind: ParamKind
     annotation: Any = None
     default: Any = None
+
+    @property
+    def declares(self) -> bool:
+        return self.kind == "hparam" and self.default is not REFERENCE
+
+
+class _Reference:
+    def __repr__(self) -> str:
+        return "REFERENCE"
+
+
+REFERENCE: Any = _Reference()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +119,28 @@ def hparam_annotation(param: inspect.Parameter) -> Any:
     default = param.default
     if isinstance(default, FieldInfo):
         default = default.get_default(call_default_factory=True, validated_data={})
-    return Any if default is None else type(default)
+    return type_of_default(default)
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def type_of_default(default: Any) -> Any:
+    """The type a default implies: ``0.9`` -> ``float``, ``(0.9, 0.999)`` ->
+    ``tuple[float, float]``, ``[64, 64]`` -> ``list[int]`` (so a value given on the command
+    line or in JSON is checked and converted per element), ``None`` -> ``Any``."""
+    if default is None:
+        return Any
+    kind = type(default)
+    if kind is tuple and default and all(type(v) in _SCALARS for v in default):
+        return tuple[tuple(type(v) for v in default)]  # type: ignore[misc]
+    if kind in (list, set, frozenset) and default:
+        items = {type(v) for v in default}
+        if items == {int, float}:
+            items = {float}
+        if len(items) == 1 and next(iter(items)) in _SCALARS:
+            return kind[next(iter(items))]
+    return kind
 
 
 def classify(
@@ -115,8 +151,12 @@ def classify(
     *,
     event: str | None = None,
     manual: bool = False,
+    hparam_names: Collection[str] = (),
 ) -> tuple[FunctionPlan | None, list[Problem]]:
-    """Classify ``fn``'s parameters for ``role``. Returns the plan, or the problems found."""
+    """Classify ``fn``'s parameters for ``role``. Returns the plan, or the problems found.
+
+    ``hparam_names`` are the hyperparameters other functions declare: a parameter without a
+    default that has one of these names receives its value."""
     problems: list[Problem] = []
     models = tuple(model_names)
     loop_values, gets_models = supplies(role, event)
@@ -178,6 +218,9 @@ def classify(
             isinstance(p.default, FieldInfo) and p.default.is_required()
         ):
             params.append(Param(p.name, "hparam", hparam_annotation(p), p.default))
+        elif p.name in hparam_names:
+            annotation = None if p.annotation is p.empty else p.annotation
+            params.append(Param(p.name, "hparam", annotation, REFERENCE))
         else:
             available = [*models, *loop_values] if gets_models else list(loop_values)
             problems.append(

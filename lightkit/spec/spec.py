@@ -26,7 +26,8 @@ from pydantic import (
 
 from lightkit.errors import Problem, SpecError, describe_function, did_you_mean, sorted_list
 from lightkit.spec.hparams import Hparams, build_hparams_model, hparam_sources, type_name
-from lightkit.spec.roles import ENTRY_POINT_NEEDS, LOOP_VALUES, SINGLE_ROLES
+from lightkit.spec.registry import unknown_event
+from lightkit.spec.roles import ENTRY_POINT_NEEDS, EVENTS, LOOP_VALUES, SINGLE_ROLES
 from lightkit.spec.signature import FunctionPlan, classify
 
 
@@ -130,9 +131,32 @@ def analyse(
                 )
             )
 
-    plans: list[FunctionPlan] = []
     for e in entries:
-        plan, found = classify(e.role, e.fn, e.name, model_names, event=e.event, manual=e.manual)
+        if e.role == "on" and e.event not in EVENTS:
+            problems.append(
+                Problem(
+                    "unknown-event", f"{describe_function(e.fn)}: {unknown_event(str(e.event))}"
+                )
+            )
+    entries = [e for e in entries if e.role != "on" or e.event in EVENTS]
+    classified = [
+        classify(e.role, e.fn, e.name, model_names, event=e.event, manual=e.manual) for e in entries
+    ]
+    # A parameter without a default may name a hyperparameter another function declares;
+    # such functions are classified again, knowing the declared names.
+    declared = {p.name for plan, _ in classified if plan for p in plan.params if p.declares}
+    plans: list[FunctionPlan] = []
+    for e, (plan, found) in zip(entries, classified, strict=True):
+        if any(pr.code == "unknown-parameter" for pr in found) and declared:
+            plan, found = classify(
+                e.role,
+                e.fn,
+                e.name,
+                model_names,
+                event=e.event,
+                manual=e.manual,
+                hparam_names=declared,
+            )
         problems.extend(found)
         if plan is not None:
             plans.append(plan)

@@ -152,16 +152,39 @@ def test_bare_on_is_an_error():
     )
 
 
-def test_unknown_event_lists_the_events_and_suggests_one():
+def test_unknown_events_are_reported_by_collect_with_the_other_problems(registry):
+    # Like every other spec problem, a misspelt event is found by collect(), named with its
+    # function, and reported together with the rest: not one at a time at import.
+    @lk.on("train_epoch_ends")
+    def report(ctx):
+        return ctx
+
+    @lk.on("fit_started")
+    def start(ctx):
+        return ctx
+
+    @lk.training_step
+    def train(net, batch):
+        return batch
+
     with pytest.raises(lk.SpecError) as info:
-        lk.on("train_epoch_ends")
+        lk.collect(registry)
     message = str(info.value)
-    assert info.value.code == "unknown-event"
-    assert message.startswith(
-        "@on('train_epoch_ends'): unknown event. Did you mean 'train_epoch_end'?"
-    )
+    assert info.value.codes.count("unknown-event") == 2
+    assert "unknown-parameter" in info.value.codes  # 'net' is no model: reported alongside
+    line = inspect.getsourcelines(report)[1]
+    assert (
+        f"report(ctx) at tests/spec/test_decorators.py:{line}: @on('train_epoch_ends'): "
+        "unknown event. Did you mean 'train_epoch_end'?"
+    ) in message
+    assert "start(ctx) at tests/spec/test_decorators.py:" in message
+    assert "@on('fit_started'): unknown event. Did you mean 'fit_start'?" in message
     assert "Available events: after_backward, before_backward, before_optimizer_step, " in message
-    assert message.endswith("validation_epoch_end, validation_epoch_start.")
+
+
+def test_event_must_be_a_string():
+    with pytest.raises(lk.SpecError, match=r"^@lk.on\(3\): the event must be a string"):
+        lk.on(3)  # type: ignore[arg-type]
 
 
 def test_model_name_must_be_an_identifier():

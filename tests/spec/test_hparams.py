@@ -6,6 +6,7 @@ from typing import Optional
 
 import pydantic
 import pytest
+import torch
 from pydantic import Field
 
 import lightkit as lk
@@ -187,7 +188,7 @@ def test_conflicting_declarations_name_both_functions():
         "batch_size: int = 64\n"
         "  val_loader(batch_size, workers) at tests/user_modules/hparam_conflict.py:9: "
         "batch_size: int = 32\n"
-        "The same name is one hyperparameter: give both the same type and default, or rename one."
+        "The same name is one hyperparameter: give both the same type and default (and the same Field constraints), or rename one."
     )
     assert err.problems[1].message.splitlines()[1:3] == [
         "  train_loader(batch_size, workers) at tests/user_modules/hparam_conflict.py:4: "
@@ -211,7 +212,8 @@ def test_agreeing_declarations_are_fine_even_when_one_is_unannotated():
     assert list(lk.collect(reg).hparams_model.model_fields) == ["batch_size"]
 
 
-def test_optional_versus_unannotated_none_conflict():
+def test_an_unannotated_none_default_takes_the_other_declarations_type():
+    # ``limit=None`` says nothing of the type; ``limit: Optional[int] = None`` does.
     reg = lk.Registry()
 
     @reg.train_data
@@ -222,10 +224,28 @@ def test_optional_versus_unannotated_none_conflict():
     def val_loader(limit=None):
         return None
 
+    spec = lk.collect(reg)
+    assert spec.hparams_model.model_fields["limit"].annotation == Optional[int]
+    assert spec.with_hparams(limit="3").hparams.limit == 3
+    with pytest.raises(pydantic.ValidationError, match="limit"):
+        spec.with_hparams(limit="many")
+
+
+def test_an_unannotated_none_default_conflicts_with_a_different_default():
+    reg = lk.Registry()
+
+    @reg.train_data
+    def train_loader(limit: Optional[int] = 4):
+        return None
+
+    @reg.val_data
+    def val_loader(limit=None):
+        return None
+
     with pytest.raises(lk.SpecError) as info:
         lk.collect(reg)
     assert info.value.code == "hparam-conflict"
-    assert "limit: Optional[int] = None\n" in str(info.value)
+    assert "limit: Optional[int] = 4\n" in str(info.value)
     assert "limit: Any = None\n" in str(info.value)
 
 
@@ -292,3 +312,100 @@ def test_type_name():
     assert type_name(Optional[float]) == "Optional[float]"
     assert type_name(list[int]) == "list[int]"
     assert type_name(hparam_kinds.Norm) == "Norm"
+
+
+def test_sequence_defaults_type_their_elements():
+    reg = lk.Registry()
+
+    @reg.configure_optimizers
+    def optim(betas=(0.9, 0.999), sizes=[64, 32], mixed=[1, 0.5], names=("a", 1)):  # noqa: B006
+        return None
+
+    spec = lk.collect(reg)
+    fields = spec.hparams_model.model_fields
+    assert fields["betas"].annotation == tuple[float, float]
+    assert fields["sizes"].annotation == list[int]
+    assert fields["mixed"].annotation == list[float]
+    assert fields["names"].annotation == tuple[str, int]
+    assert spec.with_hparams(betas=["0.8", "0.9"]).hparams.betas == (0.8, 0.9)
+    with pytest.raises(pydantic.ValidationError, match="betas"):
+        spec.with_hparams(betas=["a", "b"])
+    with pytest.raises(pydantic.ValidationError, match="betas"):
+        spec.with_hparams(betas=[0.1, 0.2, 0.3])  # two numbers, as the default has
+    schema = spec.hparams_schema["properties"]["sizes"]
+    assert schema["items"] == {"type": "integer"}
+
+
+def test_a_parameter_without_default_receives_a_hyperparameter_declared_elsewhere():
+    reg = lk.Registry()
+    seen = []
+
+    @reg.model
+    def net(hidden: int = 4):
+        return torch.nn.Linear(2, hidden)
+
+    @reg.configure_optimizers
+    def optim(net, lr: float = 0.5):
+        return torch.optim.SGD(net.parameters(), lr=lr)
+
+    @reg.train_data
+    def data():
+        return [torch.zeros(2, 2)]
+
+    @reg.training_step
+    def train(net, batch, lr, hidden: int):
+        seen.append((lr, hidden))
+        return net(batch).sum()
+
+    spec = lk.collect(reg).with_hparams(lr=0.25)
+    assert list(spec.hparams.as_dict()) == ["hidden", "lr"]
+    assert any("train(" in s for s in spec.hparam_sources()["lr"])
+    lk.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(spec)
+    assert seen == [(0.25, 4)]
+
+
+def test_a_hyperparameter_reference_must_agree_on_the_type():
+    reg = lk.Registry()
+
+    @reg.model
+    def net():
+        return None
+
+    @reg.configure_optimizers
+    def optim(net, lr: float = 0.5):
+        return None
+
+    @reg.training_step
+    def train(net, batch, lr: int):
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.code == "hparam-conflict"
+    assert (
+        "parameter 'lr' is annotated int, but the hyperparameter it receives is declared "
+        "as float in " in str(info.value)
+    )
+
+
+def test_field_conflicts_show_the_field_as_written():
+    reg = lk.Registry()
+
+    @reg.model
+    def net(dropout: float = Field(0.1, ge=0)):
+        return None
+
+    @reg.configure_optimizers
+    def optim(net, dropout: float = 0.1):
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert "dropout: float = Field(0.1, ge=0)\n" in str(info.value)
+    assert "dropout: float = 0.1\n" in str(info.value)

@@ -244,8 +244,27 @@ def test_clear_forgets_everything():
     assert len(reg) == 0 and reg.entries == []
 
 
-def test_unknown_event_on_registry():
+def test_unknown_event_on_registry_is_reported_by_collect():
     reg = lk.Registry()
-    with pytest.raises(lk.SpecError, match=r"^@on\('epoch_end'\): unknown event\. "):
-        reg.on("epoch_end", loader)
+    reg.on("epoch_end", loader)
+    with pytest.raises(
+        lk.SpecError,
+        match=r"^loader\(batch_size\) at tests/spec/test_registry.py:\d+: "
+        r"@on\('epoch_end'\): unknown event\.",
+    ):
+        lk.collect(reg)
+
+
+def test_bare_on_on_a_registry_is_an_error():
+    reg = lk.Registry()
+    with pytest.raises(lk.SpecError) as info:
+
+        @reg.on  # type: ignore[arg-type]
+        def report(ctx):
+            return ctx
+
+    assert str(info.value) == (
+        '@reg.on needs an event name: write `@reg.on("train_epoch_end")` above '
+        "`def report`, not bare `@reg.on`."
+    )
     assert len(reg) == 0

@@ -189,7 +189,7 @@ def test_parameters_with_defaults_are_hyperparameters():
     assert plan.params == (
         Param("net", "model"),
         Param("lr", "hparam", float, 1e-3),
-        Param("betas", "hparam", tuple, (0.9, 0.99)),
+        Param("betas", "hparam", tuple[float, float], (0.9, 0.99)),
         Param("name", "hparam", Any, None),
     )
     assert plan.names("hparam") == ("lr", "betas", "name")
