@@ -67,7 +67,7 @@ def restore(engine: Engine, ckpt_path: str | Path, full: bool) -> None:
     if full:
         _check_full(engine, ckpt, path)
     events = getattr(engine, "events", None)
-    if full and events is not None:
+    if events is not None:
         for call in events.load_checkpoint:
             call(ckpt)
     strategy = engine.runtime.strategy

@@ -30,11 +30,12 @@ from lightkit.runtime.runtime import Runtime
 from lightkit.spec.roles import EVENT_ARGS, EVENTS, ROLE_ARGS
 from lightkit.spec.spec import TrainingSpec
 
+_ANY_STAGE = ("exception", "load_checkpoint")
 STAGE_EVENTS = {
     "fit": EVENTS,
-    "validate": tuple(e for e in EVENTS if e.startswith("validation_") or e == "exception"),
-    "test": tuple(e for e in EVENTS if e.startswith("test_") or e == "exception"),
-    "predict": tuple(e for e in EVENTS if e.startswith("predict_") or e == "exception"),
+    "validate": tuple(e for e in EVENTS if e.startswith("validation_") or e in _ANY_STAGE),
+    "test": tuple(e for e in EVENTS if e.startswith("test_") or e in _ANY_STAGE),
+    "predict": tuple(e for e in EVENTS if e.startswith("predict_") or e in _ANY_STAGE),
 }
 
 
@@ -100,6 +101,9 @@ class Engine:
         self.batches_seen = 0
         self.epochs_done = 0
         self.stopped_by: str | None = None
+        #: The global step the current training batch began at, which its row is written
+        #: under (set by the fit loop); ``None`` before the first training batch.
+        self.row_step: int | None = None
         self.best_checkpoint: Path | None = None
         self.last_checkpoint: Path | None = None
         # Checkpoints (lightkit/checkpoint/restore.py): what a restore asks the fit loop to do at
@@ -112,11 +116,16 @@ class Engine:
         self.restored_from: Path | None = None
         self.previous_best: Path | None = None
         self.preemption: Any = None
+        #: Model states to start from instead of the fresh ones (the trainer's last fit).
+        self.initial_weights: dict[str, dict[str, Any]] | None = None
 
     # -- building ------------------------------------------------------------------------------
     def constants(self) -> dict[str, Any]:
         """Everything fixed for the run that a function may ask for by name."""
         values: dict[str, Any] = {"ctx": self.ctx, "hparams": self.spec.hparams, **self.models}
+        # validate/test/predict build no optimizers; a load_checkpoint hook asking for them
+        # gets none.
+        values.update(optimizers=[], optimizer=None, schedulers=[], scheduler=None)
         if self.optimizers:
             handed = self.optimizers
             if self.manual and getattr(self.runtime.precision, "scaler", None) is not None:
@@ -153,6 +162,12 @@ class Engine:
             if self.config.compile:
                 wrapped = compile_module(wrapped, self.config.compile)
             self.models[name] = wrapped
+
+    def load_weights(self, states: dict[str, dict[str, Any]]) -> None:
+        """Load a state into each built model, through the strategy."""
+        strategy = self.runtime.strategy
+        for name, module in self.models.items():
+            strategy.load_module_state_dict(unwrap_compiled(module), states[name])
 
     def build_optimizers(self) -> None:
         plan = self.spec.plan("configure_optimizers")
@@ -252,6 +267,13 @@ class Engine:
             row = {**metrics, "epoch": float(self.ctx.epoch)}
             for logger in self.loggers:
                 logger.log_metrics(row, step)
+
+    def flush_unwritten(self) -> None:
+        """Write the step values not written yet, as an error ends the run: under the step the
+        current training batch began at, like its row had it been written (its optimizer step
+        may have advanced ``global_step`` already), else under ``global_step``."""
+        step = self.ctx.global_step if self.row_step is None else self.row_step
+        self.log_rows(self.store.take_unwritten(), step)
 
     def unwrapped_models(self) -> dict[str, nn.Module]:
         return {

@@ -55,7 +55,9 @@ from lightkit.checkpoint.resume import begin_epoch, resume_before_epoch
 from lightkit.engine.engine import Engine
 from lightkit.engine.epoch_iterator import EpochIterator, val_every
 from lightkit.engine.stepping import (
+    checked_manual_step,
     checks_loss,
+    detached,
     loss_of,
     nonfinite_loss,
     skip_optimizer_step,
@@ -108,6 +110,7 @@ def fit_loop(engine: Engine) -> None:
 
     epoch = engine.start_epoch
     stop = max_steps != -1 and ctx.global_step >= max_steps
+    unchecked = manual and engine.start_epoch == 0 and engine.skip_batches == 0
     for m in models:
         m.train()
     while not stop and (max_epochs == -1 or epoch < max_epochs):
@@ -134,7 +137,11 @@ def fit_loop(engine: Engine) -> None:
                     call(batch, batch_idx)
             step_of_row = ctx.global_step
             if manual:
-                output = step(batch, batch_idx)
+                if unchecked:  # the first batch: did the step step an optimizer?
+                    output = checked_manual_step(engine, step, batch, batch_idx)
+                    unchecked = False
+                else:
+                    output = step(batch, batch_idx)
                 end_iteration()  # 16-mixed: the scaler updates once its optimizers stepped
                 ctx.global_step += 1
             else:
@@ -180,8 +187,9 @@ def fit_loop(engine: Engine) -> None:
                     else:
                         pending = True
             if events.train_batch_end:
+                outputs = detached(output)
                 for call in events.train_batch_end:
-                    call(batch, batch_idx, output)
+                    call(batch, batch_idx, outputs)
             engine.batches_seen += 1
             if loggers and engine.batches_seen % log_every == 0:
                 engine.log_rows(store.take_unwritten(), step_of_row)

@@ -56,6 +56,20 @@ def _scheduler(obj: Any, where: str) -> SchedulerConfig:
                 + (f" (unknown: {sorted_list(unknown)})." if unknown else "."),
                 code="bad-optimizer-config",
             )
+        interval, frequency = obj.get("interval", "epoch"), obj.get("frequency", 1)
+        if interval not in ("step", "epoch"):
+            raise ConfigError(
+                f"{where} returned a scheduler with interval={interval!r}; it must be 'step' "
+                f"(step the scheduler after every optimizer step) or 'epoch' (after every "
+                f"epoch).",
+                code="bad-optimizer-config",
+            )
+        if type(frequency) is not int or frequency < 1:
+            raise ConfigError(
+                f"{where} returned a scheduler with frequency={frequency!r}; it must be a "
+                f"positive int (step the scheduler every `frequency` {interval}s).",
+                code="bad-optimizer-config",
+            )
         cfg = SchedulerConfig(**obj)
     else:
         cfg = SchedulerConfig(obj)

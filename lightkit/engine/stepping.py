@@ -42,6 +42,50 @@ def loss_of(output: Any, engine: Engine) -> Tensor | None:
     )
 
 
+def detached(output: Any) -> Any:
+    """What ``train_batch_end`` hooks receive as ``outputs``: the step's return value with its
+    tensors detached (as Lightning's), so that keeping it does not keep the graph alive."""
+    if isinstance(output, Tensor):
+        return output.detach()
+    if isinstance(output, dict):
+        return {k: v.detach() if isinstance(v, Tensor) else v for k, v in output.items()}
+    return output
+
+
+def checked_manual_step(engine: Engine, step: Callable[..., Any], *args: Any) -> Any:
+    """Run the first batch of a manual-optimization fit, and raise if the step returned a loss
+    with a graph but stepped no optimizer: it was written for automatic optimization, and
+    would otherwise train nothing, silently."""
+    stepped: list[bool] = []
+    handles = [
+        opt.register_step_post_hook(lambda *_: stepped.append(True)) for opt in engine.optimizers
+    ]
+    try:
+        output = step(*args)
+    finally:
+        for handle in handles:
+            handle.remove()
+    loss = output.get("loss") if isinstance(output, dict) else output
+    # A grad scaler may skip a step the user did take (an overflow): no verdict then.
+    scaler = getattr(engine.runtime.precision, "scaler", None)
+    if stepped or scaler is not None or not (isinstance(loss, Tensor) and loss.requires_grad):
+        return output
+    plan = engine.spec.plan("training_step")
+    why = (
+        "manual=True"
+        if plan is not None and plan.manual
+        else f"{len(engine.optimizers)} optimizers from configure_optimizers"
+    )
+    raise StepError(
+        f"{describe_function(plan.fn) if plan else 'the training step'} returned a loss with a "
+        f"graph, but no optimizer stepped in the first batch. With {why}, the step optimizes "
+        f"manually: lightkit does not backpropagate what it returns. Ask for `optimizers` and "
+        f"call ctx.backward(loss) and opt.step() in the step, or return one optimizer from "
+        f"configure_optimizers for automatic optimization.",
+        code="manual-step-stepped-nothing",
+    )
+
+
 def step_schedulers(engine: Engine, interval: str, count: int) -> None:
     """Step the schedulers of ``interval`` whose ``frequency`` divides ``count``."""
     for cfg in engine.schedulers:
@@ -159,7 +203,9 @@ def skip_optimizer_step(engine: Engine) -> None:
 
 
 __all__ = [
+    "checked_manual_step",
     "checks_loss",
+    "detached",
     "loss_of",
     "monitored",
     "nonfinite_loss",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ class Trainer:
             config = TrainerConfig(**(values | flags))
         self.config = config if config is not None else TrainerConfig(**flags)
         self.last_engine: Engine | None = None
+        # The spec of this trainer's last completed fit and the modules it trained: validate,
+        # test and predict of the same spec without ckpt_path start from those weights.
+        self._fitted: tuple[TrainingSpec, dict[str, torch.nn.Module]] | None = None
 
     def __repr__(self) -> str:
         changed = self.config.model_dump(exclude_defaults=True)
@@ -46,23 +50,47 @@ class Trainer:
     # -- entry points -----------------------------------------------------------------------
     def fit(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> Result:
         """Train. ``ckpt_path`` (a path, ``"last"`` or ``"best"``) resumes a run exactly."""
-        return self._run("fit", spec, ckpt_path)
+        self._fitted = None
+        result = self._run("fit", spec, ckpt_path)
+        self._fitted = (spec, result.models)
+        return result
 
     def validate(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> Result:
-        """Run the validation step over the validation data once; ``ckpt_path`` loads weights."""
-        return self._run("validate", spec, ckpt_path)
+        """Run the validation step over the validation data once.
+
+        The weights: ``ckpt_path``'s (a path, ``"last"`` or ``"best"``); else, after a ``fit``
+        of the same spec on this trainer, the weights that fit ended with (as Lightning's
+        ``trainer.validate(model)`` after ``fit``); else the ``@model`` functions' fresh ones.
+        """
+        return self._run("validate", spec, ckpt_path, self._fitted_weights(spec, ckpt_path))
 
     def test(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> Result:
-        """Run the test step over the test data once; ``ckpt_path`` loads weights."""
-        return self._run("test", spec, ckpt_path)
+        """Run the test step over the test data once; the weights as :meth:`validate` says."""
+        return self._run("test", spec, ckpt_path, self._fitted_weights(spec, ckpt_path))
 
     def predict(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> list[Any]:
-        """Return what the predict step returned for every batch (a list per loader if several)."""
-        result = self._run("predict", spec, ckpt_path)
+        """Return what the predict step returned for every batch (a list per loader if several);
+        the weights as :meth:`validate` says."""
+        result = self._run("predict", spec, ckpt_path, self._fitted_weights(spec, ckpt_path))
         return result.extras["predictions"]  # type: ignore[no-any-return]
 
+    def _fitted_weights(
+        self, spec: TrainingSpec, ckpt_path: str | Path | None
+    ) -> dict[str, dict[str, Any]] | None:
+        """The state of every model after this trainer's last fit, if it fitted this spec
+        (same functions, same hyperparameters) and no checkpoint is asked for."""
+        if ckpt_path is not None or self._fitted is None or self._fitted[0] != spec:
+            return None
+        return {name: module.state_dict() for name, module in self._fitted[1].items()}
+
     # -- the run ----------------------------------------------------------------------------
-    def _run(self, stage: str, spec: TrainingSpec, ckpt_path: str | Path | None) -> Result:
+    def _run(
+        self,
+        stage: str,
+        spec: TrainingSpec,
+        ckpt_path: str | Path | None,
+        weights: dict[str, dict[str, Any]] | None = None,
+    ) -> Result:
         if not isinstance(spec, TrainingSpec):
             raise ConfigError(
                 f"trainer.{stage}() takes a TrainingSpec (from lk.collect()), got "
@@ -75,14 +103,14 @@ class Trainer:
         launcher = getattr(strategy, "launcher", None)
         if launcher is not None:
             # devices=N from a plain process: start the ranks, run this same call in each.
-            return launcher.launch(self, stage, spec, ckpt_path)  # type: ignore[no-any-return]
+            return launcher.launch(self, stage, spec, ckpt_path, weights)  # type: ignore[no-any-return]
         group = getattr(strategy, "group", None)
         if group is not None:  # distributed: the DistributedSampler seeds with the run's seed
             group.run_seed = cfg.seed
         runtime = Runtime.from_strategy(strategy)
         runtime.launch()
         try:
-            result = self._run_engine(stage, spec, ckpt_path, runtime)
+            result = self._run_engine(stage, spec, ckpt_path, runtime, weights)
             # Distributed strategies agree on the metrics (a collective: before teardown).
             finish = getattr(strategy, "finish_result", None)
             return finish(result, self.last_engine) if finish is not None else result
@@ -90,12 +118,18 @@ class Trainer:
             runtime.teardown()
 
     def _run_engine(
-        self, stage: str, spec: TrainingSpec, ckpt_path: Any, runtime: Runtime
+        self,
+        stage: str,
+        spec: TrainingSpec,
+        ckpt_path: Any,
+        runtime: Runtime,
+        weights: dict[str, dict[str, Any]] | None = None,
     ) -> Result:
         cfg = self.config
         if cfg.seed is not None:
             seed_everything(cfg.seed)
         engine = Engine(spec, cfg, runtime, stage)
+        engine.initial_weights = weights
         if self.last_engine is not None:  # ckpt_path="best" prefers this trainer's last best
             engine.previous_best = self.last_engine.best_checkpoint
         self.last_engine = engine
@@ -103,8 +137,8 @@ class Trainer:
         status = "failed"
         try:
             with _global_modes(cfg), preemption_guard(engine, stage):
-                self._compile(engine, stage, ckpt_path)
                 try:
+                    self._compile(engine, stage, ckpt_path)
                     predictions = self._loop(engine, stage)
                 except BaseException as exc:
                     interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
@@ -139,16 +173,26 @@ class Trainer:
 
         cfg, limits = self.config, engine.limits
         engine.build_models()
+        if engine.initial_weights is not None:  # the weights this trainer's fit ended with
+            engine.load_weights(engine.initial_weights)
         if stage == "fit":
             engine.build_optimizers()
             engine.train_iter = engine.build_data(
                 "train_data", limits.train, "limit_train_batches"
             )[0]
-            if (
-                engine.spec.get("val_data") is not None
-                and engine.spec.get("validation_step") is not None
-            ):
+            has_step, has_data = (
+                engine.spec.get("validation_step") is not None,
+                engine.spec.get("val_data") is not None,
+            )
+            if has_step and has_data:
                 engine.eval_loaders = engine.build_data("val_data", limits.val, "limit_val_batches")
+            elif (has_step or has_data) and limits.val != 0 and not dry_run:
+                have, lack = ("@validation_step", "@val_data")[:: 1 if has_step else -1]
+                warnings.warn(
+                    f"the spec has a {have} but no {lack}: fit skips validation. Add a {lack} "
+                    f"function to validate during training.",
+                    stacklevel=4,
+                )
         else:
             role, limit, flag = {
                 "validate": ("val_data", limits.val, "limit_val_batches"),
@@ -191,17 +235,40 @@ class Trainer:
 def _fire_exception(engine: Engine, exc: BaseException) -> None:
     """Tell exception hooks; an error inside them must not mask the original one."""
     events = getattr(engine, "events", None)
-    if events is None:
-        return
-    for call in events.exception:
+    listeners = events.exception if events is not None else _early_exception_hooks(engine)
+    for call in listeners:
         try:
             call(exc)
         except Exception as hook_error:
-            import warnings
-
             warnings.warn(
                 f"an exception hook raised {hook_error!r} while handling {exc!r}", stacklevel=2
             )
+
+
+def _early_exception_hooks(engine: Engine) -> list[Any]:
+    """The ``exception`` hooks, bound with what exists when set-up failed (a ``@model``, data
+    or ``configure_optimizers`` function raised): a hook asking for a model that was never
+    built cannot be called, and a warning says so."""
+    from lightkit.engine.binders import bind_plan
+    from lightkit.spec.roles import EVENT_SUPPLIES
+
+    constants = engine.constants()
+    allowed = EVENT_SUPPLIES["exception"] | set(engine.models)
+    supplied = {k: v for k, v in constants.items() if k in allowed}
+    callers = []
+    for plan in engine.spec.plans:
+        if plan.role != "on" or plan.event != "exception":
+            continue
+        missing = [n for n in plan.names("model") if n not in supplied]
+        if missing:
+            warnings.warn(
+                f"exception hook {plan.where} not called: it asks for {', '.join(missing)}, "
+                f"which the run had not built when the error happened.",
+                stacklevel=3,
+            )
+            continue
+        callers.append(bind_plan(plan, ("exception",), supplied, engine.spec.hparams))
+    return callers
 
 
 def _finish(engine: Engine, stage: str, status: str) -> None:

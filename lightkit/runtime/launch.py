@@ -85,6 +85,7 @@ class Job:
     stage: str
     spec: Any
     ckpt_path: Any
+    weights: Any = None  # the calling trainer's fitted model states (validate after fit)
 
 
 @attrs.define
@@ -95,9 +96,11 @@ class Launcher:
     start_method: str = attrs.field(default="spawn", validator=attrs.validators.in_(START_METHODS))
     failure_timeout: float = 10.0
 
-    def launch(self, trainer: Trainer, stage: str, spec: TrainingSpec, ckpt_path: Any) -> Result:
+    def launch(
+        self, trainer: Trainer, stage: str, spec: TrainingSpec, ckpt_path: Any, weights: Any = None
+    ) -> Result:
         """Run ``trainer.<stage>(spec, ckpt_path)`` on every rank; return rank 0's result."""
-        job = Job(trainer.config, stage, spec, _plain_path(ckpt_path))
+        job = Job(trainer.config, stage, spec, _plain_path(ckpt_path), weights)
         port = free_port()
         if self.start_method == "fork":
             _check_fork()

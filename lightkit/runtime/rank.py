@@ -59,7 +59,7 @@ def _run(job: Job, conn: mpc.Connection) -> int:
 
     trainer = Trainer(job.config)
     try:
-        result = trainer._run(job.stage, job.spec, job.ckpt_path)
+        result = trainer._run(job.stage, job.spec, job.ckpt_path, job.weights)
         if int(os.environ.get("RANK", "0")) == 0:
             conn.send(("result", _dumps_result(result, trainer)))
         return 0

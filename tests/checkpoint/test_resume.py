@@ -166,6 +166,23 @@ def test_save_and_load_hooks_receive_the_checkpoint(tmp_path):
     assert ckpt["mine"] == {"step": BATCHES}
     lk.Trainer(**flags(tmp_path, max_epochs=2)).fit(spec, ckpt_path=result.last_checkpoint)
     assert seen["mine"] == {"step": BATCHES}
+    # validate (and test, predict) fire it too when they load a checkpoint, as Lightning does.
+    seen.clear()
+    lk.Trainer(**flags(tmp_path)).validate(spec, ckpt_path=result.last_checkpoint)
+    assert seen["mine"] == {"step": BATCHES}
+
+
+def test_a_load_checkpoint_hook_asking_for_optimizers_gets_none_outside_fit(tmp_path):
+    seen: list[Any] = []
+    reg = lk.Registry()
+    reg.on(
+        "load_checkpoint",
+        lambda checkpoint, optimizers, optimizer: seen.append((optimizers, optimizer)),
+    )
+    spec = lk.collect(resumable, reg)
+    result = lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(spec)
+    lk.Trainer(**flags(tmp_path)).validate(spec, ckpt_path=result.last_checkpoint)
+    assert seen == [([], None)]
 
 
 def test_configured_signals(tmp_path):

@@ -109,3 +109,19 @@ def test_a_group_of_one_in_this_process_is_torn_down(
 def _threads() -> int:
     """Threads of this process, native ones included (gloo's are not Python threads)."""
     return len(os.listdir("/proc/self/task"))
+
+
+def test_after_a_two_rank_fit_validate_starts_from_the_trained_weights(
+    spec: lk.TrainingSpec, flags: dict[str, Any]
+) -> None:
+    # The launched ranks receive the weights the fit ended with, as one process would use them.
+    trainer = lk.Trainer(**flags, devices=2, strategy=lk.DDPStrategy(start_method="fork"))
+    fitted = trainer.fit(spec).models["net"]
+    after = trainer.validate(spec)
+    whole = spec.with_hparams(val_batch_size=64)  # one process sees both ranks' batches
+    one = lk.Trainer(**flags)
+    one._fitted = (whole, {"net": fitted})  # as if this trainer had fitted those weights
+    single = one.validate(whole)
+    fresh = lk.Trainer(**flags).validate(whole)
+    assert after.metrics["val/mse"] == pytest.approx(single.metrics["val/mse"], abs=ATOL, rel=0)
+    assert abs(after.metrics["val/mse"] - fresh.metrics["val/mse"]) > 1e-3

@@ -146,3 +146,43 @@ def test_evaluation_inside_fit_leaves_training_gradients_alone():
     result = trainer(max_epochs=1, num_sanity_val_steps=1).fit(lk.collect(registry(val=val)))
     assert result.global_step == 7
     assert all(p.requires_grad for p in result.models["net"].parameters())
+
+
+def _outputs_of(net: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([net.eval()(x) for x, _ in val_loader()])
+
+
+def test_after_fit_validate_test_and_predict_use_the_weights_fit_ended_with():
+    # As Lightning's `trainer.fit(model); trainer.test(model)`: no ckpt_path, the trained weights.
+    record: list[tuple[str, bool, bool]] = []
+    spec = lk.collect(eval_registry(record))
+    t = trainer(seed=0, max_epochs=2, num_sanity_val_steps=0)
+    fitted = t.fit(spec).models["net"]
+    expected = _outputs_of(fitted)
+    torch.manual_seed(0)
+    assert not torch.equal(_outputs_of(make_net()), expected)  # training changed the weights
+
+    assert torch.equal(torch.cat(t.predict(spec)), expected)
+    loss = float(torch.nn.functional.cross_entropy(expected, Y_VAL))
+    assert t.validate(spec).metrics["val/loss"] == pytest.approx(loss, rel=1e-6)
+    accuracy = float((expected.argmax(1) == Y_VAL).float().mean())
+    assert t.test(spec).metrics["test/acc"] == pytest.approx(accuracy, rel=1e-6)
+    # The trained modules themselves are not touched by the evaluation runs.
+    assert torch.equal(_outputs_of(fitted), expected)
+
+
+def test_other_hyperparameters_or_another_trainer_build_fresh_models():
+    def sgd(net, lr: float = 0.5):
+        return torch.optim.SGD(net.parameters(), lr=lr)
+
+    reg = registry(optim=sgd)
+    reg.predict_step(lambda net, batch: net(batch[0]))
+    reg.predict_data(val_loader)
+    spec = lk.collect(reg)
+    t = trainer(seed=0, max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
+    t.fit(spec)
+    torch.manual_seed(0)
+    fresh = _outputs_of(make_net())
+    assert torch.equal(torch.cat(t.predict(spec.with_hparams(lr=0.1))), fresh)
+    assert torch.equal(torch.cat(trainer(seed=0).predict(spec)), fresh)

@@ -10,7 +10,7 @@ import torch
 
 import lightkit as lk
 from lightkit.spec.roles import EVENTS
-from tests.engine.engine_helpers import ce, registry, trainer, val_loader
+from tests.engine.engine_helpers import ce, make_net, registry, train_loader, trainer, val_loader
 
 
 def record_everything(reg: lk.Registry, seq: list[str]) -> lk.Callback:
@@ -235,8 +235,11 @@ def test_hooks_receive_what_their_event_supplies():
     ]
     assert got["grad"] == [True, True]
     assert got["opt"] == [(made["opt"], [made["opt"]], 0)]
-    assert got["outputs"] == made["outputs"]
-    assert all(a is b for a, b in zip(got["outputs"], made["outputs"], strict=True))
+    # outputs: what the step returned, its tensors detached (keeping them keeps no graph).
+    assert [o["idx"] for o in got["outputs"]] == [o["idx"] for o in made["outputs"]]
+    for seen, mine in zip(got["outputs"], made["outputs"], strict=True):
+        assert mine["loss"].grad_fn is not None and seen["loss"].grad_fn is None
+        assert torch.equal(seen["loss"], mine["loss"].detach())
     assert got["val"] == [("val", 0, 0), ("val", 0, 1)]
 
 
@@ -279,3 +282,55 @@ def test_a_failing_exception_hook_does_not_mask_the_error():
     with pytest.warns(UserWarning, match="an exception hook raised"):
         with pytest.raises(KeyError, match="mine"):
             trainer(max_epochs=1).fit(lk.collect(reg))
+
+
+def setup_registry(failing: str) -> lk.Registry:
+    """The helper's pieces, with the set-up function ``failing`` raising."""
+
+    def fails():
+        raise RuntimeError(f"{failing} failed")
+
+    pieces = {
+        "model": make_net,
+        "configure_optimizers": lambda net: torch.optim.SGD(net.parameters(), lr=0.1),
+        "train_data": train_loader,
+    }
+    reg = lk.Registry()
+    reg.model(fails if failing == "model" else pieces["model"], name="net")
+    reg.configure_optimizers(
+        fails if failing == "configure_optimizers" else pieces["configure_optimizers"]
+    )
+    reg.train_data(fails if failing == "train_data" else pieces["train_data"])
+    reg.training_step(ce)
+    return reg
+
+
+@pytest.mark.parametrize("failing", ["model", "configure_optimizers", "train_data"])
+def test_exception_hooks_fire_when_set_up_fails(failing):
+    # A @model, configure_optimizers or data function that raises is an error of the run too.
+    seen: list[BaseException] = []
+    reg = setup_registry(failing)
+
+    @reg.on("exception")
+    def on_error(exception, ctx, hparams):
+        seen.append(exception)
+
+    with pytest.raises(RuntimeError, match=f"^{failing} failed$") as info:
+        trainer(max_epochs=1).fit(lk.collect(reg))
+    assert seen == [info.value]
+
+
+def test_an_exception_hook_asking_for_a_model_never_built_is_skipped_with_a_warning():
+    seen: list[BaseException] = []
+    reg = setup_registry("model")
+
+    @reg.on("exception")
+    def on_error(exception, net):
+        seen.append(exception)
+
+    with (
+        pytest.warns(UserWarning, match=r"on_error\(exception, net\) at .* not called: it asks "),
+        pytest.raises(RuntimeError, match=r"^model failed$"),
+    ):
+        trainer(max_epochs=1).fit(lk.collect(reg))
+    assert seen == []

@@ -184,3 +184,28 @@ def test_manual_step_may_return_anything():
     result = trainer(max_epochs=1).fit(lk.collect(reg))
     assert result.global_step == 7
     assert got == [{"anything": 1}] * 7
+
+
+@pytest.mark.parametrize("manual", [True, False])
+def test_a_manual_step_that_steps_nothing_but_returns_a_loss_is_an_error(manual):
+    # Written for automatic optimization (returns the loss), run manually (manual=True, or two
+    # optimizers): it would train nothing, silently. The first batch tells.
+    def two(net):
+        return [
+            torch.optim.SGD(net[0].parameters(), lr=0.1),
+            torch.optim.SGD(net[2].parameters(), lr=0.1),
+        ]
+
+    reg = registry(manual=manual, optim=None if manual else two)
+    with pytest.raises(lk.StepError) as info:
+        trainer(max_epochs=1).fit(lk.collect(reg))
+    why = "manual=True" if manual else "2 optimizers from configure_optimizers"
+    message = str(info.value)
+    assert info.value.code == "manual-step-stepped-nothing"
+    assert message.startswith(
+        "registry.<locals>.train(net, batch) at tests/engine/engine_helpers.py:"
+    )
+    assert f"no optimizer stepped in the first batch. With {why}, the step optimizes manually" in (
+        message
+    )
+    assert "call ctx.backward(loss) and opt.step() in the step" in message

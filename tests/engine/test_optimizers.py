@@ -227,13 +227,21 @@ def test_bad_return_value_names_the_function():
         trainer(max_epochs=1).fit(lk.collect(registry(optim=optim)))
 
 
-def test_bad_interval():
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    with pytest.raises(ValueError, match="interval"):
-        parse_optimizers(
-            {"optimizer": opt, "lr_scheduler": {"scheduler": lambda_lr(opt), "interval": "batch"}},
-            "optim",
-        )
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("interval", "batch", r"\.optim\(net\) at .*\.py:\d+ returned .*interval='batch'; it "),
+        ("frequency", 0, r"\.optim\(net\) at .*\.py:\d+ returned .*frequency=0; it must be a"),
+    ],
+)
+def test_bad_interval_or_frequency_names_the_function(key, value, match):
+    def optim(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": lambda_lr(opt), key: value}}
+
+    with pytest.raises(lk.ConfigError, match=match) as info:
+        trainer(max_epochs=1).fit(lk.collect(registry(optim=optim)))
+    assert info.value.code == "bad-optimizer-config"
 
 
 def test_optimizer_and_scheduler_are_injected():

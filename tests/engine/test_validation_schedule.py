@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from tests.engine.engine_helpers import (
     registry,
     train_loader,
     trainer,
+    val_loader,
 )
 
 # 7 training batches per epoch; 3 validation batches (20 samples in batches of 8).
@@ -219,3 +222,24 @@ def test_an_interval_longer_than_the_epoch_is_an_error():
         max_epochs=2, val_check_interval=8, check_val_every_n_epoch=None, num_sanity_val_steps=0
     ).fit(lk.collect(recording_registry(seen)))
     assert validations(seen) == [(1, 8)]
+
+
+@pytest.mark.parametrize("has", ["validation_step", "val_data"])
+def test_half_a_validation_setup_warns_that_fit_skips_validation(has):
+    # Lightning warns too ("Skipping val loop"): half of it is most likely a mistake.
+    reg = registry()
+    if has == "validation_step":
+        reg.validation_step(lambda net, batch: None)
+    else:
+        reg.val_data(val_loader)
+    lack = "@val_data" if has == "validation_step" else "@validation_step"
+    with pytest.warns(UserWarning, match=f"^the spec has a @{has} but no {lack}: fit skips "):
+        trainer(max_epochs=1).fit(lk.collect(reg))
+
+
+def test_no_warning_when_validation_is_switched_off():
+    reg = registry()
+    reg.val_data(val_loader)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer(max_epochs=1, limit_val_batches=0).fit(lk.collect(reg))
