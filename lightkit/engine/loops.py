@@ -135,7 +135,7 @@ def fit_loop(engine: Engine) -> None:
             if events.train_batch_start:
                 for call in events.train_batch_start:
                     call(batch, batch_idx)
-            step_of_row = ctx.global_step
+            step_of_row = engine.row_step = ctx.global_step
             if manual:
                 if unchecked:  # the first batch: did the step step an optimizer?
                     output = checked_manual_step(engine, step, batch, batch_idx)

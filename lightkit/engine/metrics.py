@@ -164,6 +164,11 @@ class MetricStore:
             if m.stage not in stages or not m.on_epoch or not m.epoch_values:
                 continue
             finished[m.name] = self._aggregate(m)
+            if m.on_step:
+                # One name for both: a step value not yet written would reach the loggers
+                # after the aggregate (validation's goes with the next training row) and
+                # replace it in the epoch's last row; the aggregate is what that row holds.
+                self.unwritten.pop(m.name, None)
             m.epoch_values = []
             m.epoch_sizes = []
         out = _floats(finished)

@@ -276,7 +276,7 @@ def _finish(engine: Engine, stage: str, status: str) -> None:
     if status != "success" and engine.loggers:
         # What was logged before the error reaches the files, then the error propagates.
         try:
-            engine.log_rows(engine.store.take_unwritten(), engine.ctx.global_step)
+            engine.flush_unwritten()
         except Exception:
             pass
     for cb in engine.callbacks:

@@ -6,7 +6,9 @@ rank 0 logs.
 
 The trainer calls, in order: ``setup(run_dir)``, ``log_hparams(params)``, ``log_graph(model)``
 per model (fit only), ``log_metrics(row, step)`` per logging step, and at the end
-``log_hparams(params, final_metrics)`` (a successful fit) and ``finalize(status)``.
+``log_hparams(params, final_metrics)`` (a successful fit) and ``finalize(status)``. A step may
+come again right after its row: the evaluation and epoch aggregates computed at a step follow
+its training values, and on a shared name the later value is the one to keep.
 """
 
 from __future__ import annotations

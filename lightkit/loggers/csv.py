@@ -1,10 +1,11 @@
 """``CSVLogger``: one wide ``metrics.csv`` (a ``step`` column, one column per metric) and
 ``hparams.json``.
 
-Rows are buffered and appended every ``flush_every_n_steps`` rows and at the end. Values
-logged at the same step go into one row (a step's training values and the epoch values
-computed at that step). When a new metric appears the file is rewritten once with the wider
-header, keeping every row already written.
+Rows are buffered and appended every ``flush_every_n_steps`` rows and at the end. The file
+has one row per step: values logged again at the step of the newest row (a step's training
+values, then the epoch aggregates computed at that step) merge into it, the later value of a
+name replacing the earlier one. When a new metric appears the file is rewritten once with
+the wider header, keeping every row already written.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class CSVLogger(Logger):
     _rows: list[dict[str, Any]] = attrs.field(factory=list, init=False, repr=False)
     _columns: list[str] = attrs.field(factory=lambda: ["step"], init=False, repr=False)
     _written_columns: list[str] = attrs.field(factory=list, init=False, repr=False)
-    # The newest row, and where it starts in the file once written: a later value of the same
-    # step takes it back from the file (truncate) into the buffer.
+    # The newest row, and where it starts in the file once written: a later write for the same
+    # step takes it back from the file (truncate) into the buffer, so a merge costs no rewrite
+    # and an error between the two writes still finds the row on disk or in the buffer.
     _last: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
     _last_offset: int | None = attrs.field(default=None, init=False, repr=False)
 
@@ -48,12 +50,12 @@ class CSVLogger(Logger):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         last = self._last
-        if last is not None and last["step"] == step and _compatible(last, metrics):
+        if last is not None and last["step"] == step:
             if self._last_offset is not None:  # already on disk: take it back
                 os.truncate(self.metrics_file, self._last_offset)
                 self._last_offset = None
                 self._rows.append(last)
-            last.update(metrics)
+            last.update(metrics)  # the later value wins: an epoch aggregate replaces the step's
         else:
             self._last = {"step": step, **metrics}
             self._last_offset = None
@@ -104,11 +106,3 @@ class CSVLogger(Logger):
         self._written_columns = list(self._columns)
         self._rows = []
         self._last_offset = offset if rows[-1] is self._last else None
-
-
-def _compatible(row: Mapping[str, Any], metrics: Mapping[str, float]) -> bool:
-    """True when ``metrics`` can join ``row``: no name holds a different value."""
-    for key, value in metrics.items():
-        if key in row and row[key] != value:
-            return False
-    return True

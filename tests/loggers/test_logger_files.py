@@ -217,3 +217,76 @@ def test_experiment_is_a_summary_writer_on_the_run_folder(tmp_path):
     tags = {v.tag for e in all_events(result.log_dir) for v in e.summary.value}
     assert {"w", "train/loss"} <= tags
     assert len(list(result.log_dir.glob("events.out.tfevents.*"))) == 2
+
+
+def both_step(net, batch, ctx):
+    x, y = batch
+    lk.log("t/both", float(ctx.batch_idx), on_epoch=True)  # steps 0, 1, 2, 3; epoch 1.5
+    return torch.nn.functional.mse_loss(net(x), y)
+
+
+def val_both_step(net, batch, batch_idx):
+    lk.log("v/step", 10.0 + batch_idx, on_step=True)  # steps 10, 11; epoch 10.5
+
+
+@pytest.mark.parametrize("flush", [1, 100])
+@pytest.mark.parametrize("val_check_interval", [1.0, 0.5])
+def test_csv_has_one_row_per_step_with_the_epoch_values(tmp_path, flush, val_check_interval):
+    """A step's training row, the validation aggregates and the epoch aggregates written at
+    that step make one row; a name logged per step and per epoch holds the aggregate there
+    (``flush=1``: the row was on disk before each later write)."""
+    csv_logger = lk.CSVLogger(flush_every_n_steps=flush)
+    result = trainer(
+        tmp_path,
+        logger=[csv_logger, lk.TensorBoardLogger()],
+        log_every_n_steps=1,
+        val_check_interval=val_check_interval,
+    ).fit(spec(step=both_step, val=val_both_step))
+    rows = read_csv(result.log_dir / "metrics.csv")
+    steps = [int(r["step"]) for r in rows]
+    assert steps == list(range(8))  # 2 epochs of 4 batches
+    val_steps = {3, 7} if val_check_interval == 1.0 else {1, 3, 5, 7}
+    assert [(r["t/both"], r["v/step"], r["epoch"]) for r in rows] == [
+        (
+            "1.5" if s % 4 == 3 else f"{s % 4:.1f}",  # the epoch aggregate replaced step 3's 3.0
+            "10.5" if s in val_steps else "",  # the aggregate, not the last step value (11.0)
+            f"{s // 4:.1f}",
+        )
+        for s in steps
+    ]
+    assert result.metrics["t/both"] == 1.5 and result.metrics["v/step"] == 10.5
+    # TensorBoard keeps every point, the step value and then the aggregate at step 3.
+    assert scalars(result.log_dir)["t/both"][:5] == [
+        (0, 0.0),
+        (1, 1.0),
+        (2, 2.0),
+        (3, 3.0),
+        (3, 1.5),
+    ]
+
+
+def step_logging_global_step(net, batch, ctx):
+    lk.log("g", float(ctx.global_step))
+    return mse_step(net, batch)
+
+
+def raise_at_step_5(ctx):
+    if ctx.global_step == 5:  # after the optimizer step of the batch that began at step 4
+        raise RuntimeError("boom in train_batch_end")
+
+
+def test_a_crash_in_train_batch_end_writes_the_batch_under_its_step(tmp_path):
+    t = trainer(tmp_path, logger=lk.CSVLogger(), max_epochs=3, log_every_n_steps=1)
+    with pytest.raises(RuntimeError, match=r"^boom in train_batch_end$"):
+        t.fit(
+            spec(
+                step=step_logging_global_step, val=None, hooks={"train_batch_end": raise_at_step_5}
+            )
+        )
+    (run,) = (tmp_path / "lightkit_logs").glob("*/version_0")
+    rows = read_csv(run / "metrics.csv")
+    # The batch that began at step 4 logged g=4.0 and never reached its own row before the
+    # hook raised: the way out writes it under step 4, like every other row.
+    assert [(r["step"], r["g"], r["epoch"]) for r in rows] == [
+        (str(s), f"{s:.1f}", f"{s // 4:.1f}") for s in range(5)
+    ]

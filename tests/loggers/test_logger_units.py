@@ -1,5 +1,6 @@
-"""The loggers on their own: CSV columns growing without losing rows, rows of one step
-merged (also after they reached the file), race-free version folders across processes."""
+"""The loggers on their own: CSV columns growing without losing rows, one row per step (a
+later write for the newest row's step merges into it, also after it reached the file),
+race-free version folders across processes."""
 
 from __future__ import annotations
 
@@ -48,20 +49,62 @@ def test_columns_grow_and_no_row_is_lost(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("every", [1, 100])
-def test_values_of_one_step_share_a_row(tmp_path, every):
+@pytest.mark.parametrize("every", [1, 2, 100])
+def test_one_row_per_step_the_later_value_wins(tmp_path, every):
+    """Writes for the step of the newest row merge into it, whether it is still buffered or
+    already on disk (``every=1``: each write reached the file before the next came)."""
     log = csv_logger(tmp_path, every)
     log.log_metrics({"loss": 0.5, "epoch": 0.0}, 3)
-    log.log_metrics({"val": 0.25, "epoch": 0.0}, 3)  # same step: joins (taken back from disk)
-    log.log_metrics({"loss": 0.4, "epoch": 0.0}, 3)  # a different loss: a row of its own
+    log.log_metrics({"val": 0.25, "epoch": 0.0}, 3)  # same step: joins the row
+    log.log_metrics({"loss": 0.4, "epoch": 0.0}, 3)  # same step, another loss: replaces it
     log.log_metrics({"loss": 0.3, "epoch": 1.0}, 4)
+    log.log_metrics({"loss": 0.2, "new": 9.0}, 4)  # a new column at a merge
+    log.log_metrics({"loss": 0.1, "epoch": 1.0}, 5)
     log.finalize("success")
     header, rows = read(tmp_path / "metrics.csv")
-    assert header == ["step", "loss", "epoch", "val"]
+    assert header == ["step", "loss", "epoch", "val", "new"]
     assert [tuple(r.values()) for r in rows] == [
-        ("3", "0.5", "0.0", "0.25"),
-        ("3", "0.4", "0.0", ""),
-        ("4", "0.3", "1.0", ""),
+        ("3", "0.4", "0.0", "0.25", ""),
+        ("4", "0.2", "1.0", "", "9.0"),
+        ("5", "0.1", "1.0", "", ""),
+    ]
+
+
+@pytest.mark.parametrize("every", [1, 2, 100])
+def test_a_merge_pending_when_the_run_fails_reaches_the_file(tmp_path, every):
+    """The row taken back from the file for a merge is written again by ``finalize``."""
+    log = csv_logger(tmp_path, every)
+    for step in range(3):
+        log.log_metrics({"loss": float(step)}, step)
+    log.log_metrics({"loss": 7.0, "val": 8.0}, 2)  # takes step 2's row back (from disk if written)
+    log.finalize("failed")
+    _, rows = read(tmp_path / "metrics.csv")
+    assert [tuple(r.values()) for r in rows] == [
+        ("0", "0.0", ""),
+        ("1", "1.0", ""),
+        ("2", "7.0", "8.0"),
+    ]
+
+
+def test_a_merge_after_a_flush_appends_after_it(tmp_path):
+    """A row taken back and merged is followed by the rows after it, in order."""
+    log = csv_logger(tmp_path, 3)
+    for step in range(3):  # flushed: three rows on disk
+        log.log_metrics({"a": float(step)}, step)
+    assert len(read(tmp_path / "metrics.csv")[1]) == 3
+    log.log_metrics({"a": 20.0}, 2)
+    assert len(read(tmp_path / "metrics.csv")[1]) == 2  # step 2's row is back in the buffer
+    for step in range(3, 6):
+        log.log_metrics({"a": float(step)}, step)
+    log.finalize("success")
+    _, rows = read(tmp_path / "metrics.csv")
+    assert [(r["step"], r["a"]) for r in rows] == [
+        ("0", "0.0"),
+        ("1", "1.0"),
+        ("2", "20.0"),
+        ("3", "3.0"),
+        ("4", "4.0"),
+        ("5", "5.0"),
     ]
 
 
