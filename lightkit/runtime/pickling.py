@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import types
 from typing import Any
 
 import attrs
@@ -34,12 +35,27 @@ def dumps(obj: Any) -> bytes:
             ):
                 slots = {n: getattr(obj, n) for n in _slot_names(cls) if hasattr(obj, n)}
                 return _rebuild_slotted, (cls, slots, dict(obj.__dict__))
+            if isinstance(obj, types.CodeType):
+                return _code_reduce(obj)
             parent = getattr(super(), "reducer_override", None)
             return parent(obj) if parent is not None else NotImplemented
 
     buffer = io.BytesIO()
     Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     return buffer.getvalue()
+
+
+def _code_reduce(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, keeping its file name: cloudpickle writes
+    ``<dynamic-code>``, so a rank's traceback through a script's function would show neither
+    the file nor its lines."""
+    from cloudpickle import cloudpickle as impl
+
+    reduce = getattr(impl, "_code_reduce", None)
+    if reduce is None:
+        return NotImplemented
+    constructor, args = reduce(code)
+    return constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
 
 
 def _slot_names(cls: type) -> list[str]:

@@ -146,3 +146,21 @@ def test_plain_subclasses_of_plugins_travel_whole() -> None:
 
     sent = pickle.loads(_dumps(_Counter()))
     assert type(sent) is _Counter and sent.epochs == 3
+
+
+def test_functions_sent_by_value_keep_their_file_for_tracebacks(tmp_path):
+    # A script's function travels by value; a rank's traceback must still show its file and
+    # line, not cloudpickle's "<dynamic-code>".
+    import pickle
+
+    from lightkit.runtime.pickling import dumps
+
+    script = tmp_path / "script.py"
+    script.write_text("def step():\n    raise ValueError('in the step')\n")
+    namespace = {"__name__": "__main__"}
+    exec(compile(script.read_text(), str(script), "exec"), namespace)
+    received = pickle.loads(dumps(namespace["step"]))
+    assert received.__code__.co_filename == str(script)
+    with pytest.raises(ValueError, match="in the step") as info:
+        received()
+    assert info.traceback[-1].path == script
