@@ -9,8 +9,10 @@
     lightkit hparams examples/digits.py         # name, type, default, used by
     lightkit plot lightkit_logs/digits/version_0
 
-A TARGET is a ``.py`` file or an importable module name (``module:registry`` names an explicit
-``lk.Registry``); several targets are collected together, as ``lk.collect`` does.
+A TARGET is a ``.py`` file or a module name importable from the working directory
+(``module:registry`` names an explicit ``lk.Registry``); several targets are collected
+together, as ``lk.collect`` does. A file is imported under its dotted path from the first
+folder above it without an ``__init__.py`` (pytest's rule), whatever the working directory.
 
 Parsing has two phases: the targets are imported and collected first, so the hyperparameter
 flags can be generated from the spec's pydantic model; then every flag (hyperparameters and
@@ -259,7 +261,15 @@ def _message(exc: BaseException) -> tuple[int, str, bool]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); return the exit code.
+
+    Module targets are found from the working directory, as under ``python -m lightkit``: it
+    goes to the front of ``sys.path`` unless it is there already (the ``lightkit`` script
+    starts with its own folder there instead) or ``python -P`` asked for neither.
+    """
+    from lightkit.utils.imports import add_working_directory
+
+    add_working_directory()
     args = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     command = args[0] if args and args[0] in COMMANDS else None
     prog = f"lightkit {command}" if command else "lightkit"

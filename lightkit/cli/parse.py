@@ -100,9 +100,10 @@ def _import(name: str, target: str, import_target: Any) -> Any:
         missing = exc.name or ""
         if missing and (name == missing or name.startswith(missing + ".")):
             raise TargetError(
-                f"cannot import {target!r}: there is no module named {missing!r}. A TARGET is "
-                f"a .py file path or an importable module name; run from the folder it is "
-                f"importable from, or add that folder to PYTHONPATH."
+                f"cannot import {target!r}: there is no module named {missing!r}"
+                f"{_where_modules_are_looked_for()}. A TARGET is a .py file path or a module "
+                f"name; check the spelling, give the file's path, or add the folder that holds "
+                f"{missing.partition('.')[0]!r} to PYTHONPATH."
             ) from None
         raise TargetError(
             f"importing {target!r} failed: it imports {missing!r}, which is not installed ({exc})."
@@ -113,6 +114,16 @@ def _import(name: str, target: str, import_target: Any) -> Any:
         raise TargetError(
             f"importing {target!r} raised {type(exc).__name__}: {exc}{_user_frame(exc)}"
         ) from exc
+
+
+def _where_modules_are_looked_for() -> str:
+    """`` in the working directory (/x) or on the Python path``, as far as that is true."""
+    from lightkit.utils.imports import on_path
+
+    cwd = Path.cwd().resolve()
+    if on_path(cwd):
+        return f" in the working directory ({cwd}) or on the Python path"
+    return f" on the Python path (which does not hold the working directory, {cwd})"
 
 
 # -- phase 2: the full parser ----------------------------------------------------------------

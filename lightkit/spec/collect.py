@@ -8,7 +8,7 @@ from types import ModuleType
 from lightkit.errors import SpecError
 from lightkit.spec.registry import Entry, Registry, has_registry, registry_for
 from lightkit.spec.spec import SpecEntry, TrainingSpec, analyse, source_files
-from lightkit.utils.imports import import_target
+from lightkit.utils.imports import import_target, shown_path
 
 Source = ModuleType | str | Registry
 
@@ -28,17 +28,55 @@ def _registry(source: Source) -> Registry:
                 code="unknown-source",
             ) from exc
     if isinstance(source, ModuleType):
-        if not has_registry(source.__name__):
-            raise SpecError(
-                f"module {source.__name__!r} registered no functions. Decorate its functions "
-                f"with @lk.model, @lk.training_step, ... or pass the registry that holds them.",
-                code="empty-source",
-            )
+        if not has_registry(source.__name__) or not len(registry_for(source.__name__)):
+            raise SpecError(_empty_module(source), code="empty-source")
         return registry_for(source.__name__)
     raise SpecError(
         f"collect() takes modules, module names, file paths and lk.Registry objects; "
         f"got {type(source).__name__} {source!r}.",
         code="unknown-source",
+    )
+
+
+def _empty_module(module: ModuleType) -> str:
+    """Why ``module`` gives nothing to collect, naming the ``lk.Registry`` objects it defines
+    (its functions are often registered on one of those, not on the module)."""
+    name = module.__name__
+    found: dict[int, tuple[str, Registry]] = {}
+    for attr, value in vars(module).items():
+        if isinstance(value, Registry) and id(value) not in found:
+            found[id(value)] = (attr, value)
+    full = [(attr, reg) for attr, reg in found.values() if len(reg)]
+    text = f"module {name!r} registered no functions"
+    if not full:
+        empty = [repr(attr) for attr, _ in found.values()]
+        also = ""
+        if empty:
+            also = f" (nor does its Registry {empty[0]})"
+            if len(empty) > 1:
+                also = f" (nor do its Registries {', '.join(empty)})"
+        return (
+            f"{text}{also}. Decorate its functions with @lk.model, @lk.training_step, ... or "
+            f"pass the registry that holds them."
+        )
+
+    def count(reg: Registry) -> str:
+        return f"{len(reg)} function{'' if len(reg) == 1 else 's'}"
+
+    file = getattr(module, "__file__", None)
+    where = shown_path(file) if file else name
+    calls = ", ".join(f"{name}.{attr}" for attr, _ in full)
+    targets = " ".join(f"{where}:{attr}" for attr, _ in full)
+    if len(full) == 1:
+        attr, reg = full[0]
+        return (
+            f"{text}, but it defines Registry {attr!r} with {count(reg)}: pass it "
+            f"(lk.collect({calls}), or the target {targets!r} on the command line)."
+        )
+    listed = ", ".join(f"{attr!r} ({count(reg)})" for attr, reg in full)
+    return (
+        f"{text}, but it defines Registries {listed}: pass the ones you mean "
+        f"(lk.collect({calls}), or the targets {targets!r} on the command line)."
     )
 
 

@@ -286,6 +286,7 @@ def spec_targets(spec: Any) -> list[str] | None:
     """The modules whose registries hold the spec's functions, in order; ``None`` when a
     function does not come from a module's registry (an explicit ``lk.Registry``, ``__main__``)."""
     from lightkit.spec.registry import has_registry, registry_for
+    from lightkit.utils.imports import file_target
 
     targets: list[str] = []
     for entry in spec.functions:
@@ -294,8 +295,9 @@ def spec_targets(spec: Any) -> list[str] | None:
             return None
         if not any(e.fn is entry.fn for e in registry_for(module).entries):
             return None
-        if module not in targets:
-            targets.append(module)
+        target = file_target(module) or module
+        if target not in targets:
+            targets.append(target)
     return targets
 
 

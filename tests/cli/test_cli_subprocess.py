@@ -52,6 +52,40 @@ def test_the_lightkit_script_reports_bad_input_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+@pytest.mark.skipif(shutil.which("lightkit") is None, reason="the lightkit script is not installed")
+def test_the_lightkit_script_finds_modules_and_files_as_python_m_does(tmp_path):
+    # The script starts with its own folder on sys.path, not the working directory as
+    # `python -m lightkit` does; module targets must be found there all the same.
+    (tmp_path / "lk_sub_pkg").mkdir()
+    (tmp_path / "lk_sub_pkg" / "__init__.py").touch()
+    (tmp_path / "lk_sub_pkg" / "model.py").write_text(
+        "import lightkit as lk\n\n@lk.model\ndef net(width: int = 3):\n    return width\n"
+    )
+    (tmp_path / "lk_sub_regmod.py").write_text(
+        "import lightkit as lk\n\nreg = lk.Registry()\n\n@reg.training_step\n"
+        "def train(net, batch, lr: float = 0.1):\n    return batch\n"
+    )
+    (tmp_path / "sub").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def lightkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        command = [str(shutil.which("lightkit")), *args]
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+    result = lightkit(
+        "hparams", "lk_sub_pkg.model", "lk_sub_regmod:reg", "--format", "json", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert [row["name"] for row in json.loads(result.stdout)] == ["width", "lr"]
+    # A file's import path does not depend on the folder the command runs in.
+    result = lightkit(
+        "spec", "../lk_sub_pkg/model.py", "../lk_sub_regmod.py:reg", cwd=tmp_path / "sub"
+    )
+    assert result.returncode == 0, result.stderr
+    refs = [f["fn"] for f in json.loads(result.stdout)["functions"]]
+    assert refs == ["lk_sub_pkg.model:net", "lk_sub_regmod:train"]
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
 def test_torchrun_runs_the_command_line_on_two_ranks(tmp_path):
     result = run(

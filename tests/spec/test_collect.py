@@ -237,6 +237,81 @@ def test_a_module_that_registered_nothing():
     )
 
 
+REGMOD = """
+import lightkit as lk
+
+reg = lk.Registry()
+same = reg
+
+
+@reg.model
+def net(width: int = 3):
+    return width
+
+
+@reg.training_step
+def train(net, batch):
+    return batch
+
+
+@reg.configure_optimizers
+def optim(net):
+    return None
+"""
+
+
+@pytest.fixture
+def regmod(tmp_path, monkeypatch):
+    """A module ``lk_regmod`` in the working directory whose functions are on ``reg``."""
+
+    def make(extra: str = "") -> types.ModuleType:
+        (tmp_path / "lk_regmod.py").write_text(REGMOD + extra)
+        module = types.ModuleType("lk_regmod")
+        module.__file__ = str(tmp_path / "lk_regmod.py")
+        exec(compile(REGMOD + extra, module.__file__, "exec"), module.__dict__)
+        return module
+
+    monkeypatch.chdir(tmp_path)
+    return make
+
+
+def test_a_module_whose_functions_are_on_a_registry_names_it(regmod):
+    module = regmod()
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(module)
+    assert info.value.code == "empty-source"
+    assert str(info.value) == (
+        "module 'lk_regmod' registered no functions, but it defines Registry 'reg' with 3 "
+        "functions: pass it (lk.collect(lk_regmod.reg), or the target 'lk_regmod.py:reg' on the "
+        "command line)."
+    )
+    assert lk.collect(module.reg).model_names == ("net",)
+
+
+def test_a_module_with_several_registries_names_each(regmod):
+    module = regmod("\nother = lk.Registry()\nother.train_data(lambda: [])\nnone = lk.Registry()\n")
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(module)
+    assert str(info.value) == (
+        "module 'lk_regmod' registered no functions, but it defines Registries 'reg' "
+        "(3 functions), 'other' (1 function): pass the ones you mean (lk.collect(lk_regmod.reg, "
+        "lk_regmod.other), or the targets 'lk_regmod.py:reg lk_regmod.py:other' on the command "
+        "line)."
+    )
+
+
+def test_a_module_whose_registry_is_empty_too():
+    module = types.ModuleType("lk_empty_registry")
+    module.reg = lk.Registry()  # type: ignore[attr-defined]
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(module)
+    assert str(info.value) == (
+        "module 'lk_empty_registry' registered no functions (nor does its Registry 'reg'). "
+        "Decorate its functions with @lk.model, @lk.training_step, ... or pass the registry that "
+        "holds them."
+    )
+
+
 def test_a_module_name_that_does_not_import():
     with pytest.raises(lk.SpecError) as info:
         lk.collect("tests.user_modules.no_such_module")
