@@ -29,6 +29,7 @@ from lightkit.loggers.base import Logger, make_version_dir
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.roles import EVENT_ARGS, EVENTS, ROLE_ARGS
 from lightkit.spec.spec import TrainingSpec
+from lightkit.utils.seed import isolate_rng
 
 _ANY_STAGE = ("exception", "load_checkpoint")
 STAGE_EVENTS = {
@@ -274,6 +275,21 @@ class Engine:
         may have advanced ``global_step`` already), else under ``global_step``."""
         step = self.ctx.global_step if self.row_step is None else self.row_step
         self.log_rows(self.store.take_unwritten(), step)
+
+    def rebuilt_models(self, states: dict[str, dict[str, Any]]) -> dict[str, nn.Module]:
+        """Plain modules on the CPU: each ``@model`` function called again (no strategy, no
+        compile) and loaded with the full state ``states[name]`` (a sharded strategy's)."""
+        hparams = self.spec.hparams
+        base = {"ctx": self.ctx, "hparams": hparams}
+        models: dict[str, nn.Module] = {}
+        with isolate_rng():  # the initialisation it redraws must not shift the user's stream
+            for plan in self.spec.plans:
+                if plan.role == "model":
+                    module = bind_plan(plan, (), base, hparams)()
+                    module = self.runtime.precision.convert_module(module)
+                    module.load_state_dict(states[plan.name])
+                    models[plan.name] = module.cpu()
+        return models
 
     def unwrapped_models(self) -> dict[str, nn.Module]:
         return {

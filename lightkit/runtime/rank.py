@@ -88,17 +88,7 @@ def _portable_models(result: Result, engine: Any) -> dict[str, Any]:
     full = result.extras.pop("full_model_states", None)
     if full is None:
         return {name: module.cpu() for name, module in result.models.items()}
-    from lightkit.engine.binders import bind_plan
-
-    hparams = engine.spec.hparams
-    base = {"ctx": engine.ctx, "hparams": hparams}
-    models: dict[str, Any] = {}
-    for plan in engine.spec.plans:
-        if plan.role == "model":
-            module = engine.runtime.precision.convert_module(bind_plan(plan, (), base, hparams)())
-            module.load_state_dict(full[plan.name])
-            models[plan.name] = module.cpu()
-    return models
+    return engine.rebuilt_models(full)  # type: ignore[no-any-return]
 
 
 def _report(conn: mpc.Connection, exc: BaseException) -> None:

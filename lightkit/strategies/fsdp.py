@@ -204,20 +204,30 @@ class FSDPStrategy(ParallelStrategy):
 
     # -- the result ------------------------------------------------------------------------
     def finish_result(self, result: Any, engine: Any) -> Any:
-        """Before teardown: rank 0's metrics on every rank; under lightkit's launcher, the
-        models' full states for the calling process (gathered by every rank)."""
+        """Before teardown: rank 0's metrics on every rank, and the models' full states
+        (gathered by every rank): under lightkit's launcher for the calling process, which
+        rebuilds plain modules from them; otherwise ``Result.models`` becomes those plain
+        modules here, on every rank (FSDP changed the user's modules in place into sharded
+        ones)."""
         if not self.group.active:
             return result
         result = super().finish_result(result, engine)
-        if self.group.env.kind == "launched" and engine is not None:
-            from torch.distributed.checkpoint.state_dict import get_model_state_dict
+        if engine is None:
+            return result
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-            full = {
-                name: get_model_state_dict(m, options=self._options(True))
-                for name, m in engine.unwrapped_models().items()
-            }
-            if self.rank == 0:
-                result.extras["full_model_states"] = full
+        launched = self.group.env.kind == "launched"
+        # Launched: rank 0's copy on the CPU is all the calling process needs. Otherwise each
+        # rank rebuilds its own plain modules, so each gets the full state.
+        options = StateDictOptions(full_state_dict=True, cpu_offload=launched)
+        full = {
+            name: get_model_state_dict(m, options=options)
+            for name, m in engine.unwrapped_models().items()
+        }
+        if not launched:
+            result.models = engine.rebuilt_models(full)
+        elif self.rank == 0:
+            result.extras["full_model_states"] = full
         return result
 
 

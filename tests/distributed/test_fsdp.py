@@ -118,3 +118,16 @@ def test_a_sharded_checkpoint_never_runs_code(tmp_path: Path) -> None:
         with pytest.raises(lk.CheckpointError, match="refused to load") as info:
             load_sharded(tmp_path / "bad.ckpt")
     assert info.value.code == "checkpoint-unsafe"
+
+
+def test_in_one_process_the_result_holds_plain_modules(
+    spec: lk.TrainingSpec, flags: dict[str, Any]
+) -> None:
+    # FSDP turns the user's modules into sharded ones in place; Result.models must not be those.
+    fsdp = lk.Trainer(**flags, strategy="fsdp", devices=1).fit(spec)
+    net = fsdp.models["net"]
+    assert type(net) is torch.nn.Sequential
+    assert all(type(p) is torch.nn.Parameter for p in net.parameters())
+    assert all(type(t) is torch.Tensor for t in net.state_dict().values())
+    plain = lk.Trainer(**flags).fit(spec)
+    assert_same_weights(net, plain.models["net"])
