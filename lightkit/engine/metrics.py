@@ -7,6 +7,7 @@ an epoch ends, or someone reads ``ctx.metrics``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from lightkit.errors import LightkitError
 from lightkit.utils.apply import first_tensor
 
 REDUCTIONS = ("mean", "sum", "max", "min")
+#: Names the loggers write in every row themselves.
+RESERVED = ("step", "epoch")
 
 
 class Metric:
@@ -100,8 +103,12 @@ class MetricStore:
             value = value.detach()
             if m.sync_dist and self._all_reduce is not None and m.on_step:
                 value = self._all_reduce(_floating(value).reshape(()), m.reduce)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif isinstance(value, float):
+            pass
+        elif isinstance(value, numbers.Real):  # int, bool, numpy scalars
             value = float(value)
+        elif getattr(value, "size", None) == 1 and hasattr(value, "item"):  # a numpy array
+            value = float(value.item())
         else:
             raise LightkitError(
                 f"lk.log({name!r}, {value!r}): a metric must be a number or a one-element "
@@ -125,6 +132,17 @@ class MetricStore:
         sync_dist: bool,
         reduce: str,
     ) -> Metric:
+        if not isinstance(name, str) or not name.strip() or name in RESERVED:
+            why = (
+                "is a column every logger row has (the step, the epoch)"
+                if name in RESERVED
+                else "must be a non-empty string"
+            )
+            raise LightkitError(
+                f"lk.log({name!r}, ...): a metric's name {why}. Name the metric otherwise, "
+                f"e.g. 'train/{name or 'loss'}'.",
+                code="bad-metric",
+            )
         if reduce not in REDUCTIONS:
             raise LightkitError(
                 f"lk.log({name!r}, ..., reduce={reduce!r}): reduce must be one of "

@@ -209,7 +209,7 @@ def test_log_outside_a_run_is_a_clear_error():
     [
         (torch.ones(3), r"got a tensor of shape \(3,\); a metric is one number"),
         ("high", "a metric must be a number or a one-element tensor, got str"),
-        (True, "got bool"),
+        (None, "a metric must be a number or a one-element tensor, got NoneType"),
     ],
 )
 def test_bad_metric_values(value, match):
@@ -239,3 +239,49 @@ def test_step_values_stay_on_device_tensors_until_read():
 
     fit_logging(log)
     assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in kept)
+
+
+def test_numbers_of_every_kind_are_logged_as_floats():
+    # Lightning takes numpy scalars (an sklearn score) and bools too.
+    np = pytest.importorskip("numpy")
+    values = {
+        "np_float32": np.float32(1.25),
+        "np_int64": np.int64(3),
+        "np_array": np.array([0.5]),
+        "flag": True,
+        "count": 7,
+        "half": torch.tensor(2.5, dtype=torch.float16),
+    }
+
+    def log(i, ctx, loss):
+        for name, value in values.items():
+            lk.log(name, value)
+
+    result = fit_logging(log)
+    assert result.metrics == {
+        "np_float32": 1.25,
+        "np_int64": 3.0,
+        "np_array": 0.5,
+        "flag": 1.0,
+        "count": 7.0,
+        "half": 2.5,
+    }
+    assert all(type(v) is float for v in result.metrics.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("step", "is a column every logger row has (the step, the epoch)"),
+        ("epoch", "is a column every logger row has (the step, the epoch)"),
+        ("", "must be a non-empty string"),
+    ],
+)
+def test_names_the_loggers_cannot_take_are_refused(name, why):
+    def log(i, ctx, loss):
+        lk.log(name, 1.0)
+
+    with pytest.raises(lk.LightkitError) as info:
+        fit_logging(log)
+    assert info.value.code == "bad-metric"
+    assert str(info.value).startswith(f"lk.log({name!r}, ...): a metric's name {why}.")
