@@ -51,7 +51,9 @@ class TrainerConfig(BaseModel):
     min_steps: int | None = Field(None, ge=0, description="Train at least this many steps.")
     max_time: Any = Field(None, description="Stop after this much time: seconds or 'DD:HH:MM:SS'.")
     # -- where -------------------------------------------------------------------------------
-    accelerator: str = Field("auto", description="auto, cpu, cuda (gpu) or mps.")
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = Field(
+        "auto", description="auto, cpu, cuda (gpu) or mps."
+    )
     devices: int | str | list[int] = Field(
         "auto", description="Number of devices, indices, or 'auto'."
     )
@@ -105,9 +107,11 @@ class TrainerConfig(BaseModel):
     default_root_dir: str | Path | None = Field(
         None, description="Folder for logs and checkpoints (default: cwd)."
     )
-    logger: Any = Field(True, description="True (TensorBoard + CSV), False, a Logger or a list.")
+    logger: Any = Field(
+        True, description="True (TensorBoard + CSV; also None), False, a Logger or a list."
+    )
     log_every_n_steps: int = Field(50, ge=1)
-    callbacks: list[Any] = Field(default_factory=list)
+    callbacks: list[Any] = Field(default_factory=list, description="Callbacks (None: none).")
     enable_progress_bar: bool = True
     enable_checkpointing: bool = True
     enable_model_summary: bool = True
@@ -189,6 +193,36 @@ class TrainerConfig(BaseModel):
                 f"or pass a Strategy instance.",
                 code="unknown-strategy",
             )
+        return value
+
+    @field_validator("logger", "callbacks", mode="before")
+    @classmethod
+    def _none_is_the_default(cls, value: Any, info: Any) -> Any:
+        # Lightning's meaning of None: the default logger, no extra callbacks.
+        if value is None:
+            return True if info.field_name == "logger" else []
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: Any) -> Any:
+        """The form only: whether the machine has that many is checked when a run starts."""
+        expected = (
+            "expected 'auto', a count (1, 2, ...; -1 for all), a list of indices ([0, 1]) or "
+            "a string of them ('0,1')"
+        )
+        if isinstance(value, str) and value != "auto":
+            items = [d.strip() for d in value.split(",")]
+            if not all(d.lstrip("-").isdigit() for d in items if d) or not any(items):
+                raise ValueError(f"devices={value!r}: {expected}")
+            numbers = [int(d) for d in items if d]
+            value_ok = len(numbers) > 1 or "," in value or numbers[0] != 0
+            if not value_ok or any(n < -1 for n in numbers):
+                raise ValueError(f"devices={value!r}: {expected}")
+        elif isinstance(value, int) and (value == 0 or value < -1):
+            raise ValueError(f"devices={value}: {expected}")
+        elif isinstance(value, list) and (not value or any(d < 0 for d in value)):
+            raise ValueError(f"devices={value!r}: {expected}")
         return value
 
     @model_validator(mode="after")

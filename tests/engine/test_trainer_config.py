@@ -72,3 +72,28 @@ def test_config_round_trips_as_json():
     data = json.loads(c.model_dump_json())
     assert data["max_time"] == 60.0 and data["precision"] == "bf16-mixed"
     assert lk.TrainerConfig(**data) == c
+
+
+@pytest.mark.parametrize(
+    "devices", ["x", 0, "0", [], "", [-1], -3, "1,a"], ids=lambda d: f"devices={d!r}"
+)
+def test_malformed_devices_are_refused_when_the_trainer_is_made(devices):
+    with pytest.raises(pydantic.ValidationError, match="devices") as info:
+        lk.Trainer(devices=devices)
+    assert "expected 'auto', a count (1, 2, ...; -1 for all), a list of indices" in str(info.value)
+
+
+@pytest.mark.parametrize("devices", ["auto", 1, 2, -1, "-1", "2", "0,1", "1,", [0], [0, 1]])
+def test_every_devices_form_lightning_takes_is_accepted(devices):
+    assert lk.TrainerConfig(devices=devices).devices == devices
+
+
+def test_an_unknown_accelerator_is_refused_when_the_trainer_is_made():
+    with pytest.raises(pydantic.ValidationError, match="accelerator") as info:
+        lk.Trainer(accelerator="tpu")
+    assert "'auto', 'cpu', 'cuda', 'gpu' or 'mps'" in str(info.value)
+
+
+def test_none_means_lightnings_defaults_for_logger_and_callbacks():
+    config = lk.TrainerConfig(logger=None, callbacks=None)
+    assert config.logger is True and config.callbacks == []
