@@ -199,4 +199,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
+    # The public names and subpackages (for tab completion), not this file's own imports.
+    return sorted({*__all__, *_SUBMODULES} | {n for n in globals() if n.startswith("__")})

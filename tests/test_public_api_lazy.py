@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import lightkit as lk
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +91,14 @@ def test_import_lightkit_alone_loads_no_public_module():
     assert got["import"] == ["lightkit"]
     assert got["decorator_loads_engine"] is False
     assert got["trainer_loads_engine"] is True
+
+
+@pytest.mark.parametrize(
+    "package", ["lightkit", "lightkit.callbacks", "lightkit.loggers", "lightkit.strategies"]
+)
+def test_dir_lists_the_public_names_not_the_packages_own_imports(package):
+    # Tab completion in a notebook: every exported name, lazy ones included, and no helpers.
+    module = importlib.import_module(package)
+    listed = {n for n in dir(module) if not n.startswith("_")}
+    assert listed >= {n for n in module.__all__ if not n.startswith("_")}
+    assert not listed & {"Any", "TYPE_CHECKING", "annotations", "importlib", "lazy_attributes"}

@@ -13,7 +13,10 @@ def lazy_attributes(
 ) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package``: ``sources`` maps each lazy name to the module
     defining it; the first lookup imports that module and stores the name in ``namespace``
-    (the package's ``globals()``), so later lookups are plain attribute reads."""
+    (the package's ``globals()``), so later lookups are plain attribute reads.
+
+    It also sets the package's ``__dir__``: the public names (``__all__``, lazy ones included,
+    for tab completion) and dunders, not the helpers the package imported for itself."""
 
     def __getattr__(name: str) -> Any:
         module = sources.get(name)
@@ -23,4 +26,9 @@ def lazy_attributes(
         namespace[name] = value
         return value
 
+    def __dir__() -> list[str]:
+        public = set(namespace.get("__all__", ())) | set(sources)
+        return sorted(public | {n for n in namespace if n.startswith("__")})
+
+    namespace["__dir__"] = __dir__
     return __getattr__
