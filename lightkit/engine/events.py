@@ -4,6 +4,7 @@ so the loop's ``if events.train_batch_end:`` costs one attribute read."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,34 @@ from lightkit.spec.roles import EVENT_ARGS, EVENT_SUPPLIES, EVENTS
 from lightkit.spec.signature import FunctionPlan
 
 EventCaller = Callable[..., Any]
+
+
+def check_callback_methods(callbacks: Iterable[Callback]) -> None:
+    """Warn about a callback method named like an event that is none (``on_train_batch_endd``,
+    ``on_validation_end``): nothing would ever call it."""
+    from lightkit.errors import did_you_mean
+
+    known = [f"on_{event}" for event in EVENTS]
+    for cb in callbacks:
+        cls = type(cb)
+        for name in sorted(_own_names(cls)):
+            if name.startswith("on_") and name not in known and callable(getattr(cb, name, None)):
+                warnings.warn(
+                    f"callback {cls.__name__} defines {name}, which is not an event, so it is "
+                    f"never called.{did_you_mean(name, known)} The events are the on_<event> "
+                    f"methods of lk.Callback.",
+                    stacklevel=6,  # check, _compile, _run_engine, _run, fit: the user's call
+                )
+
+
+def _own_names(cls: type) -> set[str]:
+    """The attribute names ``cls`` and its bases define, below ``Callback``."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is Callback or klass is object:
+            continue
+        names.update(vars(klass))
+    return names
 
 
 class Events:

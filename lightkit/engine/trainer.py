@@ -14,6 +14,7 @@ from lightkit.checkpoint.preemption import preemption_guard
 from lightkit.engine.config import TrainerConfig
 from lightkit.engine.context import _CURRENT
 from lightkit.engine.engine import Engine
+from lightkit.engine.events import check_callback_methods
 from lightkit.engine.loops import evaluate, fit_loop, predict_loop
 from lightkit.engine.result import Result
 from lightkit.errors import ConfigError
@@ -191,7 +192,7 @@ class Trainer:
                 warnings.warn(
                     f"the spec has a {have} but no {lack}: fit skips validation. Add a {lack} "
                     f"function to validate during training.",
-                    stacklevel=4,
+                    stacklevel=5,  # _compile, _run_engine, _run, fit: the user's call
                 )
         else:
             role, limit, flag = {
@@ -201,6 +202,7 @@ class Trainer:
             }[stage]
             engine.eval_loaders = engine.build_data(role, limit, flag)
         engine.callbacks = default_callbacks(cfg, stage, limits.dev_run)
+        check_callback_methods(cfg.callbacks)
         engine.loggers = (
             default_loggers(cfg)
             if not limits.dev_run and engine.runtime.is_global_zero and not dry_run

@@ -233,8 +233,9 @@ def test_half_a_validation_setup_warns_that_fit_skips_validation(has):
     else:
         reg.val_data(val_loader)
     lack = "@val_data" if has == "validation_step" else "@validation_step"
-    with pytest.warns(UserWarning, match=f"^the spec has a @{has} but no {lack}: fit skips "):
+    with pytest.warns(UserWarning, match=f"^the spec has a @{has} but no {lack}: fit skips ") as w:
         trainer(max_epochs=1).fit(lk.collect(reg))
+    assert w[0].filename == __file__
 
 
 def test_no_warning_when_validation_is_switched_off():
