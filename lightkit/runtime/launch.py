@@ -118,7 +118,12 @@ class Launcher:
             outcome = _supervise(ranks, self.failure_timeout)
         finally:
             _stop(ranks)
-        return outcome.result_or_raise(self.nprocs)
+        result = outcome.result_or_raise(self.nprocs)
+        states = result.extras.pop("callback_states", None) or []
+        for callback, state in zip(trainer.config.callbacks, states, strict=False):
+            if state is not None:  # the caller's objects end as rank 0's did
+                callback.load_state_dict(state)
+        return result
 
 
 # -- the calling process ------------------------------------------------------------------------

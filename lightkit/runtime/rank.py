@@ -79,7 +79,19 @@ def _exit_status(exc: BaseException) -> int:
 def _dumps_result(result: Result, trainer: Trainer) -> bytes:
     """Rank 0's result for the calling process: models on the CPU, nothing tied to a group."""
     result.models = _portable_models(result, trainer.last_engine)
+    # The user's callback objects stay in the calling process: send what each would save in a
+    # checkpoint (ModelCheckpoint's best_model_path, EarlyStopping's stopped_epoch, ...).
+    result.extras["callback_states"] = [_state_of(cb) for cb in trainer.config.callbacks]
     return dumps(result)
+
+
+def _state_of(callback: Any) -> Any:
+    try:
+        state = callback.state_dict()
+        dumps(state)
+    except Exception:
+        return None  # a state that cannot travel: the object in the caller keeps its own
+    return state
 
 
 def _portable_models(result: Result, engine: Any) -> dict[str, Any]:

@@ -125,3 +125,23 @@ def test_after_a_two_rank_fit_validate_starts_from_the_trained_weights(
     fresh = lk.Trainer(**flags).validate(whole)
     assert after.metrics["val/mse"] == pytest.approx(single.metrics["val/mse"], abs=ATOL, rel=0)
     assert abs(after.metrics["val/mse"] - fresh.metrics["val/mse"]) > 1e-3
+
+
+def test_the_callers_callback_objects_end_as_rank_zeros(
+    spec: lk.TrainingSpec, flags: dict[str, Any]
+) -> None:
+    # A Lightning user reads checkpoint.best_model_path after fit; with devices=2 the objects
+    # given to the Trainer never ran (the ranks had copies), so they take rank 0's state.
+    checkpoint = lk.ModelCheckpoint(monitor="val/mse", save_top_k=2)
+    stopping = lk.EarlyStopping(monitor="val/mse", patience=5)
+    result = lk.Trainer(
+        **{**flags, "enable_checkpointing": True, "max_epochs": 3},
+        devices=2,
+        strategy=lk.DDPStrategy(start_method="fork"),
+        callbacks=[checkpoint, stopping],
+    ).fit(spec)
+    assert result.best_checkpoint is not None
+    assert checkpoint.best_model_path == str(result.best_checkpoint)
+    states = list(torch.load(result.best_checkpoint, weights_only=True)["callbacks"].values())
+    assert checkpoint.best_model_score == states[0]["best_model_score"] is not None
+    assert stopping.best_score == states[1]["best_score"] == checkpoint.best_model_score
