@@ -39,7 +39,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "lightkit.callbacks.base": ("Callback",),
     "lightkit.checkpoint.restore": ("load_models",),
     "lightkit.engine.config": ("TrainerConfig",),
-    "lightkit.engine.context": ("RunContext", "log"),
+    "lightkit.engine.context": ("RunContext", "log", "log_dict"),
     "lightkit.engine.result": ("Result",),
     "lightkit.engine.trainer": ("Trainer",),
     "lightkit.errors": (
@@ -96,7 +96,7 @@ if TYPE_CHECKING:
     from lightkit.callbacks.base import Callback
     from lightkit.checkpoint.restore import load_models
     from lightkit.engine.config import TrainerConfig
-    from lightkit.engine.context import RunContext, log
+    from lightkit.engine.context import RunContext, log, log_dict
     from lightkit.engine.result import Result
     from lightkit.engine.trainer import Trainer
     from lightkit.errors import (
@@ -171,6 +171,7 @@ __all__ = [
     "configure_optimizers",
     "load_models",
     "log",
+    "log_dict",
     "model",
     "on",
     "plot_metrics",

@@ -48,6 +48,7 @@ PUBLIC = [
     "configure_optimizers",
     "load_models",
     "log",
+    "log_dict",
     "model",
     "on",
     "plot_metrics",

@@ -154,3 +154,9 @@ def log(
             code="log-outside-run",
         )
     ctx._store.log(name, value, on_step, on_epoch, prog_bar, sync_dist, reduce, batch_size)
+
+
+def log_dict(values: Mapping[str, Any], **options: Any) -> None:
+    """:func:`log` each item of ``values`` with the same options (``on_epoch=True``, ...)."""
+    for name, value in values.items():
+        log(name, value, **options)

@@ -285,3 +285,11 @@ def test_names_the_loggers_cannot_take_are_refused(name, why):
         fit_logging(log)
     assert info.value.code == "bad-metric"
     assert str(info.value).startswith(f"lk.log({name!r}, ...): a metric's name {why}.")
+
+
+def test_log_dict_logs_each_value_with_the_same_options():
+    def log(i, ctx, loss):
+        lk.log_dict({"a": float(i), "b": 2.0 * i}, on_step=False, on_epoch=True, reduce="max")
+
+    result = fit_logging(log)
+    assert result.metrics == {"a": 6.0, "b": 12.0}  # 7 batches: the max of 0..6
