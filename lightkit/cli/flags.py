@@ -29,6 +29,12 @@ TARGET_HELP = (
     "`module:name` names an lk.Registry in it. Several targets are collected together."
 )
 NONE_WORDS = ("none", "null")
+#: The words a boolean flag takes as a value (``--enable-progress-bar false``), any case.
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+BOOL_HELP = (
+    "A boolean flag is given as --FLAG or --no-FLAG, or with a value: --FLAG true|false\n"
+    "(also 1|0, yes|no)."
+)
 
 # Trainer fields typed `Any` (or too loosely for a useful metavar): what a flag takes.
 _TRAINER_METAVARS = {
@@ -243,6 +249,14 @@ class Flag:
                 return value
             return number if isinstance(number, (int, float)) else value
         return value
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false``, ``1``/``0``, ``yes``/``no`` (any case) as a bool."""
+    try:
+        return BOOL_WORDS[text.strip().lower()]
+    except KeyError:
+        raise _BadValue("expected true, false, 1, 0, yes or no") from None
 
 
 def _json(text: str) -> Any:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lightkit.cli.flags import (
+    BOOL_HELP,
     COMMANDS,
     TARGET_HELP,
     TRAINER_COMMANDS,
@@ -21,6 +22,7 @@ from lightkit.cli.flags import (
     _BadValue,
     _build_objects,
     hparam_flags,
+    parse_bool,
     trainer_flags,
 )
 
@@ -133,13 +135,54 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=40, width=100)
 
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, _BoolAction):
+            yes, no = action.option_strings
+            return f"{yes} [true|false], {no}"
+        return super()._format_action_invocation(action)
+
+
+class _BoolAction(argparse.Action):
+    """``--flag``, ``--no-flag``, or ``--flag VALUE`` with VALUE one of ``BOOL_WORDS`` (as
+    Lightning's CLI writes booleans: ``--enable-progress-bar false``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        (option,) = option_strings
+        super().__init__([option, "--no-" + option[2:]], dest, nargs="?", **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        yes, no = self.option_strings
+        if option_string == no:
+            if values is not None:
+                parser.error(
+                    f"argument {no}: takes no value, got {values!r}; write {no} alone, or "
+                    f"{yes} true|false."
+                )
+            setattr(namespace, self.dest, False)
+            return
+        if values is None:
+            setattr(namespace, self.dest, True)
+            return
+        try:
+            setattr(namespace, self.dest, parse_bool(values))
+        except _BadValue as exc:
+            parser.error(f"argument {yes}: {exc}, got {values!r}.")
+
 
 def _parser(command: str, hflags: list[Flag], tflags: list[Flag], has_target: bool) -> Any:
     target = "TARGET [TARGET ...] " if command not in ("plot",) else ""
+    has_bools = any(f.kind == "bool" for f in hflags + tflags)
+    booleans = f"\n\n{BOOL_HELP}" if has_bools else ""
     parser = argparse.ArgumentParser(
         prog=f"lightkit {command}",
         usage=f"lightkit {command} {target}[flags]",
-        description=f"lightkit {command}: {COMMANDS[command]}.\n\n{TARGET_HELP}",
+        description=f"lightkit {command}: {COMMANDS[command]}.\n\n{TARGET_HELP}{booleans}",
         formatter_class=_HelpFormatter,
         allow_abbrev=False,
     )
@@ -200,7 +243,7 @@ def _parser(command: str, hflags: list[Flag], tflags: list[Flag], has_target: bo
 def _add(group: Any, flag: Flag) -> None:
     kwargs: dict[str, Any] = {"dest": flag.dest, "default": argparse.SUPPRESS, "help": flag.help()}
     if flag.kind == "bool":
-        group.add_argument(flag.option, action=argparse.BooleanOptionalAction, **kwargs)
+        group.add_argument(flag.option, action=_BoolAction, **kwargs)
         return
     if flag.kind == "list":
         kwargs["nargs"] = "*"
@@ -313,7 +356,8 @@ def parse(command: str, args: list[str]) -> Parsed:
             f"(lightkit {command} examples/digits.py), or a --config file with target = [...]."
         )
     spec = collect_targets(targets)
-    taken = {f.option for f in tflags} | {
+    negatives = {"--no-" + f.option[2:] for f in tflags if f.kind == "bool"}
+    taken = {f.option for f in tflags} | negatives | {
         "--config", "--print-config", "--traceback", "--ckpt-path", "--stage", "--format",
         "--output", "--help",
     }  # fmt: skip

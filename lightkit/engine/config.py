@@ -206,23 +206,13 @@ class TrainerConfig(BaseModel):
     @field_validator("devices")
     @classmethod
     def _check_devices(cls, value: Any) -> Any:
-        """The form only: whether the machine has that many is checked when a run starts."""
-        expected = (
-            "expected 'auto', a count (1, 2, ...; -1 for all), a list of indices ([0, 1]) or "
-            "a string of them ('0,1')"
-        )
-        if isinstance(value, str) and value != "auto":
-            items = [d.strip() for d in value.split(",")]
-            if not all(d.lstrip("-").isdigit() for d in items if d) or not any(items):
-                raise ValueError(f"devices={value!r}: {expected}")
-            numbers = [int(d) for d in items if d]
-            value_ok = len(numbers) > 1 or "," in value or numbers[0] != 0
-            if not value_ok or any(n < -1 for n in numbers):
-                raise ValueError(f"devices={value!r}: {expected}")
-        elif isinstance(value, int) and (value == 0 or value < -1):
-            raise ValueError(f"devices={value}: {expected}")
-        elif isinstance(value, list) and (not value or any(d < 0 for d in value)):
-            raise ValueError(f"devices={value!r}: {expected}")
+        """The form only: whether the machine has them is checked when a run starts."""
+        from lightkit.runtime.connector import parse_devices
+
+        try:
+            parse_devices(value)
+        except ConfigError as exc:  # pydantic names the field around a ValueError
+            raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")

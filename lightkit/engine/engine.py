@@ -216,7 +216,17 @@ class Engine:
         for loader in loaders:
             if role == "train_data" and self.limits.overfit:
                 loader = sequential(loader)
-            loader = self.runtime.setup_dataloader(loader, shuffle_default=shuffle_default)
+            try:
+                loader = self.runtime.setup_dataloader(loader, shuffle_default=shuffle_default)
+            except ConfigError as exc:
+                if exc.code != "bad-runtime-argument":
+                    raise
+                plan = self.spec.plan(role)
+                raise ConfigError(
+                    f"{describe_function(plan.fn) if plan else role} returned something that "
+                    f"is not batches: {exc}",
+                    code="bad-data",
+                ) from None
             out.append(EpochIterator(loader, limit, flag))
         return out
 

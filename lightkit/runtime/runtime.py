@@ -18,16 +18,21 @@ directly (the dial, not the wall)::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightkit.errors import CheckpointError, ConfigError
 from lightkit.precision.base import Precision
 from lightkit.strategies.base import Strategy
 from lightkit.utils.apply import apply_to_tensors
+
+#: The reductions ``all_reduce`` takes (the same in one process as in many).
+REDUCE_OPS = ("sum", "mean", "max", "min")
 
 
 class Runtime:
@@ -118,15 +123,54 @@ class Runtime:
 
     # -- objects ----------------------------------------------------------------------------
     def setup(self, module: nn.Module) -> nn.Module:
-        """Convert ``module`` to the precision's dtype, move it to the device, wrap it."""
+        """Convert ``module`` to the precision's dtype, move it to the device, wrap it.
+
+        Raises:
+            ConfigError: ``bad-runtime-argument`` if ``module`` is not a ``torch.nn.Module``.
+        """
+        if not isinstance(module, nn.Module):
+            hint = (
+                " An optimizer goes to setup_optimizer()."
+                if isinstance(module, torch.optim.Optimizer)
+                else ""
+            )
+            raise _bad_argument("setup(module)", "a torch.nn.Module", module, hint)
         self.launch()
         return self.strategy.setup_module(self.precision.convert_module(module))
 
     def setup_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """Prepare ``optimizer`` (built over the parameters of a module from :meth:`setup`).
+
+        Raises:
+            ConfigError: ``bad-runtime-argument`` if ``optimizer`` is not a
+                ``torch.optim.Optimizer``.
+        """
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            hint = " A module goes to setup()." if isinstance(optimizer, nn.Module) else ""
+            raise _bad_argument(
+                "setup_optimizer(optimizer)", "a torch.optim.Optimizer", optimizer, hint
+            )
         return self.strategy.setup_optimizer(optimizer)
 
     def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
-        """Give each rank its share of ``loader`` (a ``DistributedSampler`` when distributed)."""
+        """Give each rank its share of ``loader`` (a ``DistributedSampler`` when distributed).
+
+        ``loader`` is a ``DataLoader`` or any other iterable of batches (a list of ready
+        batches, a generator); only a ``DataLoader`` over a map-style dataset can be split
+        across ranks.
+
+        Raises:
+            ConfigError: ``bad-runtime-argument`` for what cannot be iterated as batches: a
+                non-iterable (a map-style ``Dataset`` included), a string, a dict, a module.
+        """
+        problem = _not_batches(loader)
+        if problem is not None:
+            raise _bad_argument(
+                "setup_dataloader(loader)",
+                "a DataLoader or another iterable of batches (a list of batches works)",
+                loader,
+                problem,
+            )
         return self.strategy.setup_dataloader(loader, shuffle_default=shuffle_default)
 
     def unwrap(self, module: nn.Module) -> nn.Module:
@@ -218,9 +262,35 @@ class Runtime:
 
     # -- collectives ------------------------------------------------------------------------
     def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        """``tensor`` reduced across processes with ``op`` (``sum``, ``mean``, ``max``, ``min``).
+
+        The arguments are checked in every process count alike, so a typo fails in a one-process
+        test, not first at scale.
+
+        Raises:
+            ConfigError: ``bad-runtime-argument`` for an unknown ``op`` or a non-tensor.
+        """
+        if op not in REDUCE_OPS:
+            raise ConfigError(
+                f"Runtime.all_reduce got op={op!r}; expected one of {', '.join(REDUCE_OPS)}.",
+                code="bad-runtime-argument",
+            )
+        if not isinstance(tensor, torch.Tensor):
+            raise _bad_argument(
+                "all_reduce(tensor)", "a torch.Tensor", tensor, " Wrap a number: torch.tensor(x)."
+            )
         return self.strategy.all_reduce(tensor, op)
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's ``tensor`` (same shape on each), stacked: ``(world_size, *shape)``.
+
+        Raises:
+            ConfigError: ``bad-runtime-argument`` if ``tensor`` is not a tensor.
+        """
+        if not isinstance(tensor, torch.Tensor):
+            raise _bad_argument(
+                "all_gather(tensor)", "a torch.Tensor", tensor, " Wrap a number: torch.tensor(x)."
+            )
         return self.strategy.all_gather(tensor)
 
     def barrier(self, name: str | None = None) -> None:
@@ -234,18 +304,52 @@ class Runtime:
         """Write ``state`` atomically (rank 0; every rank its shard under FSDP).
 
         Modules and optimizers in ``state`` are replaced by their state dicts.
+
+        Raises:
+            ConfigError: ``bad-runtime-argument`` if ``state`` is not a dict or ``path`` not a
+                path.
         """
+        _check_state_and_path("save(state, path)", state, path, required=True)
         self.strategy.save_checkpoint(self._to_state(state), path)
 
-    def load(self, path: str | Path, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    def load(
+        self, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True
+    ) -> dict[str, Any]:
         """Read a checkpoint (``weights_only``). Modules/optimizers in ``state`` are loaded in
-        place; the rest of the file is returned."""
+        place; the rest of the file is returned.
+
+        Args:
+            path: a file written by :meth:`save`.
+            state: name -> module or optimizer to load in place (other values are left as
+                they are; the file's value is in the returned dict).
+            strict: every key of ``state`` must be in the file, and each module's parameter
+                names must match the file's (``load_state_dict(strict=True)``). With
+                ``strict=False`` keys the file lacks are skipped and modules load what
+                matches.
+
+        Raises:
+            CheckpointError: ``checkpoint-missing-key`` (``strict``) when a key of ``state`` is
+                not in the file; nothing is loaded then.
+            ConfigError: ``bad-runtime-argument`` if ``state`` is not a dict or ``path`` not a
+                path.
+        """
+        _check_state_and_path("load(path, state)", state, path, required=False)
         loaded = self.strategy.load_checkpoint(path)
-        for key, obj in (state or {}).items():
+        state = state or {}
+        missing = [key for key in state if key not in loaded]
+        if missing and strict:
+            raise CheckpointError(
+                f"Runtime.load({str(path)!r}, state): the file has no "
+                f"{', '.join(repr(k) for k in missing)}; it holds "
+                f"{', '.join(repr(k) for k in sorted(loaded, key=str)) or 'nothing'}. Fix the "
+                f"key, or pass strict=False to load the keys it has and skip the rest.",
+                code="checkpoint-missing-key",
+            )
+        for key, obj in state.items():
             if key not in loaded:
                 continue
             if isinstance(obj, nn.Module):
-                self.strategy.load_module_state_dict(obj, loaded.pop(key))
+                self.strategy.load_module_state_dict(obj, loaded.pop(key), strict=strict)
             elif isinstance(obj, torch.optim.Optimizer):
                 self.strategy.load_optimizer_state_dict(None, obj, loaded.pop(key))
         return loaded
@@ -264,3 +368,57 @@ class Runtime:
 
 def _unchanged(batch: Any) -> Any:
     return batch
+
+
+def _given(obj: Any) -> str:
+    """``str 'notamodule'``: the type and a short repr of what a method was given (the type
+    alone when the repr is long, spans lines or says nothing)."""
+    text = repr(obj)
+    if len(text) > 60 or "\n" in text or text.startswith("<"):
+        return f"{type(obj).__name__} object"
+    return f"{type(obj).__name__} {text}"
+
+
+def _bad_argument(call: str, expected: str, got: Any, hint: str = "") -> ConfigError:
+    return ConfigError(
+        f"Runtime.{call} expects {expected}, got {_given(got)}.{hint}",
+        code="bad-runtime-argument",
+    )
+
+
+def _not_batches(loader: Any) -> str | None:
+    """Why iterating ``loader`` cannot give batches (a hint for the error), or ``None``."""
+    if isinstance(loader, (str, bytes)):
+        return " Iterating a string gives characters, not batches."
+    if isinstance(loader, Mapping):
+        return (
+            " Iterating a dict gives its keys, not batches: pass one loader (for several "
+            "evaluation loaders, set each up on its own)."
+        )
+    if isinstance(loader, nn.Module):
+        return " A module goes to setup()."
+    if isinstance(loader, Iterable):
+        return None
+    if isinstance(loader, torch.utils.data.Dataset):
+        return " A map-style dataset gives samples, not batches: wrap it in a DataLoader."
+    return ""
+
+
+def _check_state_and_path(call: str, state: Any, path: Any, *, required: bool) -> None:
+    """``state`` is a dict of name -> module/optimizer/value and ``path`` a file path."""
+    is_path = isinstance(path, (str, os.PathLike))
+    if isinstance(state, Mapping) and is_path:
+        return
+    if state is None and not required and is_path:
+        return
+    swapped = isinstance(state, (str, os.PathLike)) and isinstance(path, Mapping)
+    hint = (
+        f" The arguments are {call.partition('(')[2].rstrip(')')}, in that order."
+        if swapped
+        else ""
+    )
+    if not isinstance(state, Mapping) and not (state is None and not required):
+        raise _bad_argument(
+            call, "state to be a dict such as {'model': model, 'optimizer': opt}", state, hint
+        )
+    raise _bad_argument(call, "path to be a file path (str or pathlib.Path)", path, hint)

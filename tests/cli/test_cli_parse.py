@@ -36,7 +36,9 @@ def test_help_lists_every_flag_with_its_type_and_default(run_cli):
         "--hidden INT hidden units. [int; default: 4; used by net]",
         "--activation {relu,tanh} [one of relu, tanh; default: 'relu'; used by net]",
         "--init {zeros,default} [one of zeros, default; default: 'default'; used by net]",
-        "--shuffle, --no-shuffle [bool; default: True; used by train_loader]",
+        "--shuffle [true|false], --no-shuffle [bool; default: True; used by train_loader]",
+        "--enable-progress-bar [true|false], --no-enable-progress-bar [bool; default: True]",
+        "A boolean flag is given as --FLAG or --no-FLAG, or with a value: --FLAG true|false",
         "--betas [FLOAT ...] [tuple[float, float]; default: (0.9, 0.99); used by optim]",
         "--weight-decay FLOAT|none [Optional[float]; default: None; used by optim]",
         "--batch-size INT [int; default: 4; used by train_loader, val_loader, test_loader, predict_loader]",
@@ -111,7 +113,10 @@ def test_a_hyperparameter_named_like_a_trainer_flag_gets_a_prefixed_flag(run_cli
         (["--min-epochs", "3", "--max-epochs", "2"], "the trainer flags conflict: min_epochs=3 is more than max_epochs=2"),
         (["--lrr", "1"], "unknown flag --lrr. Did you mean '--lr'?"),
         (["--lr", "1", "stray"], "unexpected argument 'stray': TARGETs come first"),
-        (["--no-shuffle", "--shuffle", "maybe"], "unexpected argument 'maybe'"),
+        (["--no-shuffle", "--shuffle", "maybe"], "argument --shuffle: expected true, false, 1, 0, yes or no, got 'maybe'."),
+        (["--enable-progress-bar", "2"], "argument --enable-progress-bar: expected true, false, 1, 0, yes or no, got '2'."),
+        (["--no-enable-progress-bar", "false"], "argument --no-enable-progress-bar: takes no value, got 'false'; write --no-enable-progress-bar alone, or --enable-progress-bar true|false."),
+        (["--no-shuffle=yes"], "argument --no-shuffle: takes no value, got 'yes'"),
     ],
 )  # fmt: skip
 def test_a_bad_flag_exits_2_naming_the_flag_before_anything_is_built(
@@ -121,6 +126,75 @@ def test_a_bad_flag_exits_2_naming_the_flag_before_anything_is_built(
     assert code == 2
     assert message in err
     assert "Traceback" not in err and out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "value"),
+    [
+        ([], None),  # the default
+        (["--{}"], True),
+        (["--no-{}"], False),
+        (["--{}", "false"], False),
+        (["--{}", "FALSE"], False),
+        (["--{}", "True"], True),
+        (["--{}", "0"], False),
+        (["--{}", "1"], True),
+        (["--{}", "no"], False),
+        (["--{}", "YES"], True),
+        (["--{}=false"], False),
+        (["--{}=true"], True),
+        (["--no-{}", "--{}", "true"], True),  # the last one wins
+        (["--{}", "false", "--{}"], True),
+    ],
+    ids=lambda a: " ".join(a) if isinstance(a, list) else repr(a),
+)
+@pytest.mark.parametrize(
+    ("option", "section", "name", "default"),
+    [
+        ("enable-progress-bar", "config", "enable_progress_bar", True),
+        ("enable_checkpointing", "config", "enable_checkpointing", True),  # underscores too
+        ("shuffle", "spec", "shuffle", True),  # a bool hyperparameter
+    ],
+)
+def test_boolean_flags_take_no_value_a_no_prefix_or_a_word(
+    args, value, option, section, name, default
+):
+    from lightkit.cli.parse import parse
+
+    argv = [a.format(option) for a in args]
+    parsed = parse("fit", [TINY, *argv, "--max-epochs", "1"])
+    got = (
+        getattr(parsed.config, name) if section == "config" else getattr(parsed.spec.hparams, name)
+    )
+    assert got is (default if value is None else value)
+    assert parsed.config.max_epochs == 1  # a value taken by a flag never swallows the next one
+
+
+def test_lightning_style_boolean_values_run(run_cli, tmp_path):
+    code, _, err = run_cli(
+        "fit", TINY, "--enable-progress-bar", "false", "--enable-model-summary", "False",
+        "--enable-checkpointing", "no", "--logger", "false", "--max-epochs", "1",
+        "--limit-train-batches", "1", "--limit-val-batches", "0",
+        "--default-root-dir", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    assert not list(tmp_path.rglob("*.ckpt"))  # --enable-checkpointing no
+
+
+def test_a_hyperparameter_named_like_a_negated_trainer_flag_gets_a_prefixed_flag(run_cli, tmp_path):
+    target = tmp_path / "negated.py"
+    target.write_text(
+        "import torch\n"
+        "import lightkit as lk\n\n\n"
+        "@lk.model\n"
+        "def net(no_enable_checkpointing: int = 1):\n"
+        "    return torch.nn.Linear(1, no_enable_checkpointing)\n"
+    )
+    config = print_config(
+        run_cli, str(target), "--hparams.no-enable-checkpointing", "3", "--no-enable-checkpointing"
+    )
+    assert config["hparams"]["no_enable_checkpointing"] == 3
+    assert config["trainer"]["enable_checkpointing"] is False
 
 
 def test_underscore_spellings_of_flags_work(run_cli):

@@ -186,3 +186,17 @@ def test_other_hyperparameters_or_another_trainer_build_fresh_models():
     fresh = _outputs_of(make_net())
     assert torch.equal(torch.cat(t.predict(spec.with_hparams(lr=0.1))), fresh)
     assert torch.equal(torch.cat(trainer(seed=0).predict(spec)), fresh)
+
+
+def test_a_data_function_returning_a_dataset_is_named():
+    # A map-style dataset gives samples, not batches: an error naming the function.
+    def data():
+        return TensorDataset(X_VAL, Y_VAL)
+
+    with pytest.raises(lk.ConfigError) as info:
+        trainer(max_epochs=1).fit(lk.collect(registry(train_data=data)))
+    assert info.value.code == "bad-data"
+    message = str(info.value)
+    assert message.startswith("test_a_data_function_returning_a_dataset_is_named.<locals>.data() ")
+    assert " returned something that is not batches: " in message
+    assert "wrap it in a DataLoader" in message

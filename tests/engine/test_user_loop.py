@@ -137,3 +137,198 @@ def test_save_and_load_through_the_runtime(tmp_path):
 def test_unknown_precision_lists_the_available_ones():
     with pytest.raises(lk.LightkitError, match="32-true"):
         lk.Runtime(precision="float8")
+
+
+# -- arguments are checked the same way in one process as in many ------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["single_device", "ddp"])
+def test_all_reduce_refuses_an_unknown_op_in_any_process_count(strategy):
+    # ddp with one device: the distributed strategy, no process group. The check must not
+    # depend on either (it used to pass in one process and fail with two).
+    rt = lk.Runtime(accelerator="cpu", strategy=strategy, devices=1)
+    with pytest.raises(lk.ConfigError) as info:
+        rt.all_reduce(torch.tensor(1.0), op="bogus")
+    assert info.value.code == "bad-runtime-argument"
+    assert str(info.value) == (
+        "Runtime.all_reduce got op='bogus'; expected one of sum, mean, max, min."
+    )
+    with pytest.raises(lk.ConfigError, match=r"all_reduce\(tensor\) expects a torch.Tensor"):
+        rt.all_reduce(3.0)  # type: ignore[arg-type]
+    with pytest.raises(lk.ConfigError, match=r"all_gather\(tensor\) expects a torch.Tensor"):
+        rt.all_gather([1.0])  # type: ignore[arg-type]
+    for op in ("sum", "mean", "max", "min"):
+        assert rt.all_reduce(torch.tensor(2.0), op=op).item() == 2.0
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda rt: rt.setup("notamodule"),
+            "Runtime.setup(module) expects a torch.nn.Module, got str 'notamodule'.",
+        ),
+        (
+            lambda rt: rt.setup(torch.optim.SGD(make_net().parameters(), lr=0.1)),
+            "Runtime.setup(module) expects a torch.nn.Module, got SGD object. An optimizer "
+            "goes to setup_optimizer().",
+        ),
+        (
+            lambda rt: rt.setup_optimizer("x"),
+            "Runtime.setup_optimizer(optimizer) expects a torch.optim.Optimizer, got str 'x'.",
+        ),
+        (
+            lambda rt: rt.setup_optimizer(nn.Linear(1, 1)),
+            "got Linear Linear(in_features=1, out_features=1, bias=True). A module goes to setup().",
+        ),
+        (
+            lambda rt: rt.setup_dataloader(3),
+            "Runtime.setup_dataloader(loader) expects a DataLoader or another iterable of "
+            "batches (a list of batches works), got int 3.",
+        ),
+        (lambda rt: rt.setup_dataloader(None), "got NoneType None."),
+        (lambda rt: rt.setup_dataloader("abc"), "Iterating a string gives characters"),
+        (lambda rt: rt.setup_dataloader({"a": train_loader()}), "Iterating a dict gives its keys"),
+        (
+            lambda rt: rt.setup_dataloader(train_loader().dataset),
+            "got TensorDataset object. A map-style dataset gives samples, not batches: wrap it "
+            "in a DataLoader.",
+        ),
+        (lambda rt: rt.setup_dataloader(nn.Sequential()), "A module goes to setup()."),
+        (
+            lambda rt: rt.save([1, 2], "x.ckpt"),
+            "Runtime.save(state, path) expects state to be a dict such as {'model': model, "
+            "'optimizer': opt}, got list [1, 2].",
+        ),
+        (
+            lambda rt: rt.save("x.ckpt", {"model": make_net()}),
+            "got str 'x.ckpt'. The arguments are state, path, in that order.",
+        ),
+        (
+            lambda rt: rt.save({"step": 1}, 5),
+            "Runtime.save(state, path) expects path to be a file path (str or pathlib.Path), "
+            "got int 5.",
+        ),
+        (
+            lambda rt: rt.load({"model": make_net()}, "x.ckpt"),
+            "Runtime.load(path, state) expects state to be a dict such as {'model': model, "
+            "'optimizer': opt}, got str 'x.ckpt'. The arguments are path, state, in that order.",
+        ),
+        (lambda rt: rt.load("x.ckpt", make_net()), "got Sequential object."),
+    ],
+)
+def test_a_wrong_argument_names_the_method_what_it_expects_and_what_it_got(
+    call, message, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    rt = lk.Runtime(accelerator="cpu")
+    with pytest.raises(lk.ConfigError) as info:
+        call(rt)
+    assert info.value.code == "bad-runtime-argument"
+    assert message in str(info.value)
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_setup_dataloader_takes_any_iterable_of_batches():
+    rt = lk.Runtime(accelerator="cpu")
+    batches = list(train_loader())
+    assert rt.setup_dataloader(batches) is batches  # a list of ready batches
+    generator = (b for b in batches)
+    assert rt.setup_dataloader(generator) is generator
+    loader = train_loader()
+    assert rt.setup_dataloader(loader) is loader
+
+
+# -- load(strict=...) ------------------------------------------------------------------------
+
+
+def test_load_refuses_a_key_the_file_lacks_and_loads_nothing(tmp_path):
+    rt = lk.Runtime(accelerator="cpu")
+    path = tmp_path / "own.ckpt"
+    rt.save({"model": make_net(), "step": 3}, path)
+    model, other = make_net(), nn.Linear(1, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(lk.CheckpointError) as info:
+        rt.load(path, {"model": model, "modelx": other, "opt": torch.optim.SGD(model.parameters())})
+    assert info.value.code == "checkpoint-missing-key"
+    assert str(info.value) == (
+        f"Runtime.load({str(path)!r}, state): the file has no 'modelx', 'opt'; it holds "
+        f"'model', 'step'. Fix the key, or pass strict=False to load the keys it has and skip "
+        f"the rest."
+    )
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_load_with_strict_false_skips_missing_keys_and_loads_modules_leniently(tmp_path):
+    rt = lk.Runtime(accelerator="cpu")
+    path = tmp_path / "own.ckpt"
+    saved = make_net()
+    rt.save({"model": saved, "step": 3}, path)
+
+    model, skipped = make_net(), nn.Linear(1, 1)
+    skipped_before = skipped.weight.clone()
+    rest = rt.load(path, {"model": model, "modelx": skipped}, strict=False)
+    assert rest == {"step": 3}
+    assert_same_weights(model, saved)
+    assert torch.equal(skipped.weight, skipped_before)
+
+    # A module with a parameter the file lacks: strict refuses, strict=False loads the rest.
+    bigger = nn.Sequential(*make_net(), nn.Linear(4, 4))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        rt.load(path, {"model": bigger})
+    rt.load(path, {"model": bigger}, strict=False)
+    assert torch.equal(bigger[0].weight, saved[0].weight)
+
+
+# -- devices ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("devices", "why"),
+    [
+        ("x", "is not a device setting"),
+        ("", "is not a device setting"),
+        (2.0, "is not a device setting"),
+        (True, "is not a device setting"),
+        (None, "is not a device setting"),
+        ([], "selects no device"),
+        ("1,a", "holds something that is not an index"),
+        (["0"], "holds something that is not an index"),
+        ([-1], "holds a negative index"),
+        ([0, 0], "names a device twice"),
+        (0, "asks for no device"),
+        ("0", "asks for no device"),
+        (-3, "is below -1"),
+    ],
+    ids=repr,
+)
+def test_malformed_devices_name_the_value_and_the_accepted_forms(devices, why):
+    with pytest.raises(lk.ConfigError) as info:
+        lk.Runtime(accelerator="cpu", devices=devices)
+    assert info.value.code == "bad-devices"
+    assert str(info.value) == (
+        f"devices={devices!r} {why}: expected 'auto', a count (1, 2, ...; -1 for all), a list "
+        f"of indices ([0, 1]) or a string of them ('0,1')."
+    )
+
+
+@pytest.mark.parametrize(
+    ("devices", "parsed"),
+    [
+        ("auto", "auto"),
+        (" Auto ", "auto"),
+        (-1, -1),
+        ("-1", -1),
+        (2, 2),
+        (" 2 ", 2),
+        ([0, 1], [0, 1]),
+        ((1, 3), [1, 3]),
+        ("0,1", [0, 1]),
+        ("1,", [1]),
+    ],
+    ids=repr,
+)
+def test_parse_devices_accepts_every_form_lightning_takes(devices, parsed):
+    from lightkit.runtime.connector import parse_devices
+
+    assert parse_devices(devices) == parsed

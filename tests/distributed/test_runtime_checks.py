@@ -1,0 +1,63 @@
+"""A user's own ``lk.Runtime`` on two ranks checks its arguments as one process does, so a
+typo that passes a one-process test cannot first fail at scale."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import lightkit as lk
+from lightkit.runtime.environment import free_port
+from tests.distributed.support import ROOT, SCRIPTS
+
+
+def _one_process(call_name: str) -> dict:
+    rt = lk.Runtime(accelerator="cpu")
+    calls = {
+        "bad_op": lambda: rt.all_reduce(torch.tensor(1.0), op="bogus"),
+        "not_a_tensor": lambda: rt.all_reduce(1.0),
+    }
+    try:
+        calls[call_name]()
+    except lk.LightkitError as exc:
+        return {"type": type(exc).__name__, "code": exc.code, "msg": str(exc)}
+    return {"type": None}
+
+
+def test_two_ranks_refuse_a_bad_all_reduce_exactly_as_one_process(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(free_port()),
+            str(SCRIPTS / "runtime_checks.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [
+        json.loads(line.removeprefix("RESULT "))
+        for line in proc.stdout.splitlines()
+        if line.startswith("RESULT ")
+    ]
+    assert sorted(r["rank"] for r in results) == [0, 1]
+    for r in results:
+        assert r["world"] == 2 and r["sum"] == 3.0  # the group works: 1 + 2
+        for name in ("bad_op", "not_a_tensor"):
+            assert r[name]["type"] == "ConfigError"
+            assert r[name] == _one_process(name)
+    assert "op='bogus'; expected one of sum, mean, max, min" in results[0]["bad_op"]["msg"]
