@@ -26,18 +26,16 @@ from lightkit.callbacks.base import Callback
 from lightkit.checkpoint.io import atomic_link, clean_stale_temps
 from lightkit.errors import ConfigError, sorted_list
 from lightkit.strategies.base import Strategy
-from lightkit.utils.duration import parse_duration
+from lightkit.utils.validators import at_least, one_of, seconds
 
 if TYPE_CHECKING:
     from lightkit.engine.engine import Engine
 
+_EXTENSION = ".ckpt"
+
 
 def _seconds(value: Any) -> float | None:
-    return parse_duration(value)
-
-
-def _optional_ge(minimum: int) -> Any:
-    return attrs.validators.optional(attrs.validators.ge(minimum))
+    return seconds(value, "ModelCheckpoint", "train_time_interval")
 
 
 @attrs.define
@@ -50,6 +48,8 @@ class ModelCheckpoint(Callback):
             filled from the logged metrics (plus ``epoch`` and ``step``). With
             ``auto_insert_metric_name`` the name is written before the value, a ``/`` in it
             as ``_``: ``epoch=3-step=40-val_loss=0.123.ckpt``. Default ``"{epoch}-{step}"``.
+            ``.ckpt`` is appended; a template that ends in it already does not get a second
+            one (``"model"`` and ``"model.ckpt"`` both write ``model.ckpt``).
         monitor: the metric ranking checkpoints; ``None`` keeps the newest ones.
         mode: ``"min"`` or ``"max"``: which values of ``monitor`` are better.
         save_top_k: keep the k best files (``-1``: all, ``0``: none besides ``last``). Without
@@ -65,7 +65,9 @@ class ModelCheckpoint(Callback):
         every_n_epochs: save every n epochs (the default, 1, when none of the three is set),
             and after each validation that runs in the middle of an epoch.
         auto_insert_metric_name: write ``name=`` before each value in the file name.
-        enable_version_counter: when a file name is taken, add ``-v1``, ``-v2``, ...
+        enable_version_counter: when a file name is taken, add ``-v1``, ``-v2``, ... A name
+            taken by the very file that leaves the top k is not taken: that file is
+            replaced in place (atomically), so a fixed ``filename`` keeps its name.
         verbose: print each save.
 
     Example::
@@ -79,15 +81,15 @@ class ModelCheckpoint(Callback):
     monitor: str | None = None
     verbose: bool = False
     save_last: bool | None = None
-    save_top_k: int = attrs.field(default=1, validator=attrs.validators.ge(-1))
+    save_top_k: int = attrs.field(default=1, validator=at_least(-1))
     save_weights_only: bool = False
-    mode: Literal["min", "max"] = attrs.field(
-        default="min", validator=attrs.validators.in_(("min", "max"))
-    )
+    mode: Literal["min", "max"] = attrs.field(default="min", validator=one_of("min", "max"))
     auto_insert_metric_name: bool = True
-    every_n_train_steps: int | None = attrs.field(default=None, validator=_optional_ge(0))
+    every_n_train_steps: int | None = attrs.field(
+        default=None, validator=at_least(0, optional=True)
+    )
     train_time_interval: float | None = attrs.field(default=None, converter=_seconds)
-    every_n_epochs: int | None = attrs.field(default=None, validator=_optional_ge(0))
+    every_n_epochs: int | None = attrs.field(default=None, validator=at_least(0, optional=True))
     enable_version_counter: bool = True
 
     #: Path -> monitored value of the files kept for the top k.
@@ -341,7 +343,10 @@ class ModelCheckpoint(Callback):
         self, engine: Engine, metrics: dict[str, float], removals: list[str]
     ) -> Path | None:
         if self.monitor is None:
-            path = self._path(engine, metrics, replacing=None)
+            # save_top_k=1 keeps only the newest: the previous file leaves, so a new file of
+            # the same name replaces it in place (Lightning's rule) instead of taking `-v1`.
+            leaving = self.best_model_path if self.save_top_k == 1 else ""
+            path = self._path(engine, metrics, replacing=leaving or None)
             previous, self.best_model_path = self.best_model_path, str(path)
             if self.save_top_k == 1 and previous and previous != str(path):
                 removals.append(previous)
@@ -407,11 +412,15 @@ class ModelCheckpoint(Callback):
         return metrics
 
     def _path(self, engine: Engine, metrics: dict[str, float], replacing: str | None) -> Path:
+        """Where to write: the formatted name, or with ``enable_version_counter`` the first of
+        ``-v1``, ``-v2``, ... not taken. The file leaving the top k (``replacing``) does not
+        count as taken: it is overwritten in place. That is safe: the new file is written
+        under a temporary name and renamed over it, so a failed write leaves it untouched."""
         name = self.format_checkpoint_name(metrics)
         path = self._dir() / name
         if self.enable_version_counter:
             version = 1
-            while path.exists() and str(path) != replacing and str(path) not in self.best_k_models:
+            while path.exists() and str(path) != replacing:
                 path = self._dir() / self.format_checkpoint_name(metrics, ver=version)
                 version += 1
         if engine.runtime.world_size > 1:
@@ -421,8 +430,14 @@ class ModelCheckpoint(Callback):
     def format_checkpoint_name(
         self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None
     ) -> str:
-        """The file name for ``metrics`` (Lightning's rules; ``/`` in names becomes ``_``)."""
-        template = filename if filename is not None else (self.filename or "{epoch}-{step}")
+        """The file name for ``metrics`` (Lightning's rules; ``/`` in names becomes ``_``).
+
+        A template ending in ``.ckpt`` loses it first: ``filename="model.ckpt"`` names
+        ``model.ckpt`` and ``model-v1.ckpt`` (Lightning writes ``model.ckpt.ckpt``)."""
+        template = filename if filename is not None else self.filename
+        if template is not None and template.endswith(_EXTENSION):
+            template = template[: -len(_EXTENSION)]
+        template = template or "{epoch}-{step}"
         groups = sorted(set(re.findall(r"(\{.*?)[:\}]", template)), key=len, reverse=True)
         values = dict(metrics)
         for group in groups:
@@ -445,7 +460,7 @@ class ModelCheckpoint(Callback):
         text = template.format(values)
         if ver is not None:
             text += f"-v{ver}"
-        return text + ".ckpt"
+        return text + _EXTENSION
 
     def _memory(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ import attrs
 
 from lightkit.callbacks.base import Callback
 from lightkit.errors import ConfigError, sorted_list
+from lightkit.utils.validators import at_least, one_of
 
 
 @attrs.define
@@ -30,7 +31,8 @@ class EarlyStopping(Callback):
         check_on_train_epoch_end: check at the end of each training epoch instead of after
             each validation; ``None`` picks it when validation runs once per epoch at its end
             (or never).
-        verbose: also print each improvement (the reason for stopping is always printed).
+        verbose: print each improvement and the reason for stopping (Lightning's rule: nothing
+            is printed without it). The reason is kept in ``stopping_reason`` either way.
 
     Example::
 
@@ -39,11 +41,9 @@ class EarlyStopping(Callback):
 
     monitor: str
     min_delta: float = attrs.field(default=0.0, converter=float)
-    patience: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+    patience: int = attrs.field(default=3, validator=at_least(0))
     verbose: bool = False
-    mode: Literal["min", "max"] = attrs.field(
-        default="min", validator=attrs.validators.in_(("min", "max"))
-    )
+    mode: Literal["min", "max"] = attrs.field(default="min", validator=one_of("min", "max"))
     strict: bool = True
     check_finite: bool = True
     stopping_threshold: float | None = None
@@ -53,7 +53,7 @@ class EarlyStopping(Callback):
     wait_count: int = attrs.field(default=0, init=False)
     stopped_epoch: int = attrs.field(default=0, init=False)
     best_score: float = attrs.field(default=math.nan, init=False)
-    #: Why training was stopped (``None`` until it is).
+    #: Why training was stopped (``None`` until it is), printed only with ``verbose``.
     stopping_reason: str | None = attrs.field(default=None, init=False)
     _on_epoch_end: bool = attrs.field(default=False, init=False, repr=False)
     _active: bool = attrs.field(default=False, init=False, repr=False)
@@ -61,6 +61,11 @@ class EarlyStopping(Callback):
 
     def __attrs_post_init__(self) -> None:
         self.best_score = math.inf if self.mode == "min" else -math.inf
+
+    @property
+    def stopping_reason_message(self) -> str | None:
+        """Lightning's name for ``stopping_reason`` (the message)."""
+        return self.stopping_reason
 
     @property
     def state_key(self) -> str:
@@ -136,7 +141,7 @@ class EarlyStopping(Callback):
             ctx.should_stop = True
             self.stopped_epoch = ctx.epoch
             self.stopping_reason = reason
-        if reason and (should_stop or self.verbose) and ctx.is_global_zero:
+        if reason and self.verbose and ctx.is_global_zero:
             print(f"EarlyStopping: {reason}", flush=True)
 
     def evaluate(self, current: float) -> tuple[bool, str | None]:

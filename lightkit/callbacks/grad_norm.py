@@ -9,12 +9,19 @@ import attrs
 import torch
 
 from lightkit.callbacks.base import Callback
+from lightkit.utils.validators import at_least, bad_argument
 
 
 def _norm_type(value: float | int | str) -> float:
-    norm = float(value)  # "inf" works too
-    if not (norm > 0 or math.isinf(norm)):
-        raise ValueError(f"norm_type={value!r}: expected a positive number or 'inf'")
+    try:
+        norm = float(value)  # "inf" works too
+    except (TypeError, ValueError):
+        norm = math.nan
+    if not norm > 0:  # NaN too
+        raise bad_argument(
+            f"GradientNormMonitor(norm_type={value!r})",
+            "norm_type must be a positive number or 'inf'.",
+        )
     return norm
 
 
@@ -57,9 +64,7 @@ class GradientNormMonitor(Callback):
     """
 
     norm_type: float = attrs.field(default=2.0, converter=_norm_type)
-    every_n_steps: int | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
-    )
+    every_n_steps: int | None = attrs.field(default=None, validator=at_least(1, optional=True))
     prefix: str = "grad_norm"
 
     _every: int = attrs.field(default=1, init=False, repr=False)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import attrs
 
 from lightkit.callbacks.base import Callback
+from lightkit.utils.validators import one_of
 
 
 def _suffix(name: str, groups: list[dict[str, Any]], index: int) -> str:
@@ -48,7 +49,7 @@ class LearningRateMonitor(Callback):
     """
 
     logging_interval: Literal["step", "epoch"] | None = attrs.field(
-        default=None, validator=attrs.validators.in_((None, "step", "epoch"))
+        default=None, validator=one_of(None, "step", "epoch")
     )
     log_momentum: bool = False
     log_weight_decay: bool = False

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lightkit.callbacks.base import Callback
+from lightkit.utils.validators import at_least
 
 
 @attrs.define
@@ -196,7 +197,7 @@ class ModelSummary(Callback):
         lk.Trainer(callbacks=[lk.ModelSummary(max_depth=2)])
     """
 
-    max_depth: int = attrs.field(default=1, validator=attrs.validators.ge(-1))
+    max_depth: int = attrs.field(default=1, validator=at_least(-1))
     example_inputs: dict[str, Any] = attrs.field(factory=dict)
     #: The summaries of the last run, by model name.
     summaries: dict[str, Summary] = attrs.field(factory=dict, init=False, repr=False)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import attrs
 
 from lightkit.callbacks.base import Callback
+from lightkit.utils.validators import at_least, one_of
 
 _EVAL_NAMES = {"validate": "Validation", "test": "Testing", "predict": "Predicting"}
 
@@ -79,13 +80,13 @@ class ProgressBar(Callback):
         lk.Trainer(callbacks=[lk.ProgressBar(refresh_rate=10)])
     """
 
-    refresh_rate: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    refresh_rate: int = attrs.field(default=1, validator=at_least(1))
     leave: bool = False
     mode: Literal["auto", "bar", "text"] = attrs.field(
-        default="auto", validator=attrs.validators.in_(("auto", "bar", "text"))
+        default="auto", validator=one_of("auto", "bar", "text")
     )
-    text_lines_per_epoch: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    min_interval: float = attrs.field(default=0.1, validator=attrs.validators.ge(0))
+    text_lines_per_epoch: int = attrs.field(default=5, validator=at_least(1))
+    min_interval: float = attrs.field(default=0.1, validator=at_least(0, integer=False))
     file: Any = None
 
     _enabled: bool = attrs.field(default=False, init=False, repr=False)

@@ -10,14 +10,14 @@ from typing import Any, Literal
 import attrs
 
 from lightkit.callbacks.base import Callback
-from lightkit.utils.duration import parse_duration
+from lightkit.utils.validators import bad_choice, one_of, seconds
 
 Stage = Literal["train", "validate", "test", "predict"]
 _STAGES = ("train", "validate", "test", "predict")
 
 
-def _duration(value: Any) -> float | None:
-    return parse_duration(value)
+def _seconds(value: Any) -> float | None:
+    return seconds(value, "Timer", "duration")
 
 
 @attrs.define
@@ -41,9 +41,9 @@ class Timer(Callback):
         print(timer.time_elapsed("train"))
     """
 
-    duration: float | None = attrs.field(default=None, converter=_duration)
+    duration: float | None = attrs.field(default=None, converter=_seconds)
     interval: Literal["step", "epoch"] = attrs.field(
-        default="step", validator=attrs.validators.in_(("step", "epoch"))
+        default="step", validator=one_of("step", "epoch")
     )
     verbose: bool = True
 
@@ -58,15 +58,15 @@ class Timer(Callback):
     # -- queries -------------------------------------------------------------------------------
     def start_time(self, stage: Stage = "train") -> float | None:
         """``time.monotonic()`` when ``stage`` last started."""
-        return self._start[_check(stage)]
+        return self._start[_stage(stage, "start_time")]
 
     def end_time(self, stage: Stage = "train") -> float | None:
         """``time.monotonic()`` when ``stage`` last ended (``None`` while it runs)."""
-        return self._end[_check(stage)]
+        return self._end[_stage(stage, "end_time")]
 
     def time_elapsed(self, stage: Stage = "train") -> float:
         """Seconds spent in ``stage`` (training includes time before a resume)."""
-        start, end = self._start[_check(stage)], self._end[stage]
+        start, end = self._start[_stage(stage, "time_elapsed")], self._end[stage]
         offset = self._offset if stage == "train" else 0.0
         if start is None:
             return offset
@@ -144,7 +144,7 @@ class Timer(Callback):
                 )
 
 
-def _check(stage: str) -> str:
+def _stage(stage: str, method: str) -> str:
     if stage not in _STAGES:
-        raise ValueError(f"stage={stage!r}: expected one of {', '.join(_STAGES)}")
+        raise bad_choice(f"Timer.{method}(stage={stage!r})", "stage", stage, _STAGES)
     return stage

@@ -20,11 +20,17 @@ from typing import Any
 
 import attrs
 
+from lightkit.utils.validators import at_least
 
-@attrs.define
+
+# Not slotted: a subclass may be a plain class with its own ``__init__`` that never calls
+# ``super().__init__()``, and its attributes must survive pickling (``devices=N`` sends the
+# loggers to the processes it starts); the fields' defaults are put back on the class below.
+@attrs.define(slots=False)
 class Logger:
     """Base of every logger; each method is a no-op by default, so a custom logger overrides
-    what it needs.
+    what it needs. A subclass may define its own ``__init__`` without calling
+    ``super().__init__()``: it then has the defaults below (writes into the run folder).
 
     Args:
         save_dir: ``None``: write into the run folder the trainer creates
@@ -46,7 +52,7 @@ class Logger:
     save_dir: str | Path | None = None
     name: str | None = None
     version: int | str | None = None
-    flush_every_n_steps: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    flush_every_n_steps: int = attrs.field(default=100, validator=at_least(1))
     log_dir: Path | None = attrs.field(default=None, init=False)
 
     def setup(self, run_dir: Path) -> None:
@@ -76,6 +82,14 @@ class Logger:
     def finalize(self, status: str) -> None:
         """Write everything out and close; ``status`` is ``"success"``, ``"failed"`` or ``"interrupted"``."""
         self.save()
+
+
+# attrs takes the defaults off a class that is not slotted; back on it, they are what a
+# subclass whose ``__init__`` skips ``super().__init__()`` reads (an instance's own values,
+# set by the attrs ``__init__``, come first).
+for _field in attrs.fields(Logger):
+    setattr(Logger, _field.name, _field.default)
+del _field
 
 
 def make_version_dir(parent: Path, version: int | str | None = None) -> Path:

@@ -6,6 +6,9 @@ has one row per step: values logged again at the step of the newest row (a step'
 values, then the epoch aggregates computed at that step) merge into it, the later value of a
 name replacing the earlier one. When a new metric appears the file is rewritten once with
 the wider header, keeping every row already written.
+
+The ``step`` column is always the step the row was logged at: a metric named ``step`` never
+replaces it (it is left out of the file, with a warning once; ``lk.log`` refuses the name).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,9 @@ from lightkit.loggers.base import Logger, flatten_params
 @attrs.define
 class CSVLogger(Logger):
     """Write metrics to ``<log_dir>/metrics.csv`` and hyperparameters to ``hparams.json``.
+
+    ``metrics.csv`` has a ``step`` column (the real step of each row, whatever the metrics
+    are called: a metric named ``step`` is not written) and one column per metric.
 
     Example::
 
@@ -40,6 +47,7 @@ class CSVLogger(Logger):
     # and an error between the two writes still finds the row on disk or in the buffer.
     _last: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
     _last_offset: int | None = attrs.field(default=None, init=False, repr=False)
+    _warned_step: bool = attrs.field(default=False, init=False, repr=False)
 
     @property
     def metrics_file(self) -> Path:
@@ -49,6 +57,8 @@ class CSVLogger(Logger):
         return self.log_dir / "metrics.csv"
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        if "step" in metrics:  # the column is the row's real step: never a metric's value
+            metrics = self._without_step(metrics)
         last = self._last
         if last is not None and last["step"] == step:
             if self._last_offset is not None:  # already on disk: take it back
@@ -66,6 +76,16 @@ class CSVLogger(Logger):
                 columns.append(key)
         if len(self._rows) >= self.flush_every_n_steps:
             self.save()
+
+    def _without_step(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        if not self._warned_step:
+            self._warned_step = True
+            warnings.warn(
+                "CSVLogger: a metric named 'step' is not written to metrics.csv, whose 'step' "
+                "column is the step each row was logged at. Log it under another name.",
+                stacklevel=3,
+            )
+        return {k: v for k, v in metrics.items() if k != "step"}
 
     def log_hparams(
         self, params: Mapping[str, Any], metrics: Mapping[str, float] | None = None

@@ -68,11 +68,29 @@ def test_runs_to_the_end_while_improving():
     assert es.stopped_epoch == 0 and es.stopping_reason is None and es.wait_count == 0
 
 
-def test_prints_why_it_stopped(capsys):
-    fit_scripted([1.0, 2.0, 3.0], patience=2)
-    out = capsys.readouterr().out
-    assert "EarlyStopping: monitored metric score did not improve in the last 2 records" in out
-    assert "Best score: 1.000" in out
+REASON = (
+    "monitored metric score did not improve in the last 2 records. Best score: 1.000. "
+    "Signaling the trainer to stop."
+)
+
+
+def test_quiet_without_verbose_but_keeps_the_reason(capsys):
+    # Lightning prints nothing unless verbose=True; the reason is still there to read.
+    result, es = fit_scripted([1.0, 2.0, 3.0], patience=2)
+    assert capsys.readouterr().out == ""
+    assert result.stopped_by == "should_stop" and es.stopped_epoch == 2
+    assert es.stopping_reason == REASON
+    assert es.stopping_reason_message == REASON
+
+
+def test_verbose_prints_why_it_stopped(capsys):
+    _, es = fit_scripted([1.0, 2.0, 3.0], patience=2, verbose=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "EarlyStopping: metric score improved. New best score: 1.000",
+        f"EarlyStopping: {REASON}",
+    ]
+    assert es.stopping_reason == REASON
 
 
 def test_verbose_prints_improvements(capsys):

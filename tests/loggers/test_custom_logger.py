@@ -1,0 +1,141 @@
+"""Users' own loggers: a subclass of ``lk.Logger`` works whether it has no ``__init__``, its own
+``__init__`` without ``super().__init__()``, or is an attrs class; what it sets survives
+pickling (``devices=N`` sends loggers to the processes it starts). And the CSV logger's
+``step`` column is always the real step, whatever the metrics are called."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+import lightkit as lk
+from tests.callbacks.cb_helpers import spec, trainer
+
+#: The steps a 2-epoch run of 4 batches logs at with log_every_n_steps=2: every 2nd batch, then
+#: each epoch's validation aggregate at the epoch's last step.
+STEPS = [1, 3, 3, 5, 7, 7]
+
+
+class Mini(lk.Logger):
+    """The reviewer's logger: its own ``__init__``, no ``super().__init__()``."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: Any, step: int) -> None:
+        self.rows.append((step, dict(metrics)))
+
+
+class WithSuper(lk.Logger):
+    """Its own ``__init__`` calling ``super().__init__()``."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(flush_every_n_steps=7)
+        self.tag = tag
+
+
+class NoInit(lk.Logger):
+    """No ``__init__`` at all: the base's arguments."""
+
+    seen: list[int]
+
+    def log_metrics(self, metrics: Any, step: int) -> None:
+        if not hasattr(self, "seen"):
+            self.seen = []
+        self.seen.append(step)
+
+
+@attrs.define
+class WithField(lk.Logger):
+    prefix: str = "x"
+    rows: list[int] = attrs.field(factory=list)
+
+    def log_metrics(self, metrics: Any, step: int) -> None:
+        self.rows.append(step)
+
+
+def test_own_init_without_super_gets_the_defaults_and_runs(tmp_path):
+    logger = Mini()
+    assert (logger.save_dir, logger.name, logger.version) == (None, None, None)
+    assert (logger.flush_every_n_steps, logger.log_dir) == (100, None)
+    result = trainer(tmp_path, logger=logger, log_every_n_steps=2).fit(spec())
+    assert logger.log_dir == result.log_dir  # setup chose the run folder
+    assert [step for step, _ in logger.rows] == STEPS
+    assert logger.rows[0][1]["train/loss"] > 0 and "val/loss" in logger.rows[2][1]
+
+
+def test_no_init_takes_the_base_arguments(tmp_path):
+    logger = NoInit(save_dir=tmp_path / "mine", name="exp")
+    trainer(tmp_path, logger=logger, log_every_n_steps=2).fit(spec())
+    assert logger.log_dir == tmp_path / "mine" / "exp" / "version_0"
+    assert logger.log_dir.is_dir()
+    assert logger.seen == STEPS
+
+
+def test_an_attrs_subclass_keeps_its_fields(tmp_path):
+    logger = WithField(prefix="p", flush_every_n_steps=5)
+    result = trainer(tmp_path, logger=logger, log_every_n_steps=2).fit(spec())
+    assert (logger.prefix, logger.flush_every_n_steps) == ("p", 5)
+    assert logger.log_dir == result.log_dir and logger.rows == STEPS
+
+
+@pytest.mark.parametrize(
+    "make", [Mini, lambda: WithSuper("t"), lambda: WithField(prefix="p"), lk.CSVLogger]
+)
+def test_a_subclass_survives_pickling(make, tmp_path):
+    logger = make()
+    logger.setup(tmp_path)
+    copy = pickle.loads(pickle.dumps(logger))
+    assert copy.log_dir == tmp_path
+    if isinstance(logger, Mini):
+        assert copy.rows == [] and copy.save_dir is None
+    if isinstance(logger, WithSuper):  # its own attribute was lost before
+        assert (copy.tag, copy.flush_every_n_steps) == ("t", 7)
+    if isinstance(logger, WithField):
+        assert copy.prefix == "p"
+
+
+def test_a_bad_flush_value_set_by_a_subclass_is_refused():
+    logger = Mini()
+    with pytest.raises(lk.ConfigError, match=r"^Mini\(flush_every_n_steps=0\): "):
+        logger.flush_every_n_steps = 0
+
+
+# -- the CSV logger's step column ------------------------------------------------------------
+
+
+def read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+@pytest.mark.parametrize("every", [1, 100])
+def test_a_metric_named_step_never_replaces_the_step_column(tmp_path, every):
+    log = lk.CSVLogger(flush_every_n_steps=every)
+    log.setup(tmp_path)
+    with pytest.warns(UserWarning) as warned:
+        log.log_metrics({"step": 5.0, "a": 1.0}, 3)  # a new row
+        log.log_metrics({"step": 6.0, "b": 2.0}, 3)  # merged into it (from disk with every=1)
+        log.log_metrics({"a": 3.0, "step": 7.0}, 4)
+    log.finalize("success")
+    assert [str(w.message) for w in warned] == [
+        "CSVLogger: a metric named 'step' is not written to metrics.csv, whose 'step' column "
+        "is the step each row was logged at. Log it under another name."
+    ]
+    header, rows = read(tmp_path / "metrics.csv")
+    assert header == ["step", "a", "b"]
+    assert rows == [{"step": "3", "a": "1.0", "b": "2.0"}, {"step": "4", "a": "3.0", "b": ""}]
+
+
+def test_metrics_csv_steps_are_the_real_steps_in_a_run(tmp_path):
+    result = trainer(tmp_path, logger=lk.CSVLogger(), log_every_n_steps=1).fit(spec())
+    header, rows = read(result.log_dir / "metrics.csv")
+    assert header.count("step") == 1
+    assert [int(r["step"]) for r in rows] == list(range(8))  # 4 batches x 2 epochs
