@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from lightkit.errors import ConfigError
+from lightkit.utils.devices import parse_devices
 from lightkit.utils.duration import parse_duration as parse_max_time
 
 IntOrFraction = int | float
@@ -207,8 +208,6 @@ class TrainerConfig(BaseModel):
     @classmethod
     def _check_devices(cls, value: Any) -> Any:
         """The form only: whether the machine has them is checked when a run starts."""
-        from lightkit.runtime.connector import parse_devices
-
         try:
             parse_devices(value)
         except ConfigError as exc:  # pydantic names the field around a ValueError

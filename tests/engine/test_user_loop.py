@@ -329,6 +329,6 @@ def test_malformed_devices_name_the_value_and_the_accepted_forms(devices, why):
     ids=repr,
 )
 def test_parse_devices_accepts_every_form_lightning_takes(devices, parsed):
-    from lightkit.runtime.connector import parse_devices
+    from lightkit.utils.devices import parse_devices
 
     assert parse_devices(devices) == parsed
