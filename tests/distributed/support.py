@@ -55,6 +55,31 @@ def run_script(
     )
 
 
+def run_torchrun(
+    name: str,
+    *args: str,
+    cwd: Path,
+    torchrun_args: tuple[str, ...] = (),
+    timeout: float = 180,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/<name>`` as a 2-process torchrun job (``torchrun_args`` before the script;
+    a free ``--master-port`` unless they say ``--standalone``)."""
+    from lightkit.runtime.environment import free_port
+
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **env}
+    rendezvous = [] if "--standalone" in torchrun_args else ["--master-port", str(free_port())]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    return subprocess.run(
+        [*command, *rendezvous, *torchrun_args, str(SCRIPTS / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environ,
+        cwd=str(cwd),
+    )
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie counts as gone)."""
     try:

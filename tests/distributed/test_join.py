@@ -12,7 +12,7 @@ import pytest
 
 from lightkit.runtime.environment import free_port, local_rank_env
 from tests.distributed.programs import N_TRAIN
-from tests.distributed.support import ROOT, SCRIPTS
+from tests.distributed.support import ROOT, SCRIPTS, run_torchrun
 
 
 def _results(run_dir: Path) -> list[dict]:
@@ -21,29 +21,11 @@ def _results(run_dir: Path) -> list[dict]:
 
 
 def test_torchrun_runs_a_script(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "PYTHONWARNINGS": "ignore",
-        "RUN_DIR": str(tmp_path),
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(free_port()),
-            str(SCRIPTS / "fit_each_rank.py"),
-            "3",  # three fits in each process: each joins a new group through torchrun's store
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        cwd=str(tmp_path),
+    proc = run_torchrun(
+        "fit_each_rank.py",
+        "3",  # three fits in each process: each joins a new group through torchrun's store
+        cwd=tmp_path,
+        RUN_DIR=str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = _results(tmp_path)

@@ -4,16 +4,12 @@ typo that passes a one-process test cannot first fail at scale."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 import lightkit as lk
-from lightkit.runtime.environment import free_port
-from tests.distributed.support import ROOT, SCRIPTS
+from tests.distributed.support import run_torchrun
 
 
 def _one_process(call_name: str) -> dict:
@@ -30,24 +26,7 @@ def _one_process(call_name: str) -> dict:
 
 
 def test_two_ranks_refuse_a_bad_all_reduce_exactly_as_one_process(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(free_port()),
-            str(SCRIPTS / "runtime_checks.py"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        cwd=str(tmp_path),
-    )
+    proc = run_torchrun("runtime_checks.py", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [
         json.loads(line.removeprefix("RESULT "))

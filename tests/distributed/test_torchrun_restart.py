@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tests.distributed.programs import N_TRAIN
-from tests.distributed.support import ROOT, SCRIPTS, assert_same_weights
+from tests.distributed.support import assert_same_weights, run_torchrun
 
 FAIL_STEP = 6  # of 8 (2 epochs of 4 steps): in the middle of the second epoch
 
@@ -22,31 +19,14 @@ FAIL_STEP = 6  # of 8 (2 epochs of 4 steps): in the middle of the second epoch
 def test_a_rank_crashing_once_is_restarted_and_resumes_from_last(
     tmp_path: Path, reference: dict[str, Any]
 ) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "PYTHONWARNINGS": "ignore",
-        "OMP_NUM_THREADS": "1",
-        "RUN_DIR": str(tmp_path),
-        "FAIL_STEP": str(FAIL_STEP),
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "--max-restarts",
-            "1",
-            str(SCRIPTS / "fit_restarts.py"),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_torchrun(
+        "fit_restarts.py",
+        cwd=tmp_path,
+        torchrun_args=("--standalone", "--max-restarts", "1"),
         timeout=120,
-        env=env,
-        cwd=str(tmp_path),
+        OMP_NUM_THREADS="1",
+        RUN_DIR=str(tmp_path),
+        FAIL_STEP=str(FAIL_STEP),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"boom on rank 1 at step {FAIL_STEP}" in proc.stderr  # the first attempt crashed
