@@ -5,6 +5,7 @@ Impossible combinations fail here, at compile time, before any process or tensor
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -99,6 +100,15 @@ def connect(
     env = detect() if env is None else env
     if env.joined:
         world = env.world_size
+        asked = parse_devices(devices)
+        if asked not in ("auto", -1) and len(indices) != env.local_world_size and env.rank == 0:
+            warnings.warn(
+                f"devices={devices!r} asks for {len(indices)} process(es) per machine, but this "
+                f"{env.kind} job runs {env.local_world_size} per machine ({env.world_size} in "
+                f"all), and the job's size wins. Set the processes in the launcher "
+                f"(torchrun --nproc-per-node), or leave devices='auto'.",
+                stacklevel=3,
+            )
         local_index = indices[env.local_rank % len(indices)] if accel == "cuda" else 0
     else:
         world = len(indices) * num_nodes

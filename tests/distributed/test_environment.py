@@ -3,6 +3,8 @@ makes of it; the pieces of the launcher that need no process."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 import lightkit as lk
@@ -71,6 +73,24 @@ def test_a_joined_process_starts_nothing() -> None:
     assert isinstance(strategy, lk.DDPStrategy)
     assert (strategy.rank, strategy.local_rank, strategy.world_size) == (3, 1, 8)
     assert strategy.launcher is None
+
+
+def test_devices_that_disagree_with_the_job_warn_on_rank_zero() -> None:
+    # torchrun's size wins; Lightning reports the mismatch, and so does lightkit.
+    job = ClusterEnvironment(kind="torchrun", rank=0, world_size=4, local_world_size=2)
+    with pytest.warns(UserWarning, match=r"^devices=3 asks for 3 process\(es\) per machine, "):
+        connect("cpu", 3, "ddp", "32-true", env=job)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        connect("cpu", 2, "ddp", "32-true", env=job)  # agrees
+        connect("cpu", "auto", "ddp", "32-true", env=job)
+        connect(
+            "cpu",
+            3,
+            "ddp",
+            "32-true",
+            env=ClusterEnvironment(kind="torchrun", rank=1, world_size=4, local_world_size=2),
+        )  # rank 0 says it
 
 
 def test_devices_n_in_a_plain_process_launches() -> None:
