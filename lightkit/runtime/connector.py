@@ -118,6 +118,13 @@ def connect(
     # 4. Strategy.
     if isinstance(strategy, Strategy):
         chosen = strategy
+        if world > 1 and not chosen.is_distributed:
+            raise ConfigError(
+                f"strategy={type(chosen).__name__}() runs one process, but {world} were asked "
+                f"for (devices={devices!r}, num_nodes={num_nodes}). Use lk.DDPStrategy() or "
+                f"devices=1.",
+                code="impossible-config",
+            )
         if chosen.device.type != device.type and chosen.device == torch.device("cpu"):
             chosen.device = device
         chosen.precision = plugin if precision not in (None, "32-true") else chosen.precision

@@ -93,6 +93,14 @@ def test_devices_that_disagree_with_the_job_warn_on_rank_zero() -> None:
         )  # rank 0 says it
 
 
+def test_a_one_process_strategy_instance_refuses_several_devices() -> None:
+    # As strategy="single_device" does: the instance must not silently run one process.
+    with pytest.raises(
+        lk.ConfigError, match=r"^strategy=SingleDevice\(\) runs one process, but 2 "
+    ):
+        connect("cpu", 2, lk.SingleDevice(), "32-true", env=ClusterEnvironment())
+
+
 def test_devices_n_in_a_plain_process_launches() -> None:
     strategy = connect("cpu", 2, "auto", "32-true", env=ClusterEnvironment())
     assert isinstance(strategy, lk.DDPStrategy)
