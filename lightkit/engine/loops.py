@@ -110,6 +110,8 @@ def fit_loop(engine: Engine) -> None:
 
     epoch = engine.start_epoch
     stop = max_steps != -1 and ctx.global_step >= max_steps
+    if stop:  # resumed at or past max_steps: nothing to train
+        engine.stopped_by = "max_steps"
     unchecked = manual and engine.start_epoch == 0 and engine.skip_batches == 0
     for m in models:
         m.train()

@@ -52,6 +52,19 @@ def test_max_epochs_below_the_stored_epoch(tmp_path):
     assert resumable.SEEN == []
 
 
+@pytest.mark.parametrize("limit", ["max_epochs", "max_steps"])
+def test_a_resume_exactly_at_the_limit_ends_at_once_saying_why(tmp_path, limit):
+    result = fit_two_epochs(tmp_path)
+    resumable.reset()
+    value = 2 if limit == "max_epochs" else result.global_step
+    extra = {"max_epochs": -1, "max_steps": value} if limit == "max_steps" else {}
+    again = lk.Trainer(**{**flags(tmp_path), "max_epochs": 2, **extra}).fit(
+        SPEC, ckpt_path=result.last_checkpoint
+    )
+    assert resumable.SEEN == []  # no step ran
+    assert (again.global_step, again.stopped_by) == (result.global_step, limit)
+
+
 def test_missing_path(tmp_path):
     with pytest.raises(lk.CheckpointError) as info:
         lk.Trainer(**flags(tmp_path)).fit(SPEC, ckpt_path=tmp_path / "nope.ckpt")
