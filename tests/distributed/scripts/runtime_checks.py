@@ -7,6 +7,7 @@ raised (type, code, message), for the test to compare with a one-process Runtime
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,7 +38,8 @@ def main() -> None:
         rt.barrier()
     finally:
         rt.teardown()
-    print("RESULT " + json.dumps(result), flush=True)
+    # One file per rank: two ranks printing at once can interleave on torchrun's stdout.
+    Path(f"result-{result['rank']}.json").write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
