@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from lightkit.errors import ConfigError
-from lightkit.utils.devices import parse_devices
+from lightkit.utils.devices import check_accelerator, parse_devices
 from lightkit.utils.duration import parse_duration as parse_max_time
 
 IntOrFraction = int | float
@@ -52,9 +52,7 @@ class TrainerConfig(BaseModel):
     min_steps: int | None = Field(None, ge=0, description="Train at least this many steps.")
     max_time: Any = Field(None, description="Stop after this much time: seconds or 'DD:HH:MM:SS'.")
     # -- where -------------------------------------------------------------------------------
-    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = Field(
-        "auto", description="auto, cpu, cuda (gpu) or mps."
-    )
+    accelerator: str = Field("auto", description="auto, cpu, cuda (gpu) or mps.")
     devices: int | str | list[int] = Field(
         "auto", description="Number of devices, indices, or 'auto'."
     )
@@ -202,6 +200,15 @@ class TrainerConfig(BaseModel):
         # Lightning's meaning of None: the default logger, no extra callbacks.
         if value is None:
             return True if info.field_name == "logger" else []
+        return value
+
+    @field_validator("accelerator")
+    @classmethod
+    def _check_accelerator(cls, value: str) -> str:
+        try:
+            check_accelerator(value)
+        except ConfigError as exc:  # pydantic names the field around a ValueError
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("devices")

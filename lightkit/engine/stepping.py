@@ -54,8 +54,8 @@ def detached(output: Any) -> Any:
 
 def checked_manual_step(engine: Engine, step: Callable[..., Any], *args: Any) -> Any:
     """Run the first batch of a manual-optimization fit, and raise if the step returned a loss
-    with a graph but stepped no optimizer: it was written for automatic optimization, and
-    would otherwise train nothing, silently."""
+    with a graph but neither backpropagated nor stepped an optimizer: it was written for
+    automatic optimization, and would otherwise train nothing, silently."""
     stepped: list[bool] = []
     handles = [
         opt.register_step_post_hook(lambda *_: stepped.append(True)) for opt in engine.optimizers
@@ -66,9 +66,12 @@ def checked_manual_step(engine: Engine, step: Callable[..., Any], *args: Any) ->
         for handle in handles:
             handle.remove()
     loss = output.get("loss") if isinstance(output, dict) else output
-    # A grad scaler may skip a step the user did take (an overflow): no verdict then.
+    # A grad scaler may skip a step the user did take (an overflow): no verdict then. Nor
+    # when gradients exist: the step backpropagated and accumulates (steps every k batches).
     scaler = getattr(engine.runtime.precision, "scaler", None)
     if stepped or scaler is not None or not (isinstance(loss, Tensor) and loss.requires_grad):
+        return output
+    if any(p.grad is not None for m in engine.models.values() for p in m.parameters()):
         return output
     plan = engine.spec.plan("training_step")
     why = (

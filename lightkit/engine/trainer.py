@@ -14,7 +14,7 @@ from lightkit.checkpoint.preemption import preemption_guard
 from lightkit.engine.config import TrainerConfig
 from lightkit.engine.context import _CURRENT
 from lightkit.engine.engine import Engine
-from lightkit.engine.events import check_callback_methods
+from lightkit.engine.events import Events, check_callback_methods
 from lightkit.engine.loops import evaluate, fit_loop, predict_loop
 from lightkit.engine.result import Result
 from lightkit.errors import ConfigError
@@ -247,30 +247,32 @@ def _fire_exception(engine: Engine, exc: BaseException) -> None:
             )
 
 
-def _early_exception_hooks(engine: Engine) -> list[Any]:
-    """The ``exception`` hooks, bound with what exists when set-up failed (a ``@model``, data
-    or ``configure_optimizers`` function raised): a hook asking for a model that was never
-    built cannot be called, and a warning says so."""
-    from lightkit.engine.binders import bind_plan
-    from lightkit.spec.roles import EVENT_SUPPLIES
-
-    constants = engine.constants()
-    allowed = EVENT_SUPPLIES["exception"] | set(engine.models)
-    supplied = {k: v for k, v in constants.items() if k in allowed}
-    callers = []
+def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
+    """The ``exception`` listeners, bound with what exists when set-up failed (a ``@model``,
+    data or ``configure_optimizers`` function raised): a hook asking for a model that was
+    never built cannot be called, and a warning says so."""
+    ready = []
     for plan in engine.spec.plans:
         if plan.role != "on" or plan.event != "exception":
             continue
-        missing = [n for n in plan.names("model") if n not in supplied]
+        missing = [n for n in plan.names("model") if n not in engine.models]
         if missing:
             warnings.warn(
                 f"exception hook {plan.where} not called: it asks for {', '.join(missing)}, "
                 f"which the run had not built when the error happened.",
                 stacklevel=3,
             )
-            continue
-        callers.append(bind_plan(plan, ("exception",), supplied, engine.spec.hparams))
-    return callers
+        else:
+            ready.append(plan)
+    events = Events(
+        ready,
+        engine.callbacks,
+        engine.constants(),
+        engine.models,
+        engine.spec.hparams,
+        ("exception",),
+    )
+    return events.exception
 
 
 def _finish(engine: Engine, stage: str, status: str) -> None:

@@ -10,13 +10,11 @@ from typing import Any
 
 import torch
 
-from lightkit.errors import ConfigError, did_you_mean
+from lightkit.errors import ConfigError
 from lightkit.precision import precision_from
 from lightkit.runtime.environment import ClusterEnvironment, detect
 from lightkit.strategies import Strategy, strategy_class
-from lightkit.utils.devices import parse_devices
-
-ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+from lightkit.utils.devices import check_accelerator, parse_devices
 
 
 def _available(accelerator: str) -> bool:
@@ -32,13 +30,7 @@ def _available(accelerator: str) -> bool:
 
 
 def resolve_accelerator(accelerator: str) -> str:
-    accelerator = "cuda" if accelerator == "gpu" else accelerator
-    if accelerator not in ACCELERATORS:
-        raise ConfigError(
-            f"accelerator={accelerator!r} is unknown.{did_you_mean(accelerator, ACCELERATORS)} "
-            f"Available: {', '.join(ACCELERATORS)}.",
-            code="unknown-accelerator",
-        )
+    accelerator = check_accelerator(accelerator)
     if accelerator == "auto":
         return next(a for a in ("cuda", "mps", "cpu") if _available(a))
     if not _available(accelerator):
@@ -48,9 +40,6 @@ def resolve_accelerator(accelerator: str) -> str:
             code="accelerator-unavailable",
         )
     return accelerator
-
-
-#: The accepted forms of ``devices``, for every message that refuses one.
 
 
 def resolve_devices(devices: Any, accelerator: str) -> list[int]:

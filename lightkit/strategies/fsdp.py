@@ -204,24 +204,23 @@ class FSDPStrategy(ParallelStrategy):
 
     # -- the result ------------------------------------------------------------------------
     def finish_result(self, result: Any, engine: Any) -> Any:
-        """Before teardown: rank 0's metrics on every rank, and the models' full states
-        (gathered by every rank): under lightkit's launcher for the calling process, which
-        rebuilds plain modules from them; otherwise ``Result.models`` becomes those plain
-        modules here, on every rank (FSDP changed the user's modules in place into sharded
-        ones)."""
+        """Before teardown: rank 0's metrics on every rank, and plain modules for
+        ``Result.models`` where that is cheap. Under lightkit's launcher every rank gathers
+        the full states to rank 0's CPU, for the calling process to rebuild the models from.
+        In a job of one process (``devices=1``) the process rebuilds them itself. Under
+        torchrun with several processes the modules stay sharded: gathering a model FSDP
+        was needed for onto every rank could run out of memory after training finished.
+        Save a checkpoint to get the full weights there."""
         if not self.group.active:
             return result
         result = super().finish_result(result, engine)
-        if engine is None:
-            return result
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
         launched = self.group.env.kind == "launched"
-        # Launched: rank 0's copy on the CPU is all the calling process needs. Otherwise each
-        # rank rebuilds its own plain modules, so each gets the full state.
-        options = StateDictOptions(full_state_dict=True, cpu_offload=launched)
+        if engine is None or not (launched or self.world_size == 1):
+            return result
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
         full = {
-            name: get_model_state_dict(m, options=options)
+            name: get_model_state_dict(m, options=self._options(True))
             for name, m in engine.unwrapped_models().items()
         }
         if not launched:

@@ -1,11 +1,30 @@
-"""The form of a ``devices`` value (``"auto"``, a count, indices), checked without looking at
-the machine: shared by ``TrainerConfig``'s validation and the runtime's connector."""
+"""The forms of ``accelerator`` and ``devices`` (``"auto"``, a count, indices), checked without
+looking at the machine: shared by ``TrainerConfig``'s validation and the runtime's connector."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from lightkit.errors import ConfigError
+from lightkit.errors import ConfigError, did_you_mean
+
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+
+
+def check_accelerator(accelerator: Any) -> str:
+    """The accelerator's name, ``"gpu"`` read as ``"cuda"``.
+
+    Raises:
+        ConfigError: ``unknown-accelerator``, with the available names and a did-you-mean.
+    """
+    name = "cuda" if accelerator == "gpu" else accelerator
+    if name not in ACCELERATORS:
+        raise ConfigError(
+            f"accelerator={accelerator!r} is unknown.{did_you_mean(str(accelerator), ACCELERATORS)} "
+            f"Available: {', '.join(ACCELERATORS)}.",
+            code="unknown-accelerator",
+        )
+    return str(name)
+
 
 DEVICES_FORMS = (
     "expected 'auto', a count (1, 2, ...; -1 for all), a list of indices ([0, 1]) or a string "

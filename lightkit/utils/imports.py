@@ -92,7 +92,9 @@ def _imported_from(file: Path) -> ModuleType | None:
         spec = getattr(module, "__spec__", None)
         if name == "__main__" or spec is None or spec.name != name:
             continue
-        if _file_of(module) == file:
+        # The base name first: resolving every loaded module's path costs ~30 ms.
+        path = getattr(module, "__file__", None)
+        if path and os.path.basename(path) == file.name and _file_of(module) == file:
             return module
     return None
 

@@ -209,3 +209,21 @@ def test_a_manual_step_that_steps_nothing_but_returns_a_loss_is_an_error(manual)
         message
     )
     assert "call ctx.backward(loss) and opt.step() in the step" in message
+
+
+def test_manual_accumulation_returning_its_loss_is_fine():
+    # Lightning's manual accumulation: backward every batch, step every second one, and
+    # return the loss (for logging): not a step that trains nothing.
+    steps: list[int] = []
+
+    def train(net, batch, batch_idx, optimizer, ctx):
+        loss = ce(net, batch)
+        ctx.backward(loss / 2)
+        if (batch_idx + 1) % 2 == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+            steps.append(batch_idx)
+        return loss
+
+    result = trainer(max_epochs=1).fit(lk.collect(registry(step=train, manual=True)))
+    assert steps == [1, 3, 5] and result.global_step == 7

@@ -90,8 +90,11 @@ def test_every_devices_form_lightning_takes_is_accepted(devices):
 
 def test_an_unknown_accelerator_is_refused_when_the_trainer_is_made():
     with pytest.raises(pydantic.ValidationError, match="accelerator") as info:
-        lk.Trainer(accelerator="tpu")
-    assert "'auto', 'cpu', 'cuda', 'gpu' or 'mps'" in str(info.value)
+        lk.Trainer(accelerator="cpuu")
+    assert (
+        "accelerator='cpuu' is unknown. Did you mean 'cpu'? Available: auto, cpu, cuda, gpu, mps."
+        in str(info.value)
+    )
 
 
 def test_none_means_lightnings_defaults_for_logger_and_callbacks():
