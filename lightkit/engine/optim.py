@@ -14,6 +14,7 @@ import attrs
 import torch
 
 from lightkit.errors import ConfigError, sorted_list
+from lightkit.utils.validators import at_least, one_of
 
 _LR_KEYS = {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
 
@@ -23,8 +24,8 @@ class SchedulerConfig:
     """A scheduler and when it steps."""
 
     scheduler: Any
-    interval: str = attrs.field(default="epoch", validator=attrs.validators.in_(("step", "epoch")))
-    frequency: int = 1
+    interval: str = attrs.field(default="epoch", validator=one_of("step", "epoch"))
+    frequency: int = attrs.field(default=1, validator=at_least(1))
     monitor: str | None = None
     strict: bool = True
     name: str | None = None
@@ -56,21 +57,15 @@ def _scheduler(obj: Any, where: str) -> SchedulerConfig:
                 + (f" (unknown: {sorted_list(unknown)})." if unknown else "."),
                 code="bad-optimizer-config",
             )
-        interval, frequency = obj.get("interval", "epoch"), obj.get("frequency", 1)
-        if interval not in ("step", "epoch"):
+        try:
+            cfg = SchedulerConfig(**obj)
+        except ConfigError as exc:  # say which function returned it
             raise ConfigError(
-                f"{where} returned a scheduler with interval={interval!r}; it must be 'step' "
-                f"(step the scheduler after every optimizer step) or 'epoch' (after every "
-                f"epoch).",
+                f"{where} returned a scheduler dict that does not work: {exc} 'interval' is when "
+                f"the scheduler steps ('step': after every optimizer step, 'epoch': after every "
+                f"epoch), 'frequency' every how many of those.",
                 code="bad-optimizer-config",
-            )
-        if type(frequency) is not int or frequency < 1:
-            raise ConfigError(
-                f"{where} returned a scheduler with frequency={frequency!r}; it must be a "
-                f"positive int (step the scheduler every `frequency` {interval}s).",
-                code="bad-optimizer-config",
-            )
-        cfg = SchedulerConfig(**obj)
+            ) from None
     else:
         cfg = SchedulerConfig(obj)
     if not hasattr(cfg.scheduler, "step"):

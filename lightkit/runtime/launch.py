@@ -66,6 +66,7 @@ from lightkit.errors import ConfigError, DistributedError
 from lightkit.runtime.environment import free_port, local_rank_env
 from lightkit.runtime.pickling import dumps
 from lightkit.runtime.rank import FD_VAR, PARENT_VAR, forked_main
+from lightkit.utils.validators import one_of
 
 if TYPE_CHECKING:
     from lightkit.engine.result import Result
@@ -93,7 +94,7 @@ class Launcher:
     """Starts ``nprocs`` ranks on this machine and supervises them (see the module docstring)."""
 
     nprocs: int
-    start_method: str = attrs.field(default="spawn", validator=attrs.validators.in_(START_METHODS))
+    start_method: str = attrs.field(default="spawn", validator=one_of(*START_METHODS))
     failure_timeout: float = 10.0
 
     def launch(

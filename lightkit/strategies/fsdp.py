@@ -29,6 +29,7 @@ from lightkit.errors import CheckpointError
 from lightkit.strategies.fsdp_checkpoint import is_sharded
 from lightkit.strategies.parallel import ParallelStrategy
 from lightkit.utils.modules import optimizer_owner
+from lightkit.utils.validators import one_of
 
 WrapPolicy = set[type[nn.Module]] | tuple[type[nn.Module], ...] | Callable[[nn.Module], bool]
 
@@ -64,9 +65,7 @@ class FSDPStrategy(ParallelStrategy):
     auto_wrap: WrapPolicy | None = None
     reshard_after_forward: bool = True
     cpu_offload: bool = False
-    state_dict_type: str = attrs.field(
-        default="sharded", validator=attrs.validators.in_(("sharded", "full"))
-    )
+    state_dict_type: str = attrs.field(default="sharded", validator=one_of("sharded", "full"))
     _models: list[nn.Module] = attrs.field(init=False, factory=list, repr=False)
 
     @property

@@ -13,6 +13,7 @@ import torch
 from lightkit.runtime.environment import ClusterEnvironment
 from lightkit.strategies.base import Strategy
 from lightkit.strategies.process_group import ProcessGroup, make_launcher, to_timedelta
+from lightkit.utils.validators import one_of
 
 
 @attrs.define
@@ -34,7 +35,7 @@ class ParallelStrategy(Strategy):
         default=timedelta(minutes=30), converter=to_timedelta, kw_only=True
     )
     start_method: str = attrs.field(
-        default="spawn", validator=attrs.validators.in_(("spawn", "fork")), kw_only=True
+        default="spawn", validator=one_of("spawn", "fork"), kw_only=True
     )
     failure_timeout: float = attrs.field(default=10.0, kw_only=True)
     seed: int | None = attrs.field(default=None, kw_only=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 import torch
 
 import lightkit as lk
-from lightkit.engine.optim import parse_optimizers
+from lightkit.engine.optim import SchedulerConfig, parse_optimizers
 from tests.engine.engine_helpers import assert_same_weights, ce, raw_fit, registry, trainer
 
 # 7 optimizer steps per epoch.
@@ -230,8 +231,8 @@ def test_bad_return_value_names_the_function():
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [
-        ("interval", "batch", r"\.optim\(net\) at .*\.py:\d+ returned .*interval='batch'; it "),
-        ("frequency", 0, r"\.optim\(net\) at .*\.py:\d+ returned .*frequency=0; it must be a"),
+        ("interval", "batch", r"SchedulerConfig\(interval='batch'\): interval must be one of "),
+        ("frequency", 0, r"SchedulerConfig\(frequency=0\): frequency must be an integer >= 1\."),
     ],
 )
 def test_bad_interval_or_frequency_names_the_function(key, value, match):
@@ -242,6 +243,15 @@ def test_bad_interval_or_frequency_names_the_function(key, value, match):
     with pytest.raises(lk.ConfigError, match=match) as info:
         trainer(max_epochs=1).fit(lk.collect(registry(optim=optim)))
     assert info.value.code == "bad-optimizer-config"
+    assert re.match(
+        r".*\.optim\(net\) at .*\.py:\d+ returned a scheduler dict that does not ", str(info.value)
+    )
+
+
+def test_a_scheduler_config_built_directly_is_checked_too():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(lk.ConfigError, match=r"^SchedulerConfig\(frequency=0\): frequency must"):
+        SchedulerConfig(lambda_lr(opt), frequency=0)
 
 
 def test_optimizer_and_scheduler_are_injected():
