@@ -202,21 +202,13 @@ class TrainerConfig(BaseModel):
             return True if info.field_name == "logger" else []
         return value
 
-    @field_validator("accelerator")
+    @field_validator("accelerator", "devices")
     @classmethod
-    def _check_accelerator(cls, value: str) -> str:
-        try:
-            check_accelerator(value)
-        except ConfigError as exc:  # pydantic names the field around a ValueError
-            raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("devices")
-    @classmethod
-    def _check_devices(cls, value: Any) -> Any:
+    def _check_where(cls, value: Any, info: Any) -> Any:
         """The form only: whether the machine has them is checked when a run starts."""
+        check = check_accelerator if info.field_name == "accelerator" else parse_devices
         try:
-            parse_devices(value)
+            check(value)
         except ConfigError as exc:  # pydantic names the field around a ValueError
             raise ValueError(str(exc)) from None
         return value
