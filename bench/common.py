@@ -88,6 +88,28 @@ CASES = {
 }
 
 
+def median_interval(
+    values: list[float], level: float = 0.95, resamples: int = 2000
+) -> tuple[float, float] | None:
+    """A bootstrap confidence interval of the median of ``values`` (percentile method, a fixed
+    seed so reruns on the same numbers agree); ``None`` with fewer than five values.
+
+    How far a median of noisy pairs can be trusted: when a target lies inside the interval,
+    the run cannot tell whether it is met.
+    """
+    import random
+    import statistics
+
+    if len(values) < 5:
+        return None
+    rng = random.Random(0)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples)
+    )
+    tail = (1 - level) / 2
+    return medians[int(tail * resamples)], medians[min(resamples - 1, int((1 - tail) * resamples))]
+
+
 def make_net(case: Case) -> Any:
     from torch import nn
 

@@ -5,12 +5,16 @@ Both sides do the same work: seed, build the MLP and the optimizer, build a shuf
 number of steps (the final weights are checked to be bitwise equal). Runs are interleaved in
 one process (raw, lightkit, lightkit, raw, raw, lightkit, ...), so drifting machine load hits
 both alike; each ratio is one lightkit run over the raw run of the same pair, and min/median/max
-are over the repetitions. Times are given as CPU time (``time.process_time``: what the process
-itself spent, robust to other processes on a shared machine) and wall-clock time.
+are over the repetitions. The 95% interval of the median (a bootstrap over the pairs) says how
+far the median can be trusted: a target inside it is neither met nor missed by that run.
+``--control`` also runs the hand-written loop a second time in each repetition and prints its
+ratio to the first: the noise floor of a pair. Times are given as CPU time
+(``time.process_time``: what the process itself spent, robust to other processes on a shared
+machine) and wall-clock time.
 
 Variants:
 
-- ``tiny``: 32→64→64→10, batch 64, 1024 steps, SGD; lightkit with every feature off
+- ``tiny``: 32→64→64→10, batch 64, 3072 steps, SGD; lightkit with every feature off
   (``logger=False, enable_progress_bar=False, enable_checkpointing=False,
   enable_model_summary=False``). Per-step overhead shows most here.
 - ``tiny-log``: the same, the lightkit step also calls ``lk.log("train/loss", loss)``.
@@ -21,7 +25,8 @@ Variants:
 
 Usage::
 
-    python bench/overhead.py                     # all variants, 7 repetitions, 1 thread
+    python bench/overhead.py                     # all variants, 15 repetitions, 1 thread
+    python bench/overhead.py --variant compute --reps 31 --control
     python bench/overhead.py --variant tiny --reps 15 --threads 2 --json
 """
 
@@ -45,6 +50,7 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lightkit as lk
+from bench.common import median_interval
 
 FEATURES_OFF: dict[str, Any] = {
     "logger": False,
@@ -170,21 +176,22 @@ def timed(fn: Callable[[], nn.Module]) -> tuple[float, float, nn.Module]:
     return time.perf_counter() - w0, time.process_time() - c0, out
 
 
-def summary(raw: list[float], lightkit: list[float], steps: int) -> dict[str, float]:
-    ratios = [b / a for a, b in zip(raw, lightkit, strict=True)]
+def summary(raw: list[float], other: list[float], steps: int) -> dict[str, Any]:
+    ratios = [b / a for a, b in zip(raw, other, strict=True)]
     return {
         "raw_median_s": statistics.median(raw),
-        "lightkit_median_s": statistics.median(lightkit),
+        "lightkit_median_s": statistics.median(other),
         "ratio_min": min(ratios),
         "ratio_median": statistics.median(ratios),
         "ratio_max": max(ratios),
+        "ratio_median_ci95": median_interval(ratios),
         "us_per_step_median": statistics.median(
-            (b - a) / steps * 1e6 for a, b in zip(raw, lightkit, strict=True)
+            (b - a) / steps * 1e6 for a, b in zip(raw, other, strict=True)
         ),
     }
 
 
-def measure(v: Variant, reps: int) -> dict[str, Any]:
+def measure(v: Variant, reps: int, control: bool = False) -> dict[str, Any]:
     spec = lightkit_spec(v)
     # Warm-up (allocator, first-call paths), and a check that both sides compute the same.
     *_, raw_net = timed(lambda: run_raw(v))
@@ -192,30 +199,56 @@ def measure(v: Variant, reps: int) -> dict[str, Any]:
     same = all(
         torch.equal(a, b) for a, b in zip(raw_net.parameters(), lk_net.parameters(), strict=True)
     )
-    wall: tuple[list[float], list[float]] = ([], [])
-    cpu: tuple[list[float], list[float]] = ([], [])
-    runs = (lambda: run_raw(v), lambda: run_lightkit(v, spec))
+    runs = [lambda: run_raw(v), lambda: run_lightkit(v, spec)]
+    if control:  # the hand-written loop again: raw over raw shows the noise of a pair
+        runs.append(lambda: run_raw(v))
+    wall: list[list[float]] = [[] for _ in runs]
+    cpu: list[list[float]] = [[] for _ in runs]
+    order = list(range(len(runs)))
     for rep in range(reps):
-        # Alternate which side goes first (raw, lightkit, lightkit, raw, ...) so that whatever
-        # the first run of a pair leaves behind (allocator state, caches) favours neither.
-        for side in (0, 1) if rep % 2 == 0 else (1, 0):
+        # Reverse the order every other repetition (raw, lightkit, lightkit, raw, ...) so that
+        # whatever the first run of a pair leaves behind (allocator state, caches) favours
+        # neither.
+        for side in order if rep % 2 == 0 else order[::-1]:
             w, c, _ = timed(runs[side])
             wall[side].append(w)
             cpu[side].append(c)
-    return {
+    result = {
         "variant": v.name,
         "steps": v.steps,
         "bitwise_equal": same,
-        "cpu": summary(*cpu, v.steps),
-        "wall": summary(*wall, v.steps),
+        "cpu": summary(cpu[0], cpu[1], v.steps),
+        "wall": summary(wall[0], wall[1], v.steps),
     }
+    if control:
+        result["control"] = {
+            "cpu": summary(cpu[0], cpu[2], v.steps),
+            "wall": summary(wall[0], wall[2], v.steps),
+        }
+    return result
+
+
+def print_rows(r: dict[str, Any], which: str, figures: dict[str, Any]) -> None:
+    for clock in ("cpu", "wall"):
+        m = figures[clock]
+        ci = m["ratio_median_ci95"]
+        interval = f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "–"
+        print(
+            f"{r['variant']:<10}{which:<10}{clock:<6}{r['steps']:>6}{m['raw_median_s']:>9.3f}"
+            f"{m['lightkit_median_s']:>9.3f}{m['ratio_min']:>10.3f}{m['ratio_median']:>8.3f}"
+            f"{m['ratio_max']:>7.3f}{interval:>15}{m['us_per_step_median']:>9.1f}  "
+            f"{'yes' if r['bitwise_equal'] else 'NO'}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument(
+        "--control", action="store_true", help="also run the hand-written loop a second time"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per variant")
     args = parser.parse_args(argv)
 
@@ -224,22 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(f"torch {torch.__version__}, {args.threads} thread(s), {args.reps} repetitions")
         print(
-            f"{'variant':<10}{'clock':<6}{'steps':>6}{'raw (s)':>9}{'lightkit (s)':>13}"
-            f"{'ratio min':>10}{'median':>8}{'max':>7}{'µs/step':>9}  bitwise"
+            f"{'variant':<10}{'run':<10}{'clock':<6}{'steps':>6}{'raw (s)':>9}{'run (s)':>9}"
+            f"{'ratio min':>10}{'median':>8}{'max':>7}{'median 95% CI':>15}{'µs/step':>9}  bitwise"
         )
     for name in names:
-        r = measure(VARIANTS[name], args.reps)
+        r = measure(VARIANTS[name], args.reps, args.control)
         if args.json:
             print(json.dumps(r))
             continue
-        for clock in ("cpu", "wall"):
-            m = r[clock]
-            print(
-                f"{r['variant']:<10}{clock:<6}{r['steps']:>6}{m['raw_median_s']:>9.3f}"
-                f"{m['lightkit_median_s']:>13.3f}{m['ratio_min']:>10.3f}{m['ratio_median']:>8.3f}"
-                f"{m['ratio_max']:>7.3f}{m['us_per_step_median']:>9.1f}  "
-                f"{'yes' if r['bitwise_equal'] else 'NO'}"
-            )
+        print_rows(r, "lightkit", r)
+        if "control" in r:
+            print_rows(r, "raw again", r["control"])
     return 0
 
 

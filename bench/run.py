@@ -262,7 +262,7 @@ def child_main(job_text: str, out: str) -> int:
 
 
 # -- statistics -----------------------------------------------------------------------------------
-def spread(values: list[float]) -> dict[str, float] | None:
+def spread(values: list[float]) -> dict[str, Any] | None:
     values = [v for v in values if v is not None]
     if not values:
         return None
@@ -271,6 +271,7 @@ def spread(values: list[float]) -> dict[str, float] | None:
         "median": statistics.median(values),
         "max": max(values),
         "n": len(values),
+        "median_ci95": common.median_interval(values),
     }
 
 
@@ -518,6 +519,24 @@ def _mark(met: bool | None) -> str:
     return {True: "**met**", False: "**not met**", None: "–"}[met]
 
 
+def _noise(entry: dict[str, Any], clock: str) -> str:
+    """How sure the verdict is: the 95% interval of the median ratio, and whether the target
+    lies inside it (then this run alone cannot tell met from missed)."""
+    ratio = entry.get("rows", {}).get("lightkit", {}).get(f"x_raw_{clock}") or {}
+    ci, target = ratio.get("median_ci95"), entry.get("target")
+    if not ci or target is None:
+        return ""
+    low, high = ci
+    where = (
+        "the target lies inside it, so this run cannot tell"
+        if low <= target <= high
+        else "the target lies outside it"
+    )
+    return (
+        f" (median {ratio['median']:.3f}, 95% interval of the median {low:.3f}–{high:.3f}: {where})"
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
     meta, figs = result["meta"], result["figures"]
     clock = meta["clock"]
@@ -596,7 +615,11 @@ def markdown(result: dict[str, Any]) -> str:
             target = f"≤ {e['target']} × raw" + (
                 " and below Lightning" if _FIG_BELOW.get(key) else ""
             )
-            lines += ["", f"Target: lightkit {target}: {_mark(e.get('met'))}.", ""]
+            lines += [
+                "",
+                f"Target: lightkit {target}: {_mark(e.get('met'))}{_noise(e, clock)}.",
+                "",
+            ]
         elif key == "e":
             lines += [
                 "| | import torch (ms) | added by the framework (ms) | modules added | "

@@ -107,3 +107,39 @@ def _has_matplotlib() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_median_interval_brackets_the_median():
+    values = [1.0, 1.04, 0.97, 1.01, 1.2, 0.99, 1.02, 1.03, 0.98]
+    low, high = common.median_interval(values)
+    assert min(values) <= low <= 1.01 <= high <= max(values)
+    assert high - low < max(values) - min(values)  # one outlier does not stretch it
+    assert common.median_interval(values) == (low, high)  # reruns agree
+    assert common.median_interval([1.0, 1.1, 0.9, 1.0]) is None  # too few pairs to say
+
+
+def test_overhead_reports_lightkit_and_the_control_against_raw(capsys):
+    from bench import overhead
+
+    small = overhead.Variant(
+        "small", hidden=8, batch_size=8, steps=16, optimizer="sgd", log_loss=True
+    )
+    r = overhead.measure(small, reps=5, control=True)
+    assert r["bitwise_equal"] and r["steps"] == 16
+    for figures in (r["cpu"], r["control"]["cpu"]):
+        low, high = figures["ratio_median_ci95"]
+        assert figures["ratio_min"] <= low <= figures["ratio_median"] <= high
+        assert high <= figures["ratio_max"]
+    overhead.print_rows(r, "raw again", r["control"])
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and all(line.startswith("small     raw again") for line in printed)
+
+
+def test_the_verdict_says_when_the_target_is_inside_the_noise():
+    def entry(ci):
+        ratio = {"median": 1.01, "median_ci95": ci}
+        return {"target": 1.02, "rows": {"lightkit": {"x_raw_cpu": ratio}}}
+
+    assert "cannot tell" in run._noise(entry((0.99, 1.04)), "cpu")
+    assert "outside it" in run._noise(entry((1.00, 1.015)), "cpu")
+    assert run._noise(entry(None), "cpu") == ""  # one repetition: nothing to say
