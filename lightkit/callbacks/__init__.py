@@ -40,13 +40,14 @@ __all__ = [
     "ModelSummary",
     "ProgressBar",
     "Timer",
+    "check_callbacks",
     "default_callbacks",
 ]
 
 
-def default_callbacks(config: Any, stage: str, dev_run: bool) -> list[Callback]:
-    """The user's callbacks plus the defaults the flags ask for, in run order."""
-    callbacks: list[Callback] = list(config.callbacks)
+def check_callbacks(callbacks: Any) -> list[Callback]:
+    """``callbacks`` as a list; a clear error for anything that is not a :class:`Callback`."""
+    callbacks = list(callbacks)
     for cb in callbacks:
         if not isinstance(cb, Callback):
             from lightkit.errors import ConfigError
@@ -56,6 +57,12 @@ def default_callbacks(config: Any, stage: str, dev_run: bool) -> list[Callback]:
                 f"lk.Callback and override the on_<event> methods you need.",
                 code="not-a-callback",
             )
+    return callbacks
+
+
+def default_callbacks(config: Any, stage: str, dev_run: bool) -> list[Callback]:
+    """The user's callbacks plus the defaults the flags ask for, in run order."""
+    callbacks = check_callbacks(config.callbacks)
     kinds = {type(cb).__name__ for cb in callbacks}
     if (
         stage == "fit"

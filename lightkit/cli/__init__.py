@@ -139,7 +139,7 @@ def _check_devices(config: Any) -> None:
             config.accelerator, config.devices, config.strategy, config.precision, config.num_nodes
         )
     except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"{exc} [{exc.code}]") from None
 
 
 def _hparams(spec: Any, fmt: str) -> int:

@@ -441,7 +441,8 @@ def _pydantic_message(exc: Any, flags: Mapping[str, Flag], what: str) -> str:
     for e in exc.errors():
         name = str(e["loc"][0]) if e["loc"] else ""
         label = f"argument {flags[name].option}" if name in flags else f"the {what} conflict"
-        parts.append(f"{label}: {_pydantic_text(e['msg'])}")
+        code = getattr((e.get("ctx") or {}).get("error"), "code", None)  # a lightkit check's
+        parts.append(f"{label}: {_pydantic_text(e['msg'])}" + (f" [{code}]" if code else ""))
     return "; ".join(parts)
 
 

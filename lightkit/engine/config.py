@@ -202,15 +202,27 @@ class TrainerConfig(BaseModel):
             return True if info.field_name == "logger" else []
         return value
 
+    @field_validator("logger", "callbacks")
+    @classmethod
+    def _check_plugins(cls, value: Any, info: Any) -> Any:
+        """Loggers and callbacks are checked when the trainer is made, as every other flag."""
+        if info.field_name == "logger":
+            from lightkit.loggers import check_loggers
+
+            if value is not True:
+                check_loggers(value)
+        else:
+            from lightkit.callbacks import check_callbacks
+
+            check_callbacks(value)
+        return value
+
     @field_validator("accelerator", "devices")
     @classmethod
     def _check_where(cls, value: Any, info: Any) -> Any:
         """The form only: whether the machine has them is checked when a run starts."""
-        check = check_accelerator if info.field_name == "accelerator" else parse_devices
-        try:
-            check(value)
-        except ConfigError as exc:  # pydantic names the field around a ValueError
-            raise ValueError(str(exc)) from None
+        # A ConfigError is a ValueError: pydantic names the field around it and keeps its code.
+        (check_accelerator if info.field_name == "accelerator" else parse_devices)(value)
         return value
 
     @model_validator(mode="after")

@@ -101,8 +101,6 @@ class MetricStore:
                     code="bad-metric",
                 )
             value = value.detach()
-            if m.sync_dist and self._all_reduce is not None and m.on_step:
-                value = self._all_reduce(_floating(value).reshape(()), m.reduce)
         elif isinstance(value, float):
             pass
         elif isinstance(value, numbers.Real):  # int, bool, numpy scalars
@@ -115,6 +113,13 @@ class MetricStore:
                 f"tensor, got {type(value).__name__}.",
                 code="bad-metric",
             )
+        if m.sync_dist and m.on_step and self._all_reduce is not None:
+            # A number differs per rank as a tensor does: both are reduced.
+            if isinstance(value, torch.Tensor):
+                value = _floating(value).reshape(())
+            else:
+                value = torch.tensor(value, dtype=torch.float64)
+            value = self._all_reduce(value, m.reduce)
         self.latest[name] = value
         if m.on_step:
             m.value = value

@@ -16,7 +16,7 @@ __getattr__ = lazy_attributes(
     globals(),
 )
 
-__all__ = ["CSVLogger", "Logger", "TensorBoardLogger", "default_loggers"]
+__all__ = ["CSVLogger", "Logger", "TensorBoardLogger", "check_loggers", "default_loggers"]
 
 
 def default_loggers(config: Any) -> list[Logger]:
@@ -27,6 +27,12 @@ def default_loggers(config: Any) -> list[Logger]:
         from lightkit.loggers.tensorboard import TensorBoardLogger
 
         return [TensorBoardLogger(), CSVLogger()]
+    return check_loggers(value)
+
+
+def check_loggers(value: Any) -> list[Logger]:
+    """The loggers a ``logger`` flag other than ``True`` names; a clear error for anything that
+    is not a :class:`Logger`."""
     if value is False or value is None:
         return []
     loggers = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -34,9 +40,15 @@ def default_loggers(config: Any) -> list[Logger]:
         if not isinstance(logger, Logger):
             from lightkit.errors import ConfigError
 
+            named = (
+                " A name such as 'csv' chooses a logger on the command line only."
+                if isinstance(logger, str)
+                else ""
+            )
             raise ConfigError(
                 f"logger={logger!r}: {type(logger).__name__} is not a lk.Logger. Pass True, "
-                f"False, a Logger (TensorBoardLogger, CSVLogger, your own subclass) or a list.",
+                f"False, a Logger (TensorBoardLogger, CSVLogger, your own subclass) or a "
+                f"list.{named}",
                 code="not-a-logger",
             )
     return loggers

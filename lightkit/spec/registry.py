@@ -8,6 +8,7 @@ name and role replaces the old entry, so a notebook cell run twice registers onc
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -46,6 +47,14 @@ class Entry:
 
 
 def _check_callable(fn: object, role: str) -> None:
+    nn = sys.modules.get("torch.nn")  # a module instance exists only once torch is imported
+    if nn is not None and isinstance(fn, nn.Module):
+        raise SpecError(
+            f"@{role} expects a function, got the {type(fn).__name__} module itself. Register "
+            f"the function that builds it (`def net(): return ...`), or wrap the module you "
+            f'have: `reg.{role}(lambda: module, name="net")`.',
+            code="not-a-function",
+        )
     if not callable(fn):
         raise SpecError(
             f"@{role} expects a function, got {type(fn).__name__} {fn!r}. "

@@ -114,6 +114,7 @@ def train(
     loss = nn.functional.mse_loss(net(x), y)
     lk.log("train/loss", loss, sync_dist=True, on_epoch=True)
     lk.log("train/seen", float(len(x)), on_step=False, on_epoch=True, reduce="sum", sync_dist=True)
+    lk.log("train/rank", ctx.rank, sync_dist=True)  # a number, reduced like a tensor
     return loss
 
 

@@ -293,3 +293,21 @@ def test_log_dict_logs_each_value_with_the_same_options():
 
     result = fit_logging(log)
     assert result.metrics == {"a": 6.0, "b": 12.0}  # 7 batches: the max of 0..6
+
+
+def test_sync_dist_reduces_numbers_as_it_reduces_tensors():
+    from lightkit.engine.metrics import MetricStore
+
+    calls: list[tuple[float, str]] = []
+
+    def all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:  # two ranks: this one and a 3.0
+        calls.append((float(t), op))
+        return (t + 3.0) / 2 if op == "mean" else t + 3.0
+
+    store = MetricStore(all_reduce)
+    store.log("a", 1, None, None, False, True, "mean", None)
+    store.log("b", 2.0, None, None, False, True, "sum", None)
+    store.log("c", torch.tensor(1.0), None, None, False, True, "mean", None)
+    store.log("d", 1.0, None, None, False, False, "mean", None)  # no sync_dist: as logged
+    assert calls == [(1.0, "mean"), (2.0, "sum"), (1.0, "mean")]
+    assert store.take_unwritten() == {"a": 2.0, "b": 5.0, "c": 2.0, "d": 1.0}

@@ -81,6 +81,7 @@ def test_malformed_devices_are_refused_when_the_trainer_is_made(devices):
     with pytest.raises(pydantic.ValidationError, match="devices") as info:
         lk.Trainer(devices=devices)
     assert "expected 'auto', a count (1, 2, ...; -1 for all), a list of indices" in str(info.value)
+    assert info.value.errors()[0]["ctx"]["error"].code == "bad-devices"  # as errors.md says
 
 
 @pytest.mark.parametrize("devices", ["auto", 1, 2, -1, "-1", "2", "0,1", "1,", [0], [0, 1]])
@@ -95,8 +96,26 @@ def test_an_unknown_accelerator_is_refused_when_the_trainer_is_made():
         "accelerator='cpuu' is unknown. Did you mean 'cpu'? Available: auto, cpu, cuda, gpu, mps."
         in str(info.value)
     )
+    assert info.value.errors()[0]["ctx"]["error"].code == "unknown-accelerator"
 
 
 def test_none_means_lightnings_defaults_for_logger_and_callbacks():
     config = lk.TrainerConfig(logger=None, callbacks=None)
     assert config.logger is True and config.callbacks == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "code"),
+    [
+        ({"logger": "csv"}, "not-a-logger"),
+        ({"logger": [True]}, "not-a-logger"),
+        ({"callbacks": [object()]}, "not-a-callback"),
+    ],
+    ids=["logger-name", "logger-in-list", "callback"],
+)
+def test_loggers_and_callbacks_are_checked_when_the_trainer_is_made(flags, code):
+    with pytest.raises(pydantic.ValidationError, match=next(iter(flags))) as info:
+        lk.Trainer(**flags)
+    assert info.value.errors()[0]["ctx"]["error"].code == code
+    if flags.get("logger") == "csv":
+        assert "chooses a logger on the command line only" in str(info.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from torch import nn
 
 import lightkit as lk
 from lightkit.spec.registry import registry_for
@@ -221,3 +222,13 @@ def test_stacked_decorators_give_one_function_two_roles(registry):
         ("test_step", evaluate),
         ("validation_step", evaluate),
     ]
+
+
+def test_registering_a_module_instance_asks_for_the_function_that_builds_it():
+    reg = lk.Registry()
+    with pytest.raises(lk.SpecError) as info:
+        reg.model(nn.Linear(2, 2))
+    assert info.value.code == "not-a-function"
+    assert "got the Linear module itself" in str(info.value)
+    assert 'reg.model(lambda: module, name="net")' in str(info.value)
+    assert len(reg) == 0  # nothing half-registered
