@@ -45,9 +45,9 @@ __all__ = [
 ]
 
 
-def check_callbacks(callbacks: Any) -> list[Callback]:
-    """``callbacks`` as a list; a clear error for anything that is not a :class:`Callback`."""
-    callbacks = list(callbacks)
+def check_callbacks(given: Any) -> list[Callback]:
+    """``given`` as a list; a clear error for anything that is not a :class:`Callback`."""
+    callbacks: list[Callback] = list(given)
     for cb in callbacks:
         if not isinstance(cb, Callback):
             from lightkit.errors import ConfigError

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from lightkit.checkpoint.find import find_checkpoint, search_dirs
-from lightkit.checkpoint.io import safe_load
 from lightkit.checkpoint.resume import ResumeState
 from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION
 from lightkit.errors import CheckpointError, sorted_list
@@ -327,9 +326,10 @@ def load_models(
     from lightkit.engine.context import RunContext
     from lightkit.runtime.runtime import Runtime
     from lightkit.spec.spec import TrainingSpec
+    from lightkit.strategies.fsdp_checkpoint import read_checkpoint
 
     path = Path(path)
-    ckpt = safe_load(path, map_location=map_location)
+    ckpt = read_checkpoint(path, map_location=map_location)
     check_format(ckpt, path)
     stored_hparams = ckpt.get("hparams") or {}
     if spec is None:

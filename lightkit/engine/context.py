@@ -30,7 +30,9 @@ class RunContext:
         device: the device models and batches live on.
         precision: the precision's name (``"bf16-mixed"``, ...).
         hparams: the spec's hyperparameters.
-        should_stop: set it to ``True`` to stop after the current step.
+        should_stop: set it to ``True`` to stop after the current step (with several
+            processes: after the batch where the ranks next agree on it, see
+            ``docs/distributed.md``).
     """
 
     __slots__ = (

@@ -99,6 +99,8 @@ def fit_loop(engine: Engine) -> None:
         else math.inf
     )
     check_loss = checks_loss(engine)
+    # With several processes, a stop that one rank asks for waits until all agree on it.
+    agreed_stop = stop_agreement(engine) if rt.world_size > 1 else None
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     preemption = engine.preemption
     step = under(rt.autocast, step_call) if rt.autocasts else step_call
@@ -195,14 +197,18 @@ def fit_loop(engine: Engine) -> None:
             engine.batches_seen += 1
             if loggers and engine.batches_seen % log_every == 0:
                 engine.log_rows(store.take_unwritten(), step_of_row)
-            stop_requested = ctx.should_stop and can_stop(engine, epoch)
+            stop_requested = (
+                ctx.should_stop if agreed_stop is None else agreed_stop(engine.batches_seen)
+            ) and can_stop(engine, epoch)
             if validate_epoch and (
                 ((engine.batches_seen if check_n is None else batch_idx + 1) % every == 0)
                 or (stop_requested and batch_idx != last_idx)
             ):
                 evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
                 store.stage = "train"
-                stop_requested = ctx.should_stop and can_stop(engine, epoch)
+                stop_requested = (
+                    ctx.should_stop if agreed_stop is None else agreed_stop()
+                ) and can_stop(engine, epoch)
             if max_steps != -1 and ctx.global_step >= max_steps:
                 engine.stopped_by, stop = "max_steps", True
             elif deadline is not None and agree(time.monotonic() >= deadline):
@@ -222,7 +228,7 @@ def fit_loop(engine: Engine) -> None:
         finished = num_batches is None or batch_idx == last_idx
         validate_now = validate_epoch and every == math.inf and batch_idx >= 0
         epoch = close_epoch(engine, epoch, batch_idx, finished, validate_now, checkpointers)
-        if ctx.should_stop and can_stop(engine, epoch):
+        if (ctx.should_stop if agreed_stop is None else agreed_stop()) and can_stop(engine, epoch):
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
     if not stop:
         engine.stopped_by = engine.stopped_by or "max_epochs"
@@ -289,6 +295,24 @@ def under(context: Callable[[], Any], call: Callable[..., Any]) -> Callable[...,
             return call(*args)
 
     return run
+
+
+def stop_agreement(engine: Engine) -> Callable[..., bool]:
+    """With several processes: ``agree(batches_seen)`` is whether any rank set
+    ``ctx.should_stop``, asked of all ranks (one small collective) every ``log_every_n_steps``
+    batches, and False in between; ``agree()`` asks now (after a validation, at an epoch's
+    end). The agreed value becomes every rank's ``ctx.should_stop``, so the ranks leave the
+    loop after the same batch instead of one waiting in a collective the others never enter."""
+    ctx, every = engine.ctx, engine.config.log_every_n_steps
+    reduce_any = engine.runtime.strategy.reduce_any
+
+    def agree(batches_seen: int | None = None) -> bool:
+        if batches_seen is not None and batches_seen % every:
+            return False
+        ctx.should_stop = reduce_any(ctx.should_stop)
+        return ctx.should_stop
+
+    return agree
 
 
 def can_stop(engine: Engine, epochs_done: int) -> bool:

@@ -122,6 +122,6 @@ class Strategy:
             atomic_save(state, path)
 
     def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
-        from lightkit.checkpoint.io import safe_load
+        from lightkit.strategies.fsdp_checkpoint import read_checkpoint
 
-        return safe_load(path, map_location="cpu")
+        return read_checkpoint(path, map_location="cpu")

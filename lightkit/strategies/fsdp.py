@@ -193,14 +193,6 @@ class FSDPStrategy(ParallelStrategy):
 
         save_sharded(self, state, Path(path))
 
-    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
-        path = Path(path)
-        if path.is_dir():
-            from lightkit.strategies.fsdp_checkpoint import load_sharded
-
-            return load_sharded(path)
-        return super().load_checkpoint(path)
-
     # -- the result ------------------------------------------------------------------------
     def finish_result(self, result: Any, engine: Any) -> Any:
         """Before teardown: rank 0's metrics on every rank, and plain modules for

@@ -101,6 +101,17 @@ def load_sharded(path: Path) -> dict[str, Any]:
     return state
 
 
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Any checkpoint lightkit writes, as full tensors: a file, or a sharded folder (FSDP's
+    default), which any strategy and any number of processes can then load."""
+    from lightkit.checkpoint.io import safe_load
+
+    path = Path(path)
+    if path.is_dir() and (path / ".metadata").is_file():
+        return load_sharded(path)
+    return safe_load(path, map_location=map_location)
+
+
 def is_sharded(state: dict[str, Any]) -> bool:
     """Whether ``state`` holds DTensors (sharded), not full tensors."""
     from torch.distributed.tensor import DTensor

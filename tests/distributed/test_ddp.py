@@ -146,3 +146,42 @@ def test_the_callers_callback_objects_end_as_rank_zeros(
     states = list(torch.load(result.best_checkpoint, weights_only=True)["callbacks"].values())
     assert checkpoint.best_model_score == states[0]["best_model_score"] is not None
     assert stopping.best_score == states[1]["best_score"] == checkpoint.best_model_score
+
+
+@pytest.mark.parametrize(("log_every", "steps"), [(1, 3), (50, 4)])
+def test_a_stop_one_rank_asks_for_stops_every_rank_after_the_same_batch(log_every, steps):
+    """Rank 1 alone sets ctx.should_stop in the step of global step 2. The ranks agree on it
+    every log_every_n_steps batches and at the epoch's end (4 batches): all stop together."""
+    reg = lk.Registry()
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+
+    @reg.model
+    def net():
+        return torch.nn.Linear(3, 1)
+
+    @reg.train_data
+    def data():
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=2)
+
+    @reg.training_step
+    def train(net, batch, ctx):
+        if ctx.rank == 1 and ctx.global_step == 2:
+            ctx.should_stop = True
+        return torch.nn.functional.mse_loss(net(batch[0]), batch[1])
+
+    @reg.configure_optimizers
+    def optim(net):
+        return torch.optim.SGD(net.parameters(), lr=0.01)
+
+    result = lk.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=lk.DDPStrategy(start_method="fork", timeout=30),
+        max_epochs=3,
+        log_every_n_steps=log_every,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(lk.collect(reg))
+    assert (result.global_step, result.stopped_by) == (steps, "should_stop")

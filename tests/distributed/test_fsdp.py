@@ -91,6 +91,12 @@ def test_checkpoints_resume_exactly(
     assert not [p for p in ckpt.parent.iterdir() if p.name.startswith(".")]  # no temporaries
     checked = lk.Trainer(**flags, devices=2, strategy=strategy).validate(spec, ckpt_path=ckpt)
     assert checked.metrics["val/mse"] == pytest.approx(first.metrics["val/mse"], abs=ATOL, rel=0)
+    # Either kind is read as full tensors by anyone: load_models, and one plain process.
+    loaded = lk.load_models(ckpt)["net"].state_dict()  # built float32, as the @model makes it
+    for key, value in first.models["net"].state_dict().items():
+        assert torch.equal(loaded[key], value.float())
+    alone = lk.Trainer(**flags).validate(spec, ckpt_path=ckpt)
+    assert alone.metrics["val/mse"] == pytest.approx(first.metrics["val/mse"], abs=ATOL, rel=0)
     resumed = lk.Trainer(**{**flags, "max_epochs": 3}, devices=2, strategy=strategy).fit(
         spec, ckpt_path=ckpt
     )
