@@ -40,6 +40,10 @@ their ``exception`` hooks and flush their loggers. The calling process then rais
 :class:`~lightkit.DistributedError` with the root cause's traceback, printed once. No rank
 outlives the call, and the ranks die with the calling process (``PR_SET_PDEATHSIG`` on Linux).
 
+Preemption: during ``fit``, a preemption signal sent to the calling process (``kill``,
+``docker stop``) is passed on to every rank, which saves ``last.ckpt`` and stops as one process
+does; the calling process then raises :class:`~lightkit.checkpoint.Preempted` too.
+
 This module is the calling process's side: starting the ranks and supervising them. A rank's
 side (read the job, run it, report) is :mod:`lightkit.runtime.rank`; what travels between
 them is pickled by :mod:`lightkit.runtime.pickling`.
@@ -56,7 +60,9 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,14 +117,18 @@ class Launcher:
             start = _SpawnedRank  # type: ignore[assignment]
             payload = _dumps_job(job)
         ranks: list[_Rank] = []
+        signals = list(trainer.config.preemption_signals or []) if stage == "fit" else []
         try:
             for rank in range(self.nprocs):
                 ranks.append(start(rank, local_rank_env(rank, self.nprocs, port), payload))
-            for r in ranks:  # after every start: the ranks import torch at the same time
-                r.send_job()
-            outcome = _supervise(ranks, self.failure_timeout)
+            # Installed after the ranks started: a forked rank must not inherit the handler.
+            with _forwarding(signals, ranks) as received:
+                for r in ranks:  # after every start: the ranks import torch at the same time
+                    r.send_job()
+                outcome = _supervise(ranks, self.failure_timeout)
         finally:
             _stop(ranks)
+        outcome.raise_if_preempted(received[0] if received else None)
         result = outcome.result_or_raise(self.nprocs)
         states = result.extras.pop("callback_states", None) or []
         for callback, state in zip(trainer.config.callbacks, states, strict=False):
@@ -278,12 +288,59 @@ class _Failure:
     exitcode: int | None = None
 
 
+@contextlib.contextmanager
+def _forwarding(names: list[str], ranks: list[_Rank]) -> Iterator[list[int]]:
+    """While the ranks run ``fit``, a preemption signal sent to this process (``docker stop``,
+    ``kill``, a scheduler) goes on to every rank, which saves ``last.ckpt`` and stops, as one
+    process does; the list yielded receives the signal's number."""
+    received: list[int] = []
+    if not names or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def forward(signum: int, frame: Any) -> None:
+        if not received:
+            received.append(signum)
+        for r in ranks:
+            if r.exitcode() is None:
+                r.signal(signum)
+
+    previous: dict[int, Any] = {
+        int(sig): signal.signal(sig, forward) for sig in (signal.Signals[n] for n in names)
+    }
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received and callable(previous.get(received[0])):  # the caller's own handler
+        previous[received[0]](received[0], None)
+
+
 @attrs.define
 class _Outcome:
     result: bytes | None = None
     failures: list[_Failure] = attrs.field(factory=list)
     exitcodes: dict[int, int | None] = attrs.field(factory=dict)
     timed_out: list[int] = attrs.field(factory=list)
+    #: The ranks that stopped for a preemption signal, the signal, and rank 0's
+    #: ``last.ckpt`` (``""``: none written).
+    preempted_ranks: set[int] = attrs.field(factory=set)
+    preempted_signum: int | None = None
+    preempted: str | None = None
+
+    def raise_if_preempted(self, received: int | None) -> None:
+        """:class:`Preempted`, as one process raises it, when this process or the ranks got a
+        preemption signal, unless a rank failed of its own accord (that is the error then)."""
+        from lightkit.checkpoint.preemption import Preempted
+
+        signum = received if received is not None else self.preempted_signum
+        if signum is None:
+            return
+        killed_by_it = {-signum, 128 + signum}
+        if any(f.exitcode not in killed_by_it for f in self.failures):
+            return
+        raise Preempted(signum, Path(self.preempted) if self.preempted else None)
 
     def result_or_raise(self, nprocs: int) -> Result:
         codes = ", ".join(
@@ -342,6 +399,11 @@ def _supervise(ranks: list[_Rank], failure_timeout: float) -> _Outcome:
             return
         if kind == "result":
             out.result = data
+        elif kind == "preempted":
+            out.preempted_ranks.add(rank.rank)
+            out.preempted_signum = data["signum"]
+            if rank.rank == 0 or out.preempted is None:
+                out.preempted = data["checkpoint"] or ""
         elif kind == "failed":
             out.failures.append(_Failure(rank.rank, **data))
 
@@ -366,7 +428,9 @@ def _supervise(ranks: list[_Rank], failure_timeout: float) -> _Outcome:
                     receive(r.conn)
                 del running[r.rank]
                 out.exitcodes[r.rank] = code
-                reported = any(f.rank == r.rank for f in out.failures)
+                reported = r.rank in out.preempted_ranks or any(
+                    f.rank == r.rank for f in out.failures
+                )
                 if code != 0 and not reported:
                     how = _describe_code(code)
                     out.failures.append(

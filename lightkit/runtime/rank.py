@@ -55,6 +55,7 @@ def forked_main(env: dict[str, str], parent: int, job: Job, conn: mpc.Connection
 
 def _run(job: Job, conn: mpc.Connection) -> int:
     """Run the job as this rank; send rank 0's result; return the exit code."""
+    from lightkit.checkpoint.preemption import Preempted
     from lightkit.engine.trainer import Trainer
 
     trainer = Trainer(job.config)
@@ -63,6 +64,11 @@ def _run(job: Job, conn: mpc.Connection) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             conn.send(("result", _dumps_result(result, trainer)))
         return 0
+    except Preempted as exc:  # a forwarded signal: last.ckpt is written, not a failure
+        checkpoint = None if exc.checkpoint is None else str(exc.checkpoint)
+        with contextlib.suppress(Exception):
+            conn.send(("preempted", {"signum": exc.signum, "checkpoint": checkpoint}))
+        return _exit_status(exc)
     except BaseException as exc:
         _report(conn, exc)
         return 130 if isinstance(exc, KeyboardInterrupt) else _exit_status(exc)

@@ -4,8 +4,8 @@ A ``DataLoader`` with a ``RandomSampler`` or ``SequentialSampler`` is rebuilt ar
 ``DistributedSampler`` (``shuffle`` kept; ``seed`` the Trainer's ``seed``, else 0; the epoch
 set by the loop each epoch, so the order changes per epoch as ``DistributedSampler`` does).
 ``drop_last=False`` (the default) pads the last rank's share by repeating samples from the
-start, so every rank runs the same number of batches; ``drop_last=True`` drops the tail
-instead. A loader the strategy cannot split (an ``IterableDataset``, a custom sampler or
+start, so every rank runs the same number of batches (an evaluation loader warns: its metrics
+count those samples twice); ``drop_last=True`` drops the tail instead. A loader the strategy cannot split (an ``IterableDataset``, a custom sampler or
 batch sampler, a plain iterable) is left alone with a warning: every rank iterates it whole.
 Ranks that would run different numbers of batches are cut to the shortest, so a run never
 hangs waiting for a rank that has run out.
@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from lightkit.strategies.process_group import ProcessGroup
 
 
-def distribute(group: ProcessGroup, loader: Any) -> Any:
-    """This rank's share of ``loader`` (see the module docstring)."""
+def distribute(group: ProcessGroup, loader: Any, evaluation: bool = False) -> Any:
+    """This rank's share of ``loader`` (see the module docstring); ``evaluation``: a
+    validation, test or predict loader, whose padding repeats samples in the figures."""
     if group.world_size == 1 or not group.active:
         return loader
     from torch.utils.data import (
@@ -65,6 +66,16 @@ def distribute(group: ProcessGroup, loader: Any) -> Any:
                 seed=group.seed,
                 drop_last=loader.drop_last,
             )
+            padded = split.total_size - len(loader.dataset)  # type: ignore[arg-type]
+            if evaluation and padded > 0 and group.rank == 0:
+                warnings.warn(
+                    f"{len(loader.dataset)} evaluation samples over {group.world_size} ranks: "  # type: ignore[arg-type]
+                    f"DistributedSampler repeats {padded} of them so that every rank runs "
+                    f"the same batches, and epoch metrics count those twice. Evaluate with "
+                    f"devices=1 for exact figures, or use a dataset whose size is a multiple "
+                    f"of {group.world_size}.",
+                    stacklevel=3,
+                )
             return rebuild_with_sampler(loader, split)
         why = f"uses a {type(batch_sampler or sampler).__name__}, which cannot be split"
     if group.rank == 0:

@@ -79,7 +79,7 @@ class ParallelStrategy(Strategy):
     def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
         from lightkit.strategies.data_split import distribute
 
-        return distribute(self.group, loader)
+        return distribute(self.group, loader, evaluation=not shuffle_default)
 
     # -- collectives -----------------------------------------------------------------------
     def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import lightkit as lk
 from tests.distributed.support import ROOT, SCRIPTS, alive, run_script
@@ -116,6 +117,37 @@ def test_no_rank_outlives_the_calling_process(
         deadline = time.monotonic() + 10
         while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        proc.kill()
+
+
+def test_sigterm_to_the_calling_process_saves_and_exits_143_as_one_process_does(
+    tmp_path: Path,
+) -> None:
+    """`kill`/`docker stop` signal the process the user started: the ranks get it too, agree,
+    write last.ckpt once and stop; the script exits 143 like a one-process run."""
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "fit_preempted.py"), str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_pids(tmp_path)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = _pids(tmp_path)
+        assert len(pids) == 2, proc.stderr.read() if proc.poll() is not None else "no ranks"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        last = tmp_path / "lightkit_logs/default/version_0/checkpoints/last.ckpt"
+        assert f"SIGTERM received; saved {last}; exiting with status 143" in err
+        assert "finished" not in out and "DistributedError" not in err
+        ckpt = torch.load(last, weights_only=True)
+        assert 0 < ckpt["loop"]["batches_done"] < 100  # stopped mid-epoch, where agreed
         assert not any(alive(pid) for pid in pids)
     finally:
         proc.kill()
