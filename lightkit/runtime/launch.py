@@ -351,10 +351,10 @@ class _Outcome:
         if not self.failures:
             raise DistributedError(f"rank 0 ended without a result ({codes}).", code="rank-failed")
         root = min(self.failures, key=lambda f: (f.secondary, f.at))
-        others = [
+        others = [  # a rank stopped after the failure is listed as stopped, not as dying
             f"  rank {f.rank}: {f.summary}"
             for f in sorted(self.failures, key=lambda f: f.rank)
-            if f is not root
+            if f is not root and f.rank not in self.timed_out
         ]
         stopped = [f"  rank {r}: stopped (no exit after the failure)" for r in self.timed_out]
         lines = "\n".join(others + stopped)

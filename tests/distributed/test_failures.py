@@ -27,6 +27,26 @@ def _pids(marker_dir: Path) -> list[int]:
     return [int(p.read_text()) for p in sorted(marker_dir.glob("pid-*"))]
 
 
+def _start_script(name: str, folder: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPTS / name), str(folder), *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _training_pids(proc: subprocess.Popen[str], folder: Path) -> list[int]:
+    """The two ranks' pids, once both are training (they write them into ``folder``)."""
+    deadline = time.monotonic() + 120
+    while len(_pids(folder)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    pids = _pids(folder)
+    assert len(pids) == 2, proc.stderr.read() if proc.poll() is not None else "no ranks"  # type: ignore[union-attr]
+    return pids
+
+
 def test_a_rank_raising_ends_the_script_non_zero_with_its_traceback(tmp_path: Path) -> None:
     proc = run_script("fit_fails.py", str(tmp_path), timeout=180)
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -85,6 +105,7 @@ def test_a_rank_that_hangs_after_a_failure_is_stopped(
     with pytest.raises(lk.DistributedError, match="rank 0 of 2 failed first") as info:
         lk.Trainer(**flags, devices=2, strategy=strategy).fit(run)
     assert "rank 1: stopped (no exit after the failure)" in str(info.value)
+    assert str(info.value).count("  rank 1:") == 1  # not also as a rank that died
     assert not any(alive(pid) for pid in _pids(tmp_path))
 
 
@@ -95,19 +116,9 @@ def test_no_rank_outlives_the_calling_process(
     sig: signal.Signals, start_method: str, tmp_path: Path
 ) -> None:
     """Ctrl-C in the calling process stops the ranks; killing it outright kills them too."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "fit_hangs.py"), str(tmp_path), start_method],
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_script("fit_hangs.py", tmp_path, start_method)
     try:
-        deadline = time.monotonic() + 120
-        while len(_pids(tmp_path)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        pids = _pids(tmp_path)
-        assert len(pids) == 2, proc.stderr.read() if proc.poll() is not None else "no ranks"
+        pids = _training_pids(proc, tmp_path)
         time.sleep(0.5)  # both ranks are training; rank 1 sleeps
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
@@ -127,19 +138,9 @@ def test_sigterm_to_the_calling_process_saves_and_exits_143_as_one_process_does(
 ) -> None:
     """`kill`/`docker stop` signal the process the user started: the ranks get it too, agree,
     write last.ckpt once and stop; the script exits 143 like a one-process run."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "fit_preempted.py"), str(tmp_path)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_script("fit_preempted.py", tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while len(_pids(tmp_path)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        pids = _pids(tmp_path)
-        assert len(pids) == 2, proc.stderr.read() if proc.poll() is not None else "no ranks"
+        pids = _training_pids(proc, tmp_path)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 143, err
