@@ -114,6 +114,8 @@ def fit_loop(engine: Engine) -> None:
     stop = max_steps != -1 and ctx.global_step >= max_steps
     if stop:  # resumed at or past max_steps: nothing to train
         engine.stopped_by = "max_steps"
+    elif num_batches == 0:  # limit_train_batches=0: no epoch runs (Lightning skips fit)
+        stop = True
     unchecked = manual and engine.start_epoch == 0 and engine.skip_batches == 0
     for m in models:
         m.train()

@@ -42,8 +42,10 @@ class Entry:
         # (``reg.model(mlp, name="encoder"); reg.model(mlp, name="decoder")``) and two
         # functions claiming one model name both stay, for collect() to report.
         # (A partial or other callable object has no __qualname__.)
+        # The module too: two libraries' functions of one name are two hooks.
         qualname = getattr(self.fn, "__qualname__", None) or self.name
-        return (f"on:{self.event}" if self.role == "on" else self.role, qualname, self.name)
+        where = f"{getattr(self.fn, '__module__', None)}:{qualname}"
+        return (f"on:{self.event}" if self.role == "on" else self.role, where, self.name)
 
 
 def _check_callable(fn: object, role: str) -> None:

@@ -68,9 +68,13 @@ def test_limit_train_batches_matches_a_loop_that_breaks_early():
     assert_same_weights(result.models["net"], raw_fit(epochs=3, limit_batches=3, accumulate=2))
 
 
-def test_limit_train_batches_zero_trains_nothing():
-    result = trainer(max_epochs=2, seed=0, limit_train_batches=0).fit(lk.collect(registry()))
-    assert result.global_step == 0
+@pytest.mark.parametrize("zero", [0, 0.0])
+def test_limit_train_batches_zero_trains_nothing(zero):
+    epochs: list[int] = []
+    reg = registry()
+    reg.on("train_epoch_start")(lambda ctx: epochs.append(ctx.epoch))
+    result = trainer(max_epochs=2, seed=0, limit_train_batches=zero).fit(lk.collect(reg))
+    assert (result.global_step, result.epoch, epochs) == (0, 0, [])  # no epoch runs (Lightning)
     assert_same_weights(result.models["net"], raw_fit(epochs=0))
 
 

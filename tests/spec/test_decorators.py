@@ -232,3 +232,15 @@ def test_registering_a_module_instance_asks_for_the_function_that_builds_it():
     assert "got the Linear module itself" in str(info.value)
     assert 'reg.model(lambda: module, name="net")' in str(info.value)
     assert len(reg) == 0  # nothing half-registered
+
+
+def test_hooks_of_one_name_from_two_modules_are_two_hooks():
+    import types
+
+    reg = lk.Registry()
+    for module in ("lib_a", "lib_b"):
+        ns: dict = {"__name__": module}
+        exec("def report(ctx):\n    pass\n", ns)
+        reg.on("fit_start", ns["report"])
+    assert [e.fn.__module__ for e in reg.entries] == ["lib_a", "lib_b"]
+    assert isinstance(reg.entries[0].fn, types.FunctionType)
