@@ -19,7 +19,7 @@ from torch import nn
 from lightkit.checkpoint.find import find_checkpoint, search_dirs
 from lightkit.checkpoint.resume import ResumeState
 from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION
-from lightkit.errors import CheckpointError, sorted_list
+from lightkit.errors import CheckpointError, SpecError, sorted_list
 from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
@@ -333,7 +333,18 @@ def load_models(
     check_format(ckpt, path)
     stored_hparams = ckpt.get("hparams") or {}
     if spec is None:
-        spec = TrainingSpec.model_validate_json(ckpt["spec"])
+        try:
+            spec = TrainingSpec.model_validate_json(ckpt["spec"])
+        except SpecError as exc:  # functions renamed or moved since the file was written
+            from lightkit.errors import Problem
+
+            *first, last = exc.problems
+            fix = (
+                f"\nThe spec stored in {path} names functions that cannot be imported now. "
+                f"Pass them as they are: lk.load_models(path, spec=lk.collect(<your module>)); "
+                f"only the @model functions must match the checkpoint."
+            )
+            raise SpecError([*first, Problem(last.code, last.message + fix)]) from None
     else:
         known = spec.hparams_model.model_fields
         spec = spec.with_hparams(**{k: v for k, v in stored_hparams.items() if k in known})
@@ -346,7 +357,12 @@ def load_models(
             continue
         module = bind_plan(plan, (), base, spec.hparams)()
         if plan.name not in stored:
-            raise _mismatch(path, f"it holds no weights for model '{plan.name}'.")
+            raise _mismatch(
+                path,
+                f"it holds no weights for model '{plan.name}' (it holds "
+                f"{', '.join(map(repr, stored)) or 'none'}). Give the @model the name the "
+                f"checkpoint knows: @lk.model(name=...).",
+            )
         try:
             module.load_state_dict(stored[plan.name], strict=strict)
         except RuntimeError as exc:

@@ -167,6 +167,25 @@ def test_load_models_rebuilds_from_the_stored_spec(tmp_path):
     assert again["net"][0].out_features == 8
 
 
+def test_load_models_says_what_to_do_when_the_stored_functions_moved(tmp_path):
+    result = lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(SPEC)
+    ckpt = torch.load(result.last_checkpoint, weights_only=True)
+    ckpt["spec"] = ckpt["spec"].replace("tests.checkpoint.resumable", "tests.checkpoint.moved")
+    moved = tmp_path / "moved.ckpt"
+    torch.save(ckpt, moved)
+    with pytest.raises(lk.SpecError) as info:
+        lk.load_models(moved)
+    assert "unimportable-function" in info.value.codes
+    assert "lk.load_models(path, spec=lk.collect(<your module>))" in str(info.value)
+    renamed = lk.Registry()
+    renamed.model(resumable.net, name="network")
+    with pytest.raises(
+        lk.CheckpointError, match="no weights for model 'network' \\(it holds 'net'\\)"
+    ):
+        lk.load_models(moved, spec=lk.collect(renamed))
+    assert list(lk.load_models(moved, spec=SPEC)) == ["net"]  # the fix the message gives
+
+
 class Activation:
     """Not a JSON value."""
 
