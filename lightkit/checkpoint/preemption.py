@@ -45,25 +45,13 @@ class Preempted(SystemExit):
 class Preemption:
     """The signal handlers of one ``fit`` call and the loop's check for them."""
 
-    def __init__(self, engine: Engine, names: list[str]) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.signals = [signal.Signals[name] for name in names]
         self.received: int | None = None
         self.handled = False
         self._previous: dict[int, Any] = {}
         self._distributed = engine.runtime.world_size > 1
         self._every = engine.config.log_every_n_steps
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread
-        for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def uninstall(self) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is None:
@@ -97,9 +85,7 @@ class Preemption:
 
     def call_previous(self, signum: int) -> None:
         """Run the handler the user had installed for ``signum`` before ``fit``."""
-        previous = self._previous.get(signum)
-        if callable(previous):
-            previous(signum, None)
+        call_previous(self._previous, signum)
 
 
 def save_last(engine: Engine, position: tuple[int, int]) -> Path | None:
@@ -126,19 +112,42 @@ def preemption_guard(engine: Engine, stage: str) -> Iterator[None]:
     if stage != "fit" or not names:
         yield
         return
-    guard = Preemption(engine, names)
-    guard.install()
+    guard = Preemption(engine)
     engine.preemption = guard
     try:
-        yield
+        with handling(names, guard._handle) as guard._previous:
+            yield
         if guard.received is not None and not guard.handled:
             # The signal came after the last batch: the run is complete, but was asked to end.
             signum = guard.received
             guard.call_previous(signum)
             raise Preempted(signum, engine.last_checkpoint)
     finally:
-        guard.uninstall()
         engine.preemption = None
 
 
-__all__ = ["Preempted", "Preemption", "preemption_guard", "save_last"]
+@contextlib.contextmanager
+def handling(names: list[str], handler: Any) -> Iterator[dict[int, Any]]:
+    """``handler`` for the signals ``names`` while the block runs, then the previous handlers
+    again; yields those (empty outside the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield {}
+        return
+    previous = {
+        int(sig): signal.signal(sig, handler) for sig in map(signal.Signals.__getitem__, names)
+    }
+    try:
+        yield previous
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def call_previous(previous: dict[int, Any], signum: int) -> None:
+    """Run the handler the user had installed for ``signum`` before lightkit's, if a function."""
+    handler = previous.get(signum)
+    if callable(handler):
+        handler(signum, None)
+
+
+__all__ = ["Preempted", "Preemption", "call_previous", "handling", "preemption_guard", "save_last"]

@@ -60,7 +60,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,10 +292,9 @@ def _forwarding(names: list[str], ranks: list[_Rank]) -> Iterator[list[int]]:
     """While the ranks run ``fit``, a preemption signal sent to this process (``docker stop``,
     ``kill``, a scheduler) goes on to every rank, which saves ``last.ckpt`` and stops, as one
     process does; the list yielded receives the signal's number."""
+    from lightkit.checkpoint.preemption import call_previous, handling
+
     received: list[int] = []
-    if not names or threading.current_thread() is not threading.main_thread():
-        yield received
-        return
 
     def forward(signum: int, frame: Any) -> None:
         if not received:
@@ -305,16 +303,10 @@ def _forwarding(names: list[str], ranks: list[_Rank]) -> Iterator[list[int]]:
             if r.exitcode() is None:
                 r.signal(signum)
 
-    previous: dict[int, Any] = {
-        int(sig): signal.signal(sig, forward) for sig in (signal.Signals[n] for n in names)
-    }
-    try:
+    with handling(names, forward) as previous:
         yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if received and callable(previous.get(received[0])):  # the caller's own handler
-        previous[received[0]](received[0], None)
+    if received:
+        call_previous(previous, received[0])
 
 
 @attrs.define
