@@ -21,13 +21,14 @@ from pydantic import (
     ValidationInfo,
     computed_field,
     field_serializer,
+    field_validator,
     model_validator,
 )
 
 from lightkit.errors import Problem, SpecError, describe_function, did_you_mean, sorted_list
 from lightkit.spec.hparams import Hparams, build_hparams_model, hparam_sources, type_name
 from lightkit.spec.registry import unknown_event
-from lightkit.spec.roles import ENTRY_POINT_NEEDS, EVENTS, LOOP_VALUES, SINGLE_ROLES
+from lightkit.spec.roles import ENTRY_POINT_NEEDS, EVENTS, LOOP_VALUES, ROLES, SINGLE_ROLES
 from lightkit.spec.signature import FunctionPlan, classify
 
 
@@ -89,6 +90,17 @@ class SpecEntry(BaseModel):
     name: str
     manual: bool = False
     event: str | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role not in ROLES:  # a hand-edited spec.json
+            raise SpecError(
+                f"role {role!r} is not a role.{did_you_mean(role, ROLES)} Roles: "
+                f"{sorted_list(ROLES)}.",
+                code="unknown-role",
+            )
+        return role
 
 
 def analyse(

@@ -139,6 +139,15 @@ def test_dump_writes_import_paths_hparams_and_schema():
     assert data["hparams_schema"]["properties"]["lr"]["type"] == "number"
 
 
+def test_a_hand_edited_unknown_role_is_named_with_a_did_you_mean():
+    data = json.loads(lk.collect(simple).model_dump_json())
+    data["functions"][0]["role"] = "modle"
+    with pytest.raises(lk.SpecError) as info:
+        lk.TrainingSpec.model_validate_json(json.dumps(data))
+    assert info.value.code == "unknown-role"
+    assert "role 'modle' is not a role. Did you mean 'model'?" in str(info.value)
+
+
 @pytest.mark.parametrize("module", [simple, realistic, hparam_kinds])
 def test_json_round_trip_in_process(module):
     spec = lk.collect(module)
