@@ -5,6 +5,7 @@ Every code has a section in ``docs/errors.md``; a test keeps the two in step.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -102,7 +103,18 @@ class DistributedError(LightkitError, RuntimeError):
     code = "distributed-failure"
 
 
+def _code_owner(fn: Any) -> Any:
+    """What holds the code of a callable: a partial's function, a callable object's
+    ``__call__``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if not (inspect.isroutine(fn) or isinstance(fn, type)) and callable(fn):
+        return type(fn).__call__
+    return fn
+
+
 def _location(fn: Callable[..., Any]) -> str:
+    fn = _code_owner(fn)
     fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
     code = getattr(fn, "__code__", None)
     if code is None:
@@ -121,7 +133,14 @@ def _location(fn: Callable[..., Any]) -> str:
 
 def describe_function(fn: Callable[..., Any]) -> str:
     """Render a function as ``train(net, batch, foo) at examples/x.py:12`` for messages."""
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        owner = _code_owner(fn)
+        inner = getattr(owner, "__qualname__", None) or repr(fn)
+        if isinstance(fn, functools.partial):
+            name = f"partial({inner})"
+        else:
+            name = inner.removesuffix(".__call__") if callable(fn) else repr(fn)
     try:
         params = ", ".join(
             ("**" if p.kind is p.VAR_KEYWORD else "*" if p.kind is p.VAR_POSITIONAL else "") + name

@@ -143,6 +143,7 @@ def _check_devices(config: Any) -> None:
 
 
 def _hparams(spec: Any, fmt: str) -> int:
+    from lightkit.spec.hparams import source_name
     from lightkit.utils.config_file import plain_value
 
     sources = spec.hparam_sources()
@@ -150,7 +151,7 @@ def _hparams(spec: Any, fmt: str) -> int:
     rows = []
     data = []
     for name, field in model.model_fields.items():
-        used = [s.split("(")[0] for s in sources.get(name, [])]
+        used = [source_name(s) for s in sources.get(name, [])]
         value = getattr(spec.hparams, name)
         default = field.get_default(call_default_factory=True)
         shown = value.value if isinstance(value, enum.Enum) else value

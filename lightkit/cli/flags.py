@@ -268,13 +268,15 @@ def _json(text: str) -> Any:
 
 def hparam_flags(spec: Any, taken: set[str]) -> list[Flag]:
     """A flag per hyperparameter; one whose name a trainer or CLI flag has is ``--hparams.X``."""
+    from lightkit.spec.hparams import source_name
+
     sources = spec.hparam_sources()
     flags = []
     for name, field in spec.hparams_model.model_fields.items():
         option = "--" + name.replace("_", "-")
         if option in taken:
             option = "--hparams." + name.replace("_", "-")
-        used = ", ".join(s.split("(")[0] for s in sources.get(name, []))
+        used = ", ".join(source_name(s) for s in sources.get(name, []))
         flags.append(
             Flag(
                 "hparams",

@@ -7,6 +7,7 @@ The model remembers which functions declared each field, so errors can name them
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -40,7 +41,67 @@ class Hparams(BaseModel):
         return self.as_dict() == other.as_dict()
 
     def __hash__(self) -> int:
-        return hash(tuple(sorted((k, repr(v)) for k, v in self.as_dict().items())))
+        # Equal values must hash alike (``1 == 1.0``, a list and its copy), so values are
+        # frozen into hashable forms rather than compared by ``repr``.
+        return hash(tuple(sorted((k, _frozen(v)) for k, v in self.as_dict().items())))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Each spec builds its model class at run time, so pickle cannot find it by name:
+        # send the fields and rebuild the class on the other side.
+        model = type(self)
+        fields = {name: (f.annotation, f) for name, f in model.model_fields.items()}
+        return (_rebuild_hparams, (fields, hparam_sources(model), self.as_dict()))
+
+
+def _rebuild_hparams(
+    fields: dict[str, Any], sources: dict[str, list[str]], values: dict[str, Any]
+) -> Hparams:
+    model = pydantic.create_model("Hparams", __base__=Hparams, **fields)
+    model.__hparam_sources__ = sources  # type: ignore[attr-defined]
+    return model.model_validate(values)
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for ``value`` that equal values share; ``None`` when there is none
+    (such a value then adds nothing to the hash, which stays consistent with equality)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return frozenset((_frozen(k), _frozen(v)) for k, v in value.items())
+    if isinstance(value, BaseModel):
+        return _frozen(dict(value))
+    try:
+        hash(value)
+    except TypeError:
+        return None
+    return value
+
+
+def _type_key(annotation: Any) -> Any:
+    """A comparable form of a type: ``List[int]`` and ``list[int]`` are one, ``Optional[int]``
+    and ``int | None`` are one, and two ``Field(gt=0)`` in ``Annotated`` are equal (pydantic's
+    ``FieldInfo`` compares by identity)."""
+    if isinstance(annotation, FieldInfo):
+        return ("Field", repr(annotation))
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return annotation
+    if origin is types.UnionType:
+        origin = typing.Union
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:  # get_args flattens Annotated[T, meta, ...] to (T, meta, ...)
+        return (origin, _type_key(args[0]), tuple(_type_key(a) for a in args[1:]))
+    return (origin, tuple(_type_key(a) for a in args))
+
+
+def same_type(a: Any, b: Any) -> bool:
+    """Whether two annotations declare the same hyperparameter type."""
+    try:
+        return bool(a == b) or bool(_type_key(a) == _type_key(b))
+    except Exception:
+        return a is b
 
 
 def _same_default(a: Any, b: Any) -> bool:
@@ -96,7 +157,7 @@ def build_hparams_model(
                     # ``x=None`` says nothing of the type: ``x: float | None = None`` decides.
                     if annotation is Any:
                         seen[p.name] = (p.annotation, default, first)
-                elif annotation != p.annotation or not same_default:
+                elif not same_type(annotation, p.annotation) or not same_default:
                     problems.append(
                         Problem(
                             "hparam-conflict",
@@ -118,7 +179,7 @@ def build_hparams_model(
             if p.kind != "hparam" or p.declares or p.name not in seen:
                 continue
             annotation, default, first = seen[p.name]
-            if p.annotation is not None and p.annotation != annotation:
+            if p.annotation is not None and not same_type(p.annotation, annotation):
                 problems.append(
                     Problem(
                         "hparam-conflict",
@@ -143,8 +204,41 @@ def build_hparams_model(
                 + "; ".join(f"{n} in {', '.join(s)}" for n, s in sources.items()),
             )
         ]
+    bad = _bad_defaults(model, seen)
+    if bad:
+        return None, bad
     model.__hparam_sources__ = sources  # type: ignore[attr-defined]
     return model, []
+
+
+def _bad_defaults(
+    model: type[Hparams], seen: dict[str, tuple[Any, Any, FunctionPlan]]
+) -> list[Problem]:
+    """A problem per default that its own type refuses (``hidden: int = 8.5``)."""
+    # pydantic does not validate defaults; lightkit passes them to the functions as values.
+    defaults = {
+        name: field.get_default(call_default_factory=True, validated_data={})
+        for name, field in model.model_fields.items()
+    }
+    try:
+        model.model_validate(defaults)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            name = str(error["loc"][0]) if error["loc"] else ""
+            if name not in seen:
+                continue
+            annotation, default, plan = seen[name]
+            problems.append(
+                Problem(
+                    "bad-hparam-default",
+                    f"{plan.where}: hyperparameter '{name}': the default "
+                    f"{show_default(default)} does not fit its type {type_name(annotation)} "
+                    f"({error['msg']}). Change the default or the annotation.",
+                )
+            )
+        return problems
+    return []
 
 
 def type_name(annotation: Any) -> str:
@@ -152,6 +246,14 @@ def type_name(annotation: Any) -> str:
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
     return repr(annotation).replace("typing.", "")
+
+
+def source_name(source: str) -> str:
+    """The function's name in one of :func:`hparam_sources`' entries:
+    ``"train(net, lr) at x.py:3"`` -> ``"train"``, ``"partial(opt)(net, lr) at ..."`` ->
+    ``"partial(opt)"``."""
+    head = source.rsplit(" at ", 1)[0]
+    return head[: head.rfind("(")] if head.endswith(")") else head
 
 
 def hparam_sources(model: type[Hparams]) -> dict[str, list[str]]:

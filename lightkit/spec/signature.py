@@ -15,9 +15,11 @@ The rules, in order (pytest's: a parameter with a default is never *injected* by
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from pydantic.fields import FieldInfo
 
@@ -115,11 +117,25 @@ def _eval_annotation(annotation: Any, namespace: dict[str, Any]) -> Any:
 def hparam_annotation(param: inspect.Parameter) -> Any:
     """The declared type, or the default's type when unannotated (``Any`` for ``None``)."""
     if param.annotation is not inspect.Parameter.empty:
+        if param.default is None and not _admits_none(param.annotation):
+            # ``hidden: int = None`` means "an int, or None": PEP 484's old implicit Optional.
+            return Optional[param.annotation]
         return param.annotation
     default = param.default
     if isinstance(default, FieldInfo):
         default = default.get_default(call_default_factory=True, validated_data={})
     return type_of_default(default)
+
+
+def _admits_none(annotation: Any) -> bool:
+    if annotation in (Any, None, type(None)):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _admits_none(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits_none(a) for a in typing.get_args(annotation))
+    return False
 
 
 _SCALARS = (bool, int, float, str)
@@ -169,6 +185,16 @@ def classify(
 
     where = describe_function(fn)
     label = role_label(role, event)
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        # Calling it would only make a coroutine: its body would never run.
+        return None, [
+            Problem(
+                "async-function",
+                f"{where} is an async function, but lightkit calls its functions directly, "
+                f"inside the loop; its body would never run. Make it a plain `def` (call "
+                f"async code with asyncio.run(...) inside it if you must).",
+            )
+        ]
     params: list[Param] = []
     for p in sig.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

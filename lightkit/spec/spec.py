@@ -7,7 +7,9 @@ and re-runs the same analysis ``collect()`` does.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
@@ -26,19 +28,42 @@ from pydantic import (
 )
 
 from lightkit.errors import Problem, SpecError, describe_function, did_you_mean, sorted_list
-from lightkit.spec.hparams import Hparams, build_hparams_model, hparam_sources, type_name
+from lightkit.spec.hparams import (
+    Hparams,
+    build_hparams_model,
+    hparam_sources,
+    source_name,
+    type_name,
+)
 from lightkit.spec.registry import unknown_event
 from lightkit.spec.roles import ENTRY_POINT_NEEDS, EVENTS, LOOP_VALUES, ROLES, SINGLE_ROLES
 from lightkit.spec.signature import FunctionPlan, classify
 
 
 def function_ref(fn: Callable[..., Any]) -> str:
-    """``"module:qualname"`` of a function."""
+    """``"module:qualname"`` of a function. A callable that no import path reaches (a
+    ``functools.partial``, a method bound to an instance, a callable object) is written as
+    ``"<partial of module:qualname>"``, which loading refuses with the fix."""
+    if isinstance(fn, functools.partial):
+        return f"<partial of {function_ref(fn.func)}>"
+    if inspect.ismethod(fn) and not isinstance(fn.__self__, type):  # a classmethod imports
+        return f"<bound method {function_ref(fn.__func__)}>"
+    if not (inspect.isroutine(fn) or isinstance(fn, type)):
+        return f"<{type(fn).__name__} object from {getattr(type(fn), '__module__', '?')}>"
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def import_function(ref: str) -> Callable[..., Any]:
     """Import ``"module:qualname"``; a clear error when that cannot work."""
+    if ref.startswith("<"):
+        raise SpecError(
+            f"{ref} cannot be loaded: it was registered as a callable object, not a function "
+            f"defined with `def` at the top of a module, and a spec file holds functions by "
+            f"import path only. Register a top-level function instead (`def opt(net, lr=0.5): "
+            f"...` rather than `partial(opt, lr=0.5)`), or pass the spec you have: "
+            f"`lk.load_models(path, spec=lk.collect(...))`.",
+            code="unimportable-function",
+        )
     module_name, _, qualname = ref.partition(":")
     if not module_name or not qualname:
         raise SpecError(
@@ -46,11 +71,11 @@ def import_function(ref: str) -> Callable[..., Any]:
             code="unimportable-function",
         )
     hint = ""
-    if module_name == "__main__" or "<locals>" in qualname:
+    if module_name == "__main__" or "<locals>" in qualname or "<lambda>" in qualname:
         hint = (
-            " It was defined in a script run directly, a notebook, or inside another function, "
-            "so another process cannot import it. Move it to an importable module "
-            "(a .py file on the Python path) to load the spec elsewhere."
+            " It was defined in a script run directly, a notebook, inside another function or "
+            "as a lambda, so another process cannot import it. Move it to an importable module "
+            "(a `def` in a .py file on the Python path) to load the spec elsewhere."
         )
     try:
         obj: Any = importlib.import_module(module_name)
@@ -350,7 +375,7 @@ class TrainingSpec(BaseModel):
         if not fields:
             lines.append("    (none)")
         for name, field in fields.items():
-            used = ", ".join(s.split("(")[0] for s in sources.get(name, []))
+            used = ", ".join(source_name(s) for s in sources.get(name, []))
             lines.append(
                 f"    {name}: {type_name(field.annotation)} = {getattr(self.hparams, name)!r}"
                 f"  (used by {used})"
@@ -367,6 +392,15 @@ class TrainingSpec(BaseModel):
 
     def __hash__(self) -> int:
         return hash((self.functions, self.hparams))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The hyperparameter model is built at run time: pickle the functions (by reference,
+        # as pickle does) and the values, and analyse again when loading.
+        return (_rebuild_spec, (self.functions, self.hparams.as_dict()))
+
+
+def _rebuild_spec(functions: tuple[SpecEntry, ...], values: dict[str, Any]) -> TrainingSpec:
+    return TrainingSpec(functions=functions, hparams=values)
 
 
 def _unwrap_spec_errors(exc: ValidationError) -> Exception:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, List, Optional  # noqa: UP035 - List is tested
 
 import pydantic
 import pytest
@@ -409,3 +409,75 @@ def test_field_conflicts_show_the_field_as_written():
         lk.collect(reg)
     assert "dropout: float = Field(0.1, ge=0)\n" in str(info.value)
     assert "dropout: float = 0.1\n" in str(info.value)
+
+
+def test_equal_declarations_written_differently_are_one_hyperparameter():
+    reg = lk.Registry()
+
+    @reg.model
+    def net(hidden: Annotated[int, Field(gt=0)] = 8, sizes: List[int] = [4]):  # noqa: B006, UP006
+        return None
+
+    @reg.train_data
+    def data(hidden: Annotated[int, Field(gt=0)] = 8, sizes: list[int] = [4], p: int = None):  # noqa: B006, RUF013
+        return None
+
+    @reg.configure_optimizers
+    def optim(net, p: Optional[int] = None):
+        return None
+
+    spec = lk.collect(reg)
+    assert spec.hparams.as_dict() == {"hidden": 8, "sizes": [4], "p": None}
+    with pytest.raises(pydantic.ValidationError, match="hidden"):
+        spec.with_hparams(hidden=0)  # the Field constraint still holds
+
+
+def test_different_field_constraints_still_conflict():
+    reg = lk.Registry()
+
+    @reg.model
+    def net(hidden: Annotated[int, Field(gt=0)] = 8):
+        return None
+
+    @reg.train_data
+    def data(hidden: Annotated[int, Field(gt=1)] = 8):
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.code == "hparam-conflict"
+
+
+def test_a_none_default_makes_the_type_optional():
+    reg = lk.Registry()
+
+    @reg.model
+    def net(hidden: int = None, act: str = None):  # noqa: RUF013
+        return None
+
+    spec = lk.collect(reg)
+    assert spec.hparams.as_dict() == {"hidden": None, "act": None}
+    assert spec.with_hparams(hidden=3).hparams.hidden == 3
+    assert type_name(spec.hparams_model.model_fields["hidden"].annotation) == "Optional[int]"
+    with pytest.raises(pydantic.ValidationError, match="hidden"):
+        spec.with_hparams(hidden="x")
+
+
+def test_a_default_its_own_type_refuses_is_a_spec_error_naming_the_function():
+    reg = lk.Registry()
+
+    @reg.model
+    def net(hidden: int = 8.5, lr: float = "fast", ok: int = 3):
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.codes == ["bad-hparam-default", "bad-hparam-default"]
+    text = str(info.value)
+    where = describe_function(net)
+    assert (
+        f"{where}: hyperparameter 'hidden': the default 8.5 does not fit its type int (Input "
+        f"should be a valid integer, got a number with a fractional part). Change the default "
+        f"or the annotation." in text
+    )
+    assert f"{where}: hyperparameter 'lr': the default 'fast' does not fit its type float" in text

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import pytest
 from pydantic import Field
 
+import lightkit as lk
 from lightkit.errors import describe_function
 from lightkit.spec.roles import EVENT_SUPPLIES, EVENT_VALUES, EVENTS, LOOP_VALUES, ROLE_SUPPLIES
 from lightkit.spec.signature import Param, classify, hparam_annotation, read_signature
@@ -397,3 +398,27 @@ def _param(default: Any, annotation: Any = inspect.Parameter.empty) -> inspect.P
 )
 def test_hparam_annotation(param, expected):
     assert hparam_annotation(param) is expected
+
+
+def test_an_async_function_is_refused_since_its_body_would_never_run():
+    reg = lk.Registry()
+
+    @reg.model
+    def net():
+        return None
+
+    @reg.on("fit_start")
+    async def hook(ctx):
+        return None
+
+    @reg.training_step
+    async def train(net, batch):
+        yield None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.codes == ["async-function", "async-function"]
+    assert (
+        f"{describe_function(hook)} is an async function, but lightkit calls its functions "
+        f"directly, inside the loop; its body would never run. Make it a plain `def`"
+    ) in str(info.value)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
 
 import lightkit as lk
@@ -240,9 +242,9 @@ def test_main_functions_dump_but_do_not_load_elsewhere(tmp_path):
     assert out.startswith("['unimportable-function', 'unimportable-function']\n2 problems:\n")
     assert (
         "cannot import function '__main__:net': module '__main__' has no attribute 'net'. "
-        "It was defined in a script run directly, a notebook, or inside another function, so "
-        "another process cannot import it. Move it to an importable module (a .py file on the "
-        "Python path) to load the spec elsewhere."
+        "It was defined in a script run directly, a notebook, inside another function or as a "
+        "lambda, so another process cannot import it. Move it to an importable module (a `def` "
+        "in a .py file on the Python path) to load the spec elsewhere."
     ) in out
     assert "cannot import function '__main__:train'" in out
 
@@ -261,7 +263,53 @@ def test_locally_defined_functions_cannot_be_imported_back():
     with pytest.raises(lk.SpecError) as info:
         lk.TrainingSpec.model_validate_json(text)
     assert info.value.code == "unimportable-function"
-    assert "inside another function, so another process cannot import it" in str(info.value)
+    assert "inside another function or as a lambda, so another process cannot import it" in str(
+        info.value
+    )
+
+
+class _Stepper:
+    def step(self, net, batch):
+        return None
+
+    def __call__(self, net, batch):
+        return None
+
+
+def _optim(net, lr: float = 0.1):
+    return None
+
+
+def test_callables_no_import_path_reaches_are_refused_when_loaded_with_the_fix():
+    reg = lk.Registry()
+    reg.model(simple.net)
+    reg.training_step(_Stepper().step)
+    reg.configure_optimizers(functools.partial(_optim, lr=0.5))
+    reg.validation_step(_Stepper())
+    spec = lk.collect(reg)
+    assert spec.hparams.lr == 0.5  # the partial's keyword is the default
+    refs = [e["fn"] for e in json.loads(spec.model_dump_json())["functions"]]
+    assert refs == [
+        "tests.user_modules.simple:net",
+        f"<bound method {__name__}:_Stepper.step>",
+        f"<partial of {__name__}:_optim>",
+        f"<_Stepper object from {__name__}>",
+    ]
+    assert "lr: float = 0.5  (used by partial(_optim))" in str(spec)
+    with pytest.raises(lk.SpecError) as info:
+        lk.TrainingSpec.model_validate_json(spec.model_dump_json())
+    assert info.value.codes == ["unimportable-function"] * 3
+    assert (
+        f"<partial of {__name__}:_optim> cannot be loaded: it was registered as a callable "
+        f"object, not a function defined with `def` at the top of a module" in str(info.value)
+    )
+    assert "`lk.load_models(path, spec=lk.collect(...))`" in str(info.value)
+
+
+def test_a_classmethod_and_a_class_are_stored_by_import_path():
+    class_ref = function_ref(_Stepper)
+    assert class_ref == f"{__name__}:_Stepper"
+    assert import_function(class_ref) is _Stepper
 
 
 def test_import_function():
@@ -348,3 +396,45 @@ def test_specs_and_hparams_compare_by_value():
     name, value = next(iter(a.hparams.as_dict().items()))
     changed = a.with_hparams(**{name: value * 2 + 1})
     assert changed != a and changed.hparams != a.hparams
+
+
+@pytest.mark.parametrize("module", [simple, hparam_kinds])
+def test_a_spec_pickles_with_plain_pickle(module):
+    # A process pool (a sweep with ProcessPoolExecutor) pickles its arguments with plain
+    # pickle; the hyperparameter model is built at run time, so it travels as its fields.
+    import pickle
+
+    spec = lk.collect(module)
+    spec = spec.with_hparams(hidden=7)
+    back = pickle.loads(pickle.dumps(spec))
+    assert back == spec and hash(back) == hash(spec)
+    assert back.hparams.hidden == 7
+    assert back.hparam_sources() == spec.hparam_sources()
+    assert back.hparams_schema == spec.hparams_schema
+    hp = pickle.loads(pickle.dumps(spec.hparams))
+    assert hp == spec.hparams and hp.as_dict() == spec.hparams.as_dict()
+    with pytest.raises(pydantic.ValidationError):  # the constraints came along
+        back.with_hparams(hidden="many")
+
+
+def _with_options(options: dict[str, int] = {"a": 1}, sizes: list[int] = [1]):  # noqa: B006
+    return None
+
+
+def test_equal_hyperparameters_hash_alike():
+    reg = lk.Registry()
+    reg.model(_with_options)
+    spec = lk.collect(reg)
+    a = spec.with_hparams(options={"a": 1, "b": 2}, sizes=[3, 4])
+    b = spec.with_hparams(options={"b": 2, "a": 1}, sizes=[3, 4])  # the same dict, other order
+    assert a.hparams == b.hparams and hash(a.hparams) == hash(b.hparams)
+    assert a == b and hash(a) == hash(b)
+    assert len({a, b, spec}) == 2
+    kinds = lk.collect(hparam_kinds).hparams
+    assert hash(kinds) == hash(pickle_copy(kinds))
+
+
+def pickle_copy(value):
+    import pickle
+
+    return pickle.loads(pickle.dumps(value))
