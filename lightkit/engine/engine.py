@@ -192,13 +192,15 @@ class Engine:
     def build_data(self, role: str, limit: int | float, flag: str) -> list[EpochIterator]:
         """Call a data function; return one epoch iterator per loader it gave.
 
-        Evaluation data may be a list of loaders. Training data is one iterable: a list of
-        batches is iterated as it is, and a list of several ``DataLoader``s is an error rather
-        than silently training on the first.
+        Evaluation data may be a list of loaders; a list of batches (tensors, or tuples, lists
+        or dicts of them) is one loader. Training data is one iterable: a list of batches is
+        iterated as it is, and a list of several ``DataLoader``s is an error rather than
+        silently training on the first.
         """
         value = self.call_role(role)
         if role != "train_data":
-            loaders = list(value) if isinstance(value, (list, tuple)) else [value]
+            several = isinstance(value, (list, tuple)) and not all(map(is_batch, value))
+            loaders = list(value) if several else [value]
         elif isinstance(value, (list, tuple)) and value and all(is_loader(v) for v in value):
             if len(value) > 1:
                 plan = self.spec.plan(role)
@@ -343,6 +345,16 @@ def is_loader(obj: Any) -> bool:
     from torch.utils.data import DataLoader
 
     return isinstance(obj, DataLoader)
+
+
+def is_batch(obj: Any) -> bool:
+    """Whether an item of a list that a data function returned is a batch (a tensor, or a
+    tuple, list or dict holding one) rather than a loader: ``[(x, y), ...]`` is one loader of
+    ready batches, ``[loader_a, loader_b]`` two loaders."""
+    if isinstance(obj, torch.Tensor):
+        return True
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return any(isinstance(item, torch.Tensor) for item in items)
 
 
 def sequential(loader: Any) -> Any:

@@ -8,6 +8,7 @@ an epoch ends, or someone reads ``ctx.metrics``.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,13 @@ from lightkit.errors import LightkitError
 from lightkit.utils.apply import first_tensor
 
 REDUCTIONS = ("mean", "sum", "max", "min")
+_STAGE_WORDS = {
+    "train": "the training step",
+    "train_epoch": "an epoch-level hook",
+    "validate": "validation",
+    "test": "testing",
+    "predict": "prediction",
+}
 #: Names the loggers write in every row themselves.
 RESERVED = ("step", "epoch")
 
@@ -68,7 +76,9 @@ class MetricStore:
     ) -> None:
         self.stage = "train"
         self.suffix = ""  # "/dataloader_idx_N" while evaluating several loaders
-        self._by_name: dict[str, Metric] = {}
+        # By stage and name: a name logged in training and again in validation is two
+        # metrics, each with its own options and epoch values (as in Lightning).
+        self._metrics: dict[tuple[str, str], Metric] = {}
         #: Latest value of every metric: the step value, or the epoch aggregate once final.
         self.latest: dict[str, Any] = {}
         #: Step values logged since the last write to the loggers.
@@ -90,8 +100,8 @@ class MetricStore:
     ) -> None:
         if self.suffix:
             name = name + self.suffix
-        m = self._by_name.get(name)
-        if m is None or m.stage != self.stage:
+        m = self._metrics.get((self.stage, name))
+        if m is None:
             m = self._register(name, on_step, on_epoch, prog_bar, sync_dist, reduce)
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
@@ -164,7 +174,17 @@ class MetricStore:
             bool(sync_dist),
             reduce,
         )
-        self._by_name[name] = m
+        other = next((k for k, n in self._metrics if n == name), None)
+        if other is not None:
+            warnings.warn(
+                f"lk.log({name!r}) in {_STAGE_WORDS.get(self.stage, self.stage)}: the same name "
+                f"is logged in {_STAGE_WORDS.get(other, other)}. Each keeps its own values and "
+                f"epoch aggregate, but they share one column of metrics.csv and one key of "
+                f"result.metrics, where the value written last wins. Name them apart (e.g. "
+                f"'train/{name}' and 'val/{name}') to keep both.",
+                stacklevel=4,
+            )
+        self._metrics[(self.stage, name)] = m
         return m
 
     def _batch_size(self) -> int:
@@ -183,7 +203,7 @@ class MetricStore:
     def end_epoch(self, stages: tuple[str, ...]) -> dict[str, float]:
         """Aggregate the epoch values of metrics logged in ``stages``; return them as floats."""
         finished: dict[str, Any] = {}
-        for m in self._by_name.values():
+        for m in self._metrics.values():
             if m.stage not in stages or not m.on_epoch or not m.epoch_values:
                 continue
             finished[m.name] = self._aggregate(m)
@@ -229,7 +249,11 @@ class MetricStore:
     def progress(self) -> dict[str, float]:
         """The latest values of metrics logged with ``prog_bar=True``."""
         return _floats(
-            {n: self.latest[n] for n, m in self._by_name.items() if m.prog_bar and n in self.latest}
+            {
+                m.name: self.latest[m.name]
+                for m in self._metrics.values()
+                if m.prog_bar and m.name in self.latest
+            }
         )
 
     def floats(self) -> dict[str, float]:
@@ -246,7 +270,7 @@ class MetricStore:
 
     def reset_epoch(self, stages: tuple[str, ...]) -> None:
         """Drop unfinished epoch values of ``stages`` (an interrupted evaluation)."""
-        for m in self._by_name.values():
+        for m in self._metrics.values():
             if m.stage in stages:
                 m.epoch_values = []
                 m.epoch_sizes = []

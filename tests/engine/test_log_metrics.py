@@ -159,6 +159,34 @@ def test_several_validation_loaders_get_a_suffix():
     }
 
 
+@pytest.mark.parametrize("form", ["tuples", "dicts", "tensors"])
+def test_a_list_of_ready_batches_is_one_evaluation_loader(form):
+    # [(x, y), ...] is one loader of batches, as in training; only a list of loaders (or of
+    # lists of batches) is several.
+    chunks = [(X_VAL[i : i + 8], Y_VAL[i : i + 8]) for i in range(0, 20, 8)]
+    batches = {
+        "tuples": chunks,
+        "dicts": [{"x": x, "y": y} for x, y in chunks],
+        "tensors": [x for x, _ in chunks],
+    }[form]
+
+    def val(net, batch, dataloader_idx):
+        x = batch if form == "tensors" else batch["x"] if form == "dicts" else batch[0]
+        lk.log("val/n", float(x.shape[0]), reduce="sum")
+        lk.log("val/which", dataloader_idx)
+
+    reg = registry(val=val, val_data=lambda: batches)
+    result = trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert result.metrics == {"val/n": 20.0, "val/which": 0.0}
+
+    if form == "tensors":
+        return  # [[x0, x1, x2], [x0]] reads as two batches of two tensors (default_collate's)
+    several = registry(val=val, val_data=lambda: [batches, batches[:1]])
+    result = trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(several))
+    assert result.metrics["val/n/dataloader_idx_0"] == 20.0
+    assert result.metrics["val/n/dataloader_idx_1"] == 8.0
+
+
 def test_logs_from_hooks_and_every_stage_reach_the_result():
     def val(net, batch):
         lk.log("val/x", 1.0)
@@ -311,3 +339,41 @@ def test_sync_dist_reduces_numbers_as_it_reduces_tensors():
     store.log("d", 1.0, None, None, False, False, "mean", None)  # no sync_dist: as logged
     assert calls == [(1.0, "mean"), (2.0, "sum"), (1.0, "mean")]
     assert store.take_unwritten() == {"a": 2.0, "b": 5.0, "c": 2.0, "d": 1.0}
+
+
+def test_one_name_in_training_and_validation_keeps_both_epoch_values(tmp_path):
+    # Lightning keeps a training and a validation metric of one name apart; so does lightkit,
+    # and it warns that the two share a column of metrics.csv.
+    train_losses: list[float] = []
+    val_losses: list[float] = []
+    at_val_end: list[float] = []
+
+    def train(net, batch):
+        loss = ce(net, batch)
+        lk.log("loss", loss, on_step=False, on_epoch=True)
+        train_losses.append(float(loss.detach()))
+        return loss
+
+    def val(net, batch):
+        loss = ce(net, batch)
+        lk.log("loss", loss)
+        val_losses.append(float(loss))
+
+    reg = registry(step=train, val=val)
+
+    @reg.on("validation_epoch_end")
+    def read(ctx):
+        at_val_end.append(ctx.metrics["loss"])
+
+    with pytest.warns(UserWarning, match=r"lk.log\('loss'\) in validation: the same name is "):
+        result = trainer(
+            max_epochs=1, num_sanity_val_steps=0, logger=lk.CSVLogger(), default_root_dir=tmp_path
+        ).fit(lk.collect(reg))
+    train_mean = weighted_mean(train_losses, TRAIN_SIZES)
+    val_mean = weighted_mean(val_losses, VAL_SIZES)
+    assert at_val_end == [pytest.approx(val_mean, rel=1e-12)]  # what callbacks monitor then
+    # The training epoch ends after its validation: its aggregate is the latest value.
+    assert result.metrics == {"loss": pytest.approx(train_mean, rel=1e-12)}
+    rows = (result.log_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,epoch"
+    assert float(rows[-1].split(",")[1]) == pytest.approx(train_mean, rel=1e-12)
