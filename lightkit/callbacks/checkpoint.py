@@ -62,8 +62,13 @@ class ModelCheckpoint(Callback):
         every_n_train_steps: save every n optimizer steps.
         train_time_interval: save at the first batch end after this much time (seconds or a
             ``timedelta``).
-        every_n_epochs: save every n epochs (the default, 1, when none of the three is set),
-            and after each validation that runs in the middle of an epoch.
+        every_n_epochs: save every n epochs (the default, 1, when none of the three is set):
+            at the epoch's end or after its validations, as ``save_on_train_epoch_end`` says.
+        save_on_train_epoch_end: ``True``: save when a training epoch ends; ``False``: after
+            each validation instead (epochs without one save nothing). ``None`` (Lightning's
+            rule): at the epoch's end when validation runs once per epoch, at its end
+            (``check_val_every_n_epoch=1``, ``val_check_interval=1.0``) or never; after each
+            validation otherwise.
         auto_insert_metric_name: write ``name=`` before each value in the file name.
         enable_version_counter: when a file name is taken, add ``-v1``, ``-v2``, ... A name
             taken by the very file that leaves the top k is not taken: that file is
@@ -91,6 +96,7 @@ class ModelCheckpoint(Callback):
     train_time_interval: float | None = attrs.field(default=None, converter=_seconds)
     every_n_epochs: int | None = attrs.field(default=None, validator=at_least(0, optional=True))
     enable_version_counter: bool = True
+    save_on_train_epoch_end: bool | None = None
 
     #: Path -> monitored value of the files kept for the top k.
     best_k_models: dict[str, float] = attrs.field(factory=dict, init=False, repr=False)
@@ -106,6 +112,8 @@ class ModelCheckpoint(Callback):
     _sanity: bool = attrs.field(default=False, init=False, repr=False)
     _val_ran: bool = attrs.field(default=False, init=False, repr=False)
     _val_since_save: bool = attrs.field(default=False, init=False, repr=False)
+    _val_at_epoch_end: bool = attrs.field(default=False, init=False, repr=False)
+    _on_epoch_end: bool = attrs.field(default=True, init=False, repr=False)
     _carried_best: tuple[str, float] | None = attrs.field(default=None, init=False, repr=False)
     _warned: set[str] = attrs.field(factory=set, init=False, repr=False)
 
@@ -199,7 +207,8 @@ class ModelCheckpoint(Callback):
         self.last_model_path = ""
         self._last_global_step_saved = 0
         self._last_time = time.monotonic()
-        self._val_ran = self._val_since_save = self._sanity = False
+        self._val_ran = self._val_since_save = self._val_at_epoch_end = self._sanity = False
+        self._on_epoch_end = self._saves_on_train_epoch_end(engine)
         self._carried_best = None
         if engine.runtime.is_global_zero:
             clean_stale_temps(self.dirpath)
@@ -207,6 +216,23 @@ class ModelCheckpoint(Callback):
             from lightkit.checkpoint.state import spec_json
 
             spec_json(engine.spec)  # unstorable hyperparameters fail now, not at the first save
+
+    def _saves_on_train_epoch_end(self, engine: Engine) -> bool:
+        """Lightning's rule for ``save_on_train_epoch_end=None``."""
+        if self.save_on_train_epoch_end is not None:
+            return bool(self.save_on_train_epoch_end)
+        limits = engine.limits
+        if limits.check_val_every_n_epoch != 1:
+            return False  # validation skips epoch ends, or counts batches across them
+        validates = (
+            engine.spec.plan("validation_step") is not None
+            and bool(engine.eval_loaders)
+            and limits.val != 0
+        )
+        # An int interval counts batches (1: every batch), even the int 1 that Lightning's
+        # `== 1.0` takes for the float.
+        interval = limits.val_check_interval
+        return not validates or (isinstance(interval, float) and interval == 1.0)
 
     def on_sanity_check_start(self, ctx: Any) -> None:
         self._sanity = True
@@ -222,11 +248,10 @@ class ModelCheckpoint(Callback):
     def batch_done(self, engine: Engine, leaving: bool) -> None:
         """After a training batch. ``leaving``: training stops after it, mid-epoch."""
         validated, self._val_since_save = self._val_since_save, False
-        if not (
-            self.every_n_train_steps
-            or self.train_time_interval is not None
-            or ((validated or leaving) and self.every_n_epochs)
-        ):
+        # Saving at the epoch's end: only a run that leaves mid-epoch saves here (its epoch
+        # ends now). Saving after validations: each one saves.
+        trigger = leaving if self._on_epoch_end else validated
+        if not (self.every_n_train_steps or self.train_time_interval is not None or trigger):
             return  # the common case, once per batch: nothing can be due
         if engine.limits.dev_run:
             return
@@ -248,10 +273,12 @@ class ModelCheckpoint(Callback):
             and train.num_batches is not None
             and ctx.batch_idx + 1 >= train.num_batches
         )
+        if validated and last_of_epoch:
+            self._val_at_epoch_end = True  # saved by epoch_done, after the epoch's schedulers
         if (
             self.every_n_epochs
             and not last_of_epoch
-            and (validated or leaving)
+            and trigger
             and (ctx.epoch + 1) % self.every_n_epochs == 0
         ):
             due = True
@@ -260,11 +287,14 @@ class ModelCheckpoint(Callback):
 
     def epoch_done(self, engine: Engine) -> None:
         """After a completed training epoch (validation and epoch schedulers included)."""
-        self._val_since_save = False
+        validated = self._val_since_save or self._val_at_epoch_end
+        self._val_since_save = self._val_at_epoch_end = False
         if engine.limits.dev_run:
             return
         ctx = engine.ctx
         if ctx.global_step == self._last_global_step_saved:
+            return
+        if not (self._on_epoch_end or validated):
             return
         if self.every_n_epochs and (ctx.epoch + 1) % self.every_n_epochs == 0:
             self._save(engine, (engine.epochs_done, 0))

@@ -33,6 +33,8 @@ class EarlyStopping(Callback):
             (or never).
         verbose: print each improvement and the reason for stopping (Lightning's rule: nothing
             is printed without it). The reason is kept in ``stopping_reason`` either way.
+        log_rank_zero_only: with several processes, print on rank 0 only; by default every
+            rank prints, its lines prefixed ``[rank: N]`` (as Lightning).
 
     Example::
 
@@ -49,6 +51,7 @@ class EarlyStopping(Callback):
     stopping_threshold: float | None = None
     divergence_threshold: float | None = None
     check_on_train_epoch_end: bool | None = None
+    log_rank_zero_only: bool = False
 
     wait_count: int = attrs.field(default=0, init=False)
     stopped_epoch: int = attrs.field(default=0, init=False)
@@ -141,8 +144,15 @@ class EarlyStopping(Callback):
             ctx.should_stop = True
             self.stopped_epoch = ctx.epoch
             self.stopping_reason = reason
-        if reason and self.verbose and ctx.is_global_zero:
-            print(f"EarlyStopping: {reason}", flush=True)
+        if reason and self.verbose:
+            self._print(ctx, f"EarlyStopping: {reason}")
+
+    def _print(self, ctx: Any, message: str) -> None:
+        if ctx.world_size > 1:
+            if self.log_rank_zero_only and ctx.rank != 0:
+                return
+            message = f"[rank: {ctx.rank}] {message}"
+        print(message, flush=True)
 
     def evaluate(self, current: float) -> tuple[bool, str | None]:
         """Update the state with a new value of the metric; return (stop?, why)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -97,6 +98,24 @@ def test_verbose_prints_improvements(capsys):
     fit_scripted([2.0, 1.0, 1.5, 1.5], patience=2, verbose=True)
     out = capsys.readouterr().out
     assert "metric score improved by 1.000 >= min_delta = 0.0. New best score: 1.000" in out
+
+
+@pytest.mark.parametrize(
+    ("rank", "zero_only", "expected"),
+    [
+        (0, False, "[rank: 0] EarlyStopping: why\n"),
+        (1, False, "[rank: 1] EarlyStopping: why\n"),
+        (0, True, "[rank: 0] EarlyStopping: why\n"),
+        (1, True, ""),
+    ],
+)
+def test_verbose_lines_of_several_processes_name_their_rank(capsys, rank, zero_only, expected):
+    # Lightning's rule: every rank prints, prefixed, unless log_rank_zero_only=True.
+    es = lk.EarlyStopping(monitor="score", verbose=True, log_rank_zero_only=zero_only)
+    es._print(SimpleNamespace(world_size=2, rank=rank), "EarlyStopping: why")
+    assert capsys.readouterr().out == expected
+    es._print(SimpleNamespace(world_size=1, rank=0), "EarlyStopping: why")
+    assert capsys.readouterr().out == "EarlyStopping: why\n"
 
 
 def test_checks_after_each_validation_when_validating_within_the_epoch():

@@ -156,15 +156,41 @@ def test_state_key_and_state_round_trip():
 
 
 def test_validation_in_the_middle_of_an_epoch_saves_there(tmp_path):
+    # Validation every 4 of 10 batches: Lightning saves after each validation, not at the
+    # epoch's end (save_on_train_epoch_end=None decides so).
     cb = lk.ModelCheckpoint(monitor="val/loss", save_top_k=-1, filename="{step}")
     lk.Trainer(**flags(tmp_path, max_epochs=1, val_check_interval=4, callbacks=[cb])).fit(SPEC)
     folder = tmp_path / CKPT_DIR
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "step=10.ckpt",
-        "step=4.ckpt",
-        "step=8.ckpt",
-    ]
+    assert sorted(p.name for p in folder.iterdir()) == ["step=4.ckpt", "step=8.ckpt"]
     mid = torch.load(folder / "step=4.ckpt", weights_only=True)
     assert (mid["loop"]["epoch"], mid["loop"]["batches_done"]) == (0, 4)
-    end = torch.load(folder / "step=10.ckpt", weights_only=True)
+
+    cb = lk.ModelCheckpoint(save_top_k=-1, filename="{step}", save_on_train_epoch_end=True)
+    root = tmp_path / "at_end"
+    lk.Trainer(**flags(root, max_epochs=1, val_check_interval=4, callbacks=[cb])).fit(SPEC)
+    assert sorted(p.name for p in (root / CKPT_DIR).iterdir()) == ["step=10.ckpt"]
+    end = torch.load(root / CKPT_DIR / "step=10.ckpt", weights_only=True)
     assert (end["loop"]["epoch"], end["loop"]["batches_done"]) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("on_epoch_end", "expected"),
+    [
+        (None, [1, 3]),  # after each validation: epochs 2 and 4 (Lightning's default)
+        (False, [1, 3]),
+        (True, [0, 1, 2, 3, 4]),
+    ],
+)
+def test_validation_every_other_epoch_saves_after_it(tmp_path, on_epoch_end, expected):
+    cb = lk.ModelCheckpoint(save_top_k=-1, save_on_train_epoch_end=on_epoch_end)
+    run = flags(tmp_path, max_epochs=5, check_val_every_n_epoch=2, callbacks=[cb])
+    lk.Trainer(**run).fit(SPEC)
+    names = sorted(p.name for p in (tmp_path / CKPT_DIR).iterdir())
+    assert names == [f"epoch={e}-step={10 * (e + 1)}.ckpt" for e in expected]
+
+
+def test_without_validation_every_epoch_saves(tmp_path):
+    cb = lk.ModelCheckpoint(save_top_k=-1)
+    lk.Trainer(**flags(tmp_path, limit_val_batches=0, callbacks=[cb])).fit(SPEC)
+    names = sorted(p.name for p in (tmp_path / CKPT_DIR).iterdir())
+    assert names == [f"epoch={e}-step={10 * (e + 1)}.ckpt" for e in range(3)]
