@@ -23,7 +23,8 @@ from typing import Any
 
 import attrs
 
-from lightkit.loggers.base import Logger, flatten_params
+from lightkit.loggers.base import Logger
+from lightkit.utils.config_file import plain_value
 
 
 @attrs.define
@@ -92,12 +93,14 @@ class CSVLogger(Logger):
     ) -> None:
         if self.log_dir is None:
             return
-        data: dict[str, Any] = {"hparams": flatten_params(params)}
+        # JSON holds lists and dicts as they are (TensorBoard's hparams need flat strings);
+        # what it cannot hold is written as its repr.
+        data: dict[str, Any] = {"hparams": {k: plain_value(v) for k, v in params.items()}}
         if metrics:
             data["metrics"] = dict(metrics)
         path = self.log_dir / "hparams.json"
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, default=repr) + "\n")
         os.replace(tmp, path)
 
     def save(self) -> None:

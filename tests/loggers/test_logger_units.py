@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 import lightkit as lk
 from lightkit.loggers.base import flatten_params, make_version_dir
@@ -121,10 +122,28 @@ def test_floats_round_trip_exactly(tmp_path):
 
 def test_hparams_json(tmp_path):
     log = csv_logger(tmp_path)
-    log.log_hparams({"lr": 0.1, "name": "x", "dims": (1, 2), "flag": True, "none": None})
+    log.log_hparams(
+        {
+            "lr": 0.1,
+            "name": "x",
+            "dims": (1, 2),
+            "flag": True,
+            "none": None,
+            "opts": {"a": [1, 2]},
+            "act": torch.nn.ReLU,
+        }
+    )
     data = json.loads((tmp_path / "hparams.json").read_text())
     assert data == {
-        "hparams": {"lr": 0.1, "name": "x", "dims": "(1, 2)", "flag": True, "none": None}
+        "hparams": {
+            "lr": 0.1,
+            "name": "x",
+            "dims": [1, 2],
+            "flag": True,
+            "none": None,
+            "opts": {"a": [1, 2]},
+            "act": "<class 'torch.nn.modules.activation.ReLU'>",
+        }
     }
     log.log_hparams({"lr": 0.1}, {"val/loss": 0.5})
     assert json.loads((tmp_path / "hparams.json").read_text())["metrics"] == {"val/loss": 0.5}
