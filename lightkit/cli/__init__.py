@@ -99,6 +99,11 @@ def _run_command(command: str, parsed: Parsed) -> int:
         _out(schedule.to_json() if ns.format == "json" else schedule.render())
         return 0
     _check_devices(config)
+    if config is not None:
+        config._cli_targets = list(parsed.targets) if parsed.targets else None
+        config._cli_refs = [
+            (obj, parsed.refs[id(obj)]) for obj in _objects(config) if id(obj) in parsed.refs
+        ]
     trainer = lk.Trainer(config)
     if command == "predict":
         predictions = trainer.predict(spec, parsed.ckpt_path)
@@ -126,6 +131,15 @@ def _run_command(command: str, parsed: Parsed) -> int:
     lines.append(_metrics_table(result.metrics))
     _out("\n".join(lines))
     return 0
+
+
+def _objects(config: Any) -> list[Any]:
+    """The objects in a configuration's fields (callbacks, loggers, plugins)."""
+    found: list[Any] = []
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        found.extend(value if isinstance(value, (list, tuple)) else [value])
+    return found
 
 
 def _check_devices(config: Any) -> None:

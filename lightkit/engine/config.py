@@ -9,6 +9,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     field_serializer,
     field_validator,
     model_validator,
@@ -40,6 +41,12 @@ class TrainerConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid", arbitrary_types_allowed=True, validate_assignment=True
     )
+    # Where the command line got this configuration: its targets, and the references it built
+    # objects from, as (object, reference) pairs (pickling keeps the pairs' objects the ones
+    # in the fields). The run folder's config.toml names them, so `lightkit fit --config`
+    # can run it again. Not a flag: the Python API sets neither.
+    _cli_targets: list[str] | None = PrivateAttr(default=None)
+    _cli_refs: list[tuple[Any, Any]] = PrivateAttr(default_factory=list)
 
     # -- how long ----------------------------------------------------------------------------
     max_epochs: int | None = Field(

@@ -363,7 +363,11 @@ RUN_FILE_HEADER = "lightkit run configuration: `lightkit fit --config {name}` ru
 def write_run_config(run_dir: Path, spec: Any, config: Any) -> Path:
     """Write ``config.toml`` (targets, hyperparameters, trainer flags) into a run folder."""
     path = Path(run_dir) / "config.toml"
-    data = run_config(spec, config)
+    # A run started from the command line names its targets as given there (a registry
+    # target such as `pkg.mod:reg` included), and its objects by the references they came from.
+    targets = getattr(config, "_cli_targets", None)
+    refs = {id(obj): ref for obj, ref in getattr(config, "_cli_refs", ())}
+    data = run_config(spec, config, targets, refs=refs)
     header = RUN_FILE_HEADER.format(name=path.name)
     if "target" not in data:
         header += (

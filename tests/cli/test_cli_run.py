@@ -236,3 +236,32 @@ def test_plot_draws_a_run_s_metrics(run_cli, tmp_path):
     code, _, err = run_cli("plot", str(tmp_path / "empty"))
     assert code == 1
     assert err.startswith("lightkit plot: error:") and "Traceback" not in err
+
+
+def test_a_registry_target_and_cli_objects_are_named_in_the_run_folder(
+    run_cli, tmp_path, monkeypatch
+):
+    # The functions sit on an explicit lk.Registry: only the command line's target names them,
+    # so the run folder's config.toml must carry it to run again.
+    (tmp_path / "lk_run_regmod.py").write_text(
+        "import lightkit as lk\n"
+        "from tests.user_modules import cli_tiny as t\n\n"
+        "reg = lk.Registry()\n"
+        "reg.model(t.net)\n"
+        "reg.train_data(t.train_loader)\n"
+        "reg.training_step(t.train)\n"
+        "reg.configure_optimizers(t.optim)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    flags = ["--max-epochs", "1", "--seed", "0", "--logger", "csv", *QUIET]
+    code, _, err = run_cli("fit", "lk_run_regmod:reg", *flags)
+    assert code == 0, err
+    run_dir = tmp_path / "lightkit_logs" / "cli_tiny" / "version_0"  # the functions' module
+    written = tomllib.loads((run_dir / "config.toml").read_text())
+    assert written["target"] == ["lk_run_regmod:reg"]
+    assert written["trainer"]["logger"] == "csv"  # the reference it came from, not a repr
+    code, _, err = run_cli("fit", "--config", str(run_dir / "config.toml"))
+    assert code == 0, err
+    again = tmp_path / "lightkit_logs" / "cli_tiny" / "version_1"
+    assert last_row(again, "train/loss") == last_row(run_dir, "train/loss")
