@@ -90,7 +90,8 @@ def checked_manual_step(engine: Engine, step: Callable[..., Any], *args: Any) ->
 
 
 def step_schedulers(engine: Engine, interval: str, count: int) -> None:
-    """Step the schedulers of ``interval`` whose ``frequency`` divides ``count``."""
+    """Step the schedulers of ``interval`` whose ``frequency`` divides ``count`` (the batch
+    in the epoch, from 1, for ``"step"``; the epoch, from 1, for ``"epoch"``)."""
     for cfg in engine.schedulers:
         if cfg.interval != interval or count % cfg.frequency:
             continue
@@ -137,7 +138,8 @@ def optimizer_step(engine: Engine) -> None:
     opt.zero_grad(set_to_none=True)
     ctx.global_step += 1
     if engine.schedulers:
-        step_schedulers(engine, "step", ctx.global_step)
+        # Lightning's count: a step scheduler's `frequency` counts batches of the epoch.
+        step_schedulers(engine, "step", ctx.batch_idx + 1)
 
 
 def window_stepper(engine: Engine) -> Callable[[], None]:
@@ -202,7 +204,7 @@ def skip_optimizer_step(engine: Engine) -> None:
         opt.zero_grad(set_to_none=True)
     engine.ctx.global_step += 1
     if engine.schedulers:
-        step_schedulers(engine, "step", engine.ctx.global_step)
+        step_schedulers(engine, "step", engine.ctx.batch_idx + 1)
 
 
 __all__ = [

@@ -73,7 +73,7 @@ def run_with(scheduler_form, epochs: int = 2, **flags: Any):
                 "optimizer": o,
                 "lr_scheduler": {"scheduler": s, "interval": "step", "frequency": 2},
             },
-            10,  # steps 2, 4, ..., 20
+            9,  # batches 2, 4 and 6 of each 7-batch epoch (Lightning's count)
         ),
         (
             lambda o, s: {
@@ -108,6 +108,20 @@ def test_step_schedulers_count_optimizer_steps_not_batches():
         accumulate_grad_batches=3,
     )
     assert sched.last_epoch == 6
+
+
+def test_step_frequency_counts_batches_of_the_epoch_as_lightning():
+    # 7 batches, accumulating 3: windows end after batches 3, 6 and 7 of each epoch; with
+    # frequency 2 only the one after batch 6 steps the scheduler (Lightning's batch_idx + 1).
+    sched = run_with(
+        lambda o, s: {
+            "optimizer": o,
+            "lr_scheduler": {"scheduler": s, "interval": "step", "frequency": 2},
+        },
+        epochs=2,
+        accumulate_grad_batches=3,
+    )
+    assert sched.last_epoch == 2
 
 
 def test_epoch_schedulers_do_not_step_for_an_unfinished_epoch():
