@@ -285,6 +285,7 @@ class _Failure:
     traceback: str
     summary: str
     exitcode: int | None = None
+    exception_type: str | None = None  # "builtins.ValueError"; None for a rank that died
 
 
 @contextlib.contextmanager
@@ -360,6 +361,10 @@ class _Outcome:
         error = DistributedError(message, code="rank-failed")
         error.rank = root.rank  # type: ignore[attr-defined]
         error.exitcodes = dict(self.exitcodes)  # type: ignore[attr-defined]
+        # The failing rank's exception class, by name: the exception itself stays there
+        # (it may not unpickle here), and `except DistributedError` can still tell an
+        # out-of-memory from a bug.
+        error.exception_type = root.exception_type  # type: ignore[attr-defined]
         raise error
 
 

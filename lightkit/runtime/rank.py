@@ -122,6 +122,7 @@ def _report(conn: mpc.Connection, exc: BaseException) -> None:
         "secondary": is_peer_failure(exc),
         "traceback": text,
         "summary": summary.splitlines()[0][:200],
+        "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
     }
     with contextlib.suppress(Exception):
         conn.send(("failed", data))
