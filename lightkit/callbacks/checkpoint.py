@@ -171,6 +171,11 @@ class ModelCheckpoint(Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.dirpath is None and state.get("dirpath"):
+            # Never set up here: the caller's object of a devices=N run, taking rank 0's state.
+            # It adopts that run's folder (chosen for it, as setup() would have).
+            self.dirpath = Path(state["dirpath"])
+            self._auto_dir = True
         same_dir = self.dirpath is not None and state.get("dirpath") == str(self.dirpath)
         self.best_model_path = state.get("best_model_path", "")
         self.best_model_score = state.get("best_model_score")

@@ -146,6 +146,12 @@ def test_the_callers_callback_objects_end_as_rank_zeros(
     states = list(torch.load(result.best_checkpoint, weights_only=True)["callbacks"].values())
     assert checkpoint.best_model_score == states[0]["best_model_score"] is not None
     assert stopping.best_score == states[1]["best_score"] == checkpoint.best_model_score
+    # The top k too, in the run's own folder, which the object adopts.
+    folder = result.best_checkpoint.parent
+    assert checkpoint.dirpath == folder
+    assert len(checkpoint.best_k_models) == 2
+    assert set(checkpoint.best_k_models) == {str(p) for p in folder.glob("epoch=*.ckpt")}
+    assert checkpoint.kth_best_model_path in checkpoint.best_k_models
 
 
 @pytest.mark.parametrize(("log_every", "steps"), [(1, 3), (50, 4)])
