@@ -91,9 +91,22 @@ class RunContext:
         sync_dist: bool = False,
         reduce: str = "mean",
         batch_size: int | None = None,
+        logger: bool = True,
+        add_dataloader_idx: bool = True,
     ) -> None:
         """Record a metric; see :func:`lightkit.log`."""
-        self._store.log(name, value, on_step, on_epoch, prog_bar, sync_dist, reduce, batch_size)
+        self._store.log(
+            name,
+            value,
+            on_step,
+            on_epoch,
+            prog_bar,
+            sync_dist,
+            reduce,
+            batch_size,
+            logger,
+            add_dataloader_idx,
+        )
 
     def log_dict(self, values: Mapping[str, Any], **options: Any) -> None:
         """``log`` each item of ``values`` with the same options."""
@@ -130,6 +143,8 @@ def log(
     sync_dist: bool = False,
     reduce: str = "mean",
     batch_size: int | None = None,
+    logger: bool = True,
+    add_dataloader_idx: bool = True,
 ) -> None:
     """Log a metric from inside any function the trainer calls.
 
@@ -138,6 +153,10 @@ def log(
     weighted by batch size (dim 0 of the batch's first tensor unless ``batch_size`` is given);
     ``reduce`` may be ``"sum"``, ``"max"`` or ``"min"`` instead. ``sync_dist=True`` reduces
     across ranks. Values may be tensors (kept on device, no sync) or numbers.
+    ``logger=False`` keeps the metric out of the loggers (it is still in ``ctx.metrics``,
+    ``result.metrics``, the progress bar and the callbacks' view). With several evaluation
+    loaders, names get ``/dataloader_idx_N`` unless ``add_dataloader_idx=False`` (then make
+    the names differ yourself).
 
     Example::
 
@@ -155,7 +174,18 @@ def log(
             f"trainer.fit/validate/test/predict, or drop the log call when testing it directly.",
             code="log-outside-run",
         )
-    ctx._store.log(name, value, on_step, on_epoch, prog_bar, sync_dist, reduce, batch_size)
+    ctx._store.log(
+        name,
+        value,
+        on_step,
+        on_epoch,
+        prog_bar,
+        sync_dist,
+        reduce,
+        batch_size,
+        logger,
+        add_dataloader_idx,
+    )
 
 
 def log_dict(values: Mapping[str, Any], **options: Any) -> None:

@@ -35,6 +35,7 @@ class Metric:
     __slots__ = (
         "epoch_sizes",
         "epoch_values",
+        "logger",
         "name",
         "on_epoch",
         "on_step",
@@ -54,8 +55,10 @@ class Metric:
         prog_bar: bool,
         sync_dist: bool,
         reduce: str,
+        logger: bool = True,
     ) -> None:
         self.name = name
+        self.logger = logger
         self.stage = stage
         self.on_step = on_step
         self.on_epoch = on_epoch
@@ -84,6 +87,8 @@ class MetricStore:
         #: Step values logged since the last write to the loggers.
         self.unwritten: dict[str, Any] = {}
         self.batch: Any = None  # the current batch, to read its size from when needed
+        #: Names logged with ``logger=False``: in the metrics, never in a logger's rows.
+        self.unlogged: set[str] = set()
         self._all_reduce = all_reduce
 
     # -- recording ---------------------------------------------------------------------------
@@ -97,12 +102,14 @@ class MetricStore:
         sync_dist: bool,
         reduce: str,
         batch_size: int | None,
+        logger: bool = True,
+        add_dataloader_idx: bool = True,
     ) -> None:
-        if self.suffix:
+        if self.suffix and add_dataloader_idx:
             name = name + self.suffix
         m = self._metrics.get((self.stage, name))
         if m is None:
-            m = self._register(name, on_step, on_epoch, prog_bar, sync_dist, reduce)
+            m = self._register(name, on_step, on_epoch, prog_bar, sync_dist, reduce, logger)
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
                 raise LightkitError(
@@ -133,7 +140,8 @@ class MetricStore:
         self.latest[name] = value
         if m.on_step:
             m.value = value
-            self.unwritten[name] = value
+            if m.logger:
+                self.unwritten[name] = value
         if m.on_epoch:
             m.epoch_values.append(value)
             m.epoch_sizes.append(batch_size if batch_size is not None else self._batch_size())
@@ -146,6 +154,7 @@ class MetricStore:
         prog_bar: bool,
         sync_dist: bool,
         reduce: str,
+        logger: bool = True,
     ) -> Metric:
         if not isinstance(name, str) or not name.strip() or name in RESERVED:
             why = (
@@ -173,7 +182,10 @@ class MetricStore:
             bool(prog_bar),
             bool(sync_dist),
             reduce,
+            bool(logger),
         )
+        if not m.logger:
+            self.unlogged.add(name)
         other = next((k for k, n in self._metrics if n == name), None)
         if other is not None:
             warnings.warn(

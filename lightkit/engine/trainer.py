@@ -292,7 +292,9 @@ def _finish(engine: Engine, stage: str, status: str) -> None:
     for logger in engine.loggers:
         if status == "success" and stage == "fit":
             try:
-                logger.log_hparams(engine.spec.hparams.as_dict(), engine.store.floats())
+                final = engine.store.floats()
+                final = {k: v for k, v in final.items() if k not in engine.store.unlogged}
+                logger.log_hparams(engine.spec.hparams.as_dict(), final)
             except Exception:
                 pass
         logger.finalize(status)

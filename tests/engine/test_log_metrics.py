@@ -377,3 +377,38 @@ def test_one_name_in_training_and_validation_keeps_both_epoch_values(tmp_path):
     rows = (result.log_dir / "metrics.csv").read_text().splitlines()
     assert rows[0] == "step,loss,epoch"
     assert float(rows[-1].split(",")[1]) == pytest.approx(train_mean, rel=1e-12)
+
+
+def test_logger_false_keeps_a_metric_out_of_the_loggers_only(tmp_path):
+    seen: list[float] = []
+
+    def log(i, ctx, loss):
+        lk.log("train/loss", loss)
+        lk.log("train/idx", float(i), logger=False, prog_bar=True)
+        seen.append(ctx.metrics["train/idx"])
+
+    result = fit_logging(log, logger=lk.CSVLogger(), default_root_dir=tmp_path, log_every_n_steps=1)
+    assert seen == [float(i) for i in range(7)]
+    assert result.metrics["train/idx"] == 6.0  # still a metric
+    header = (result.log_dir / "metrics.csv").read_text().splitlines()[0]
+    assert header == "step,train/loss,epoch"  # ... that no logger writes
+
+
+def test_add_dataloader_idx_false_keeps_the_names_as_given():
+    def vdata():
+        shifted = TensorDataset(X_VAL[:12], Y_VAL[:12])
+        return [DataLoader(TensorDataset(X_VAL, Y_VAL), batch_size=8), DataLoader(shifted)]
+
+    def val(net, batch, dataloader_idx):
+        name = ["val/n_full", "val/n_part"][dataloader_idx]
+        lk.log(name, float(batch[0].shape[0]), reduce="sum", add_dataloader_idx=False)
+        lk.log("val/which", dataloader_idx)
+
+    reg = registry(val=val, val_data=vdata)
+    result = trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert result.metrics == {
+        "val/n_full": 20.0,
+        "val/n_part": 12.0,
+        "val/which/dataloader_idx_0": 0.0,
+        "val/which/dataloader_idx_1": 1.0,
+    }
