@@ -77,6 +77,11 @@ def restore(engine: Engine, ckpt_path: str | Path, full: bool) -> None:
             raise _mismatch(path, f"model '{name}': {exc}") from None
     if full:
         _restore_full(engine, ckpt, path)
+    elif isinstance(ckpt.get("loop"), dict):
+        # Evaluating a checkpoint judges the step it was saved at: rows and Result say so.
+        loop = ckpt["loop"]
+        engine.ctx.global_step = int(loop.get("global_step", 0))
+        engine.ctx.epoch = engine.epochs_done = int(loop.get("epochs_done", 0))
 
 
 def _unwrap_compiled(module: nn.Module) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,16 @@ from lightkit.spec.spec import TrainingSpec
 from lightkit.utils.seed import seed_everything
 
 
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+    """Where a fit ended, for validate/test/predict after it: the models' states and the
+    loop position (so evaluation rows and ``Result.global_step`` say which step they judge)."""
+
+    states: dict[str, dict[str, Any]]
+    global_step: int
+    epoch: int
+
+
 class Trainer:
     """Runs a :class:`~lightkit.TrainingSpec`. Takes every :class:`TrainerConfig` flag.
 
@@ -40,9 +51,9 @@ class Trainer:
             config = TrainerConfig(**(values | flags))
         self.config = config if config is not None else TrainerConfig(**flags)
         self.last_engine: Engine | None = None
-        # The spec of this trainer's last completed fit and the modules it trained: validate,
-        # test and predict of the same spec without ckpt_path start from those weights.
-        self._fitted: tuple[TrainingSpec, dict[str, torch.nn.Module]] | None = None
+        # The spec of this trainer's last completed fit, the modules it trained and where it
+        # ended: validate, test and predict of the same spec without ckpt_path start there.
+        self._fitted: tuple[TrainingSpec, Result] | None = None
 
     def __repr__(self) -> str:
         changed = self.config.model_dump(exclude_defaults=True)
@@ -53,7 +64,7 @@ class Trainer:
         """Train. ``ckpt_path`` (a path, ``"last"`` or ``"best"``) resumes a run exactly."""
         self._fitted = None
         result = self._run("fit", spec, ckpt_path)
-        self._fitted = (spec, result.models)
+        self._fitted = (spec, result)
         return result
 
     def validate(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> Result:
@@ -75,14 +86,14 @@ class Trainer:
         result = self._run("predict", spec, ckpt_path, self._fitted_weights(spec, ckpt_path))
         return result.extras["predictions"]  # type: ignore[no-any-return]
 
-    def _fitted_weights(
-        self, spec: TrainingSpec, ckpt_path: str | Path | None
-    ) -> dict[str, dict[str, Any]] | None:
-        """The state of every model after this trainer's last fit, if it fitted this spec
-        (same functions, same hyperparameters) and no checkpoint is asked for."""
+    def _fitted_weights(self, spec: TrainingSpec, ckpt_path: str | Path | None) -> Fitted | None:
+        """Where this trainer's last fit ended, if it fitted this spec (same functions, same
+        hyperparameters) and no checkpoint is asked for."""
         if ckpt_path is not None or self._fitted is None or self._fitted[0] != spec:
             return None
-        return {name: module.state_dict() for name, module in self._fitted[1].items()}
+        result = self._fitted[1]
+        states = {name: module.state_dict() for name, module in result.models.items()}
+        return Fitted(states, result.global_step, result.epoch)
 
     # -- the run ----------------------------------------------------------------------------
     def _run(
@@ -90,7 +101,7 @@ class Trainer:
         stage: str,
         spec: TrainingSpec,
         ckpt_path: str | Path | None,
-        weights: dict[str, dict[str, Any]] | None = None,
+        weights: Fitted | None = None,
     ) -> Result:
         if not isinstance(spec, TrainingSpec):
             raise ConfigError(
@@ -124,13 +135,16 @@ class Trainer:
         spec: TrainingSpec,
         ckpt_path: Any,
         runtime: Runtime,
-        weights: dict[str, dict[str, Any]] | None = None,
+        weights: Fitted | None = None,
     ) -> Result:
         cfg = self.config
         if cfg.seed is not None:
             seed_everything(cfg.seed)
         engine = Engine(spec, cfg, runtime, stage)
-        engine.initial_weights = weights
+        if weights is not None:  # evaluating where this trainer's fit ended, as Lightning
+            engine.initial_weights = weights.states
+            engine.ctx.global_step = weights.global_step
+            engine.ctx.epoch = engine.epochs_done = weights.epoch
         if self.last_engine is not None:  # ckpt_path="best" prefers this trainer's last best
             engine.previous_best = self.last_engine.best_checkpoint
         self.last_engine = engine

@@ -117,11 +117,12 @@ def test_after_a_two_rank_fit_validate_starts_from_the_trained_weights(
 ) -> None:
     # The launched ranks receive the weights the fit ended with, as one process would use them.
     trainer = lk.Trainer(**flags, devices=2, strategy=lk.DDPStrategy(start_method="fork"))
-    fitted = trainer.fit(spec).models["net"]
+    fit = trainer.fit(spec)
     after = trainer.validate(spec)
+    assert (after.global_step, after.epoch) == (fit.global_step, fit.epoch)  # where fit ended
     whole = spec.with_hparams(val_batch_size=64)  # one process sees both ranks' batches
     one = lk.Trainer(**flags)
-    one._fitted = (whole, {"net": fitted})  # as if this trainer had fitted those weights
+    one._fitted = (whole, fit)  # as if this trainer had fitted those weights
     single = one.validate(whole)
     fresh = lk.Trainer(**flags).validate(whole)
     assert after.metrics["val/mse"] == pytest.approx(single.metrics["val/mse"], abs=ATOL, rel=0)

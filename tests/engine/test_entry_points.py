@@ -172,6 +172,31 @@ def test_after_fit_validate_test_and_predict_use_the_weights_fit_ended_with():
     assert torch.equal(_outputs_of(fitted), expected)
 
 
+def test_evaluation_reports_the_step_its_weights_come_from(tmp_path):
+    # Lightning's trainer.global_step after fit stays the fit's during validate; a checkpoint
+    # judged later is at the step it was saved at. Fresh models are at step 0.
+    record: list[tuple[str, bool, bool]] = []
+    spec = lk.collect(eval_registry(record))
+    t = trainer(
+        seed=0,
+        max_epochs=2,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        enable_checkpointing=True,
+    )
+    fit = t.fit(spec)
+    assert (fit.global_step, fit.epoch) == (14, 2)
+    after = t.validate(spec)
+    assert (after.global_step, after.epoch) == (14, 2)
+    t2 = trainer(default_root_dir=tmp_path, logger=lk.CSVLogger())
+    judged = t2.validate(spec, ckpt_path=fit.last_checkpoint)
+    assert (judged.global_step, judged.epoch) == (14, 2)
+    row = (judged.log_dir / "metrics.csv").read_text().splitlines()[1]
+    assert row.startswith("13,") and row.endswith(",2.0")  # as fit's last validation row
+    fresh = trainer().validate(spec)
+    assert (fresh.global_step, fresh.epoch) == (0, 0)
+
+
 def test_other_hyperparameters_or_another_trainer_build_fresh_models():
     def sgd(net, lr: float = 0.5):
         return torch.optim.SGD(net.parameters(), lr=lr)
