@@ -202,11 +202,18 @@ def fit_loop(engine: Engine) -> None:
             stop_requested = (
                 ctx.should_stop if agreed_stop is None else agreed_stop(engine.batches_seen)
             ) and can_stop(engine, epoch)
-            if validate_epoch and (
-                ((engine.batches_seen if check_n is None else batch_idx + 1) % every == 0)
-                or (stop_requested and batch_idx != last_idx)
-            ):
-                evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
+            due = validate_epoch and (
+                (engine.batches_seen if check_n is None else batch_idx + 1) % every == 0
+            )
+            if due or (validate_epoch and stop_requested and batch_idx != last_idx):
+                if due:
+                    evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
+                else:
+                    # A validation only because the run stops early (as Lightning's): the run
+                    # that never stopped does not draw it, so it must not shift the random
+                    # stream the checkpoint saved next holds, or a resume would diverge.
+                    with isolate_rng():
+                        evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
                 store.stage = "train"
                 stop_requested = (
                     ctx.should_stop if agreed_stop is None else agreed_stop()

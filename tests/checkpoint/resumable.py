@@ -22,6 +22,7 @@ CONTROL: dict = {
     "signal_at": None,
     "signal": None,
     "nan_at": None,
+    "stop_at": None,
 }
 #: Every (epoch, sample index) the training step saw, in order.
 SEEN: list[tuple[int, int]] = []
@@ -111,6 +112,8 @@ def interrupt(ctx, batch_idx):
         os.kill(os.getpid(), signal.SIGKILL)
     if CONTROL["signal_at"] == at:
         os.kill(os.getpid(), getattr(signal, CONTROL["signal"] or "SIGTERM"))
+    if CONTROL["stop_at"] == at:
+        ctx.should_stop = True
     # Ranks started by the launcher see only the environment: "epoch,batch_idx,rank".
     ranked = os.environ.get("LK_TEST_SIGTERM_AT")
     if ranked and tuple(map(int, ranked.split(","))) == (*at, ctx.rank):

@@ -93,6 +93,19 @@ def resumable_seen_before(tmp_path: Path) -> list[tuple[int, int]]:
     return reference()["seen"][: done * 4]
 
 
+def test_a_run_stopped_by_should_stop_resumes_exactly(tmp_path):
+    # Stopping mid-epoch validates first, as Lightning does. The run that never stopped draws
+    # no such validation, so it must not shift the random stream the checkpoint holds.
+    ref = reference()
+    resumable.CONTROL["stop_at"] = (1, 4)
+    first = lk.Trainer(**flags(tmp_path), callbacks=every_step()).fit(SPEC)
+    assert (first.stopped_by, first.global_step) == ("should_stop", BATCHES + 5)
+    resumable.reset()
+    trainer = lk.Trainer(**flags(tmp_path), callbacks=every_step())
+    result = trainer.fit(SPEC, ckpt_path="last")
+    assert_same_run(ref, snapshot(trainer, result))
+
+
 def test_resume_from_epoch_end_checkpoint(tmp_path):
     ref = reference()
     resumable.CONTROL["fail_at"] = (2, 3)
