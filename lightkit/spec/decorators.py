@@ -60,6 +60,11 @@ def model(fn: Any = None, /, *, name: str | None = None) -> Any:
     return record if fn is None else record(fn)
 
 
+def _bare_or_called(fn: Any, record: Callable[[Any], Any]) -> Any:
+    """``@lk.train_data`` and ``@lk.train_data()`` both record the function below them."""
+    return record if fn is None else record(fn)
+
+
 @overload
 def training_step(fn: Callable[P, R], /, *, manual: bool = False) -> Callable[P, R]: ...
 @overload
@@ -84,54 +89,86 @@ def training_step(fn: Any = None, /, *, manual: bool = False) -> Any:
     return record if fn is None else record(fn)
 
 
-def validation_step(fn: Callable[P, R], /) -> Callable[P, R]:
+@overload
+def validation_step(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def validation_step() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def validation_step(fn: Any = None, /) -> Any:
     """Mark the validation step (no grad, models in eval mode). Example::
 
     @lk.validation_step
     def val(net, batch):
         lk.log("val/loss", loss_of(net, batch))
     """
-    return registry_for(_module_of(fn)).validation_step(fn)
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).validation_step(f))
 
 
-def test_step(fn: Callable[P, R], /) -> Callable[P, R]:
+@overload
+def test_step(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def test_step() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def test_step(fn: Any = None, /) -> Any:
     """Mark the test step (like the validation step, for ``trainer.test``)."""
-    return registry_for(_module_of(fn)).test_step(fn)
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).test_step(f))
 
 
-def predict_step(fn: Callable[P, R], /) -> Callable[P, R]:
+@overload
+def predict_step(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def predict_step() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def predict_step(fn: Any = None, /) -> Any:
     """Mark the prediction step; ``trainer.predict`` returns what it returns, per batch."""
-    return registry_for(_module_of(fn)).predict_step(fn)
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).predict_step(f))
 
 
-def configure_optimizers(fn: Callable[P, R], /) -> Callable[P, R]:
+@overload
+def configure_optimizers(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def configure_optimizers() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def configure_optimizers(fn: Any = None, /) -> Any:
     """Mark the function that returns the optimizer(s) and scheduler(s). Example::
 
     @lk.configure_optimizers
     def optim(net, lr: float = 1e-3):
         return torch.optim.AdamW(net.parameters(), lr=lr)
     """
-    return registry_for(_module_of(fn)).configure_optimizers(fn)
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).configure_optimizers(f))
 
 
-def train_data(fn: Callable[P, R], /) -> Callable[P, R]:
+@overload
+def train_data(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def train_data() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def train_data(fn: Any = None, /) -> Any:
     """Mark the function that returns the training ``DataLoader``."""
-    return registry_for(_module_of(fn)).train_data(fn)
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).train_data(f))
 
 
-def val_data(fn: Callable[P, R], /) -> Callable[P, R]:
+@overload
+def val_data(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def val_data() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def val_data(fn: Any = None, /) -> Any:
     """Mark the function that returns the validation loader (or a list of loaders)."""
-    return registry_for(_module_of(fn)).val_data(fn)
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).val_data(f))
 
 
-def test_data(fn: Callable[P, R], /) -> Callable[P, R]:
+@overload
+def test_data(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def test_data() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def test_data(fn: Any = None, /) -> Any:
     """Mark the function that returns the test loader (or a list of loaders)."""
-    return registry_for(_module_of(fn)).test_data(fn)
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).test_data(f))
 
 
-def predict_data(fn: Callable[P, R], /) -> Callable[P, R]:
+@overload
+def predict_data(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def predict_data() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def predict_data(fn: Any = None, /) -> Any:
     """Mark the function that returns the prediction loader (or a list of loaders)."""
-    return registry_for(_module_of(fn)).predict_data(fn)
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).predict_data(f))
 
 
 def on(event: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

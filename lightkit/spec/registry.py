@@ -172,39 +172,75 @@ class Registry:
 
         return record if fn is None else record(fn)
 
-    def _simple(self, role: str, fn: Callable[P, R]) -> Callable[P, R]:
-        self._record(role, fn)
-        return fn
+    def _simple(self, role: str, fn: Any) -> Any:
+        def record(f: Callable[P, R]) -> Callable[P, R]:
+            self._record(role, f)
+            return f
 
-    def validation_step(self, fn: Callable[P, R], /) -> Callable[P, R]:
+        # `@reg.train_data` and `@reg.train_data()` both record the function below them.
+        return record if fn is None else record(fn)
+
+    @overload
+    def validation_step(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+    @overload
+    def validation_step(self, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def validation_step(self, fn: Any = None, /) -> Any:
         """Record the validation step (runs under ``torch.no_grad`` with models in eval mode)."""
         return self._simple("validation_step", fn)
 
-    def test_step(self, fn: Callable[P, R], /) -> Callable[P, R]:
+    @overload
+    def test_step(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+    @overload
+    def test_step(self, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def test_step(self, fn: Any = None, /) -> Any:
         """Record the test step."""
         return self._simple("test_step", fn)
 
-    def predict_step(self, fn: Callable[P, R], /) -> Callable[P, R]:
+    @overload
+    def predict_step(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+    @overload
+    def predict_step(self, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def predict_step(self, fn: Any = None, /) -> Any:
         """Record the prediction step; what it returns is collected by ``trainer.predict``."""
         return self._simple("predict_step", fn)
 
-    def configure_optimizers(self, fn: Callable[P, R], /) -> Callable[P, R]:
+    @overload
+    def configure_optimizers(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+    @overload
+    def configure_optimizers(self, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def configure_optimizers(self, fn: Any = None, /) -> Any:
         """Record the function that returns the optimizers (and schedulers)."""
         return self._simple("configure_optimizers", fn)
 
-    def train_data(self, fn: Callable[P, R], /) -> Callable[P, R]:
+    @overload
+    def train_data(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+    @overload
+    def train_data(self, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def train_data(self, fn: Any = None, /) -> Any:
         """Record the function that returns the training ``DataLoader`` (or any iterable)."""
         return self._simple("train_data", fn)
 
-    def val_data(self, fn: Callable[P, R], /) -> Callable[P, R]:
+    @overload
+    def val_data(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+    @overload
+    def val_data(self, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def val_data(self, fn: Any = None, /) -> Any:
         """Record the validation data function (a loader, or a list of loaders)."""
         return self._simple("val_data", fn)
 
-    def test_data(self, fn: Callable[P, R], /) -> Callable[P, R]:
+    @overload
+    def test_data(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+    @overload
+    def test_data(self, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def test_data(self, fn: Any = None, /) -> Any:
         """Record the test data function."""
         return self._simple("test_data", fn)
 
-    def predict_data(self, fn: Callable[P, R], /) -> Callable[P, R]:
+    @overload
+    def predict_data(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+    @overload
+    def predict_data(self, /) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def predict_data(self, fn: Any = None, /) -> Any:
         """Record the prediction data function."""
         return self._simple("predict_data", fn)
 

@@ -9,17 +9,10 @@ from torch import nn
 
 import lightkit as lk
 from lightkit.spec.registry import registry_for
+from lightkit.spec.roles import ROLES
 
-SIMPLE_ROLES = [
-    "validation_step",
-    "test_step",
-    "predict_step",
-    "configure_optimizers",
-    "train_data",
-    "val_data",
-    "test_data",
-    "predict_data",
-]
+#: The decorators without options.
+SIMPLE_ROLES = [r for r in ROLES if r not in ("model", "training_step", "on")]
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +57,24 @@ def test_model_with_empty_parentheses(registry):
         return None
 
     assert only_entry(registry).name == "net"
+
+
+#: The decorators without options.
+SIMPLE_ROLES = [r for r in ROLES if r not in ("model", "training_step", "on")]
+
+
+@pytest.mark.parametrize("role", SIMPLE_ROLES)
+def test_every_decorator_takes_empty_parentheses_too(registry, role):
+    # As @lk.model() does: a user who writes @lk.train_data() gets what @lk.train_data gives.
+    def fn():
+        return None
+
+    assert getattr(lk, role)()(fn) is fn
+    entry = only_entry(registry)
+    assert (entry.role, entry.fn) == (role, fn)
+    reg = lk.Registry()
+    assert getattr(reg, role)()(fn) is fn
+    assert [(e.role, e.fn) for e in reg.entries] == [(role, fn)]
 
 
 def test_training_step_bare_and_manual(registry):
