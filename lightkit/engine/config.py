@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from lightkit.errors import ConfigError
+from lightkit.errors import ConfigError, did_you_mean, sorted_list
 from lightkit.utils.devices import check_accelerator, parse_devices
 from lightkit.utils.duration import parse_duration as parse_max_time
 
@@ -231,6 +231,20 @@ class TrainerConfig(BaseModel):
         # A ConfigError is a ValueError: pydantic names the field around it and keeps its code.
         (check_accelerator if info.field_name == "accelerator" else parse_devices)(value)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_flags(cls, data: Any) -> Any:
+        # pydantic's "Extra inputs are not permitted" names the typo but not the fix.
+        if isinstance(data, dict):
+            unknown = [k for k in data if isinstance(k, str) and k not in cls.model_fields]
+            if unknown:
+                each = " ".join(
+                    f"{name!r} is not a Trainer flag.{did_you_mean(name, cls.model_fields)}"
+                    for name in unknown
+                )
+                raise ValueError(f"{each} Flags: {sorted_list(cls.model_fields)}.")
+        return data
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainerConfig:

@@ -23,9 +23,14 @@ def test_defaults_are_lightnings():
     assert c.enable_checkpointing and c.enable_progress_bar and c.enable_model_summary
 
 
-def test_unknown_flag_names_itself():
-    with pytest.raises(pydantic.ValidationError, match="max_epoch\n"):
-        lk.Trainer(max_epoch=3)
+def test_unknown_flag_names_itself_and_the_likely_fix():
+    with pytest.raises(pydantic.ValidationError) as info:
+        lk.Trainer(max_epoch=3, gpus=2)
+    text = str(info.value)
+    assert (
+        "'max_epoch' is not a Trainer flag. Did you mean 'max_epochs'? 'gpus' is not a "
+        "Trainer flag. Flags: accelerator, accumulate_grad_batches, " in text
+    )
 
 
 @pytest.mark.parametrize(
