@@ -356,8 +356,11 @@ def parse(command: str, args: list[str]) -> Parsed:
             f"(lightkit {command} examples/digits.py), or a --config file with target = [...]."
         )
     spec = collect_targets(targets)
-    negatives = {"--no-" + f.option[2:] for f in tflags if f.kind == "bool"}
-    taken = {f.option for f in tflags} | negatives | {
+    # A hyperparameter named like a trainer flag is --hparams.X in every command, those
+    # without trainer flags too: a flag copied from a fit command line means the same there.
+    every_tflag = tflags or trainer_flags()
+    negatives = {"--no-" + f.option[2:] for f in every_tflag if f.kind == "bool"}
+    taken = {f.option for f in every_tflag} | negatives | {
         "--config", "--print-config", "--traceback", "--ckpt-path", "--stage", "--format",
         "--output", "--help",
     }  # fmt: skip

@@ -97,6 +97,16 @@ def test_a_hyperparameter_named_like_a_trainer_flag_gets_a_prefixed_flag(run_cli
     assert config["trainer"]["seed"] == 7
 
 
+def test_the_prefixed_flag_is_the_same_in_commands_without_trainer_flags(run_cli):
+    # A flag copied from a fit command line means the same in spec: no silent change of meaning.
+    code, out, err = run_cli("spec", "tests.user_modules.cli_clash", "--hparams.seed", "5")
+    assert code == 0, err
+    assert json.loads(out)["hparams"]["seed"] == 5
+    code, _, err = run_cli("spec", "tests.user_modules.cli_clash", "--seed", "5")
+    assert code == 2
+    assert "unknown flag --seed. Did you mean '--hparams.seed'?" in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
