@@ -188,9 +188,10 @@ def nonfinite_loss(engine: Engine, loss: Tensor) -> bool:
             f"{what} Its optimizer step is skipped (nonfinite_loss='skip').", stacklevel=3
         )
         return True
+    params = f"those after step {ctx.global_step - 1}" if ctx.global_step else "the initial ones"
     raise StepError(
-        f"{what} The optimizer step was not taken: the parameters are those after step "
-        f"{ctx.global_step - 1}, and checkpoints already written are unaffected. Find the "
+        f"{what} The optimizer step was not taken: the parameters are {params}, and "
+        f"checkpoints already written are unaffected. Find the "
         f"operation with detect_anomaly=True; lower the learning rate or clip gradients "
         f"(gradient_clip_val); or set nonfinite_loss='skip' to skip such steps.",
         code="nonfinite-loss",

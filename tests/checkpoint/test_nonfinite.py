@@ -57,3 +57,11 @@ def test_ignore_does_not_look(tmp_path):
     resumable.CONTROL["nan_at"] = (STEP, math.nan)
     result = lk.Trainer(**flags(tmp_path, nonfinite_loss="ignore", max_epochs=2)).fit(SPEC)
     assert not all(torch.isfinite(p).all() for p in result.models["net"].parameters())
+
+
+def test_a_nonfinite_first_loss_says_the_parameters_are_the_initial_ones(tmp_path):
+    resumable.CONTROL["nan_at"] = (0, math.nan)
+    with pytest.raises(lk.StepError) as info:
+        lk.Trainer(**flags(tmp_path)).fit(SPEC)
+    assert "the loss is nan at global step 0 (epoch 0, batch_idx 0)" in str(info.value)
+    assert "the parameters are the initial ones, and checkpoints" in str(info.value)
