@@ -6,6 +6,9 @@ function itself (``decorated is original``), so it stays a plain, directly calla
 
 from __future__ import annotations
 
+import inspect
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -31,8 +34,36 @@ __all__ = [
 ]
 
 
-def _module_of(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__module__", None) or "__main__"
+def _module_of(fn: Callable[..., Any], role: str) -> str:
+    """The module whose registry records ``fn``: the one that defines it (DESIGN's rule). A
+    callable object defines nothing (a ``functools.partial`` says ``"functools"``): it goes
+    to the module that registers it. A function of another module registered by a plain call
+    (``lk.train_data(imported_fn)``) stays in its own module's registry, with a warning, since
+    ``lk.collect()`` in the calling module will not find it there."""
+    caller, depth = _calling_module()
+    if not (inspect.isfunction(inspect.unwrap(fn)) or isinstance(fn, type)):
+        return caller or "__main__"
+    module = getattr(fn, "__module__", None) or "__main__"
+    if caller is not None and caller != module:
+        warnings.warn(
+            f"lk.{role}({fn.__qualname__}) called in {caller!r} records {fn.__qualname__} "
+            f"in the registry of {module!r}, the module that defines it, so lk.collect() in "
+            f"{caller!r} does not see it. Collect that module too (lk.collect({module!r}, "
+            f"...)), or register on an explicit registry: reg = lk.Registry(); "
+            f"reg.{role}({fn.__qualname__}); lk.collect(reg).",
+            stacklevel=depth,
+        )
+    return module
+
+
+def _calling_module() -> tuple[str | None, int]:
+    """The module of the first frame outside this file (where the decorator was used), and
+    the ``stacklevel`` that points a warning raised in :func:`_module_of` there."""
+    frame: Any = sys._getframe(2)
+    depth = 2
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, depth = frame.f_back, depth + 1
+    return (frame.f_globals.get("__name__") if frame is not None else None), depth
 
 
 @overload
@@ -55,7 +86,7 @@ def model(fn: Any = None, /, *, name: str | None = None) -> Any:
     """
 
     def record(f: Callable[P, R]) -> Callable[P, R]:
-        return registry_for(_module_of(f)).model(f, name=name)
+        return registry_for(_module_of(f, "model")).model(f, name=name)
 
     return record if fn is None else record(fn)
 
@@ -84,7 +115,7 @@ def training_step(fn: Any = None, /, *, manual: bool = False) -> Any:
     """
 
     def record(f: Callable[P, R]) -> Callable[P, R]:
-        return registry_for(_module_of(f)).training_step(f, manual=manual)
+        return registry_for(_module_of(f, "training_step")).training_step(f, manual=manual)
 
     return record if fn is None else record(fn)
 
@@ -100,7 +131,9 @@ def validation_step(fn: Any = None, /) -> Any:
     def val(net, batch):
         lk.log("val/loss", loss_of(net, batch))
     """
-    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).validation_step(f))
+    return _bare_or_called(
+        fn, lambda f: registry_for(_module_of(f, "validation_step")).validation_step(f)
+    )
 
 
 @overload
@@ -109,7 +142,7 @@ def test_step(fn: Callable[P, R], /) -> Callable[P, R]: ...
 def test_step() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def test_step(fn: Any = None, /) -> Any:
     """Mark the test step (like the validation step, for ``trainer.test``)."""
-    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).test_step(f))
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f, "test_step")).test_step(f))
 
 
 @overload
@@ -118,7 +151,9 @@ def predict_step(fn: Callable[P, R], /) -> Callable[P, R]: ...
 def predict_step() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def predict_step(fn: Any = None, /) -> Any:
     """Mark the prediction step; ``trainer.predict`` returns what it returns, per batch."""
-    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).predict_step(f))
+    return _bare_or_called(
+        fn, lambda f: registry_for(_module_of(f, "predict_step")).predict_step(f)
+    )
 
 
 @overload
@@ -132,7 +167,9 @@ def configure_optimizers(fn: Any = None, /) -> Any:
     def optim(net, lr: float = 1e-3):
         return torch.optim.AdamW(net.parameters(), lr=lr)
     """
-    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).configure_optimizers(f))
+    return _bare_or_called(
+        fn, lambda f: registry_for(_module_of(f, "configure_optimizers")).configure_optimizers(f)
+    )
 
 
 @overload
@@ -141,7 +178,7 @@ def train_data(fn: Callable[P, R], /) -> Callable[P, R]: ...
 def train_data() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def train_data(fn: Any = None, /) -> Any:
     """Mark the function that returns the training ``DataLoader``."""
-    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).train_data(f))
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f, "train_data")).train_data(f))
 
 
 @overload
@@ -150,7 +187,7 @@ def val_data(fn: Callable[P, R], /) -> Callable[P, R]: ...
 def val_data() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def val_data(fn: Any = None, /) -> Any:
     """Mark the function that returns the validation loader (or a list of loaders)."""
-    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).val_data(f))
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f, "val_data")).val_data(f))
 
 
 @overload
@@ -159,7 +196,7 @@ def test_data(fn: Callable[P, R], /) -> Callable[P, R]: ...
 def test_data() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def test_data(fn: Any = None, /) -> Any:
     """Mark the function that returns the test loader (or a list of loaders)."""
-    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).test_data(f))
+    return _bare_or_called(fn, lambda f: registry_for(_module_of(f, "test_data")).test_data(f))
 
 
 @overload
@@ -168,7 +205,9 @@ def predict_data(fn: Callable[P, R], /) -> Callable[P, R]: ...
 def predict_data() -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def predict_data(fn: Any = None, /) -> Any:
     """Mark the function that returns the prediction loader (or a list of loaders)."""
-    return _bare_or_called(fn, lambda f: registry_for(_module_of(f)).predict_data(f))
+    return _bare_or_called(
+        fn, lambda f: registry_for(_module_of(f, "predict_data")).predict_data(f)
+    )
 
 
 def on(event: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -183,6 +222,6 @@ def on(event: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     check_event(event, "@lk.on")
 
     def record(f: Callable[P, R]) -> Callable[P, R]:
-        return registry_for(_module_of(f)).on(event, f)  # type: ignore[no-any-return]
+        return registry_for(_module_of(f, "on")).on(event, f)  # type: ignore[no-any-return]
 
     return record

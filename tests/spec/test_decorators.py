@@ -150,6 +150,40 @@ def test_decorators_record_in_the_registry_of_the_functions_module():
         reg.clear()
 
 
+def test_a_plain_call_on_an_imported_function_says_where_it_went(registry):
+    # DESIGN keys the registry by the function's module; lk.collect() here would not see it.
+    from tests.user_modules import simple
+
+    own = registry_for(simple.__name__)
+    before = list(own.entries)
+    try:
+        with pytest.warns(UserWarning) as caught:
+            lk.val_data(simple.val_loader)
+        assert str(caught[0].message) == (
+            f"lk.val_data(val_loader) called in {__name__!r} records val_loader in the registry "
+            f"of 'tests.user_modules.simple', the module that defines it, so lk.collect() in "
+            f"{__name__!r} does not see it. Collect that module too "
+            f"(lk.collect('tests.user_modules.simple', ...)), or register on an explicit "
+            f"registry: reg = lk.Registry(); reg.val_data(val_loader); lk.collect(reg)."
+        )
+        assert caught[0].filename == __file__  # the warning points at the call
+        assert registry.entries == []
+    finally:
+        own._entries = {e.key: e for e in before}
+
+
+def test_a_callable_object_goes_to_the_module_that_registers_it(registry):
+    # A functools.partial "belongs" to functools: it is recorded where it was registered.
+    import functools
+
+    def loader(batch_size=2):
+        return []
+
+    part = functools.partial(loader, batch_size=4)
+    assert lk.train_data(part) is part
+    assert [e.fn for e in registry.entries] == [part]
+
+
 def test_bare_on_is_an_error():
     with pytest.raises(lk.SpecError) as info:
 
