@@ -117,7 +117,8 @@ def collect(*sources: Source) -> TrainingSpec:
         SpecEntry(role=e.role, fn=e.fn, name=e.name, manual=e.manual, event=e.event)
         for e in entries
     )
-    analysis = analyse(spec_entries)
-    if analysis[2]:
-        raise SpecError(analysis[2], where=source_files(spec_entries))
-    return TrainingSpec.model_validate({"functions": spec_entries}, context={"analysis": analysis})
+    plans, model, problems = analyse(spec_entries)
+    if problems:
+        raise SpecError(problems, where=source_files(spec_entries))
+    assert model is not None
+    return TrainingSpec._analysed(spec_entries, plans, model)

@@ -62,6 +62,9 @@ class _Reference:
     def __repr__(self) -> str:
         return "REFERENCE"
 
+    def __reduce__(self) -> str:
+        return "REFERENCE"  # the module's one instance, also after pickling (`is` checks)
+
 
 REFERENCE: Any = _Reference()
 

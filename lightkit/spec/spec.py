@@ -20,7 +20,6 @@ from pydantic import (
     PlainValidator,
     PrivateAttr,
     ValidationError,
-    ValidationInfo,
     computed_field,
     field_serializer,
     field_validator,
@@ -252,11 +251,28 @@ class TrainingSpec(BaseModel):
         except ValidationError as exc:
             raise _unwrap_spec_errors(exc) from None
 
+    @classmethod
+    def _analysed(
+        cls,
+        functions: tuple[SpecEntry, ...],
+        plans: Sequence[FunctionPlan],
+        model: type[Hparams],
+        hparams: Hparams | None = None,
+    ) -> TrainingSpec:
+        """A spec from functions already analysed (by ``collect()``, or before pickling):
+        the analysis is not redone. On the receiving side of a pickle it could not be: a
+        script's functions arrive without the globals their string annotations name."""
+        spec = cls.model_construct(
+            functions=tuple(functions),
+            hparams=hparams if hparams is not None else model.model_validate({}),
+        )
+        spec._plans = tuple(plans)
+        spec._hparams_model = model
+        return spec
+
     @model_validator(mode="after")
-    def _analyse(self, info: ValidationInfo) -> TrainingSpec:
-        # collect() has analysed the functions already and hands its result over.
-        done = (info.context or {}).get("analysis")
-        plans, model, problems = done if done is not None else analyse(self.functions)
+    def _analyse(self) -> TrainingSpec:
+        plans, model, problems = analyse(self.functions)
         if problems:
             raise SpecError(problems, where=source_files(self.functions))
         assert model is not None
@@ -394,13 +410,17 @@ class TrainingSpec(BaseModel):
         return hash((self.functions, self.hparams))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # The hyperparameter model is built at run time: pickle the functions (by reference,
-        # as pickle does) and the values, and analyse again when loading.
-        return (_rebuild_spec, (self.functions, self.hparams.as_dict()))
+        # The hyperparameter model is built at run time, so pickle cannot find it by name: the
+        # hparams travel with their fields (Hparams.__reduce__), the analysis with them. It
+        # is not redone on the other side, where a script's functions may lack the globals
+        # their string annotations name (cloudpickle sends only what the bodies use).
+        return (_rebuild_spec, (self.functions, self.hparams, self._plans))
 
 
-def _rebuild_spec(functions: tuple[SpecEntry, ...], values: dict[str, Any]) -> TrainingSpec:
-    return TrainingSpec(functions=functions, hparams=values)
+def _rebuild_spec(
+    functions: tuple[SpecEntry, ...], hparams: Hparams, plans: tuple[FunctionPlan, ...]
+) -> TrainingSpec:
+    return TrainingSpec._analysed(functions, plans, type(hparams), hparams)
 
 
 def _unwrap_spec_errors(exc: ValidationError) -> Exception:

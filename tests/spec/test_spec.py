@@ -438,3 +438,54 @@ def pickle_copy(value):
     import pickle
 
     return pickle.loads(pickle.dumps(value))
+
+
+def test_a_scripts_spec_reaches_another_process_with_its_types(tmp_path):
+    # devices=N pickles the spec with cloudpickle: a script's functions travel by value with
+    # only the globals their bodies use, so the string annotations of
+    # `from __future__ import annotations` could not be evaluated there. The analysis travels
+    # with the spec instead of being redone.
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from __future__ import annotations
+            import sys
+            sys.path.insert(0, {str(ROOT)!r})
+            from pathlib import Path
+            from typing import Literal, Optional
+            import lightkit as lk
+            from lightkit.runtime.pickling import dumps
+
+            @lk.model
+            def net(act: Literal["relu", "tanh"] = "relu", root: Path = Path("data"),
+                    dropout: Optional[float] = 0.1):
+                return None
+
+            spec = lk.collect().with_hparams(root="other", dropout=None)
+            open(sys.argv[1], "wb").write(dumps(spec))
+            """
+        )
+    )
+    blob = tmp_path / "spec.pkl"
+    made = subprocess.run(
+        [sys.executable, str(script), str(blob)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert made.returncode == 0, made.stderr
+    loaded = run_python(
+        f"""
+        import pickle
+        spec = pickle.loads(open({str(blob)!r}, "rb").read())
+        fields = spec.hparams_model.model_fields
+        print({{k: str(f.annotation) for k, f in fields.items()}}, spec.hparams.as_dict())
+        print(spec.with_hparams(act="tanh").hparams.act)
+        """
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    types, act = loaded.stdout.splitlines()
+    assert types == (
+        "{'act': \"typing.Literal['relu', 'tanh']\", 'root': \"<class 'pathlib.Path'>\", "
+        "'dropout': 'typing.Optional[float]'} {'act': 'relu', 'root': PosixPath('other'), "
+        "'dropout': None}"
+    )
+    assert act == "tanh"
