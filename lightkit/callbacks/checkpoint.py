@@ -227,17 +227,19 @@ class ModelCheckpoint(Callback):
         if self.save_on_train_epoch_end is not None:
             return bool(self.save_on_train_epoch_end)
         limits = engine.limits
-        if limits.check_val_every_n_epoch != 1:
-            return False  # validation skips epoch ends, or counts batches across them
         validates = (
             engine.spec.plan("validation_step") is not None
             and bool(engine.eval_loaders)
             and limits.val != 0
         )
+        if not validates:
+            return True  # nothing else would ever save
+        if limits.check_val_every_n_epoch != 1:
+            return False  # validation skips epoch ends, or counts batches across them
         # An int interval counts batches (1: every batch), even the int 1 that Lightning's
         # `== 1.0` takes for the float.
         interval = limits.val_check_interval
-        return not validates or (isinstance(interval, float) and interval == 1.0)
+        return isinstance(interval, float) and interval == 1.0
 
     def on_sanity_check_start(self, ctx: Any) -> None:
         self._sanity = True
@@ -254,8 +256,9 @@ class ModelCheckpoint(Callback):
         """After a training batch. ``leaving``: training stops after it, mid-epoch."""
         validated, self._val_since_save = self._val_since_save, False
         # Saving at the epoch's end: only a run that leaves mid-epoch saves here (its epoch
-        # ends now). Saving after validations: each one saves.
-        trigger = leaving if self._on_epoch_end else validated
+        # ends now). Saving after validations: each one saves, and so does leaving (a
+        # max_time stop validates nothing first; its last steps must not be lost).
+        trigger = leaving if self._on_epoch_end else (validated or leaving)
         if not (self.every_n_train_steps or self.train_time_interval is not None or trigger):
             return  # the common case, once per batch: nothing can be due
         if engine.limits.dev_run:

@@ -199,7 +199,7 @@ class Engine:
         """
         value = self.call_role(role)
         if role != "train_data":
-            several = isinstance(value, (list, tuple)) and not all(map(is_batch, value))
+            several = isinstance(value, (list, tuple)) and not (value and all(map(is_batch, value)))
             loaders = list(value) if several else [value]
         elif isinstance(value, (list, tuple)) and value and all(is_loader(v) for v in value):
             if len(value) > 1:

@@ -189,8 +189,20 @@ def test_validation_every_other_epoch_saves_after_it(tmp_path, on_epoch_end, exp
     assert names == [f"epoch={e}-step={10 * (e + 1)}.ckpt" for e in expected]
 
 
-def test_without_validation_every_epoch_saves(tmp_path):
+@pytest.mark.parametrize("check_n", [1, 2])
+def test_without_validation_every_epoch_saves(tmp_path, check_n):
     cb = lk.ModelCheckpoint(save_top_k=-1)
-    lk.Trainer(**flags(tmp_path, limit_val_batches=0, callbacks=[cb])).fit(SPEC)
+    run = flags(tmp_path, limit_val_batches=0, check_val_every_n_epoch=check_n, callbacks=[cb])
+    lk.Trainer(**run).fit(SPEC)
     names = sorted(p.name for p in (tmp_path / CKPT_DIR).iterdir())
     assert names == [f"epoch={e}-step={10 * (e + 1)}.ckpt" for e in range(3)]
+
+
+def test_a_run_max_time_stops_mid_epoch_saves_its_last_steps(tmp_path):
+    # Saving after validations (twice an epoch): a max_time stop validates nothing first, and
+    # its steps since the last validation must still reach a checkpoint.
+    cb = lk.ModelCheckpoint(save_top_k=-1, filename="{step}")
+    run = flags(tmp_path, val_check_interval=0.5, max_time=1e-6, callbacks=[cb])
+    result = lk.Trainer(**run).fit(SPEC)
+    assert (result.stopped_by, result.global_step) == ("max_time", 1)
+    assert sorted(p.name for p in (tmp_path / CKPT_DIR).iterdir()) == ["step=1.ckpt"]

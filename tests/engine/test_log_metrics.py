@@ -179,6 +179,11 @@ def test_a_list_of_ready_batches_is_one_evaluation_loader(form):
     result = trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(reg))
     assert result.metrics == {"val/n": 20.0, "val/which": 0.0}
 
+    none = registry(val=val, val_data=lambda: [])  # no loaders: no validation at all
+    validations: list[int] = []
+    none.on("validation_epoch_start")(lambda ctx: validations.append(ctx.epoch))
+    assert trainer(max_epochs=1).fit(lk.collect(none)).metrics == {}
+    assert validations == []
     if form == "tensors":
         return  # [[x0, x1, x2], [x0]] reads as two batches of two tensors (default_collate's)
     several = registry(val=val, val_data=lambda: [batches, batches[:1]])
