@@ -205,19 +205,10 @@ def fit_loop(engine: Engine) -> None:
             due = validate_epoch and (
                 (engine.batches_seen if check_n is None else batch_idx + 1) % every == 0
             )
-            if due or (validate_epoch and stop_requested and batch_idx != last_idx):
-                if due:
-                    evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
-                else:
-                    # A validation only because the run stops early (as Lightning's): the run
-                    # that never stopped does not draw it, so it must not shift the random
-                    # stream the checkpoint saved next holds, or a resume would diverge.
-                    with isolate_rng():
-                        evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
-                store.stage = "train"
-                stop_requested = (
-                    ctx.should_stop if agreed_stop is None else agreed_stop()
-                ) and can_stop(engine, epoch)
+            if due or (
+                validate_epoch and stop_requested and batch_idx != last_idx and every != math.inf
+            ):
+                stop_requested = validate_in_epoch(engine, epoch, not due, agreed_stop)
             if max_steps != -1 and ctx.global_step >= max_steps:
                 engine.stopped_by, stop = "max_steps", True
             elif deadline is not None and agree(time.monotonic() >= deadline):
@@ -322,6 +313,25 @@ def stop_agreement(engine: Engine) -> Callable[..., bool]:
         return ctx.should_stop
 
     return agree
+
+
+def validate_in_epoch(
+    engine: Engine, epoch: int, early: bool, agreed_stop: Callable[..., bool] | None
+) -> bool:
+    """Validate after a training batch: it was due, or (``early``) only because the run
+    stops mid-epoch, as in Lightning (an unsized loader's epoch ends instead: ``close_epoch``
+    validates). Return whether the run stops after this batch."""
+    if early:
+        # The run that never stopped draws no such validation, so the step's checkpoint is
+        # written before it, as Lightning writes it at the batch's end; the save after the
+        # validation finds the step saved.
+        for cb in engine.callbacks:
+            if isinstance(cb, ModelCheckpoint):
+                cb.batch_done(engine, True)
+    evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
+    engine.store.stage = "train"
+    ctx = engine.ctx
+    return (ctx.should_stop if agreed_stop is None else agreed_stop()) and can_stop(engine, epoch)
 
 
 def can_stop(engine: Engine, epochs_done: int) -> bool:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import lightkit as lk
 from lightkit.engine.engine import Limits
-from tests.engine.engine_helpers import assert_same_weights, ce, raw_fit, registry, trainer
+from tests.engine.engine_helpers import (
+    X_TRAIN,
+    Y_TRAIN,
+    assert_same_weights,
+    ce,
+    raw_fit,
+    registry,
+    trainer,
+)
 
 # The training data: 50 samples in batches of 8, so 7 batches (and steps) per epoch.
 
@@ -94,6 +103,30 @@ def test_should_stop_from_a_hook():
 
     result = trainer(max_epochs=5, seed=0).fit(lk.collect(reg))
     assert (result.epoch, result.global_step, result.stopped_by) == (1, 7, "should_stop")
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["sized", "unsized-loader"])
+def test_a_stop_mid_epoch_validates_once_first(sized):
+    # As Lightning: the run validates before it stops. An unsized loader's epoch ends at the
+    # stop, and its end validates: once, not a second time inside the loop.
+    def data():
+        class Batches(torch.utils.data.IterableDataset):
+            def __iter__(self):
+                for i in range(0, 48, 8):
+                    yield X_TRAIN[i : i + 8], Y_TRAIN[i : i + 8]
+
+        return (
+            [(X_TRAIN[i : i + 8], Y_TRAIN[i : i + 8]) for i in range(0, 48, 8)]
+            if sized
+            else (torch.utils.data.DataLoader(Batches(), batch_size=None))
+        )
+
+    reg = registry(val=True, train_data=data, step=stopping_step((0, 2)))
+    validated: list[int] = []
+    reg.on("validation_epoch_start")(lambda ctx: validated.append(ctx.global_step))
+    result = trainer(max_epochs=3, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert (result.global_step, result.stopped_by) == (3, "should_stop")
+    assert validated == [3]
 
 
 def test_min_epochs_overrides_should_stop():
