@@ -77,11 +77,11 @@ def restore(engine: Engine, ckpt_path: str | Path, full: bool) -> None:
             raise _mismatch(path, f"model '{name}': {exc}") from None
     if full:
         _restore_full(engine, ckpt, path)
-    elif isinstance(ckpt.get("loop"), dict):
+    elif isinstance(ckpt.get("global_step"), int):
         # Evaluating a checkpoint judges the step it was saved at: rows and Result say so.
-        loop = ckpt["loop"]
-        engine.ctx.global_step = int(loop.get("global_step", 0))
-        engine.ctx.epoch = engine.epochs_done = int(loop.get("epochs_done", 0))
+        # (Its "epoch" is where a resume continues: the epochs done, also mid-epoch.)
+        engine.ctx.global_step = ckpt["global_step"]
+        engine.ctx.epoch = engine.epochs_done = int(ckpt.get("epoch", 0))
 
 
 def _unwrap_compiled(module: nn.Module) -> nn.Module:

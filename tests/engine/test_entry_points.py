@@ -195,6 +195,13 @@ def test_evaluation_reports_the_step_its_weights_come_from(tmp_path):
     assert row.startswith("13,") and row.endswith(",2.0")  # as fit's last validation row
     fresh = trainer().validate(spec)
     assert (fresh.global_step, fresh.epoch) == (0, 0)
+    # A weights-only checkpoint knows its step too.
+    light = trainer(
+        seed=0, max_epochs=1, default_root_dir=tmp_path / "w",
+        callbacks=[lk.ModelCheckpoint(save_weights_only=True)],
+    ).fit(spec)  # fmt: skip
+    judged = trainer().validate(spec, ckpt_path=light.best_checkpoint)
+    assert (judged.global_step, judged.epoch) == (7, 1)
 
 
 def test_other_hyperparameters_or_another_trainer_build_fresh_models():
