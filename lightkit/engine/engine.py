@@ -277,11 +277,7 @@ class Engine:
 
     def log_rows(self, metrics: dict[str, float], step: int) -> None:
         if self.loggers and metrics:
-            unlogged = self.store.unlogged
-            row = {k: v for k, v in metrics.items() if k not in unlogged} if unlogged else metrics
-            if not row:
-                return
-            row = {**row, "epoch": float(self.ctx.epoch)}
+            row = {**metrics, "epoch": float(self.ctx.epoch)}
             for logger in self.loggers:
                 logger.log_metrics(row, step)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -77,19 +77,34 @@ class MetricStore:
     def __init__(
         self, all_reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None
     ) -> None:
+        # By stage, then name: a name logged in training and again in validation is two
+        # metrics, each with its own options and epoch values (as in Lightning). `_current`
+        # is the stage's own table, swapped when the stage changes, so that a log call looks
+        # its metric up by name alone.
+        self._by_stage: dict[str, dict[str, Metric]] = {}
+        self._current: dict[str, Metric] = {}
         self.stage = "train"
         self.suffix = ""  # "/dataloader_idx_N" while evaluating several loaders
-        # By stage and name: a name logged in training and again in validation is two
-        # metrics, each with its own options and epoch values (as in Lightning).
-        self._metrics: dict[tuple[str, str], Metric] = {}
         #: Latest value of every metric: the step value, or the epoch aggregate once final.
         self.latest: dict[str, Any] = {}
         #: Step values logged since the last write to the loggers.
         self.unwritten: dict[str, Any] = {}
         self.batch: Any = None  # the current batch, to read its size from when needed
-        #: Names logged with ``logger=False``: in the metrics, never in a logger's rows.
-        self.unlogged: set[str] = set()
         self._all_reduce = all_reduce
+
+    @property
+    def stage(self) -> str:
+        """``"train"`` while training steps run; an evaluation stage or an epoch's hooks."""
+        return self._stage
+
+    @stage.setter
+    def stage(self, stage: str) -> None:
+        self._stage = stage
+        self._current = self._by_stage.setdefault(stage, {})
+
+    def _all(self) -> Iterator[Metric]:
+        for table in self._by_stage.values():
+            yield from table.values()
 
     # -- recording ---------------------------------------------------------------------------
     def log(
@@ -107,7 +122,7 @@ class MetricStore:
     ) -> None:
         if self.suffix and add_dataloader_idx:
             name = name + self.suffix
-        m = self._metrics.get((self.stage, name))
+        m = self._current.get(name)
         if m is None:
             m = self._register(name, on_step, on_epoch, prog_bar, sync_dist, reduce, logger)
         if isinstance(value, torch.Tensor):
@@ -184,9 +199,7 @@ class MetricStore:
             reduce,
             bool(logger),
         )
-        if not m.logger:
-            self.unlogged.add(name)
-        other = next((k for k, n in self._metrics if n == name), None)
+        other = next((k for k, table in self._by_stage.items() if name in table), None)
         if other is not None:
             warnings.warn(
                 f"lk.log({name!r}) in {_STAGE_WORDS.get(self.stage, self.stage)}: the same name "
@@ -196,7 +209,7 @@ class MetricStore:
                 f"'train/{name}' and 'val/{name}') to keep both.",
                 stacklevel=4,
             )
-        self._metrics[(self.stage, name)] = m
+        self._current[name] = m
         return m
 
     def _batch_size(self) -> int:
@@ -213,12 +226,16 @@ class MetricStore:
         return out
 
     def end_epoch(self, stages: tuple[str, ...]) -> dict[str, float]:
-        """Aggregate the epoch values of metrics logged in ``stages``; return them as floats."""
+        """Aggregate the epoch values of metrics logged in ``stages``; return them as floats,
+        those for the loggers (``logger=True``) only."""
         finished: dict[str, Any] = {}
-        for m in self._metrics.values():
+        quiet: list[str] = []
+        for m in self._all():
             if m.stage not in stages or not m.on_epoch or not m.epoch_values:
                 continue
             finished[m.name] = self._aggregate(m)
+            if not m.logger:
+                quiet.append(m.name)
             if m.on_step:
                 # One name for both: a step value not yet written would reach the loggers
                 # after the aggregate (validation's goes with the next training row) and
@@ -228,6 +245,8 @@ class MetricStore:
             m.epoch_sizes = []
         out = _floats(finished)
         self.latest.update(out)
+        for name in quiet:
+            del out[name]
         return out
 
     def _aggregate(self, m: Metric) -> Any:
@@ -263,7 +282,7 @@ class MetricStore:
         return _floats(
             {
                 m.name: self.latest[m.name]
-                for m in self._metrics.values()
+                for m in self._all()
                 if m.prog_bar and m.name in self.latest
             }
         )
@@ -271,6 +290,11 @@ class MetricStore:
     def floats(self) -> dict[str, float]:
         """Every metric's latest value as a float."""
         return _floats(self.latest)
+
+    def logged_floats(self) -> dict[str, float]:
+        """The latest values of the names some stage logs for the loggers (``logger=True``)."""
+        names = {m.name for m in self._all() if m.logger}
+        return {k: v for k, v in self.floats().items() if k in names}
 
     def snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The latest and unwritten values, for :meth:`restore` (the sanity check's logs are
@@ -282,7 +306,7 @@ class MetricStore:
 
     def reset_epoch(self, stages: tuple[str, ...]) -> None:
         """Drop unfinished epoch values of ``stages`` (an interrupted evaluation)."""
-        for m in self._metrics.values():
+        for m in self._all():
             if m.stage in stages:
                 m.epoch_values = []
                 m.epoch_sizes = []

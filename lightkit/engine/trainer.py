@@ -306,9 +306,7 @@ def _finish(engine: Engine, stage: str, status: str) -> None:
     for logger in engine.loggers:
         if status == "success" and stage == "fit":
             try:
-                final = engine.store.floats()
-                final = {k: v for k, v in final.items() if k not in engine.store.unlogged}
-                logger.log_hparams(engine.spec.hparams.as_dict(), final)
+                logger.log_hparams(engine.spec.hparams.as_dict(), engine.store.logged_floats())
             except Exception:
                 pass
         logger.finalize(status)

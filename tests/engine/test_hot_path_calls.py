@@ -22,6 +22,8 @@ from tests.engine.engine_helpers import trainer
 #: loop inlines its step), the check for a received SIGTERM, the end of the accumulation
 #: window, and the NaN check of the loss (``.dim()``, ``.item()``, ``math.isfinite``).
 EXTRA_CALLS_PER_STEP = 7
+#: What one ``lk.log(name, tensor)`` per step adds to that.
+LOG_CALLS_PER_STEP = 7
 SHORT, LONG = 8, 104
 
 
@@ -46,7 +48,7 @@ def raw(n: int) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def with_lightkit(n: int) -> None:
+def with_lightkit(n: int, log: bool = False) -> None:
     # Named functions, not lambdas: the profile tells code objects apart by file, line and name.
     def net() -> nn.Module:
         return nn.Linear(3, 1)
@@ -55,7 +57,10 @@ def with_lightkit(n: int) -> None:
         return batches(n)
 
     def step(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return loss_of(net, batch)
+        loss = loss_of(net, batch)
+        if log:
+            lk.log("train/loss", loss)
+        return loss
 
     def optim(net: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(net.parameters(), lr=0.1)
@@ -87,12 +92,24 @@ def per_step(run) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
-def test_a_training_step_adds_a_handful_of_calls_to_the_hand_written_loop():
-    mine, theirs = per_step(with_lightkit), per_step(raw)
+def extra_calls(mine: dict[str, int], theirs: dict[str, int]) -> tuple[int, str]:
     extra = sum(mine.values()) - sum(theirs.values())
     added = sorted(
         (f"{mine.get(k, 0) - theirs.get(k, 0):+d} {k}" for k in set(mine) | set(theirs)),
         key=lambda s: s.split(" ", 1)[1],
     )
-    shown = "\n".join(a for a in added if not a.startswith("+0 "))
+    return extra, "\n".join(a for a in added if not a.startswith("+0 "))
+
+
+def test_a_training_step_adds_a_handful_of_calls_to_the_hand_written_loop():
+    extra, shown = extra_calls(per_step(with_lightkit), per_step(raw))
     assert extra == EXTRA_CALLS_PER_STEP, f"{extra} calls per step over the raw loop:\n{shown}"
+
+
+def test_logging_the_loss_each_step_adds_only_the_log_call_itself():
+    # lk.log, the context variable's get, MetricStore.log and what it does to the value:
+    # isinstance, numel, detach, and one dict lookup of the metric by name. No sync, no
+    # formatting.
+    plain, logging = per_step(with_lightkit), per_step(lambda n: with_lightkit(n, log=True))
+    extra, shown = extra_calls(logging, plain)
+    assert extra == LOG_CALLS_PER_STEP, f"lk.log costs {extra} calls per step:\n{shown}"

@@ -417,3 +417,23 @@ def test_add_dataloader_idx_false_keeps_the_names_as_given():
         "val/which/dataloader_idx_0": 0.0,
         "val/which/dataloader_idx_1": 1.0,
     }
+
+
+def test_logger_false_in_one_stage_leaves_the_other_stages_metric_logged(tmp_path):
+    def train(net, batch):
+        loss = ce(net, batch)
+        lk.log("loss", loss, logger=False)
+        return loss
+
+    def val(net, batch):
+        lk.log("loss", ce(net, batch))
+
+    reg = registry(step=train, val=val)
+    with pytest.warns(UserWarning, match="the same name is logged in the training step"):
+        result = trainer(
+            max_epochs=1, num_sanity_val_steps=0, logger=lk.CSVLogger(), default_root_dir=tmp_path
+        ).fit(lk.collect(reg))
+    rows = (result.log_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,epoch"
+    assert len(rows) == 2  # validation's epoch value; no training step rows
+    assert float(rows[1].split(",")[1]) == pytest.approx(result.metrics["loss"], rel=1e-12)
