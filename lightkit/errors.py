@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -98,9 +99,17 @@ class CheckpointError(LightkitError, RuntimeError):
 
 
 class DistributedError(LightkitError, RuntimeError):
-    """A distributed run failed: a rank raised or died, or the group could not form."""
+    """A distributed run failed: a rank raised or died, or the group could not form.
+
+    ``rank``: the rank that failed first; ``exception_type``: its exception's class
+    (``"builtins.ValueError"``), ``None`` when it died without raising; ``exitcodes``: every
+    rank's exit code. ``None`` and empty where the failure is not one rank's (the group could
+    not form)."""
 
     code = "distributed-failure"
+    rank: int | None = None
+    exception_type: str | None = None
+    exitcodes: Mapping[int, int | None] = MappingProxyType({})
 
 
 def _code_owner(fn: Any) -> Any:

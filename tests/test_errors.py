@@ -10,6 +10,7 @@ import pytest
 
 import lightkit as lk
 from lightkit.errors import (
+    DistributedError,
     MisconfigurationError,
     Problem,
     describe_function,
@@ -149,3 +150,9 @@ def test_sorted_list():
 def test_did_you_mean():
     assert did_you_mean("bach", ["batch", "ctx"]) == " Did you mean 'batch'?"
     assert did_you_mean("zzz", ["batch", "ctx"]) == ""
+
+
+def test_a_distributed_error_always_has_its_attributes():
+    # Every path that raises one reads the same way, also those without a failing rank.
+    err = DistributedError("the group could not form", code="group-failed")
+    assert (err.rank, err.exception_type, dict(err.exitcodes)) == (None, None, {})

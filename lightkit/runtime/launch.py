@@ -342,7 +342,11 @@ class _Outcome:
         if not self.failures and self.result is not None:
             return pickle.loads(self.result)  # type: ignore[no-any-return]
         if not self.failures:
-            raise DistributedError(f"rank 0 ended without a result ({codes}).", code="rank-failed")
+            error = DistributedError(
+                f"rank 0 ended without a result ({codes}).", code="rank-failed"
+            )
+            error.rank, error.exitcodes = 0, dict(self.exitcodes)
+            raise error
         root = min(self.failures, key=lambda f: (f.secondary, f.at))
         others = [  # a rank stopped after the failure is listed as stopped, not as dying
             f"  rank {f.rank}: {f.summary}"
@@ -359,12 +363,12 @@ class _Outcome:
             + root.traceback.rstrip()
         )
         error = DistributedError(message, code="rank-failed")
-        error.rank = root.rank  # type: ignore[attr-defined]
-        error.exitcodes = dict(self.exitcodes)  # type: ignore[attr-defined]
+        error.rank = root.rank
+        error.exitcodes = dict(self.exitcodes)
         # The failing rank's exception class, by name: the exception itself stays there
         # (it may not unpickle here), and `except DistributedError` can still tell an
         # out-of-memory from a bug.
-        error.exception_type = root.exception_type  # type: ignore[attr-defined]
+        error.exception_type = root.exception_type
         raise error
 
 

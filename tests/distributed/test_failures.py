@@ -90,11 +90,9 @@ def test_a_rank_dying_or_raising_stops_every_rank(
     }[mode]
     assert expected in message
     assert info.value.code == "rank-failed"
-    assert all(code != 0 for code in info.value.exitcodes.values())  # type: ignore[attr-defined]
-    assert info.value.rank == 1  # type: ignore[attr-defined]
-    assert info.value.exception_type == (  # type: ignore[attr-defined]
-        "builtins.ValueError" if mode == "raise" else None
-    )
+    assert all(code != 0 for code in info.value.exitcodes.values())
+    assert info.value.rank == 1
+    assert info.value.exception_type == ("builtins.ValueError" if mode == "raise" else None)
     assert not any(alive(pid) for pid in _pids(tmp_path))
     assert (tmp_path / "exception-0").exists()  # the survivor ran its exception hooks
 
