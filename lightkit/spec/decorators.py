@@ -40,11 +40,13 @@ def _module_of(fn: Callable[..., Any], role: str) -> str:
     to the module that registers it. A function of another module registered by a plain call
     (``lk.train_data(imported_fn)``) stays in its own module's registry, with a warning, since
     ``lk.collect()`` in the calling module will not find it there."""
-    caller, depth = _calling_module()
+    caller, depth, top_level = _calling_module()
     if not (inspect.isfunction(inspect.unwrap(fn)) or isinstance(fn, type)):
         return caller or "__main__"
     module = getattr(fn, "__module__", None) or "__main__"
-    if caller is not None and caller != module:
+    # Only a call at a module's top level: inside a function it may be the user's own
+    # decorator (`def my_model(fn): return lk.model(fn)`), applied where fn is defined.
+    if top_level and caller is not None and caller != module:
         warnings.warn(
             f"lk.{role}({fn.__qualname__}) called in {caller!r} records {fn.__qualname__} "
             f"in the registry of {module!r}, the module that defines it, so lk.collect() in "
@@ -56,14 +58,17 @@ def _module_of(fn: Callable[..., Any], role: str) -> str:
     return module
 
 
-def _calling_module() -> tuple[str | None, int]:
-    """The module of the first frame outside this file (where the decorator was used), and
-    the ``stacklevel`` that points a warning raised in :func:`_module_of` there."""
+def _calling_module() -> tuple[str | None, int, bool]:
+    """The module of the first frame outside this file (where the decorator was used), the
+    ``stacklevel`` that points a warning raised in :func:`_module_of` there, and whether
+    that frame is the module's top level."""
     frame: Any = sys._getframe(2)
     depth = 2
     while frame is not None and frame.f_code.co_filename == __file__:
         frame, depth = frame.f_back, depth + 1
-    return (frame.f_globals.get("__name__") if frame is not None else None), depth
+    if frame is None:
+        return None, depth, False
+    return frame.f_globals.get("__name__"), depth, frame.f_code.co_name == "<module>"
 
 
 @overload

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import pytest
 from torch import nn
@@ -151,25 +152,50 @@ def test_decorators_record_in_the_registry_of_the_functions_module():
 
 
 def test_a_plain_call_on_an_imported_function_says_where_it_went(registry):
-    # DESIGN keys the registry by the function's module; lk.collect() here would not see it.
+    # DESIGN keys the registry by the function's module; lk.collect() in the calling module
+    # would not see it. The call sits at a module's top level, as in a script.
     from tests.user_modules import simple
 
     own = registry_for(simple.__name__)
     before = list(own.entries)
+    caller = "tests._registers_elsewhere"
     try:
         with pytest.warns(UserWarning) as caught:
-            lk.val_data(simple.val_loader)
+            code = compile(
+                "import lightkit as lk\n"
+                "from tests.user_modules import simple\n"
+                "lk.val_data(simple.val_loader)\n",
+                "script.py",
+                "exec",
+            )
+            exec(code, {"__name__": caller})
         assert str(caught[0].message) == (
-            f"lk.val_data(val_loader) called in {__name__!r} records val_loader in the registry "
+            f"lk.val_data(val_loader) called in {caller!r} records val_loader in the registry "
             f"of 'tests.user_modules.simple', the module that defines it, so lk.collect() in "
-            f"{__name__!r} does not see it. Collect that module too "
+            f"{caller!r} does not see it. Collect that module too "
             f"(lk.collect('tests.user_modules.simple', ...)), or register on an explicit "
             f"registry: reg = lk.Registry(); reg.val_data(val_loader); lk.collect(reg)."
         )
-        assert caught[0].filename == __file__  # the warning points at the call
-        assert registry.entries == []
+        assert (caught[0].filename, caught[0].lineno) == ("script.py", 3)  # the call
+        assert registry_for(caller).entries == []
     finally:
         own._entries = {e.key: e for e in before}
+        registry_for(caller).clear()
+
+
+def test_a_users_own_decorator_around_ours_does_not_warn(registry):
+    # `def my_data(fn): return lk.train_data(fn)` in a helper module, applied where fn is
+    # defined: the function goes to its own module, as it should, with nothing to warn about.
+    namespace = {"__name__": "tests._helpers_module"}
+    exec("import lightkit as lk\ndef my_data(fn):\n    return lk.train_data(fn)\n", namespace)
+
+    def loader():
+        return []
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert namespace["my_data"](loader) is loader
+    assert [e.fn for e in registry.entries] == [loader]
 
 
 def test_a_callable_object_goes_to_the_module_that_registers_it(registry):
