@@ -46,18 +46,63 @@ __all__ = [
 
 
 def check_callbacks(given: Any) -> list[Callback]:
-    """``given`` as a list; a clear error for anything that is not a :class:`Callback`."""
+    """``given`` as a list; a clear error for anything that is not a :class:`Callback`
+    instance, for ``setup``/``teardown`` written Lightning's way, and for two callbacks whose
+    states would share one key in checkpoints."""
+    from lightkit.errors import ConfigError
+
     callbacks: list[Callback] = list(given)
     for cb in callbacks:
+        if isinstance(cb, type) and issubclass(cb, Callback):
+            raise ConfigError(
+                f"callbacks=[..., {cb.__name__}]: this is the class; pass an instance, "
+                f"{cb.__name__}(...).",
+                code="not-a-callback",
+            )
         if not isinstance(cb, Callback):
-            from lightkit.errors import ConfigError
-
             raise ConfigError(
                 f"callbacks=[..., {cb!r}]: {type(cb).__name__} is not a lk.Callback. Subclass "
                 f"lk.Callback and override the on_<event> methods you need.",
                 code="not-a-callback",
             )
+        _check_setup_signatures(cb)
+    by_key: dict[str, Callback] = {}
+    for cb in callbacks:
+        if type(cb).state_dict is Callback.state_dict:
+            continue  # no state: nothing to mix up
+        first = by_key.setdefault(cb.state_key, cb)
+        if first is not cb:
+            raise ConfigError(
+                f"callbacks: {first!r} and {cb!r} keep their states under one key in "
+                f"checkpoints ({cb.state_key!r}), so a resume would give both the same state. "
+                f"Give them different settings, or override state_key in your class to tell "
+                f"them apart (Lightning refuses this too).",
+                code="duplicate-callback-state",
+            )
     return callbacks
+
+
+def _check_setup_signatures(cb: Callback) -> None:
+    """``setup``/``teardown`` take ``(ctx, stage)``; Lightning's ``(trainer, pl_module, stage)``
+    would fail at the run's start with a bare TypeError."""
+    import inspect
+
+    from lightkit.errors import ConfigError, describe_function
+
+    for name in ("setup", "teardown"):
+        method = getattr(cb, name)
+        try:
+            inspect.signature(method).bind(None, "fit")
+        except TypeError:
+            raise ConfigError(
+                f"callback {type(cb).__name__}: {describe_function(method)} must take "
+                f"(ctx, stage): ctx is the run context (ctx.runtime, ctx.metrics, ...), stage "
+                f"is 'fit', 'validate', 'test' or 'predict'. Lightning's (trainer, pl_module, "
+                f"stage) does not apply: the models are ctx's or the hooks' by name.",
+                code="bad-callback-method",
+            ) from None
+        except ValueError:
+            continue  # a signature inspect cannot read: let the call decide
 
 
 def default_callbacks(config: Any, stage: str, dev_run: bool) -> list[Callback]:
@@ -87,4 +132,5 @@ def default_callbacks(config: Any, stage: str, dev_run: bool) -> list[Callback]:
         from lightkit.callbacks.progress import ProgressBar
 
         callbacks.append(ProgressBar())
-    return callbacks
+    # Monitors last (stable), so an epoch's end reaches them after the others logged.
+    return sorted(callbacks, key=lambda cb: cb.monitors)

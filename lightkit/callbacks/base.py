@@ -5,12 +5,14 @@ by name, ``hparams``, and what its event supplies (``batch``, ``batch_idx``, ``o
 ``optimizer``, ``checkpoint``, ``exception``...). Only overridden methods are called, and only
 with what they ask for; lists of them are built once, at compile time.
 
-Function hooks (``@lk.on``) of an event run first, then callbacks in the order given.
+Function hooks (``@lk.on``) of an event run first, then callbacks in the order given, except
+the callbacks that act on what the others log (``monitors``: ``EarlyStopping``,
+``ModelCheckpoint``), which run last, as in Lightning.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -28,6 +30,10 @@ class Callback:
     subset of what its event supplies (plus the models by name and ``hparams``). They are never
     called: only methods a subclass overrides are bound.
     """
+
+    #: Acts on logged metrics (EarlyStopping, ModelCheckpoint): runs after the other
+    #: callbacks of an event, so that it sees what they log.
+    monitors: ClassVar[bool] = False
 
     @property
     def state_key(self) -> str:

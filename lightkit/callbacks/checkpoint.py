@@ -18,7 +18,7 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 
@@ -80,6 +80,8 @@ class ModelCheckpoint(Callback):
         lk.Trainer(callbacks=[lk.ModelCheckpoint(monitor="val/loss", save_top_k=3,
                                                  filename="{epoch}-{val/loss:.3f}")])
     """
+
+    monitors: ClassVar[bool] = True
 
     dirpath: str | Path | None = None
     filename: str | None = None

@@ -4,7 +4,7 @@ semantics and arguments)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -40,6 +40,8 @@ class EarlyStopping(Callback):
 
         lk.Trainer(callbacks=[lk.EarlyStopping("val/loss", patience=3)])
     """
+
+    monitors: ClassVar[bool] = True
 
     monitor: str
     min_delta: float = attrs.field(default=0.0, converter=float)

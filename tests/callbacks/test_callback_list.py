@@ -1,0 +1,78 @@
+"""The callback list as a run sees it: what is refused when the trainer is made, and the
+order in which an event reaches callbacks that act on what the others log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pydantic
+import pytest
+
+import lightkit as lk
+from tests.callbacks.cb_helpers import spec, trainer
+
+
+@attrs.define
+class Tagged(lk.Callback):
+    tag: str = ""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tag": self.tag}
+
+
+def error_of(flags: dict[str, Any]) -> lk.ConfigError:
+    with pytest.raises(pydantic.ValidationError) as info:
+        lk.Trainer(**flags)
+    return info.value.errors()[0]["ctx"]["error"]  # type: ignore[no-any-return]
+
+
+def test_a_callback_class_instead_of_an_instance_says_so():
+    error = error_of({"callbacks": [lk.EarlyStopping]})
+    assert error.code == "not-a-callback"
+    assert str(error) == (
+        "callbacks=[..., EarlyStopping]: this is the class; pass an instance, EarlyStopping(...)."
+    )
+
+
+def test_two_stateful_callbacks_under_one_key_are_refused():
+    # A resume would give both the state saved last (Lightning refuses this too).
+    error = error_of({"callbacks": [Tagged("a"), Tagged("b")]})
+    assert error.code == "duplicate-callback-state"
+    assert "keep their states under one key in checkpoints ('Tagged')" in str(error)
+    error = error_of({"callbacks": [lk.ModelCheckpoint(dirpath="a"), lk.ModelCheckpoint("b")]})
+    assert error.code == "duplicate-callback-state"
+    # Stateless callbacks, or the same class with different keys, are fine.
+    lk.Trainer(callbacks=[LogsAtEpochEnd([]), LogsAtEpochEnd([])])
+    lk.Trainer(callbacks=[lk.ModelCheckpoint(monitor="a"), lk.ModelCheckpoint(monitor="b")])
+
+
+def test_lightnings_setup_signature_is_refused_with_the_fix():
+    class LitSetup(lk.Callback):
+        def setup(self, trainer, pl_module, stage):
+            pass
+
+    error = error_of({"callbacks": [LitSetup()]})
+    assert error.code == "bad-callback-method"
+    assert "must take (ctx, stage): ctx is the run context" in str(error)
+
+
+class LogsAtEpochEnd(lk.Callback):
+    """Logs a score at each training epoch's end and after each validation."""
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = iter(scores)
+
+    def on_train_epoch_end(self, ctx: Any) -> None:
+        ctx.log("train/custom", next(self.scores))
+
+
+@pytest.mark.parametrize("first", ["early-stopping", "logger"])
+def test_early_stopping_sees_what_another_callback_logs_whatever_the_order(first):
+    # Lightning runs its monitoring callbacks after the others at an epoch's end.
+    stopping = lk.EarlyStopping(monitor="train/custom", patience=2)
+    logs = LogsAtEpochEnd([3.0, 2.0, 2.5, 2.5, 2.5, 1.0])
+    callbacks = [stopping, logs] if first == "early-stopping" else [logs, stopping]
+    result = trainer(max_epochs=6, callbacks=callbacks).fit(spec(val=None))
+    assert (result.epoch, result.stopped_by) == (4, "should_stop")
+    assert stopping.best_score == 2.0
