@@ -88,6 +88,23 @@ def _as_list(obj: Any) -> list[Any]:
 
 def parse_optimizers(value: Any, where: str) -> OptimizerSetup:
     """Normalise ``configure_optimizers``'s return value. ``where`` names the function."""
+    setup = _parse(value, where)
+    returned = {id(opt) for opt in setup.optimizers}
+    for cfg in setup.schedulers:
+        owner = getattr(cfg.scheduler, "optimizer", None)
+        if owner is not None and id(owner) not in returned:
+            # Its steps would change the learning rate of an optimizer nobody steps.
+            raise ConfigError(
+                f"{where} returned a scheduler ({type(cfg.scheduler).__name__}) built on an "
+                f"optimizer it did not return, so the optimizers it did return would keep "
+                f"their learning rate. Build the scheduler on a returned optimizer, or return "
+                f"that optimizer too (Lightning refuses this too).",
+                code="bad-optimizer-config",
+            )
+    return setup
+
+
+def _parse(value: Any, where: str) -> OptimizerSetup:
     bad = ConfigError(
         f"{where} returned {type(value).__name__} {value!r:.120}; expected an optimizer, a "
         f"list of optimizers, (optimizers, schedulers), or a dict "

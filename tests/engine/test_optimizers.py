@@ -234,6 +234,22 @@ def test_bad_return_values(value, match):
     assert info.value.code == "bad-optimizer-config"
 
 
+def test_a_scheduler_on_an_optimizer_not_returned_is_refused():
+    # Its steps would change a learning rate nobody uses: silently, the returned optimizer's
+    # would stay put.
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    other = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    for value in [(opt, lambda_lr(other)), {"optimizer": opt, "lr_scheduler": lambda_lr(other)}]:
+        with pytest.raises(lk.ConfigError) as info:
+            parse_optimizers(value, "optim(net) at x.py:1")
+        assert info.value.code == "bad-optimizer-config"
+        assert str(info.value).startswith(
+            "optim(net) at x.py:1 returned a scheduler (LambdaLR) built on an optimizer it did "
+            "not return"
+        )
+    assert parse_optimizers((opt, lambda_lr(opt)), "optim").optimizers == [opt]
+
+
 def test_bad_return_value_names_the_function():
     def optim(net):
         return "adam"
