@@ -123,6 +123,19 @@ class Registry:
 
     def _add(self, entry: Entry) -> None:
         old = self._entries.get(entry.key)
+        if entry.role == "on":
+            # A hook redefined with another event (a notebook cell edited and run again)
+            # replaces the old one too: a new function of the same name is a redefinition,
+            # while one function stacked under two @lk.on(...) keeps both events.
+            stale = [
+                key
+                for key, e in self._entries.items()
+                if e.role == "on" and key[1:] == entry.key[1:] and e.fn is not entry.fn
+            ]
+            if stale and old is None:
+                old = self._entries[stale[0]]
+            for key in stale:
+                del self._entries[key]
         if old is not None:
             # A redefinition (a notebook cell run again) keeps its place in the build order.
             entry = Entry(entry.role, entry.fn, entry.name, entry.manual, entry.event, old.order)

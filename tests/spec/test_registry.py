@@ -182,6 +182,30 @@ def test_notebook_cell_executed_twice_registers_once(monkeypatch):
         registry_for(name).clear()
 
 
+def test_a_hook_cell_run_again_with_another_event_replaces_the_old_hook(monkeypatch):
+    # The same name and role (a hook) is a redefinition, whatever its event; one function
+    # stacked under two @lk.on keeps both.
+    name = "tests.user_modules._notebook_hooks"
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    first = CELL
+    edited = CELL.replace('@lk.on("train_epoch_end")', '@lk.on("train_epoch_start")')
+    stacked = CELL.replace(
+        '@lk.on("train_epoch_end")', '@lk.on("fit_start")\n@lk.on("train_epoch_end")'
+    )
+    try:
+        exec(compile(first, "<cell 1>", "exec"), module.__dict__)
+        exec(compile(edited, "<cell 2>", "exec"), module.__dict__)
+        hooks = lk.collect(module).hooks
+        assert [(h.event, h.fn) for h in hooks] == [("train_epoch_start", module.report)]
+        exec(compile(stacked, "<cell 3>", "exec"), module.__dict__)
+        hooks = lk.collect(module).hooks
+        assert sorted(h.event for h in hooks) == ["fit_start", "train_epoch_end"]
+        assert all(h.fn is module.report for h in hooks)
+    finally:
+        registry_for(name).clear()
+
+
 def test_default_registries_are_keyed_by_the_functions_module():
     names = ["tests._registry_a", "tests._registry_b"]
     spaces = [{"__name__": n} for n in names]
