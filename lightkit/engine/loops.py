@@ -37,7 +37,7 @@ spec and config; ``tests/engine/test_hook_order.py`` pins it)::
 
 In manual optimization the step itself runs backward and the optimizers, so the per-batch
 events are train_batch_start, training_step, train_batch_end. Within one event, function hooks
-run first, then callbacks in the order given.
+run first, then callbacks in the order given, EarlyStopping and ModelCheckpoint last.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,7 @@ from lightkit.checkpoint.resume import begin_epoch, resume_before_epoch
 from lightkit.engine.engine import Engine
 from lightkit.engine.epoch_iterator import EpochIterator, val_every
 from lightkit.engine.stepping import (
+    backward_failed,
     checked_manual_step,
     checks_loss,
     detached,
@@ -64,6 +66,7 @@ from lightkit.engine.stepping import (
     step_schedulers,
     window_stepper,
 )
+from lightkit.errors import describe_function
 from lightkit.utils.seed import isolate_rng
 
 Tensor = torch.Tensor
@@ -173,11 +176,14 @@ def fit_loop(engine: Engine) -> None:
                     if events.before_backward:
                         for call in events.before_backward:
                             call(batch, batch_idx, loss)
-                    if sync_free and not window_end:
-                        with no_sync(rt, models):
-                            rt.backward(loss)
-                    else:
-                        backward(loss)
+                    try:
+                        if sync_free and not window_end:
+                            with no_sync(rt, models):
+                                rt.backward(loss)
+                        else:
+                            backward(loss)
+                    except RuntimeError as exc:
+                        raise backward_failed(engine, exc) from exc
                     if check_loss and not math.isfinite(raw_loss.item()):
                         bad_window = nonfinite_loss(engine, raw_loss) or bad_window
                     if events.after_backward:
@@ -352,6 +358,15 @@ def end_train_epoch(engine: Engine, finished: bool) -> None:
     engine.log_rows({**store.take_unwritten(), **rows}, max(ctx.global_step - 1, 0))
     if finished and engine.schedulers and not engine.manual:
         step_schedulers(engine, "epoch", ctx.epoch + 1)
+    if finished and ctx.epoch == 0 and ctx.global_step == 0 and not engine.manual:
+        # A whole first epoch without an optimizer step: the step returned None every time.
+        plan = engine.spec.plan("training_step")
+        warnings.warn(
+            f"{describe_function(plan.fn) if plan else 'the training step'} returned None for "
+            f"every batch of the first epoch, so nothing was trained: None skips a batch. "
+            f"Return the loss (`return loss`, or {{'loss': loss, ...}}).",
+            stacklevel=2,
+        )
 
 
 def evaluate(

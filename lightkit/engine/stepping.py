@@ -42,6 +42,22 @@ def loss_of(output: Any, engine: Engine) -> Tensor | None:
     )
 
 
+def backward_failed(engine: Engine, exc: RuntimeError) -> Exception:
+    """What to raise when backward of the step's loss failed: the step ran backward itself
+    (autograd's "second time") gets the fix; anything else is raised as it is."""
+    if "backward through the graph a second time" not in str(exc):
+        return exc
+    plan = engine.spec.plan("training_step")
+    return StepError(
+        f"{describe_function(plan.fn) if plan else 'the training step'} returned a loss "
+        f"whose graph was already backpropagated: the step calls backward (and the "
+        f"optimizer) itself. In automatic optimization lightkit does both with the loss the "
+        f"step returns: remove them from the step, or optimize manually with "
+        f"@lk.training_step(manual=True) and ctx.backward(loss).",
+        code="step-backpropagated",
+    )
+
+
 def detached(output: Any) -> Any:
     """What ``train_batch_end`` hooks receive as ``outputs``: the step's return value with its
     tensors detached (as Lightning's), so that keeping it does not keep the graph alive."""
@@ -209,6 +225,7 @@ def skip_optimizer_step(engine: Engine) -> None:
 
 
 __all__ = [
+    "backward_failed",
     "checked_manual_step",
     "checks_loss",
     "detached",

@@ -51,7 +51,8 @@ def test_none_skips_the_batch():
 def test_none_everywhere_never_steps():
     torch.manual_seed(0)
     untouched = make_net()
-    result = fit_with_step(lambda net, batch: None)
+    with pytest.warns(UserWarning, match="returned None for every batch of the first epoch"):
+        result = fit_with_step(lambda net, batch: None)
     assert result.global_step == 0
     assert_same_weights(result.models["net"], untouched)
 
@@ -156,3 +157,30 @@ def test_the_run_context_is_released_after_an_error():
         fit_with_step(lambda net, batch: 1 / 0)
     with pytest.raises(lk.LightkitError, match="outside a run"):
         lk.log("x", 1.0)
+
+
+def test_a_step_that_never_returns_a_loss_warns_after_the_first_epoch():
+    # Forgetting `return loss` trains nothing; None is a legal "skip this batch", so a whole
+    # epoch of it is said once, not raised.
+    def train(net, batch):
+        lk.log("train/loss", ce(net, batch))
+
+    with pytest.warns(UserWarning, match=r"returned None for every batch of the first epoch"):
+        result = trainer(max_epochs=2).fit(lk.collect(registry(step=train)))
+    assert result.global_step == 0
+
+
+def test_a_step_that_backpropagates_itself_in_automatic_mode_is_told_the_fix():
+    # A Lightning manual-optimization step pasted into an automatic one.
+    def train(net, batch, optimizer):
+        loss = ce(net, batch)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    with pytest.raises(lk.StepError) as info:
+        trainer(max_epochs=1).fit(lk.collect(registry(step=train)))
+    assert info.value.code == "step-backpropagated"
+    assert "returned a loss whose graph was already backpropagated" in str(info.value)
+    assert "@lk.training_step(manual=True)" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)  # autograd's own error, kept
