@@ -368,12 +368,25 @@ def load_models(
                 f"{', '.join(map(repr, stored)) or 'none'}). Give the @model the name the "
                 f"checkpoint knows: @lk.model(name=...).",
             )
+        _to_stored_dtype(module, stored[plan.name])
         try:
             module.load_state_dict(stored[plan.name], strict=strict)
         except RuntimeError as exc:
             raise _mismatch(path, f"model '{plan.name}': {exc}") from None
         models[plan.name] = module.eval()
     return models
+
+
+def _to_stored_dtype(module: nn.Module, state: dict[str, Any]) -> None:
+    """A model trained at 64-true or bf16-true comes back in that dtype: load_state_dict
+    would copy the weights into the float32 parameters a fresh build has, silently rounding."""
+    dtypes = {
+        t.dtype for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()
+    }
+    if len(dtypes) == 1:
+        dtype = dtypes.pop()
+        if any(p.is_floating_point() and p.dtype != dtype for p in module.parameters()):
+            module.to(dtype)
 
 
 __all__ = ["check_format", "load_models", "restore"]

@@ -167,6 +167,14 @@ def test_load_models_rebuilds_from_the_stored_spec(tmp_path):
     assert again["net"][0].out_features == 8
 
 
+def test_load_models_keeps_the_dtype_the_model_was_trained_in(tmp_path):
+    # A fresh build is float32; loading 64-true weights into it would round them silently.
+    result = lk.Trainer(**flags(tmp_path, max_epochs=1, precision="64-true")).fit(SPEC)
+    net = lk.load_models(result.last_checkpoint)["net"]
+    assert {p.dtype for p in net.parameters()} == {torch.float64}
+    assert_equal(dict(result.models["net"].state_dict()), dict(net.state_dict()))
+
+
 def test_load_models_says_what_to_do_when_the_stored_functions_moved(tmp_path):
     result = lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(SPEC)
     ckpt = torch.load(result.last_checkpoint, weights_only=True)
