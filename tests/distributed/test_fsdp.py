@@ -92,9 +92,9 @@ def test_checkpoints_resume_exactly(
     checked = lk.Trainer(**flags, devices=2, strategy=strategy).validate(spec, ckpt_path=ckpt)
     assert checked.metrics["val/mse"] == pytest.approx(first.metrics["val/mse"], abs=ATOL, rel=0)
     # Either kind is read as full tensors by anyone: load_models, and one plain process.
-    loaded = lk.load_models(ckpt)["net"].state_dict()  # built float32, as the @model makes it
+    loaded = lk.load_models(ckpt)["net"].state_dict()  # in the dtype it was trained in
     for key, value in first.models["net"].state_dict().items():
-        assert torch.equal(loaded[key], value.float())
+        assert loaded[key].dtype == value.dtype and torch.equal(loaded[key], value)
     alone = lk.Trainer(**flags).validate(spec, ckpt_path=ckpt)
     assert alone.metrics["val/mse"] == pytest.approx(first.metrics["val/mse"], abs=ATOL, rel=0)
     resumed = lk.Trainer(**{**flags, "max_epochs": 3}, devices=2, strategy=strategy).fit(
