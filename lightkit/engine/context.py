@@ -58,7 +58,14 @@ class RunContext:
     def __init__(self, runtime: Any, hparams: Any, store: MetricStore | None = None) -> None:
         self._runtime = runtime
         self._engine: Any = None  # the compiled run, for built-in callbacks (set by Engine)
-        self._store = store if store is not None else MetricStore(runtime.all_reduce)
+        self._store = (
+            store
+            if store is not None
+            else MetricStore(
+                runtime.all_reduce,
+                warn_unsynced=runtime.world_size > 1 and runtime.is_global_zero,
+            )
+        )
         self.epoch = 0
         self.global_step = 0
         self.batch_idx = 0

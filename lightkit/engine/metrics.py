@@ -75,7 +75,9 @@ class MetricStore:
     run (``on_step`` by default), anything else counts as epoch-level (``on_epoch``)."""
 
     def __init__(
-        self, all_reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None
+        self,
+        all_reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
+        warn_unsynced: bool = False,
     ) -> None:
         # By stage, then name: a name logged in training and again in validation is two
         # metrics, each with its own options and epoch values (as in Lightning). `_current`
@@ -91,6 +93,9 @@ class MetricStore:
         self.unwritten: dict[str, Any] = {}
         self.batch: Any = None  # the current batch, to read its size from when needed
         self._all_reduce = all_reduce
+        # Several processes, this one rank 0: say once per evaluation metric that each rank
+        # aggregates its own share unless it asks for sync_dist (Lightning says so too).
+        self._warn_unsynced = warn_unsynced
 
     @property
     def stage(self) -> str:
@@ -199,6 +204,19 @@ class MetricStore:
             reduce,
             bool(logger),
         )
+        if (
+            self._warn_unsynced
+            and m.on_epoch
+            and not m.sync_dist
+            and self.stage in ("validate", "test")
+        ):
+            warnings.warn(
+                f"lk.log({name!r}) in {_STAGE_WORDS[self.stage]} is aggregated per epoch on "
+                f"each process alone (sync_dist=False), so the loggers, result.metrics and "
+                f"the callbacks see rank 0's share of the data. Pass sync_dist=True to reduce "
+                f"it across the processes.",
+                stacklevel=4,
+            )
         other = next((k for k, table in self._by_stage.items() if name in table), None)
         if other is not None:
             warnings.warn(

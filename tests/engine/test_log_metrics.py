@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -344,6 +345,24 @@ def test_sync_dist_reduces_numbers_as_it_reduces_tensors():
     store.log("d", 1.0, None, None, False, False, "mean", None)  # no sync_dist: as logged
     assert calls == [(1.0, "mean"), (2.0, "sum"), (1.0, "mean")]
     assert store.take_unwritten() == {"a": 2.0, "b": 5.0, "c": 2.0, "d": 1.0}
+
+
+def test_rank_zero_is_told_once_when_an_evaluation_metric_is_not_synced():
+    # As Lightning's "use sync_dist=True" warning: with several processes an epoch aggregate
+    # without sync_dist is rank 0's share of the data.
+    from lightkit.engine.metrics import MetricStore
+
+    store = MetricStore(lambda t, op: t, warn_unsynced=True)
+    store.stage = "train"
+    store.log("train/loss", 1.0, None, None, False, False, "mean", 1)  # a step value: silent
+    store.stage = "validate"
+    with pytest.warns(UserWarning, match=r"lk.log\('val/loss'\) in validation is aggregated"):
+        store.log("val/loss", 1.0, None, None, False, False, "mean", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.log("val/loss", 2.0, None, None, False, False, "mean", 1)  # once per metric
+        store.log("val/acc", 1.0, None, None, False, True, "mean", 1)  # synced
+        MetricStore(warn_unsynced=False).log("x", 1.0, None, True, False, False, "mean", 1)
 
 
 def test_one_name_in_training_and_validation_keeps_both_epoch_values(tmp_path):
