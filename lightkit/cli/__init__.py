@@ -70,7 +70,7 @@ def _metrics_table(metrics: Mapping[str, float]) -> str:
     return _table([[k, f"{v:.6g}"] for k, v in sorted(metrics.items())], ["metric", "value"])
 
 
-def _print_config(parsed: Parsed, fmt: str) -> None:
+def _print_config(parsed: Parsed, fmt: str, command: str) -> None:
     from lightkit.engine.config import TrainerConfig
     from lightkit.utils.config_file import RUN_FILE_HEADER, dumps, run_config, to_toml
 
@@ -78,7 +78,8 @@ def _print_config(parsed: Parsed, fmt: str) -> None:
     config = parsed.config if parsed.config is not None else TrainerConfig()
     data = run_config(parsed.spec, config, parsed.targets, parsed.ckpt_path, parsed.refs)
     if fmt == "toml":
-        _out(to_toml(data, header=RUN_FILE_HEADER.format(name="<this file>")))
+        header = RUN_FILE_HEADER.format(command=command, name="<this file>")
+        _out(to_toml(data, header=header))
     else:
         _out(dumps(data, fmt))
 
@@ -104,6 +105,7 @@ def _run_command(command: str, parsed: Parsed) -> int:
         config._cli_refs = [
             (obj, parsed.refs[id(obj)]) for obj in _objects(config) if id(obj) in parsed.refs
         ]
+        config._cli_ckpt_path = None if parsed.ckpt_path is None else str(parsed.ckpt_path)
     trainer = lk.Trainer(config)
     if command == "predict":
         predictions = trainer.predict(spec, parsed.ckpt_path)
@@ -248,7 +250,7 @@ def _dispatch(args: list[str]) -> int:
         return _plot(rest)
     parsed = parse(command, rest)
     if parsed.args.print_config is not None:
-        _print_config(parsed, parsed.args.print_config)
+        _print_config(parsed, parsed.args.print_config, command)
         return 0
     return _run_command(command, parsed)
 

@@ -351,9 +351,16 @@ def parse(command: str, args: list[str]) -> Parsed:
     if not targets:
         if wants_help:
             _parser(command, [], tflags, has_target=False).parse_args(rest)
+        late = next((a for a in rest if not a.startswith("-") and ".py" in a), None)
+        if late is not None:  # `lightkit fit --max-epochs 2 tiny.py`
+            raise UsageError(
+                f"{late!r} looks like a TARGET: TARGETs come first, right after the command "
+                f"(lightkit {command} {late} [flags])."
+            )
         raise UsageError(
-            f"{command} needs a TARGET: a .py file or an importable module "
-            f"(lightkit {command} examples/digits.py), or a --config file with target = [...]."
+            f"{command} needs a TARGET right after the command: a .py file or an importable "
+            f"module (lightkit {command} examples/digits.py [flags]), or a --config file with "
+            f"target = [...]."
         )
     spec = collect_targets(targets)
     # A hyperparameter named like a trainer flag is --hparams.X in every command, those

@@ -273,7 +273,7 @@ class Engine:
             return
         for logger in self.loggers:
             logger.setup(self.run_dir)
-        write_run_files(self.run_dir, self.spec, config)
+        write_run_files(self.run_dir, self.spec, config, self.stage)
 
     def log_rows(self, metrics: dict[str, float], step: int) -> None:
         if self.loggers and metrics:
@@ -323,7 +323,9 @@ def run_name(spec: TrainingSpec) -> str:
     return "default"
 
 
-def write_run_files(run_dir: Path, spec: TrainingSpec, config: TrainerConfig) -> None:
+def write_run_files(
+    run_dir: Path, spec: TrainingSpec, config: TrainerConfig, stage: str = "fit"
+) -> None:
     """``spec.json``, ``config.json`` and ``config.toml`` (targets + hyperparameters + trainer
     flags, for ``lightkit fit --config``): what ran, reproducible from the folder."""
     from lightkit.utils.config_file import write_run_config
@@ -336,7 +338,7 @@ def write_run_files(run_dir: Path, spec: TrainingSpec, config: TrainerConfig) ->
         json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
     )
     try:
-        write_run_config(run_dir, spec, config)
+        write_run_config(run_dir, spec, config, stage)
     except (TypeError, ValueError) as exc:
         warnings.warn(f"config.toml not written: {exc}", stacklevel=2)
 

@@ -326,6 +326,16 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
+def absolute_file_target(target: str) -> str:
+    """``tiny.py`` -> ``/abs/dir/tiny.py`` (``:attr`` kept); a module name is left as it is."""
+    name, sep, attr = target, "", ""
+    if ":" in target and not (len(target) > 1 and target[1] == ":"):  # not C:\\...
+        name, sep, attr = target.partition(":")
+    if not name.endswith(".py"):
+        return target
+    return f"{Path(name).resolve()}{sep}{attr}"
+
+
 def run_config(
     spec: Any,
     config: Any,
@@ -357,18 +367,22 @@ def _unset_if_default_none(value: Any, field: Any) -> Any:
     return value
 
 
-RUN_FILE_HEADER = "lightkit run configuration: `lightkit fit --config {name}` runs it again."
+RUN_FILE_HEADER = "lightkit run configuration: `lightkit {command} --config {name}` runs it again."
 
 
-def write_run_config(run_dir: Path, spec: Any, config: Any) -> Path:
+def write_run_config(run_dir: Path, spec: Any, config: Any, stage: str = "fit") -> Path:
     """Write ``config.toml`` (targets, hyperparameters, trainer flags) into a run folder."""
     path = Path(run_dir) / "config.toml"
     # A run started from the command line names its targets as given there (a registry
-    # target such as `pkg.mod:reg` included), and its objects by the references they came from.
+    # target such as `pkg.mod:reg` included; a file by its absolute path, so the file runs
+    # from any folder), its checkpoint and its objects by the references they came from.
     targets = getattr(config, "_cli_targets", None)
+    if targets:
+        targets = [absolute_file_target(t) for t in targets]
     refs = {id(obj): ref for obj, ref in getattr(config, "_cli_refs", ())}
-    data = run_config(spec, config, targets, refs=refs)
-    header = RUN_FILE_HEADER.format(name=path.name)
+    ckpt_path = getattr(config, "_cli_ckpt_path", None)
+    data = run_config(spec, config, targets, ckpt_path, refs=refs)
+    header = RUN_FILE_HEADER.format(command=stage, name=path.name)
     if "target" not in data:
         header += (
             "\nThe functions do not all come from importable modules' registries: add\n"

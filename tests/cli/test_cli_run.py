@@ -265,3 +265,42 @@ def test_a_registry_target_and_cli_objects_are_named_in_the_run_folder(
     assert code == 0, err
     again = tmp_path / "lightkit_logs" / "cli_tiny" / "version_1"
     assert last_row(again, "train/loss") == last_row(run_dir, "train/loss")
+
+
+def test_a_run_folders_config_reruns_from_any_folder_and_says_how(run_cli, tmp_path, monkeypatch):
+    # The file target is recorded by its absolute path, a resume keeps its --ckpt-path, and
+    # the header names the command that wrote it.
+    from tests.cli.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    target = "tests/user_modules/cli_tiny.py"
+    flags = ["--max-epochs", "1", "--seed", "0", "--default-root-dir", str(tmp_path), *QUIET]
+    code, _, err = run_cli("fit", target, *flags)
+    assert code == 0, err
+    first = tmp_path / "lightkit_logs" / "cli_tiny" / "version_0"
+    text = (first / "config.toml").read_text()
+    assert text.startswith("# lightkit run configuration: `lightkit fit --config config.toml`")
+    assert tomllib.loads(text)["target"] == [str(ROOT / target)]
+    code, _, err = run_cli("fit", target, *flags, "--ckpt-path", "last", "--max-epochs", "2")
+    assert code == 0, err
+    resumed = tomllib.loads((first.parent / "version_1" / "config.toml").read_text())
+    assert resumed["ckpt_path"] == "last"
+    code, _, err = run_cli("validate", target, *flags)
+    assert code == 0, err
+    validated = (first.parent / "version_2" / "config.toml").read_text()
+    assert validated.startswith("# lightkit run configuration: `lightkit validate --config")
+
+    monkeypatch.chdir(tmp_path)  # elsewhere: the recorded file still runs
+    code, _, err = run_cli("fit", "--config", str(first / "config.toml"))
+    assert code == 0, err
+    again = first.parent / "version_3"
+    assert last_row(again, "val/loss") == last_row(first, "val/loss")
+
+
+def test_flags_before_the_target_are_told_where_the_target_goes(run_cli, tmp_path):
+    code, _, err = run_cli("fit", "--max-epochs", "2", "examples/digits.py")
+    assert code == 2
+    assert (
+        "'examples/digits.py' looks like a TARGET: TARGETs come first, right after the "
+        "command (lightkit fit examples/digits.py [flags])."
+    ) in err
