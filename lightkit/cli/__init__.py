@@ -171,7 +171,10 @@ def _hparams(spec: Any, fmt: str) -> int:
         value = getattr(spec.hparams, name)
         default = field.get_default(call_default_factory=True)
         shown = value.value if isinstance(value, enum.Enum) else value
-        rows.append([name, _type_text(field.annotation), repr(shown), ", ".join(used)])
+        base = default.value if isinstance(default, enum.Enum) else default
+        # The default column is the default; a value given on this command line follows it.
+        cell = repr(base) if shown == base else f"{base!r} → {shown!r}"
+        rows.append([name, _type_text(field.annotation), cell, ", ".join(used)])
         data.append(
             {
                 "name": name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import traceback
 import typing
 from collections.abc import Mapping, Sequence
@@ -175,6 +176,9 @@ class _BoolAction(argparse.Action):
             parser.error(f"argument {yes}: {exc}, got {values!r}.")
 
 
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def _parser(command: str, hflags: list[Flag], tflags: list[Flag], has_target: bool) -> Any:
     target = "TARGET [TARGET ...] " if command not in ("plot",) else ""
     has_bools = any(f.kind == "bool" for f in hflags + tflags)
@@ -186,6 +190,9 @@ def _parser(command: str, hflags: list[Flag], tflags: list[Flag], has_target: bo
         formatter_class=_HelpFormatter,
         allow_abbrev=False,
     )
+    # argparse reads `--lr -1e-3` as two flags: its test for a negative number misses the
+    # exponent form. (A private attribute, stable since Python 3.2.)
+    parser._negative_number_matcher = _NEGATIVE_NUMBER
     run = parser.add_argument_group("run")
     run.add_argument(
         "--config",

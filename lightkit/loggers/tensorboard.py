@@ -108,7 +108,8 @@ class TensorBoardLogger(Logger):
         """At the start (no ``metrics``): write the session's hyperparameters. At the end:
         remember the final metrics; ``finalize`` writes them with the session's status."""
         first = self._params is None
-        self._params = flatten_params(params)
+        # TensorBoard's HParams drop a None; Lightning shows it as "None".
+        self._params = {k: "None" if v is None else v for k, v in flatten_params(params).items()}
         if metrics is not None:
             self._final = dict(metrics)
         elif first and self.log_dir is not None:

@@ -290,6 +290,9 @@ def test_hparams_prints_name_type_default_and_users(run_cli):
         "batch_size", "int", "4", "train_loader,", "val_loader,", "test_loader,", "predict_loader",
     ]  # fmt: skip
     assert "Literal['relu', 'tanh']" in rows["activation"]
+    code, out, _ = run_cli("hparams", TINY, "--lr", "1e-3")
+    lr_row = next(line for line in out.splitlines() if line.startswith("lr "))
+    assert lr_row.split()[:5] == ["lr", "float", "0.05", "→", "0.001"]  # default, then given
     code, out, _ = run_cli("hparams", TINY, "--format", "json")
     lr = next(h for h in json.loads(out) if h["name"] == "lr")
     assert lr == {
@@ -402,3 +405,14 @@ def test_the_cli_is_reachable_from_the_package():
 
     assert lk.cli.main is __import__("lightkit.cli").cli.main
     assert Path(lk.cli.__file__).parent.name == "cli"
+
+
+def test_a_negative_number_in_e_notation_is_a_value(run_cli, tmp_path):
+    # argparse alone reads `--shift -1e-3` as two flags.
+    target = tmp_path / "shifted.py"
+    target.write_text(
+        "import lightkit as lk\n\n@lk.model\ndef net(shift: float = 0.0):\n    return shift\n"
+    )
+    code, out, err = run_cli("spec", str(target), "--shift", "-1e-3")
+    assert code == 0, err
+    assert json.loads(out)["hparams"]["shift"] == -0.001

@@ -290,3 +290,14 @@ def test_a_crash_in_train_batch_end_writes_the_batch_under_its_step(tmp_path):
     assert [(r["step"], r["g"], r["epoch"]) for r in rows] == [
         (str(s), f"{s:.1f}", f"{s // 4:.1f}") for s in range(5)
     ]
+
+
+def test_a_none_hyperparameter_reaches_tensorboard_as_none(tmp_path):
+    # TensorBoard's HParams would drop it; Lightning shows "None".
+    def net(hidden: int = 8, dropout: float | None = None):
+        return torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.Linear(hidden, 1))
+
+    result = trainer(tmp_path, max_epochs=1, logger=lk.TensorBoardLogger()).fit(spec(net=net))
+    start = hparams_data(result.log_dir)["session_start_info"].session_start_info
+    assert start.hparams["dropout"].string_value == "None"
+    assert start.hparams["hidden"].number_value == 8
