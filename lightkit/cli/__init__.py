@@ -100,12 +100,22 @@ def _run_command(command: str, parsed: Parsed) -> int:
         _out(schedule.to_json() if ns.format == "json" else schedule.render())
         return 0
     _check_devices(config)
-    if config is not None:
-        config._cli_targets = list(parsed.targets) if parsed.targets else None
-        config._cli_refs = [
-            (obj, parsed.refs[id(obj)]) for obj in _objects(config) if id(obj) in parsed.refs
-        ]
-        config._cli_ckpt_path = None if parsed.ckpt_path is None else str(parsed.ckpt_path)
+    if config is None:
+        from lightkit.engine.config import TrainerConfig
+
+        config = TrainerConfig()
+    if config.seed is None:
+        # As LightningCLI: a run the command line starts is seeded, and the run folder's
+        # config.toml records the seed, so that `--config` repeats the run.
+        import random
+
+        config.seed = random.SystemRandom().randrange(2**31)
+        print(f"seed {config.seed} (drawn; --seed {config.seed} repeats this run)", file=sys.stderr)
+    config._cli_targets = list(parsed.targets) if parsed.targets else None
+    config._cli_refs = [
+        (obj, parsed.refs[id(obj)]) for obj in _objects(config) if id(obj) in parsed.refs
+    ]
+    config._cli_ckpt_path = None if parsed.ckpt_path is None else str(parsed.ckpt_path)
     trainer = lk.Trainer(config)
     if command == "predict":
         predictions = trainer.predict(spec, parsed.ckpt_path)

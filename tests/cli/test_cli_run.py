@@ -304,3 +304,17 @@ def test_flags_before_the_target_are_told_where_the_target_goes(run_cli, tmp_pat
         "'examples/digits.py' looks like a TARGET: TARGETs come first, right after the "
         "command (lightkit fit examples/digits.py [flags])."
     ) in err
+
+
+def test_a_run_without_seed_draws_one_and_its_config_repeats_it(run_cli, tmp_path):
+    # As LightningCLI's seed_everything=True: the drawn seed is said and recorded.
+    flags = ["--max-epochs", "1", "--default-root-dir", str(tmp_path), *QUIET]
+    code, _, err = run_cli("fit", TINY, *flags)
+    assert code == 0, err
+    first = tmp_path / "lightkit_logs" / "cli_tiny" / "version_0"
+    seed = tomllib.loads((first / "config.toml").read_text())["trainer"]["seed"]
+    assert f"seed {seed} (drawn; --seed {seed} repeats this run)" in err
+    code, _, err = run_cli("fit", "--config", str(first / "config.toml"))
+    assert code == 0, err
+    again = first.parent / "version_1"
+    assert last_row(again, "val/loss") == last_row(first, "val/loss")
