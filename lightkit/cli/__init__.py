@@ -148,7 +148,9 @@ def _run_command(command: str, parsed: Parsed) -> int:
 def _objects(config: Any) -> list[Any]:
     """The objects in a configuration's fields (callbacks, loggers, plugins)."""
     found: list[Any] = []
-    for name in type(config).model_fields:
+    from lightkit.utils.config_file import OBJECT_FIELDS
+
+    for name in OBJECT_FIELDS:
         value = getattr(config, name)
         found.extend(value if isinstance(value, (list, tuple)) else [value])
     return found

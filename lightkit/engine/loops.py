@@ -214,7 +214,9 @@ def fit_loop(engine: Engine) -> None:
             if due or (
                 validate_epoch and stop_requested and batch_idx != last_idx and every != math.inf
             ):
-                stop_requested = validate_in_epoch(engine, epoch, not due, agreed_stop)
+                stop_requested = validate_in_epoch(
+                    engine, epoch, not due, agreed_stop, checkpointers
+                )
             if max_steps != -1 and ctx.global_step >= max_steps:
                 engine.stopped_by, stop = "max_steps", True
             elif deadline is not None and agree(time.monotonic() >= deadline):
@@ -322,7 +324,11 @@ def stop_agreement(engine: Engine) -> Callable[..., bool]:
 
 
 def validate_in_epoch(
-    engine: Engine, epoch: int, early: bool, agreed_stop: Callable[..., bool] | None
+    engine: Engine,
+    epoch: int,
+    early: bool,
+    agreed_stop: Callable[..., bool] | None,
+    checkpointers: list[ModelCheckpoint],
 ) -> bool:
     """Validate after a training batch: it was due, or (``early``) only because the run
     stops mid-epoch, as in Lightning (an unsized loader's epoch ends instead: ``close_epoch``
@@ -331,9 +337,8 @@ def validate_in_epoch(
         # The run that never stopped draws no such validation, so the step's checkpoint is
         # written before it, as Lightning writes it at the batch's end; the save after the
         # validation finds the step saved.
-        for cb in engine.callbacks:
-            if isinstance(cb, ModelCheckpoint):
-                cb.batch_done(engine, True)
+        for cb in checkpointers:
+            cb.batch_done(engine, True)
     evaluate(engine, "validate", engine.eval_loaders, engine.eval_call)
     engine.store.stage = "train"
     ctx = engine.ctx

@@ -279,7 +279,8 @@ def plain_value(value: Any) -> Any:
 
 # -- the run configuration -------------------------------------------------------------------
 
-_OBJECT_FIELDS = ("callbacks", "logger", "strategy", "precision")
+#: The fields that may hold objects (written by class path, not by value).
+OBJECT_FIELDS = ("callbacks", "logger", "strategy", "precision")
 
 
 def spec_targets(spec: Any) -> list[str] | None:
@@ -309,7 +310,7 @@ def trainer_values(config: Any, refs: Mapping[int, Any] | None = None) -> dict[s
     out: dict[str, Any] = {}
     for name in type(config).model_fields:
         value = getattr(config, name)
-        if name in _OBJECT_FIELDS and not _is_plain(value):
+        if name in OBJECT_FIELDS and not _is_plain(value):
             items = value if isinstance(value, (list, tuple)) else [value]
             encoded = [refs.get(id(v)) or (v if _is_plain(v) else object_ref(v)) for v in items]
             out[name] = encoded if isinstance(value, (list, tuple)) else encoded[0]
