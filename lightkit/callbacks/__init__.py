@@ -60,9 +60,17 @@ def check_callbacks(given: Any) -> list[Callback]:
                 code="not-a-callback",
             )
         if not isinstance(cb, Callback):
+            written = (
+                ' In a file, a callback is {"class_path": "module:Class", "init_args": {...}}; '
+                "a run folder's config.json holds only the description of one whose class or "
+                "arguments cannot be written as data (a class in __main__ or in a function, "
+                "arguments that are not plain values): pass that callback again."
+                if isinstance(cb, str)
+                else ""
+            )
             raise ConfigError(
                 f"callbacks=[..., {cb!r}]: {type(cb).__name__} is not a lk.Callback. Subclass "
-                f"lk.Callback and override the on_<event> methods you need.",
+                f"lk.Callback and override the on_<event> methods you need.{written}",
                 code="not-a-callback",
             )
         _check_setup_signatures(cb)

@@ -9,8 +9,10 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Mapping
 from typing import Any
+
+from lightkit.errors import ConfigError
+from lightkit.utils.config_file import build_object
 
 COMMANDS: dict[str, str] = {
     "fit": "train the spec",
@@ -57,13 +59,6 @@ _TRAINER_TYPES = {
     "compile": "a bool or a JSON object of torch.compile arguments",
     "deterministic": "true, false or warn",
     "default_root_dir": "a folder",
-}
-_SHORT_NAMES = {
-    "logger": {
-        "csv": "lightkit.loggers:CSVLogger",
-        "tensorboard": "lightkit.loggers:TensorBoardLogger",
-    },
-    "callbacks": {},  # bare names are looked up in lightkit.callbacks
 }
 
 
@@ -317,48 +312,11 @@ def trainer_flags() -> list[Flag]:
 
 
 def instantiate(ref: Any, kind: str) -> Any:
-    """Build the object a reference names: ``"module:Class"``, ``"Class(arg=1)"`` (a bare name
-    is looked up in ``lightkit.callbacks``/``lightkit.loggers``), or ``{"class_path": ...,
-    "init_args": {...}}``."""
-    import ast
-    import importlib
-
-    if isinstance(ref, Mapping):
-        if "class_path" not in ref:
-            raise _BadValue(f"{dict(ref)!r} has no 'class_path'")
-        path, kwargs = str(ref["class_path"]), dict(ref.get("init_args") or {})
-    elif isinstance(ref, str):
-        path, kwargs = ref.strip(), {}
-        if path.endswith(")") and "(" in path:
-            path, _, args = path.partition("(")
-            try:
-                call = ast.parse(f"f({args}", mode="eval").body
-                assert isinstance(call, ast.Call) and not call.args
-                kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg}
-            except (SyntaxError, ValueError, AssertionError):
-                raise _BadValue(
-                    f"{ref!r}: arguments must be keyword=literal pairs, e.g. "
-                    f"EarlyStopping(monitor='val/loss', patience=3)"
-                ) from None
-    else:
-        raise _BadValue(f"{ref!r} is not a class reference")
-    path = _SHORT_NAMES.get(kind, {}).get(path.lower(), path)
-    module_name, _, qualname = path.rpartition(":")
-    if not module_name:
-        module_name, qualname = (
-            ("lightkit.loggers" if kind == "logger" else "lightkit.callbacks"),
-            path,
-        )
+    """Build the object a reference names (see :func:`build_object`)."""
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise _BadValue(f"cannot import {path!r}: {exc}") from None
-    try:
-        return obj(**kwargs)
-    except Exception as exc:
-        raise _BadValue(f"{path}(**{kwargs!r}) raised {type(exc).__name__}: {exc}") from None
+        return build_object(ref, kind)
+    except ConfigError as exc:
+        raise _BadValue(str(exc)) from None
 
 
 def _build_objects(flag: Flag, value: Any, refs: dict[int, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,21 @@ def _fraction(name: str, value: int | float) -> int | float:
     if isinstance(value, int) and value < 0:
         raise ValueError(f"{name}={value} must be >= 0")
     return value
+
+
+def _built(value: Any, field: str) -> Any:
+    """``value`` with each ``{"class_path": ..., "init_args": ...}`` mapping built into its
+    object: how ``config.json`` and config files give callbacks, loggers and plugins."""
+    from lightkit.utils.config_file import build_object
+
+    def build(v: Any) -> Any:
+        if isinstance(v, Mapping) and "class_path" in v:
+            return build_object(v, field)
+        return v
+
+    if isinstance(value, (list, tuple)):
+        return [build(v) for v in value]
+    return build(value)
 
 
 class TrainerConfig(BaseModel):
@@ -208,7 +224,12 @@ class TrainerConfig(BaseModel):
         # Lightning's meaning of None: the default logger, no extra callbacks.
         if value is None:
             return True if info.field_name == "logger" else []
-        return value
+        return _built(value, info.field_name)
+
+    @field_validator("strategy", "precision", mode="before")
+    @classmethod
+    def _build_plugin(cls, value: Any, info: Any) -> Any:
+        return _built(value, info.field_name)
 
     @field_validator("logger", "callbacks")
     @classmethod
@@ -263,6 +284,10 @@ class TrainerConfig(BaseModel):
         "strategy", "precision", "logger", "callbacks", "compile", "max_time", "devices"
     )
     def _plain(self, value: Any) -> Any:
+        """Objects as ``{"class_path": ..., "init_args": {...}}``, which validation builds back;
+        one whose class or arguments cannot be written as data as its ``repr``."""
+        from lightkit.utils.config_file import object_ref
+
         def plain(v: Any) -> Any:
             if v is None or isinstance(v, (bool, int, float, str)):
                 return v
@@ -270,7 +295,10 @@ class TrainerConfig(BaseModel):
                 return [plain(x) for x in v]
             if isinstance(v, dict):
                 return {str(k): plain(x) for k, x in v.items()}
-            return repr(v)
+            ref = object_ref(v)
+            if isinstance(ref, str):
+                return {"class_path": ref, "init_args": {}}
+            return ref if isinstance(ref, dict) else repr(v)
 
         return plain(value)
 

@@ -222,37 +222,139 @@ def class_path(obj: Any) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def object_ref(obj: Any) -> Any:
-    """A file value that rebuilds ``obj``: ``"module:Class"``, or ``{"class_path": ...,
-    "init_args": {...}}`` for an attrs class with non-default arguments; ``Unwritable`` when its
-    arguments are not plain data."""
+def init_args(obj: Any) -> dict[str, Any] | None:
+    """The constructor arguments that rebuild ``obj`` (those that differ from their defaults),
+    as plain data; ``None`` when they cannot be known or written.
+
+    An attrs class gives its ``init`` fields; any other class its ``__init__`` parameters, read
+    back from attributes of the same names (the convention scikit-learn's ``get_params`` relies
+    on). A parameter with no such attribute, ``*args``/``**kwargs``, or a value that is not plain
+    data makes the object unwritable rather than rebuilt without it.
+    """
+    import inspect
+
     import attrs
 
     cls = type(obj)
-    if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
-        return Unwritable(repr(obj))
-    if not attrs.has(cls):
-        return Unwritable(repr(obj))
-    args: dict[str, Any] = {}
-    for field in attrs.fields(cls):
-        if not field.init:
-            continue
-        value = getattr(obj, field.name)
-        default = field.default
-        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            default = default.factory(obj) if default.takes_self else default.factory()
+    owner = next((k for k in cls.__mro__ if "__init__" in vars(k)), object)
+    if owner is object:
+        return {}
+    if "__attrs_attrs__" in vars(owner):  # the __init__ attrs wrote for these fields
+        params = [
+            (f.alias or f.name, f.name, _attrs_default(f, obj))
+            for f in attrs.fields(owner)
+            if f.init
+        ]
+    else:
         try:
-            same = bool(value == default)
+            signature = inspect.signature(vars(owner)["__init__"])
+        except (TypeError, ValueError):
+            return None
+        params = []
+        for param in list(signature.parameters.values())[1:]:
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                return None
+            params.append((param.name, param.name, param.default))
+    args: dict[str, Any] = {}
+    missing = object()
+    for arg, attribute, default in params:
+        value = getattr(obj, attribute, missing)
+        if value is missing:
+            return None
+        try:
+            same = default is not inspect.Parameter.empty and bool(value == default)
         except Exception:
             same = False
         if same:
             continue
         plain = plain_value(value)
         if isinstance(plain, Unwritable):
-            return Unwritable(repr(obj))
-        args[field.alias or field.name] = plain
+            return None
+        args[arg] = plain
+    return args
+
+
+def _attrs_default(field: Any, obj: Any) -> Any:
+    import inspect
+
+    import attrs
+
+    default = field.default
+    if default is attrs.NOTHING:
+        return inspect.Parameter.empty
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return default.factory(obj) if default.takes_self else default.factory()
+    return default
+
+
+def object_ref(obj: Any) -> Any:
+    """A file value that rebuilds ``obj``: ``"module:Class"``, or ``{"class_path": ...,
+    "init_args": {...}}`` when some arguments differ from their defaults; ``Unwritable`` when
+    its class cannot be imported or its arguments are not plain data (see :func:`init_args`)."""
+    cls = type(obj)
+    args = None
+    if "<locals>" not in cls.__qualname__ and cls.__module__ != "__main__":
+        args = init_args(obj)
+    if args is None:
+        return Unwritable(repr(obj))
     path = class_path(obj)
     return {"class_path": path, "init_args": args} if args else path
+
+
+def build_object(ref: Any, kind: str) -> Any:
+    """The object a reference names: ``"module:Class"``, ``"Class(arg=1)"`` (a bare name is
+    looked up in ``lightkit.callbacks`` or ``lightkit.loggers``, by ``kind``), or
+    ``{"class_path": ..., "init_args": {...}}`` as :func:`object_ref` writes it."""
+    import ast
+    import importlib
+
+    if isinstance(ref, Mapping):
+        if "class_path" not in ref:
+            raise ConfigError(f"{dict(ref)!r} has no 'class_path'", code="bad-object-ref")
+        path, kwargs = str(ref["class_path"]), dict(ref.get("init_args") or {})
+    elif isinstance(ref, str):
+        path, kwargs = ref.strip(), {}
+        if path.endswith(")") and "(" in path:
+            path, _, args = path.partition("(")
+            try:
+                call = ast.parse(f"f({args}", mode="eval").body
+                assert isinstance(call, ast.Call) and not call.args
+                kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg}
+            except (SyntaxError, ValueError, AssertionError):
+                raise ConfigError(
+                    f"{ref!r}: arguments must be keyword=literal pairs, e.g. "
+                    f"EarlyStopping(monitor='val/loss', patience=3)",
+                    code="bad-object-ref",
+                ) from None
+    else:
+        raise ConfigError(f"{ref!r} is not a class reference", code="bad-object-ref")
+    path = SHORT_NAMES.get(kind, {}).get(path.lower(), path)
+    module_name, _, qualname = path.rpartition(":")
+    if not module_name:
+        module_name = "lightkit.loggers" if kind == "logger" else "lightkit.callbacks"
+        qualname = path
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {path!r}: {exc}", code="bad-object-ref") from None
+    try:
+        return obj(**kwargs)
+    except Exception as exc:
+        raise ConfigError(
+            f"{path}(**{kwargs!r}) raised {type(exc).__name__}: {exc}", code="bad-object-ref"
+        ) from None
+
+
+#: Names a command line or file may use for lightkit's own classes.
+SHORT_NAMES = {
+    "logger": {
+        "csv": "lightkit.loggers:CSVLogger",
+        "tensorboard": "lightkit.loggers:TensorBoardLogger",
+    },
+    "callbacks": {},  # bare names are looked up in lightkit.callbacks
+}
 
 
 def plain_value(value: Any) -> Any:

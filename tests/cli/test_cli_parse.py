@@ -13,6 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
+import lightkit as lk
 from lightkit.engine.config import TrainerConfig
 from lightkit.utils.config_file import UNSET, Unwritable, to_toml
 from tests.cli.conftest import TINY
@@ -398,6 +399,24 @@ def test_toml_writer_output_reads_back():
     back = tomllib.loads(text)
     expected = {k: v for k, v in data["t"].items() if k not in ("gone", "object")}
     assert back == {"target": data["target"], "t": expected}
+
+
+def test_objects_are_written_with_the_arguments_that_rebuild_them():
+    from lightkit.utils.config_file import object_ref
+    from tests.user_modules.callback_kinds import Counting, Hidden
+
+    where = "tests.user_modules.callback_kinds"
+    # A plain subclass of an attrs class: its own __init__, read back by parameter name.
+    assert object_ref(Counting(every=3)) == {
+        "class_path": f"{where}:Counting", "init_args": {"every": 3}
+    }  # fmt: skip
+    assert object_ref(Counting()) == f"{where}:Counting"
+    assert object_ref(lk.EarlyStopping(monitor="m", patience=9)) == {
+        "class_path": "lightkit.callbacks.early_stopping:EarlyStopping",
+        "init_args": {"monitor": "m", "patience": 9},
+    }
+    # An argument kept under another name is not silently dropped: the object is unwritable.
+    assert isinstance(object_ref(Hidden(every=3)), Unwritable)
 
 
 def test_the_cli_is_reachable_from_the_package():

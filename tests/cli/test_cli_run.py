@@ -52,6 +52,20 @@ def test_fit_with_overrides_writes_the_run_folder_and_matches_the_python_api(run
     assert f"val/loss    {api.metrics['val/loss']:.6g}" in out
 
 
+def test_the_run_folders_config_json_loads_back_with_its_objects(run_cli, tmp_path):
+    code, _, err = run_cli(
+        "fit", TINY, "--max-epochs", "1", "--default-root-dir", str(tmp_path), "--logger",
+        "csv", "--callbacks", "EarlyStopping(monitor='val/loss', patience=5)", *QUIET,
+    )  # fmt: skip
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "lightkit_logs" / "cli_tiny").iterdir()
+    config = lk.TrainerConfig.model_validate_json((run_dir / "config.json").read_text())
+    early = next(cb for cb in config.callbacks if isinstance(cb, lk.EarlyStopping))
+    assert (early.monitor, early.patience) == ("val/loss", 5)
+    assert type(config.logger) is lk.CSVLogger
+    assert config.max_epochs == 1
+
+
 def test_a_printed_config_reproduces_the_run(run_cli, tmp_path):
     args = [
         TINY, "--lr", "0.02", "--activation", "tanh", "--betas", "0.8", "0.9", "--max-epochs",

@@ -79,6 +79,50 @@ def test_config_round_trips_as_json():
     assert lk.TrainerConfig(**data) == c
 
 
+def test_callbacks_loggers_and_plugins_round_trip_as_json():
+    from tests.user_modules.callback_kinds import Counting
+
+    c = lk.TrainerConfig(
+        callbacks=[lk.EarlyStopping(monitor="val/loss", patience=7), Counting(every=3)],
+        logger=[lk.CSVLogger(save_dir="logs", name="exp")],
+        strategy=lk.DDPStrategy(find_unused_parameters=True),
+    )
+    data = json.loads(c.model_dump_json())
+    assert data["callbacks"][0] == {
+        "class_path": "lightkit.callbacks.early_stopping:EarlyStopping",
+        "init_args": {"monitor": "val/loss", "patience": 7},
+    }
+    assert data["callbacks"][1]["init_args"] == {"every": 3}  # label kept its default
+    back = lk.TrainerConfig.model_validate_json(c.model_dump_json())
+    early, counting = back.callbacks
+    assert (early.monitor, early.patience) == ("val/loss", 7)
+    assert type(counting) is Counting and (counting.every, counting.label) == (3, "n")
+    (csv,) = back.logger
+    assert type(csv) is lk.CSVLogger and (csv.save_dir, csv.name) == ("logs", "exp")
+    assert type(back.strategy) is lk.DDPStrategy and back.strategy.find_unused_parameters
+
+
+def test_an_object_that_cannot_be_written_fails_to_load_with_the_reason():
+    from tests.user_modules.callback_kinds import Hidden
+
+    text = lk.TrainerConfig(callbacks=[Hidden(every=3)]).model_dump_json()
+    assert json.loads(text)["callbacks"] == [repr(Hidden(every=3))]
+    with pytest.raises(pydantic.ValidationError) as info:
+        lk.TrainerConfig.model_validate_json(text)
+    assert "not-a-callback" in str(info.value) or "config.json" in str(info.value)
+    assert "cannot be written as data" in str(info.value)
+
+
+def test_a_class_reference_that_cannot_be_built_names_the_class():
+    data = {"callbacks": [{"class_path": "tests.user_modules.callback_kinds:Nope"}]}
+    with pytest.raises(pydantic.ValidationError, match=r"cannot import.*Nope"):
+        lk.TrainerConfig.model_validate(data)
+    data = {"callbacks": [{"class_path": "lightkit.callbacks:EarlyStopping",
+                           "init_args": {"patience": 1, "bogus": 2}}]}  # fmt: skip
+    with pytest.raises(pydantic.ValidationError, match=r"EarlyStopping.*bogus"):
+        lk.TrainerConfig.model_validate(data)
+
+
 @pytest.mark.parametrize(
     "devices", ["x", 0, "0", [], "", [-1], -3, "1,a"], ids=lambda d: f"devices={d!r}"
 )
