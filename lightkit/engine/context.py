@@ -64,6 +64,7 @@ class RunContext:
             else MetricStore(
                 runtime.all_reduce,
                 warn_unsynced=runtime.world_size > 1 and runtime.is_global_zero,
+                rank=runtime.rank,
             )
         )
         self.epoch = 0
@@ -100,6 +101,7 @@ class RunContext:
         batch_size: int | None = None,
         logger: bool = True,
         add_dataloader_idx: bool = True,
+        rank_zero_only: bool = False,
     ) -> None:
         """Record a metric; see :func:`lightkit.log`."""
         self._store.log(
@@ -113,6 +115,7 @@ class RunContext:
             batch_size,
             logger,
             add_dataloader_idx,
+            rank_zero_only,
         )
 
     def log_dict(self, values: Mapping[str, Any], **options: Any) -> None:
@@ -152,6 +155,7 @@ def log(
     batch_size: int | None = None,
     logger: bool = True,
     add_dataloader_idx: bool = True,
+    rank_zero_only: bool = False,
 ) -> None:
     """Log a metric from inside any function the trainer calls.
 
@@ -163,7 +167,9 @@ def log(
     ``logger=False`` keeps the metric out of the loggers (it is still in ``ctx.metrics``,
     ``result.metrics``, the progress bar and the callbacks' view). With several evaluation
     loaders, names get ``/dataloader_idx_N`` unless ``add_dataloader_idx=False`` (then make
-    the names differ yourself).
+    the names differ yourself). ``rank_zero_only=True`` is for a call that runs on rank 0
+    only: other ranks record nothing and the value is never reduced across ranks (so it cannot
+    be ``sync_dist``, and callbacks on other ranks cannot monitor it), as in Lightning.
 
     Example::
 
@@ -192,6 +198,7 @@ def log(
         batch_size,
         logger,
         add_dataloader_idx,
+        rank_zero_only,
     )
 
 

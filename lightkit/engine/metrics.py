@@ -78,6 +78,7 @@ class MetricStore:
         self,
         all_reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
         warn_unsynced: bool = False,
+        rank: int = 0,
     ) -> None:
         # By stage, then name: a name logged in training and again in validation is two
         # metrics, each with its own options and epoch values (as in Lightning). `_current`
@@ -96,6 +97,7 @@ class MetricStore:
         # Several processes, this one rank 0: say once per evaluation metric that each rank
         # aggregates its own share unless it asks for sync_dist (Lightning says so too).
         self._warn_unsynced = warn_unsynced
+        self.rank = rank  # `rank_zero_only` calls record nothing on the other ranks
 
     @property
     def stage(self) -> str:
@@ -124,12 +126,17 @@ class MetricStore:
         batch_size: int | None,
         logger: bool = True,
         add_dataloader_idx: bool = True,
+        rank_zero_only: bool = False,
     ) -> None:
+        if rank_zero_only and self.rank:
+            return
         if self.suffix and add_dataloader_idx:
             name = name + self.suffix
         m = self._current.get(name)
         if m is None:
-            m = self._register(name, on_step, on_epoch, prog_bar, sync_dist, reduce, logger)
+            m = self._register(
+                name, on_step, on_epoch, prog_bar, sync_dist, reduce, logger, rank_zero_only
+            )
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
                 raise LightkitError(
@@ -175,6 +182,7 @@ class MetricStore:
         sync_dist: bool,
         reduce: str,
         logger: bool = True,
+        rank_zero_only: bool = False,
     ) -> Metric:
         if not isinstance(name, str) or not name.strip() or name in RESERVED:
             why = (
@@ -185,6 +193,12 @@ class MetricStore:
             raise LightkitError(
                 f"lk.log({name!r}, ...): a metric's name {why}. Name the metric otherwise, "
                 f"e.g. 'train/{name or 'loss'}'.",
+                code="bad-metric",
+            )
+        if rank_zero_only and sync_dist:
+            raise LightkitError(
+                f"lk.log({name!r}, ..., sync_dist=True, rank_zero_only=True): a value logged on "
+                f"rank 0 alone cannot be reduced across the ranks. Drop one of the two.",
                 code="bad-metric",
             )
         if reduce not in REDUCTIONS:
@@ -208,6 +222,7 @@ class MetricStore:
             self._warn_unsynced
             and m.on_epoch
             and not m.sync_dist
+            and not rank_zero_only
             and self.stage in ("validate", "test")
         ):
             warnings.warn(

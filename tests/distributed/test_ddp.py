@@ -36,6 +36,7 @@ def test_two_ranks_of_32_equal_one_process_of_64(
     assert result.metrics["train/seen"] == single.metrics["train/seen"] == N_TRAIN
     assert result.metrics["val/n"] == single.metrics["val/n"] == N_VAL
     assert (single.metrics["train/rank"], result.metrics["train/rank"]) == (0.0, 0.5)
+    assert result.metrics["train/rank0"] == single.metrics["train/rank0"] == result.global_step + 6
 
 
 def test_accumulation_all_reduces_once_per_window(

@@ -365,6 +365,35 @@ def test_rank_zero_is_told_once_when_an_evaluation_metric_is_not_synced():
         MetricStore(warn_unsynced=False).log("x", 1.0, None, True, False, False, "mean", 1)
 
 
+def test_rank_zero_only_records_on_rank_zero_alone_and_is_never_reduced():
+    from lightkit.engine.metrics import MetricStore
+
+    def all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
+        raise AssertionError("a rank_zero_only value must not wait for the other ranks")
+
+    for rank in (0, 1):
+        store = MetricStore(all_reduce, warn_unsynced=rank == 0, rank=rank)
+        store.stage = "validate"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "use sync_dist" advice for it either
+            store.log("val/x", 2.0, None, None, False, False, "mean", 1, True, True, True)
+        assert store.latest == ({"val/x": 2.0} if rank == 0 else {})
+    with pytest.raises(lk.LightkitError, match="rank 0 alone cannot be reduced"):
+        store = MetricStore(all_reduce)
+        store.log("x", 1.0, None, None, False, True, "mean", 1, True, True, True)
+
+
+def test_rank_zero_only_in_one_process_logs_as_usual():
+    reg = registry()
+
+    @reg.on("train_batch_end")
+    def note(ctx):
+        lk.log("extra", float(ctx.global_step), rank_zero_only=True)
+
+    result = trainer(max_epochs=1).fit(lk.collect(reg))
+    assert result.metrics["extra"] == result.global_step
+
+
 def test_one_name_in_training_and_validation_keeps_both_epoch_values(tmp_path):
     # Lightning keeps a training and a validation metric of one name apart; so does lightkit,
     # and it warns that the two share a column of metrics.csv.
