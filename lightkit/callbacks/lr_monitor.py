@@ -37,9 +37,10 @@ class LearningRateMonitor(Callback):
 
     Args:
         logging_interval: ``"step"``, ``"epoch"``, or ``None``: each scheduler's own interval
-            (optimizers without a scheduler: every logging step). Step values are logged on
-            the trainer's logging steps (``log_every_n_steps``) with the rate that step uses;
-            epoch values are the rate at the epoch's start, logged with the epoch's row.
+            (optimizers without a scheduler: every logging step and each epoch's first
+            batch, as Lightning logs them at both). Step values are logged on the trainer's
+            logging steps (``log_every_n_steps``) with the rate that step uses; epoch values
+            are the rate at the epoch's start, logged with the epoch's row.
         log_momentum: also log ``momentum`` (or Adam's ``betas[0]``).
         log_weight_decay: also log ``weight_decay``.
 
@@ -67,7 +68,7 @@ class LearningRateMonitor(Callback):
         return [key for items in self._items.values() for key, _, _ in items]
 
     def setup(self, ctx: Any, stage: str) -> None:
-        self._items = {"step": [], "epoch": []}
+        self._items = {"step": [], "epoch": [], "start": []}
         engine = self._engine = ctx._engine
         if stage != "fit" or engine is None:
             return
@@ -82,7 +83,7 @@ class LearningRateMonitor(Callback):
         for opt in engine.optimizers:
             inner = getattr(opt, "optimizer", opt)
             if id(opt) not in scheduled and id(inner) not in scheduled:
-                entries.append((None, opt, "step"))
+                entries.append((None, opt, "start"))  # every logging step and epoch start
         seen: Counter[str] = Counter()
         for name, opt, interval in entries:
             if name is None:
@@ -108,10 +109,12 @@ class LearningRateMonitor(Callback):
             return _momentum(group)
         return float(group.get(field, 0.0))
 
-    def on_train_batch_start(self, ctx: Any) -> None:
-        items = self._items.get("step")
-        if not items or (self._engine.batches_seen + 1) % self._every:
-            return  # only on the steps whose row the trainer writes
+    def on_train_batch_start(self, ctx: Any, batch_idx: int) -> None:
+        # The rows the trainer writes: every `log_every_n_steps` optimizer steps.
+        logging_step = (ctx.global_step + 1) % self._every == 0
+        items = self._items.get("step", []) if logging_step else []
+        if logging_step or batch_idx == 0:
+            items = [*items, *self._items.get("start", ())]
         for key, group, field in items:
             ctx.log(key, self._value(group, field), on_step=True, on_epoch=False)
 

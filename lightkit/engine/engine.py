@@ -259,9 +259,9 @@ class Engine:
     def setup_outputs(self) -> None:
         """Create the run folder and set the loggers up (global rank 0 only writes)."""
         config = self.config
-        wants_dir = (
-            config.logger is not False or config.enable_checkpointing
-        ) and not self.limits.dev_run
+        # Evaluation writes no checkpoints: without loggers it writes nothing at all.
+        checkpoints = config.enable_checkpointing and self.stage == "fit"
+        wants_dir = (config.logger is not False or checkpoints) and not self.limits.dev_run
         if not wants_dir:
             return
         name = run_name(self.spec)

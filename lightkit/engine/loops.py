@@ -203,7 +203,9 @@ def fit_loop(engine: Engine) -> None:
                 for call in events.train_batch_end:
                     call(batch, batch_idx, outputs)
             engine.batches_seen += 1
-            if loggers and engine.batches_seen % log_every == 0:
+            # Lightning's count: a row every `log_every` optimizer steps (a batch inside an
+            # accumulation window steps none and writes no row).
+            if loggers and ctx.global_step != step_of_row and ctx.global_step % log_every == 0:
                 engine.log_rows(store.take_unwritten(), step_of_row)
             stop_requested = (
                 ctx.should_stop if agreed_stop is None else agreed_stop(engine.batches_seen)

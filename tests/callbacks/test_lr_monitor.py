@@ -136,3 +136,23 @@ def test_only_on_steps_whose_rows_are_written(tmp_path):
         callbacks=[lk.LearningRateMonitor()],
     ).fit(spec())
     assert [s for s, _ in column(result, "lr-SGD")] == [2, 5]
+
+
+def test_an_optimizer_without_a_scheduler_is_logged_each_epoch_in_short_epochs(tmp_path):
+    # Lightning logs such an optimizer at each epoch's start too, so a run with fewer batches
+    # than log_every_n_steps still records its rate: here with each epoch's row.
+    result = trainer(
+        tmp_path, logger=lk.CSVLogger(), log_every_n_steps=50, max_epochs=3,
+        callbacks=[lk.LearningRateMonitor()],
+    ).fit(spec(val=None))  # fmt: skip
+    assert column(result, "lr-SGD") == [(3, 0.05), (7, 0.05), (11, 0.05)]
+    assert result.metrics["lr-SGD"] == 0.05
+
+
+def test_the_rate_is_logged_on_the_optimizer_steps_whose_rows_are_written(tmp_path):
+    # Windows of 2 batches: optimizer steps 1..4 end at batches 1, 3, 5, 7; every 2nd writes.
+    result = trainer(
+        tmp_path, logger=lk.CSVLogger(), log_every_n_steps=2, max_epochs=2,
+        accumulate_grad_batches=2, callbacks=[lk.LearningRateMonitor(logging_interval="step")],
+    ).fit(spec(val=None))  # fmt: skip
+    assert [s for s, _ in column(result, "lr-SGD")] == [1, 3]

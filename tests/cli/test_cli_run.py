@@ -175,12 +175,14 @@ def test_explain_text_shows_the_schedule_and_who_runs_where(run_cli):
         "    each batch:      train_batch_start → training_step → before_backward → backward (loss / 2) → after_backward",
         "    batches 1, 3, 5: before_optimizer_step → optimizer_step → zero_grad",
         "    each batch:      train_batch_end",
-        "    batches 1, 3, 5: write_logs",
         "    batches 2, 5:    validation run (2 batches)",
         "    batch 2:         save_checkpoint (ModelCheckpoint)",
+        "    batch 3:         write_logs",  # every 2nd optimizer step: global step 2
         "    train_epoch_end → write_logs → save_checkpoint (ModelCheckpoint)",
     ]  # fmt: skip
-    assert lines[start + 9] == "  epoch 1: as epoch 0"
+    # Global steps 4 and 6 end in epoch 1, at its batches 1 and 5.
+    assert lines[start + 9] == "  epoch 1 (6 batches)"
+    assert "    batches 1, 5:    write_logs" in lines[start + 10 : start + 19]
     assert "    step     train(net, batch, batch_idx)  at tests/user_modules/cli_tiny.py:" in out
     assert "    hook     on_before_backward(loss)  at tests/user_modules/cli_events.py:" in out
     assert "    callback EveryEpochCheckpoint.on_train_epoch_end(ctx, net)" in out

@@ -138,6 +138,46 @@ def test_buffered_rows_are_flushed_every_n_steps(tmp_path):
     assert seen == [0, 0, 0, 3, 3, 3, 6, 6]
 
 
+def test_log_every_n_steps_counts_optimizer_steps_as_lightning_does(tmp_path):
+    # 8 batches an epoch, a window of 2: optimizer steps after batches 2, 4, 6, 8 (global
+    # steps 1..4). Every 2nd optimizer step writes a row, at the step it ends (1, 3); a batch
+    # inside a window writes none.
+    result = trainer(
+        tmp_path, logger=lk.CSVLogger(), max_epochs=1, log_every_n_steps=2,
+        accumulate_grad_batches=2,
+    ).fit(spec(val=None, n_train=64))  # fmt: skip
+    assert result.global_step == 4
+    rows = read_csv(result.log_dir / "metrics.csv")
+    assert [s for s, _ in csv_scalars(rows)["train/loss"]] == [1, 3]
+
+
+@pytest.mark.parametrize("entry", ["validate", "test", "predict"])
+def test_evaluation_without_loggers_writes_nothing(tmp_path, entry):
+    # Checkpointing stays on (the default), but evaluation writes no checkpoints either.
+    from torch.utils.data import DataLoader, TensorDataset
+
+    reg = lk.Registry()
+    data = TensorDataset(torch.randn(8, 2), torch.randn(8, 1))
+
+    def loader():
+        return DataLoader(data, batch_size=4)
+
+    def pred(net, batch):
+        return net(batch[0])
+
+    reg.model(lambda: torch.nn.Linear(2, 1), name="net")
+    for role in ("val_data", "test_data", "predict_data"):
+        getattr(reg, role)(loader)
+    reg.validation_step(mse_step)
+    reg.test_step(mse_step)
+    reg.predict_step(pred)
+    t = trainer(tmp_path, logger=False)
+    result = getattr(t, entry)(lk.collect(reg))
+    if entry != "predict":  # predict returns the outputs
+        assert result.log_dir is None
+    assert not (tmp_path / "lightkit_logs").exists()
+
+
 def test_logger_false_and_lists(tmp_path):
     result = trainer(tmp_path / "off", logger=False, enable_checkpointing=False).fit(spec())
     assert result.log_dir is None and not (tmp_path / "off").exists()
