@@ -72,11 +72,19 @@ def _metrics_table(metrics: Mapping[str, float]) -> str:
 
 def _print_config(parsed: Parsed, fmt: str, command: str) -> None:
     from lightkit.engine.config import TrainerConfig
-    from lightkit.utils.config_file import RUN_FILE_HEADER, dumps, run_config, to_toml
+    from lightkit.utils.config_file import (
+        RUN_FILE_HEADER,
+        absolute_file_target,
+        dumps,
+        run_config,
+        to_toml,
+    )
 
     fmt = fmt or parsed.file_format or "toml"
     config = parsed.config if parsed.config is not None else TrainerConfig()
-    data = run_config(parsed.spec, config, parsed.targets, parsed.ckpt_path, parsed.refs)
+    # As a run folder's config.toml: a file target by its absolute path, to run from anywhere.
+    targets = [absolute_file_target(t) for t in parsed.targets] if parsed.targets else None
+    data = run_config(parsed.spec, config, targets, parsed.ckpt_path, parsed.refs)
     if fmt == "toml":
         header = RUN_FILE_HEADER.format(command=command, name="<this file>")
         _out(to_toml(data, header=header))

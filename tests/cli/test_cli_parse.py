@@ -384,6 +384,23 @@ def test_print_config_round_trips_through_toml(run_cli, tmp_path):
     assert again == first
 
 
+def test_a_printed_file_target_is_absolute_and_runs_from_another_folder(
+    run_cli, tmp_path, monkeypatch
+):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    target = project / "tiny_copy.py"
+    target.write_text(Path(TINY.replace(".", "/") + ".py").read_text())
+    monkeypatch.chdir(project)
+    code, printed, err = run_cli("fit", "tiny_copy.py", "--max-epochs", "1", "--print-config")
+    assert code == 0, err
+    assert tomllib.loads(printed)["target"] == [str(target)]
+    (elsewhere / "c.toml").write_text(printed)
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_cli("spec", "--config", "c.toml")
+    assert code == 0 and "tiny_copy" in out, err
+
+
 def test_toml_writer_output_reads_back():
     data = {
         "target": ["a.b", 'quote"d'],
