@@ -3,10 +3,16 @@
 Arguments: the marker folder (ranks write their pids there), the start method.
 """
 
+import signal
 import sys
 
 import lightkit as lk
 from tests.distributed import programs
+
+# The test stands for Ctrl-C in a terminal, where SIGINT raises KeyboardInterrupt. A suite run
+# as a background job of a non-interactive shell starts with SIGINT ignored, and this process
+# would inherit that: give it the terminal's handler back.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 marker_dir, start_method = sys.argv[1], sys.argv[2]
 trainer = lk.Trainer(
