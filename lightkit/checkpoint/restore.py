@@ -27,16 +27,13 @@ if TYPE_CHECKING:
     from lightkit.spec.spec import TrainingSpec
 
 
-def restore(engine: Engine, ckpt_path: str | Path, full: bool) -> None:
-    """Load ``ckpt_path`` (a path, ``"last"`` or ``"best"``) into ``engine``.
-
-    ``full`` (fit): models, optimizers, schedulers, precision, callbacks, loop position and
-    random states; otherwise the models' weights only. Everything is checked before anything
-    changes, so a mismatch fails before any step.
+def locate(engine: Engine, ckpt_path: str | Path, full: bool) -> tuple[Path, dict[str, Any]] | None:
+    """Find and read ``ckpt_path`` (a path, ``"last"`` or ``"best"``), before the run writes
+    anything; ``None`` for ``fit(ckpt_path="last")`` with no checkpoint yet (a warning).
 
     Raises:
-        CheckpointError: the file is missing, unreadable, not a lightkit checkpoint, of a newer
-            format, weights-only for a full resume, or does not fit this spec and config.
+        CheckpointError: the file is missing, unreadable, not a lightkit checkpoint or of a
+            newer format.
     """
     if isinstance(ckpt_path, str) and ckpt_path in ("last", "best"):
         found = find_checkpoint(engine, ckpt_path)
@@ -50,16 +47,29 @@ def restore(engine: Engine, ckpt_path: str | Path, full: bool) -> None:
                     f"training starts from scratch.",
                     stacklevel=3,
                 )
-                return
+                return None
             raise CheckpointError(
                 f'ckpt_path="{ckpt_path}": no readable checkpoint found (searched {where}). '
                 f"Train with checkpointing on first, or pass the file's path.",
                 code="checkpoint-not-found",
             )
-        path, ckpt = found
-    else:
-        path = Path(ckpt_path)
-        ckpt = engine.runtime.strategy.load_checkpoint(path)
+        return found
+    path = Path(ckpt_path)
+    return path, engine.runtime.strategy.load_checkpoint(path)
+
+
+def restore(engine: Engine, found: tuple[Path, dict[str, Any]], full: bool) -> None:
+    """Load the checkpoint :func:`locate` read into ``engine``.
+
+    ``full`` (fit): models, optimizers, schedulers, precision, callbacks, loop position and
+    random states; otherwise the models' weights only. Everything is checked before anything
+    changes, so a mismatch fails before any step.
+
+    Raises:
+        CheckpointError: weights-only for a full resume, or it does not fit this spec and
+            config.
+    """
+    path, ckpt = found
     engine.restored_from = path
     models = _model_states(engine, ckpt, path, full)
     _check_models(engine, models, ckpt, path)
@@ -389,4 +399,4 @@ def _to_stored_dtype(module: nn.Module, state: dict[str, Any]) -> None:
             module.to(dtype)
 
 
-__all__ = ["check_format", "load_models", "restore"]
+__all__ = ["check_format", "load_models", "locate", "restore"]

@@ -222,15 +222,20 @@ class Trainer:
             if not limits.dev_run and engine.runtime.is_global_zero and not dry_run
             else []
         )
+        found = None
+        if ckpt_path is not None:  # a missing checkpoint fails before the run folder is made
+            from lightkit.checkpoint.restore import locate
+
+            found = locate(engine, ckpt_path, full=stage == "fit")
         if not dry_run:
             engine.setup_outputs()
             for cb in engine.callbacks:
                 cb.setup(engine.ctx, stage)
         engine.bind_steps(stage)
-        if ckpt_path is not None:  # after binding: load_checkpoint hooks see the file first
+        if found is not None:  # after binding: load_checkpoint hooks see the file first
             from lightkit.checkpoint.restore import restore
 
-            restore(engine, ckpt_path, full=stage == "fit")
+            restore(engine, found, full=stage == "fit")
         if engine.loggers:
             for logger in engine.loggers:
                 logger.log_hparams(engine.spec.hparams.as_dict())

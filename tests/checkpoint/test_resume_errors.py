@@ -73,6 +73,8 @@ def test_missing_path(tmp_path):
     assert resumable.SEEN == []
     with pytest.raises(lk.CheckpointError, match='ckpt_path="best": no readable checkpoint'):
         lk.Trainer(**flags(tmp_path)).validate(SPEC, ckpt_path="best")
+    # Found missing before the run folder is made: no version_N is used up.
+    assert not (tmp_path / "lightkit_logs").exists()
 
 
 def test_last_without_any_checkpoint_starts_from_scratch(tmp_path):
