@@ -204,11 +204,41 @@ def build_hparams_model(
                 + "; ".join(f"{n} in {', '.join(s)}" for n, s in sources.items()),
             )
         ]
-    bad = _bad_defaults(model, seen)
+    bad = _bad_defaults(model, seen) or _without_json_form(model, seen)
     if bad:
         return None, bad
     model.__hparam_sources__ = sources  # type: ignore[attr-defined]
     return model, []
+
+
+def _without_json_form(
+    model: type[Hparams], seen: dict[str, tuple[Any, Any, FunctionPlan]]
+) -> list[Problem]:
+    """A problem per hyperparameter whose annotation has no JSON schema (an arbitrary class):
+    the spec is data, written with its schema into ``spec.json`` and every checkpoint."""
+    try:
+        model.model_json_schema()
+    except pydantic.PydanticInvalidForJsonSchema:
+        pass
+    else:
+        return []
+    config = ConfigDict(arbitrary_types_allowed=True)
+    problems = []
+    for name, (annotation, _, plan) in seen.items():
+        try:
+            pydantic.TypeAdapter(annotation, config=config).json_schema()
+        except pydantic.PydanticInvalidForJsonSchema:
+            problems.append(
+                Problem(
+                    "bad-hparam-type",
+                    f"{plan.where}: hyperparameter '{name}' is annotated "
+                    f"{type_name(annotation)}, which has no JSON form, so the spec could not "
+                    f"be written as data (spec.json, checkpoints). Annotate it with a JSON type "
+                    f"(a string or Literal naming the choice, numbers, lists) and build the "
+                    f"object inside the function.",
+                )
+            )
+    return problems
 
 
 def _bad_defaults(

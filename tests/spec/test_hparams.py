@@ -481,3 +481,23 @@ def test_a_default_its_own_type_refuses_is_a_spec_error_naming_the_function():
         f"or the annotation." in text
     )
     assert f"{where}: hyperparameter 'lr': the default 'fast' does not fit its type float" in text
+
+
+class Opaque:
+    """A class pydantic can check but not write as JSON."""
+
+
+def test_an_annotation_without_a_json_form_is_refused_at_collect():
+    # The spec is data: spec.json and every checkpoint hold it with its JSON schema.
+    reg = lk.Registry()
+
+    @reg.model
+    def net(thing: Opaque = None, width: int = 3, act: object = None):  # object: any JSON
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.codes == ["bad-hparam-type"]
+    message = str(info.value)
+    assert "hyperparameter 'thing'" in message and "Opaque" in message
+    assert "test_hparams.py:" in message and "width" not in message.split("'thing'")[1]
