@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import pydantic
+import pydantic.json_schema
 from pydantic import BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
 
@@ -217,7 +219,10 @@ def _without_json_form(
     """A problem per hyperparameter whose annotation has no JSON schema (an arbitrary class):
     the spec is data, written with its schema into ``spec.json`` and every checkpoint."""
     try:
-        model.model_json_schema()
+        with warnings.catch_warnings():
+            # A default that is not JSON (fit refuses it later, naming it) is not this check's.
+            warnings.simplefilter("ignore", pydantic.json_schema.PydanticJsonSchemaWarning)
+            model.model_json_schema()
     except pydantic.PydanticInvalidForJsonSchema:
         pass
     else:
