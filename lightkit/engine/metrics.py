@@ -33,6 +33,7 @@ class Metric:
     """One logged name, its options (fixed at its first ``log``) and its values."""
 
     __slots__ = (
+        "epoch_key",
         "epoch_sizes",
         "epoch_values",
         "logger",
@@ -42,6 +43,7 @@ class Metric:
         "prog_bar",
         "reduce",
         "stage",
+        "step_key",
         "sync_dist",
         "value",
     )
@@ -68,6 +70,11 @@ class Metric:
         self.value: Any = None
         self.epoch_values: list[Any] = []
         self.epoch_sizes: list[int] = []
+        # Lightning's names when a value is logged per step and per epoch: the loggers get
+        # `name_step` and `name_epoch` (one column would mix, and lose, the two).
+        both = on_step and on_epoch
+        self.step_key = f"{name}_step" if both else name
+        self.epoch_key = f"{name}_epoch" if both else name
 
 
 class MetricStore:
@@ -168,7 +175,9 @@ class MetricStore:
         if m.on_step:
             m.value = value
             if m.logger:
-                self.unwritten[name] = value
+                self.unwritten[m.step_key] = value
+            if m.on_epoch:
+                self.latest[m.step_key] = value
         if m.on_epoch:
             m.epoch_values.append(value)
             m.epoch_sizes.append(batch_size if batch_size is not None else self._batch_size())
@@ -263,21 +272,21 @@ class MetricStore:
         those for the loggers (``logger=True``) only."""
         finished: dict[str, Any] = {}
         quiet: list[str] = []
+        both: list[Metric] = []
         for m in self._all():
             if m.stage not in stages or not m.on_epoch or not m.epoch_values:
                 continue
-            finished[m.name] = self._aggregate(m)
+            finished[m.epoch_key] = self._aggregate(m)
             if not m.logger:
-                quiet.append(m.name)
+                quiet.append(m.epoch_key)
             if m.on_step:
-                # One name for both: a step value not yet written would reach the loggers
-                # after the aggregate (validation's goes with the next training row) and
-                # replace it in the epoch's last row; the aggregate is what that row holds.
-                self.unwritten.pop(m.name, None)
+                both.append(m)
             m.epoch_values = []
             m.epoch_sizes = []
         out = _floats(finished)
         self.latest.update(out)
+        for m in both:  # the plain name holds the epoch value once the epoch ends
+            self.latest[m.name] = out[m.epoch_key]
         for name in quiet:
             del out[name]
         return out
@@ -326,7 +335,7 @@ class MetricStore:
 
     def logged_floats(self) -> dict[str, float]:
         """The latest values of the names some stage logs for the loggers (``logger=True``)."""
-        names = {m.name for m in self._all() if m.logger}
+        names = {key for m in self._all() if m.logger for key in (m.step_key, m.epoch_key)}
         return {k: v for k, v in self.floats().items() if k in names}
 
     def snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:

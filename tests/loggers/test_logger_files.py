@@ -273,8 +273,9 @@ def val_both_step(net, batch, batch_idx):
 @pytest.mark.parametrize("val_check_interval", [1.0, 0.5])
 def test_csv_has_one_row_per_step_with_the_epoch_values(tmp_path, flush, val_check_interval):
     """A step's training row, the validation aggregates and the epoch aggregates written at
-    that step make one row; a name logged per step and per epoch holds the aggregate there
-    (``flush=1``: the row was on disk before each later write)."""
+    that step make one row; a name logged per step and per epoch is written as Lightning
+    writes it, ``name_step`` and ``name_epoch``, so no value replaces another (``flush=1``:
+    the row was on disk before each later write)."""
     csv_logger = lk.CSVLogger(flush_every_n_steps=flush)
     result = trainer(
         tmp_path,
@@ -285,24 +286,25 @@ def test_csv_has_one_row_per_step_with_the_epoch_values(tmp_path, flush, val_che
     rows = read_csv(result.log_dir / "metrics.csv")
     steps = [int(r["step"]) for r in rows]
     assert steps == list(range(8))  # 2 epochs of 4 batches
+    assert "t/both" not in rows[0] and "v/step" not in rows[0]
     val_steps = {3, 7} if val_check_interval == 1.0 else {1, 3, 5, 7}
-    assert [(r["t/both"], r["v/step"], r["epoch"]) for r in rows] == [
+    assert [(r["t/both_step"], r["t/both_epoch"], r["v/step_epoch"], r["epoch"]) for r in rows] == [
         (
-            "1.5" if s % 4 == 3 else f"{s % 4:.1f}",  # the epoch aggregate replaced step 3's 3.0
-            "10.5" if s in val_steps else "",  # the aggregate, not the last step value (11.0)
+            f"{s % 4:.1f}",  # every step value, the last one (3.0) included
+            "1.5" if s % 4 == 3 else "",
+            "10.5" if s in val_steps else "",  # the aggregate of 10.0 and 11.0
             f"{s // 4:.1f}",
         )
         for s in steps
-    ]
-    assert result.metrics["t/both"] == 1.5 and result.metrics["v/step"] == 10.5
-    # TensorBoard keeps every point, the step value and then the aggregate at step 3.
-    assert scalars(result.log_dir)["t/both"][:5] == [
-        (0, 0.0),
-        (1, 1.0),
-        (2, 2.0),
-        (3, 3.0),
-        (3, 1.5),
-    ]
+    ]  # fmt: skip
+    # The plain name holds the epoch value once the epoch ends, as Lightning's
+    # callback_metrics do; the suffixed names hold their own.
+    m = result.metrics
+    assert (m["t/both"], m["t/both_step"], m["t/both_epoch"]) == (1.5, 3.0, 1.5)
+    assert (m["v/step"], m["v/step_step"], m["v/step_epoch"]) == (10.5, 11.0, 10.5)
+    tb = scalars(result.log_dir)
+    assert tb["t/both_step"][:5] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 0.0)]
+    assert tb["t/both_epoch"] == [(3, 1.5), (7, 1.5)]
 
 
 def step_logging_global_step(net, batch, ctx):
