@@ -24,7 +24,7 @@ class EarlyStopping(Callback):
         patience: checks without improvement before stopping. A check happens after every
             validation (or at every training epoch's end, see ``check_on_train_epoch_end``).
         mode: ``"min"`` (lower is better) or ``"max"``.
-        strict: raise if ``monitor`` was never logged (else skip the check with a warning).
+        strict: raise if ``monitor`` was never logged (else skip the check; with ``verbose``, warn).
         check_finite: stop when the metric becomes NaN or infinite.
         stopping_threshold: stop as soon as the metric is better than this.
         divergence_threshold: stop as soon as the metric is worse than this.
