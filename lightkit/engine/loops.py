@@ -433,7 +433,10 @@ def evaluate(
         store.restore(saved_metrics)
         results = {}
     else:
-        engine.log_rows(results, max(ctx.global_step - 1, 0))
+        # Lightning's steps: inside fit, the row of the batch that triggered the validation;
+        # on its own (validate/test after fit or from a checkpoint), the weights' step.
+        step = ctx.global_step if engine.stage != "fit" else max(ctx.global_step - 1, 0)
+        engine.log_rows(results, step)
     for sub, was_training in modes:
         sub.training = was_training
     ctx.stage = store.stage = saved_stage
