@@ -38,6 +38,12 @@ spec and config; ``tests/engine/test_hook_order.py`` pins it)::
 In manual optimization the step itself runs backward and the optimizers, so the per-batch
 events are train_batch_start, training_step, train_batch_end. Within one event, function hooks
 run first, then callbacks in the order given, EarlyStopping and ModelCheckpoint last.
+
+When nothing runs per batch but the step (automatic optimization, an optimizer step per
+batch, one process; no batch event, logger, checkpoint callback, ``max_time``, or validation
+inside the epoch), ``plain_epoch`` runs each epoch's batches: the same loop without the
+branches that cannot fire, a few µs per step cheaper on a tiny model.
+``tests/engine/test_plain_epoch.py`` runs each case both ways and compares what the user sees.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -107,6 +113,20 @@ def fit_loop(engine: Engine) -> None:
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     preemption = engine.preemption
     step = under(rt.autocast, step_call) if rt.autocasts else step_call
+    # Nothing per batch but the step, its backward and optimizer step: the plain loop runs the
+    # epochs (same results; tests/engine/test_plain_epoch.py runs both loops side by side).
+    plain = (
+        not manual
+        and accumulate == 1
+        and rt.world_size == 1
+        and to_device is None
+        and not loggers
+        and every == math.inf
+        and deadline is None
+        and not checkpointers
+        and not (events.train_batch_start or events.train_batch_end)
+        and not (events.before_backward or events.after_backward)
+    )
 
     ctx.stage = store.stage = "train_epoch"
     events.fire("fit_start")
@@ -136,101 +156,112 @@ def fit_loop(engine: Engine) -> None:
         pending = False  # an accumulation window with gradients not yet stepped
         bad_window = False  # nonfinite_loss="skip": the window's optimizer step is skipped
         # On CUDA with loader workers, the next batch's copy starts before this step runs.
-        for batch_idx, batch in rt.prefetch(begin_epoch(engine, train, epoch, skip), train.loader):
-            if to_device is not None:
-                batch = to_device(batch)
-            ctx.batch_idx = batch_idx
-            store.batch = batch
-            if events.train_batch_start:
-                for call in events.train_batch_start:
-                    call(batch, batch_idx)
-            step_of_row = engine.row_step = ctx.global_step
-            if manual:
-                if unchecked:  # the first batch: did the step step an optimizer?
-                    output = checked_manual_step(engine, step, batch, batch_idx)
-                    unchecked = False
-                else:
-                    output = step(batch, batch_idx)
-                end_iteration()  # 16-mixed: the scaler updates once its optimizers stepped
-                ctx.global_step += 1
-            else:
-                window_end = (batch_idx + 1) % accumulate == 0 or batch_idx == last_idx
-                # DDP decides in forward whether the coming backward all-reduces, so inside an
-                # accumulation window forward and backward both skip the sync (FSDP checks at
-                # backward): one gradient all-reduce per window.
-                if sync_free and not window_end:
-                    with no_sync(rt, models):
-                        output = step(batch, batch_idx)
-                else:
-                    output = step(batch, batch_idx)
-                # A scalar tensor is the common case; loss_of reads every other form.
-                loss = (
-                    output
-                    if type(output) is Tensor and not output.dim()
-                    else loss_of(output, engine)
-                )
-                if loss is not None:
-                    raw_loss = loss
-                    if accumulate > 1:
-                        loss = loss / accumulate
-                    if events.before_backward:
-                        for call in events.before_backward:
-                            call(batch, batch_idx, loss)
-                    try:
-                        if sync_free and not window_end:
-                            with no_sync(rt, models):
-                                rt.backward(loss)
-                        else:
-                            backward(loss)
-                    except RuntimeError as exc:
-                        raise backward_failed(engine, exc) from exc
-                    if check_loss and not math.isfinite(raw_loss.item()):
-                        bad_window = nonfinite_loss(engine, raw_loss) or bad_window
-                    if events.after_backward:
-                        for call in events.after_backward:
-                            call(batch, batch_idx)
-                    if window_end:
-                        if bad_window:
-                            skip_optimizer_step(engine)
-                            bad_window = False
-                        else:
-                            end_window()
-                        pending = False
-                    else:
-                        pending = True
-            if events.train_batch_end:
-                outputs = detached(output)
-                for call in events.train_batch_end:
-                    call(batch, batch_idx, outputs)
-            engine.batches_seen += 1
-            # Lightning's count: a row every `log_every` optimizer steps (a batch inside an
-            # accumulation window steps none and writes no row).
-            if loggers and ctx.global_step != step_of_row and ctx.global_step % log_every == 0:
-                engine.log_rows(store.take_unwritten(), step_of_row)
-            stop_requested = (
-                ctx.should_stop if agreed_stop is None else agreed_stop(engine.batches_seen)
-            ) and can_stop(engine, epoch)
-            due = validate_epoch and (
-                (engine.batches_seen if check_n is None else batch_idx + 1) % every == 0
+        batches = rt.prefetch(begin_epoch(engine, train, epoch, skip), train.loader)
+        if plain:
+            batch_idx, stop = plain_epoch(
+                engine, batches, epoch, batch_idx, last_idx, step, backward
             )
-            if due or (
-                validate_epoch and stop_requested and batch_idx != last_idx and every != math.inf
-            ):
-                stop_requested = validate_in_epoch(
-                    engine, epoch, not due, agreed_stop, checkpointers
+        else:
+            for batch_idx, batch in batches:
+                if to_device is not None:
+                    batch = to_device(batch)
+                ctx.batch_idx = batch_idx
+                store.batch = batch
+                if events.train_batch_start:
+                    for call in events.train_batch_start:
+                        call(batch, batch_idx)
+                step_of_row = engine.row_step = ctx.global_step
+                if manual:
+                    if unchecked:  # the first batch: did the step step an optimizer?
+                        output = checked_manual_step(engine, step, batch, batch_idx)
+                        unchecked = False
+                    else:
+                        output = step(batch, batch_idx)
+                    end_iteration()  # 16-mixed: the scaler updates once its optimizers stepped
+                    ctx.global_step += 1
+                else:
+                    window_end = (batch_idx + 1) % accumulate == 0 or batch_idx == last_idx
+                    # DDP decides in forward whether the coming backward all-reduces, so inside an
+                    # accumulation window forward and backward both skip the sync (FSDP checks at
+                    # backward): one gradient all-reduce per window.
+                    if sync_free and not window_end:
+                        with no_sync(rt, models):
+                            output = step(batch, batch_idx)
+                    else:
+                        output = step(batch, batch_idx)
+                    # A scalar tensor is the common case; loss_of reads every other form.
+                    loss = (
+                        output
+                        if type(output) is Tensor and not output.dim()
+                        else loss_of(output, engine)
+                    )
+                    if loss is not None:
+                        raw_loss = loss
+                        if accumulate > 1:
+                            loss = loss / accumulate
+                        if events.before_backward:
+                            for call in events.before_backward:
+                                call(batch, batch_idx, loss)
+                        try:
+                            if sync_free and not window_end:
+                                with no_sync(rt, models):
+                                    rt.backward(loss)
+                            else:
+                                backward(loss)
+                        except RuntimeError as exc:
+                            raise backward_failed(engine, exc) from exc
+                        if check_loss and not math.isfinite(raw_loss.item()):
+                            bad_window = nonfinite_loss(engine, raw_loss) or bad_window
+                        if events.after_backward:
+                            for call in events.after_backward:
+                                call(batch, batch_idx)
+                        if window_end:
+                            if bad_window:
+                                skip_optimizer_step(engine)
+                                bad_window = False
+                            else:
+                                end_window()
+                            pending = False
+                        else:
+                            pending = True
+                if events.train_batch_end:
+                    outputs = detached(output)
+                    for call in events.train_batch_end:
+                        call(batch, batch_idx, outputs)
+                engine.batches_seen += 1
+                # Lightning's count: a row every `log_every` optimizer steps (a batch inside an
+                # accumulation window steps none and writes no row).
+                if loggers and ctx.global_step != step_of_row and ctx.global_step % log_every == 0:
+                    engine.log_rows(store.take_unwritten(), step_of_row)
+                stop_requested = (
+                    ctx.should_stop if agreed_stop is None else agreed_stop(engine.batches_seen)
+                ) and can_stop(engine, epoch)
+                due = validate_epoch and (
+                    (engine.batches_seen if check_n is None else batch_idx + 1) % every == 0
                 )
-            if max_steps != -1 and ctx.global_step >= max_steps:
-                engine.stopped_by, stop = "max_steps", True
-            elif deadline is not None and agree(time.monotonic() >= deadline):
-                engine.stopped_by, stop = "max_time", True
-            elif stop_requested:
-                engine.stopped_by, stop = engine.stopped_by or "should_stop", True
-            for cb in checkpointers:  # a consistent point: a checkpoint resumes at batch_idx + 1
-                cb.batch_done(engine, stop and batch_idx != last_idx)
-            if preemption is not None and preemption.due(engine.batches_seen):
-                preemption.stop((epoch, batch_idx + 1))  # saves last.ckpt, raises Preempted
-            if stop and batch_idx != last_idx:
-                break
+                if due or (
+                    validate_epoch
+                    and stop_requested
+                    and batch_idx != last_idx
+                    and every != math.inf
+                ):
+                    stop_requested = validate_in_epoch(
+                        engine, epoch, not due, agreed_stop, checkpointers
+                    )
+                if max_steps != -1 and ctx.global_step >= max_steps:
+                    engine.stopped_by, stop = "max_steps", True
+                elif deadline is not None and agree(time.monotonic() >= deadline):
+                    engine.stopped_by, stop = "max_time", True
+                elif stop_requested:
+                    engine.stopped_by, stop = engine.stopped_by or "should_stop", True
+                for (
+                    cb
+                ) in checkpointers:  # a consistent point: a checkpoint resumes at batch_idx + 1
+                    cb.batch_done(engine, stop and batch_idx != last_idx)
+                if preemption is not None and preemption.due(engine.batches_seen):
+                    preemption.stop((epoch, batch_idx + 1))  # saves last.ckpt, raises Preempted
+                if stop and batch_idx != last_idx:
+                    break
         # An unsized loader ended inside an accumulation window: step it. A run stopped early
         # (max_time, should_stop) drops its partial window, as Lightning does.
         if pending and not stop:
@@ -244,6 +275,53 @@ def fit_loop(engine: Engine) -> None:
         engine.stopped_by = engine.stopped_by or "max_epochs"
     ctx.stage = store.stage = "train_epoch"
     events.fire("fit_end")
+
+
+def plain_epoch(
+    engine: Engine,
+    batches: Iterator[tuple[int, Any]],
+    epoch: int,
+    batch_idx: int,
+    last_idx: int,
+    step: Callable[..., Any],
+    backward: Callable[[Tensor], None],
+) -> tuple[int, bool]:
+    """One epoch of ``fit_loop`` when nothing but the step runs per batch: automatic
+    optimization, an optimizer step per batch, one process, and no batch events, logger,
+    checkpoint callback, ``max_time`` or validation inside the epoch. It is ``fit_loop``'s
+    batch loop without the branches that cannot fire then, so the run's results are the
+    same. ``batch_idx`` is the index before the first batch (the resume position - 1).
+    Return the last ``batch_idx`` and whether the run stops."""
+    ctx, store, preemption = engine.ctx, engine.store, engine.preemption
+    end_window = window_stepper(engine)
+    check_loss = checks_loss(engine)
+    max_steps = math.inf if engine.limits.max_steps == -1 else engine.limits.max_steps
+    stop = False
+    for batch_idx, batch in batches:
+        ctx.batch_idx = batch_idx
+        store.batch = batch
+        output = step(batch, batch_idx)
+        loss = output if type(output) is Tensor and not output.dim() else loss_of(output, engine)
+        if loss is not None:
+            try:
+                backward(loss)
+            except RuntimeError as exc:
+                raise backward_failed(engine, exc) from exc
+            if check_loss and not math.isfinite(loss.item()) and nonfinite_loss(engine, loss):
+                skip_optimizer_step(engine)
+            else:
+                end_window()
+        engine.batches_seen += 1
+        if ctx.global_step >= max_steps:
+            engine.stopped_by, stop = "max_steps", True
+        elif ctx.should_stop and can_stop(engine, epoch):
+            engine.stopped_by, stop = engine.stopped_by or "should_stop", True
+        # One process: a received signal needs no agreement (``Preemption.due``).
+        if preemption is not None and preemption.received is not None:
+            preemption.stop((epoch, batch_idx + 1))
+        if stop and batch_idx != last_idx:
+            break
+    return batch_idx, stop
 
 
 def sanity_check(engine: Engine) -> None:

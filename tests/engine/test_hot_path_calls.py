@@ -19,9 +19,9 @@ import lightkit as lk
 from tests.engine.engine_helpers import trainer
 
 #: The calls lightkit's loop adds per step: the binder and the user's step (the hand-written
-#: loop inlines its step), the check for a received SIGTERM, the end of the accumulation
-#: window, and the NaN check of the loss (``.dim()``, ``.item()``, ``math.isfinite``).
-EXTRA_CALLS_PER_STEP = 7
+#: loop inlines its step), the end of the accumulation window, and the NaN check of the loss
+#: (``.dim()``, ``.item()``, ``math.isfinite``).
+EXTRA_CALLS_PER_STEP = 6
 #: What one ``lk.log(name, tensor)`` per step adds to that.
 LOG_CALLS_PER_STEP = 7
 SHORT, LONG = 8, 104
