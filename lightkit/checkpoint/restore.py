@@ -288,7 +288,7 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise _mismatch(path, f"optimizer or scheduler state: {exc}") from None
     engine.runtime.precision.load_state_dict(ckpt.get("precision") or {})
-    grads = ckpt.get("grads") or {}
+    grads = _window_grads(engine, ckpt, path)
     for name, module in engine.models.items():
         stored = grads.get(name)
         if not stored:
@@ -311,6 +311,33 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
     engine.batches_seen = int(loop["batches_seen"])
     engine.epochs_done = int(loop["epochs_done"])
     engine.resume = ResumeState(engine.skip_batches, ckpt["random"], ckpt.get("epoch_start"))
+
+
+def _window_grads(
+    engine: Engine, ckpt: dict[str, Any], path: Path
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The gradients of the accumulation window the checkpoint was saved in, for this rank:
+    its own when the checkpoint's ranks are this run's, else their mean (not bitwise)."""
+    ranks = ckpt.get("rank_grads")
+    if not ranks:
+        return ckpt.get("grads") or {}
+    rt = engine.runtime
+    if len(ranks) == rt.world_size:
+        return ranks[rt.rank]  # type: ignore[no-any-return]
+    warnings.warn(
+        f"{path} was saved inside an accumulation window by {len(ranks)} processes and resumes "
+        f"in {rt.world_size}: each starts the window from the mean of their gradients, so "
+        f"the result is close to, not bitwise equal to, the uninterrupted run.",
+        stacklevel=4,
+    )
+    mean: dict[str, dict[str, torch.Tensor]] = {}
+    for model in {m for grads in ranks for m in grads}:
+        names = {n for grads in ranks for n in grads.get(model, {})}
+        # A rank without a parameter's gradient adds nothing to DDP's average of the window.
+        mean[model] = {
+            n: sum(g[model][n] for g in ranks if n in g.get(model, {})) / len(ranks) for n in names
+        }
+    return mean
 
 
 # -- models from a file ---------------------------------------------------------------------

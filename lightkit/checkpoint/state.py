@@ -115,9 +115,7 @@ def build_checkpoint(
             "num_batches": None if train is None else train.num_batches,
             "accumulate_grad_batches": engine.config.accumulate_grad_batches,
         }
-        grads = _grads(engine)
-        if grads:
-            ckpt["grads"] = grads
+        ckpt.update(_grads(engine))
         states: dict[str, Any] = {}
         for cb in engine.callbacks:
             state = cb.state_dict()
@@ -136,8 +134,11 @@ def build_checkpoint(
     return ckpt
 
 
-def _grads(engine: Engine) -> dict[str, dict[str, torch.Tensor]]:
-    """Gradients held between optimizer steps (an unfinished accumulation window)."""
+def _grads(engine: Engine) -> dict[str, Any]:
+    """Gradients held between optimizer steps (an unfinished accumulation window):
+    ``{"grads": {model: {parameter: tensor}}}`` in one process; with several, each rank's own
+    (a window's gradients are not all-reduced until it ends) as ``{"rank_grads": [...]}``, in
+    rank order. A collective with several processes: every rank calls it."""
     from lightkit.strategies.base import Strategy
 
     out: dict[str, dict[str, torch.Tensor]] = {}
@@ -147,16 +148,20 @@ def _grads(engine: Engine) -> dict[str, dict[str, torch.Tensor]]:
         if grads:
             out[name] = grads
     strategy = engine.runtime.strategy
-    if out and type(strategy).module_state_dict is not Strategy.module_state_dict:
-        # Sharded gradients: not stored. A resume restarts the accumulation window.
-        warnings.warn(
-            f"checkpoint saved inside an accumulation window: under strategy "
-            f"{strategy.name!r} the window's gradients are not stored, so a resumed run "
-            f"recomputes the window from its next batch.",
-            stacklevel=4,
-        )
+    if type(strategy).module_state_dict is not Strategy.module_state_dict:
+        if out:  # sharded gradients: not stored
+            warnings.warn(
+                f"checkpoint saved inside an accumulation window: under strategy "
+                f"{strategy.name!r} the window's gradients are not stored, so a resumed run "
+                f"recomputes the window from its next batch.",
+                stacklevel=4,
+            )
         return {}
-    return out
+    if engine.runtime.world_size == 1:
+        return {"grads": out} if out else {}
+    local = {m: {n: g.detach().cpu() for n, g in grads.items()} for m, grads in out.items()}
+    ranks = strategy.all_gather_object(local)
+    return {"rank_grads": ranks} if any(ranks) else {}
 
 
 __all__ = [

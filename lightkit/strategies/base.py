@@ -92,6 +92,10 @@ class Strategy:
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         return obj
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        return [obj]
+
     def reduce_any(self, flag: bool) -> bool:
         """True on every rank if ``flag`` is true on any rank."""
         return flag

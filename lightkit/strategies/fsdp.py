@@ -34,6 +34,12 @@ from lightkit.utils.validators import one_of
 WrapPolicy = set[type[nn.Module]] | tuple[type[nn.Module], ...] | Callable[[nn.Module], bool]
 
 
+def _numbered(state: dict[str, Any]) -> bool:
+    """An optimizer state dict whose parameters are numbers, not names."""
+    groups = state.get("param_groups") or []
+    return any(isinstance(n, int) for g in groups for n in g.get("params", ()))
+
+
 def default_layers(model: nn.Module) -> set[type[nn.Module]]:
     """The classes of the repeated blocks: the items of every ``nn.ModuleList``, and torch's
     transformer layers."""
@@ -172,9 +178,41 @@ class FSDPStrategy(ParallelStrategy):
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
         owner = module if module is not None else self._owner(optimizer)
+        if _numbered(state):  # from one process or DDP: optimizer.state_dict() as it is
+            state = self._named(owner, optimizer, state)
         set_optimizer_state_dict(
             owner, optimizer, state, options=self._options(not is_sharded(state))
         )
+
+    def _named(
+        self, owner: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``state`` with its parameter numbers (their order in the optimizer's groups, as
+        ``optimizer.state_dict()`` writes them) replaced by the names FSDP's loader reads."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        ours: dict[str, Any] = dict(
+            get_optimizer_state_dict(owner, optimizer, options=self._options(False))
+        )
+        names: list[list[str]] = [list(g["params"]) for g in ours["param_groups"]]
+        numbers = [g["params"] for g in state["param_groups"]]
+        if [len(g) for g in names] != [len(g) for g in numbers]:
+            raise CheckpointError(
+                f"the checkpoint's optimizer has parameter groups of sizes "
+                f"{[len(g) for g in numbers]}, this one {[len(g) for g in names]}.",
+                code="checkpoint-mismatch",
+            )
+        name_of = {
+            n: name
+            for g, h in zip(numbers, names, strict=True)
+            for n, name in zip(g, h, strict=True)
+        }
+        return {
+            "state": {name_of[n]: v for n, v in state["state"].items()},
+            "param_groups": [
+                {**g, "params": [name_of[n] for n in g["params"]]} for g in state["param_groups"]
+            ],
+        }
 
     def _owner(self, optimizer: torch.optim.Optimizer) -> nn.Module:
         owner = optimizer_owner(optimizer, self._models)

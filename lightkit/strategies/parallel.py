@@ -94,6 +94,9 @@ class ParallelStrategy(Strategy):
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         return self.group.broadcast(obj, src)
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return self.group.all_gather_object(obj)
+
     def reduce_any(self, flag: bool) -> bool:
         return self.group.reduce_any(flag)
 

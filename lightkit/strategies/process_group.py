@@ -220,6 +220,13 @@ class ProcessGroup:
         dist.broadcast_object_list(box, src=src, device=self.device)
         return box[0]
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+
     def reduce_any(self, flag: bool) -> bool:
         if not self.active:
             return bool(flag)

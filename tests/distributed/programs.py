@@ -98,7 +98,10 @@ def train(
     fail_mode: str = "raise",
     marker_dir: str = "",
     hang_rank: int = -1,
+    sigterm_batch: int = -1,
 ):
+    if ctx.rank == 0 and ctx.epoch == 1 and ctx.batch_idx == sigterm_batch:
+        signal.raise_signal(signal.SIGTERM)  # rank 0 only: the ranks agree to stop
     if ctx.rank == hang_rank and ctx.global_step == fail_step:
         time.sleep(120)  # outside any collective: only the launcher can stop it
     if ctx.rank == fail_rank and ctx.global_step == fail_step:

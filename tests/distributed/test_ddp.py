@@ -8,6 +8,7 @@ rounding, and the tests use ``atol=1e-12, rtol=0``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,6 +55,49 @@ def test_accumulation_all_reduces_once_per_window(
     assert result.global_step == 4
     assert result.metrics["allreduces"] == 4  # one bucket, one all-reduce per window
     assert_same_weights(result.models["net"], reference["accumulated"].models["net"])
+
+
+def test_a_checkpoint_inside_an_accumulation_window_resumes_each_ranks_gradients(
+    spec: lk.TrainingSpec, flags: dict[str, Any], tmp_path: Path
+) -> None:
+    # 8 batches of 16 per rank and epoch, windows of 3, 3 and 2. SIGTERM on rank 0 at epoch
+    # 1, batch 4: both ranks save after batch 4, two batches into the second window, where
+    # each rank holds gradients of its own data that DDP has not averaged yet.
+    config = {
+        **flags,
+        "devices": 2,
+        "accumulate_grad_batches": 3,
+        "log_every_n_steps": 1,
+        "enable_checkpointing": True,
+    }
+    spec = spec.with_hparams(batch_size=16)
+
+    def trainer(root: str) -> lk.Trainer:
+        return lk.Trainer(
+            **{**config, "default_root_dir": str(tmp_path / root)},
+            strategy=lk.DDPStrategy(start_method="fork"),
+        )
+
+    with pytest.raises(SystemExit) as stopped:
+        trainer("cut").fit(spec.with_hparams(sigterm_batch=4))
+    assert stopped.value.code == 143
+    (last,) = (tmp_path / "cut").rglob("last.ckpt")
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["loop"]["batches_done"] == 5 and "grads" not in ckpt
+    first, second = ckpt["rank_grads"]  # each rank's own, not averaged
+    assert not torch.equal(first["net"]["0.weight"], second["net"]["0.weight"])
+    resumed = trainer("cut").fit(spec, ckpt_path=last)
+    whole = trainer("whole").fit(spec)
+    assert resumed.global_step == whole.global_step == 6
+    pairs = zip(resumed.models["net"].parameters(), whole.models["net"].parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    # Resumed in one process (batches of 32: the same 8 per epoch), the window starts from
+    # the mean of the ranks' gradients.
+    with pytest.warns(UserWarning, match="saved inside an accumulation window by 2 processes"):
+        alone = lk.Trainer(**{**flags, "accumulate_grad_batches": 3}).fit(
+            spec.with_hparams(batch_size=32), ckpt_path=last
+        )
+    assert alone.global_step == 6
 
 
 def test_without_accumulation_every_batch_all_reduces(

@@ -104,6 +104,27 @@ def test_checkpoints_resume_exactly(
     assert_same_weights(resumed.models["net"], reference["three_epochs"].models["net"])
 
 
+def test_a_ddp_checkpoint_resumes_under_fsdp(
+    spec: lk.TrainingSpec,
+    flags: dict[str, Any],
+    reference: dict[str, lk.Result],
+    tmp_path: Path,
+) -> None:
+    """A DDP checkpoint's optimizer state numbers its parameters (``optimizer.state_dict()``);
+    FSDP's loader reads names. The momentum buffers must land on their parameters."""
+    flags = {**flags, "enable_checkpointing": True}
+    ddp = lk.DDPStrategy(start_method="fork")
+    ckpt = lk.Trainer(**flags, devices=2, strategy=ddp).fit(spec).last_checkpoint
+    assert ckpt is not None
+    assert isinstance(next(iter(torch.load(ckpt)["optimizers"][0]["state"])), int)
+    fsdp = lk.FSDPStrategy(start_method="fork")
+    resumed = lk.Trainer(**{**flags, "max_epochs": 3}, devices=2, strategy=fsdp).fit(
+        spec, ckpt_path=ckpt
+    )
+    assert resumed.global_step == reference["three_epochs"].global_step
+    assert_same_weights(resumed.models["net"], reference["three_epochs"].models["net"])
+
+
 class _Payload:
     """Not a tensor or container: unpickling it could run code."""
 
