@@ -277,7 +277,7 @@ class Engine:
 
     def log_rows(self, metrics: dict[str, float], step: int) -> None:
         if self.loggers and metrics:
-            row = {**metrics, "epoch": float(self.ctx.epoch)}
+            row = {**metrics, "epoch": self.ctx.epoch}
             for logger in self.loggers:
                 logger.log_metrics(row, step)
 
