@@ -37,10 +37,11 @@ class LearningRateMonitor(Callback):
 
     Args:
         logging_interval: ``"step"``, ``"epoch"``, or ``None``: each scheduler's own interval
-            (optimizers without a scheduler: every logging step and each epoch's first
-            batch, as Lightning logs them at both). Step values are logged on the trainer's
-            logging steps (``log_every_n_steps``) with the rate that step uses; epoch values
-            are the rate at the epoch's start, logged with the epoch's row.
+            (optimizers without a scheduler: every logging step and each epoch's start, as
+            Lightning logs them at both). Step values are logged on the trainer's logging
+            steps (``log_every_n_steps``) with the rate that step uses. Epoch values are the
+            rate the epoch trains at, written as Lightning writes them: in a row at the step
+            the epoch starts at, whatever ``log_every_n_steps``.
         log_momentum: also log ``momentum`` (or Adam's ``betas[0]``).
         log_weight_decay: also log ``weight_decay``.
 
@@ -109,22 +110,22 @@ class LearningRateMonitor(Callback):
             return _momentum(group)
         return float(group.get(field, 0.0))
 
-    def on_train_batch_start(self, ctx: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, ctx: Any) -> None:
         # The rows the trainer writes: every `log_every_n_steps` optimizer steps.
-        logging_step = (ctx.global_step + 1) % self._every == 0
-        items = self._items.get("step", []) if logging_step else []
-        if logging_step or batch_idx == 0:
-            items = [*items, *self._items.get("start", ())]
-        for key, group, field in items:
+        if (ctx.global_step + 1) % self._every:
+            return
+        for key, group, field in (*self._items.get("step", ()), *self._items.get("start", ())):
             ctx.log(key, self._value(group, field), on_step=True, on_epoch=False)
 
     def on_train_epoch_start(self, ctx: Any) -> None:
-        for key, group, field in self._items.get("epoch", ()):
+        epoch = {key: self._value(group, field) for key, group, field in self._items["epoch"]}
+        for key, value in epoch.items():  # for the metrics; the loggers get the row below
             ctx.log(
-                key,
-                self._value(group, field),
-                on_step=False,
-                on_epoch=True,
-                reduce="max",
-                batch_size=1,
+                key, value, on_step=False, on_epoch=True, reduce="max", batch_size=1, logger=False
             )
+        start = {key: self._value(group, field) for key, group, field in self._items["start"]}
+        # As Lightning writes them: a row at the step the epoch starts at, whatever
+        # log_every_n_steps, with the rates the epoch trains at. (The optimizers without a
+        # scheduler reach the metrics on the logging steps.)
+        if (epoch or start) and self._engine is not None:
+            self._engine.log_rows({**epoch, **start}, ctx.global_step)

@@ -22,8 +22,13 @@ def column(result, name: str) -> list[tuple[int, float]]:
 
 def fit(tmp_path, optim, hooks=None, step=None, **flags):
     extra = {"step": step} if step is not None else {}
-    flags = {"callbacks": [lk.LearningRateMonitor()], "max_epochs": 2, **flags}
-    return trainer(tmp_path, logger=lk.CSVLogger(), log_every_n_steps=1, **flags).fit(
+    flags = {
+        "callbacks": [lk.LearningRateMonitor()],
+        "max_epochs": 2,
+        "log_every_n_steps": 1,
+        **flags,
+    }
+    return trainer(tmp_path, logger=lk.CSVLogger(), **flags).fit(
         spec(optim=optim, hooks=hooks, **extra)
     )
 
@@ -39,7 +44,7 @@ def test_step_scheduler_values_at_every_step(tmp_path):
     assert result.metrics["lr-SGD"] == 0.05 * (1 / 8)
 
 
-def test_epoch_scheduler_values_with_each_epoch_row(tmp_path):
+def test_epoch_scheduler_values_at_each_epochs_first_step(tmp_path):
     seen = []
 
     def optim(net):
@@ -51,10 +56,20 @@ def test_epoch_scheduler_values_with_each_epoch_row(tmp_path):
 
     result = fit(tmp_path, optim, hooks={"train_epoch_start": remember}, max_epochs=3)
     got = [(r["epoch"], float(r["lr-SGD"])) for r in rows(result) if r.get("lr-SGD")]
-    assert got == [("0.0", seen[0]), ("1.0", seen[1]), ("2.0", seen[2])]
+    assert got == [("0", seen[0]), ("1", seen[1]), ("2", seen[2])]
     assert seen[1] == 0.05 * 0.3
-    # Logged with the epoch's last row, at the epoch's last step.
-    assert [s for s, _ in column(result, "lr-SGD")] == [3, 7, 11]
+    # As Lightning writes them: at the step each epoch starts at (4 batches an epoch).
+    assert [s for s, _ in column(result, "lr-SGD")] == [0, 4, 8]
+    assert result.metrics["lr-SGD"] == seen[2]
+
+
+def test_epoch_values_are_written_whatever_log_every_n_steps(tmp_path):
+    def optim(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
+
+    result = fit(tmp_path, optim, max_epochs=3, log_every_n_steps=50)
+    assert column(result, "lr-SGD") == [(0, 0.05), (4, 0.025), (8, 0.0125)]
 
 
 def test_param_groups_and_their_names(tmp_path):
@@ -123,8 +138,8 @@ def test_interval_override_and_scheduler_name(tmp_path):
         }
 
     result = fit(tmp_path, optim, callbacks=[lk.LearningRateMonitor(logging_interval="epoch")])
-    # The rate at each epoch's start: step 0 and step 4.
-    assert column(result, "my-lr") == [(3, 0.05), (7, 0.05 * 0.5**4)]
+    # The rate at each epoch's start, at the step it starts at.
+    assert column(result, "my-lr") == [(0, 0.05), (4, 0.05 * 0.5**4)]
 
 
 def test_only_on_steps_whose_rows_are_written(tmp_path):
@@ -135,18 +150,18 @@ def test_only_on_steps_whose_rows_are_written(tmp_path):
         max_epochs=2,
         callbacks=[lk.LearningRateMonitor()],
     ).fit(spec())
-    assert [s for s, _ in column(result, "lr-SGD")] == [2, 5]
+    # Every 3rd optimizer step, and the step each epoch starts at (as Lightning writes them).
+    assert [s for s, _ in column(result, "lr-SGD")] == [0, 2, 4, 5]
 
 
 def test_an_optimizer_without_a_scheduler_is_logged_each_epoch_in_short_epochs(tmp_path):
     # Lightning logs such an optimizer at each epoch's start too, so a run with fewer batches
-    # than log_every_n_steps still records its rate: here with each epoch's row.
+    # than log_every_n_steps still records its rate: at the step each epoch starts at.
     result = trainer(
         tmp_path, logger=lk.CSVLogger(), log_every_n_steps=50, max_epochs=3,
         callbacks=[lk.LearningRateMonitor()],
     ).fit(spec(val=None))  # fmt: skip
-    assert column(result, "lr-SGD") == [(3, 0.05), (7, 0.05), (11, 0.05)]
-    assert result.metrics["lr-SGD"] == 0.05
+    assert column(result, "lr-SGD") == [(0, 0.05), (4, 0.05), (8, 0.05)]
 
 
 def test_the_rate_is_logged_on_the_optimizer_steps_whose_rows_are_written(tmp_path):
