@@ -7,9 +7,11 @@ and re-runs the same analysis ``collect()`` does.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
@@ -42,14 +44,19 @@ from lightkit.spec.signature import FunctionPlan, classify
 def function_ref(fn: Callable[..., Any]) -> str:
     """``"module:qualname"`` of a function. A callable that no import path reaches (a
     ``functools.partial``, a method bound to an instance, a callable object) is written as
-    ``"<partial of module:qualname>"``, which loading refuses with the fix."""
+    ``"<partial of module:qualname>"``, which loading refuses with the fix. A function of the
+    running script or notebook (``__main__``) is ``"__main__@<pid>:qualname"``: this process
+    loads it back, another one refuses it (its ``__main__`` is another program)."""
     if isinstance(fn, functools.partial):
         return f"<partial of {function_ref(fn.func)}>"
     if inspect.ismethod(fn) and not isinstance(fn.__self__, type):  # a classmethod imports
         return f"<bound method {function_ref(fn.__func__)}>"
     if not (inspect.isroutine(fn) or isinstance(fn, type)):
         return f"<{type(fn).__name__} object from {getattr(type(fn), '__module__', '?')}>"
-    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+    module = getattr(fn, "__module__", "?")
+    if module == "__main__":  # the running script or notebook: this process only
+        module = f"__main__@{os.getpid()}"
+    return f"{module}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def import_function(ref: str) -> Callable[..., Any]:
@@ -69,12 +76,23 @@ def import_function(ref: str) -> Callable[..., Any]:
             f"{ref!r} is not a function reference; expected 'module:qualname'.",
             code="unimportable-function",
         )
+    main, _, pid = module_name.partition("@")
+    if main == "__main__" and pid != str(os.getpid()):
+        raise SpecError(
+            f"cannot import function {ref!r}: it was defined in a script run directly or in a "
+            f"notebook ({'process ' + pid if pid else 'no process recorded'}), and this "
+            f"process's __main__ is another program. Move it to an importable module (a `def` "
+            f"in a .py file on the Python path) to load the spec elsewhere, or pass the spec "
+            f"you have: `lk.load_models(path, spec=lk.collect(...))`.",
+            code="unimportable-function",
+        )
+    module_name = main if main == "__main__" else module_name
     hint = ""
-    if module_name == "__main__" or "<locals>" in qualname or "<lambda>" in qualname:
+    if "<locals>" in qualname or "<lambda>" in qualname:
         hint = (
-            " It was defined in a script run directly, a notebook, inside another function or "
-            "as a lambda, so another process cannot import it. Move it to an importable module "
-            "(a `def` in a .py file on the Python path) to load the spec elsewhere."
+            " It was defined inside another function or as a lambda, so no process can import "
+            "it. Move it to an importable module (a `def` in a .py file on the Python path) to "
+            "load the spec elsewhere."
         )
     try:
         obj: Any = importlib.import_module(module_name)
@@ -167,6 +185,9 @@ def analyse(
                 )
             )
 
+    # A hook on a misspelled event is read as if on the closest event, for its hyperparameters
+    # only: a conflict with another function's is reported now, not after the fix.
+    misnamed: list[FunctionPlan] = []
     for e in entries:
         if e.role == "on" and e.event not in EVENTS:
             problems.append(
@@ -174,6 +195,10 @@ def analyse(
                     "unknown-event", f"{describe_function(e.fn)}: {unknown_event(str(e.event))}"
                 )
             )
+            guess = difflib.get_close_matches(str(e.event), EVENTS, n=1, cutoff=0) or ["fit_start"]
+            plan, _ = classify(e.role, e.fn, e.name, model_names, event=guess[0], manual=e.manual)
+            if plan is not None:
+                misnamed.append(plan)
     entries = [e for e in entries if e.role != "on" or e.event in EVENTS]
     classified = [
         classify(e.role, e.fn, e.name, model_names, event=e.event, manual=e.manual) for e in entries
@@ -197,7 +222,7 @@ def analyse(
         if plan is not None:
             plans.append(plan)
     # Hyperparameter conflicts are reported alongside the problems above, not after them.
-    model, found = build_hparams_model(plans)
+    model, found = build_hparams_model(plans + misnamed)
     problems.extend(found)
     return plans, None if problems else model, problems
 

@@ -200,6 +200,37 @@ def test_all_problems_of_a_module_in_one_error():
     assert str(err).count("\n\n  [") == 6
 
 
+def test_a_hook_on_a_misspelled_event_still_meets_the_other_hyperparameters():
+    """One round of errors: the event's spelling and the conflict it would hit once fixed."""
+    reg = lk.Registry()
+
+    def net():
+        return None
+
+    def sgd(net, lr: float = 0.1):
+        return None
+
+    def warmup(optimizer, lr: float = 0.01, steps: int = 5):
+        return None
+
+    reg.model(net)
+    reg.configure_optimizers(sgd)
+    reg.on("train_epoch_strat")(warmup)
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.codes == ["unknown-event", "hparam-conflict"]
+    assert "Did you mean 'train_epoch_start'?" in info.value.problems[0].message
+    assert "lr: float = 0.01" in info.value.problems[1].message
+    # Fixed, the spelling finds the same hyperparameters.
+    fixed = lk.Registry()
+    fixed.model(net)
+    fixed.configure_optimizers(sgd)
+    fixed.on("train_epoch_start")(warmup)
+    with pytest.raises(lk.SpecError) as again:
+        lk.collect(fixed)
+    assert again.value.codes == ["hparam-conflict"]
+
+
 def test_a_single_problem_is_reported_plainly():
     reg = lk.Registry()
 

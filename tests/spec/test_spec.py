@@ -206,6 +206,8 @@ def test_json_round_trip_in_a_fresh_process():
 
 
 MAIN_SCRIPT = """
+import os
+
 import lightkit as lk
 
 @lk.model
@@ -216,19 +218,32 @@ def net(hidden: int = 4):
 def train(net, batch):
     return batch
 
-print(lk.collect().model_dump_json())
+text = lk.collect().model_dump_json()
+print(os.getpid())
+print(text)
+# The same process loads it back, to its own functions.
+assert lk.TrainingSpec.model_validate_json(text).get("model").fn is net
 """
 
 
-def test_main_functions_dump_but_do_not_load_elsewhere(tmp_path):
+def test_main_functions_load_back_in_their_process_only(tmp_path):
     dumped = run_python(MAIN_SCRIPT, cwd=tmp_path)
     assert dumped.returncode == 0, dumped.stderr
-    text = dumped.stdout.strip()
-    assert [f["fn"] for f in json.loads(text)["functions"]] == ["__main__:net", "__main__:train"]
+    pid, text = dumped.stdout.strip().splitlines()
+    refs = [f["fn"] for f in json.loads(text)["functions"]]
+    assert refs == [f"__main__@{pid}:net", f"__main__@{pid}:train"]
 
+    # Another script with functions of the same names: its __main__ is another program.
     loaded = run_python(
         f"""
         import lightkit as lk
+
+        def net(hidden: int = 4):
+            return hidden
+
+        def train(net, batch):
+            return batch
+
         try:
             lk.TrainingSpec.model_validate_json({text!r})
         except lk.SpecError as e:
@@ -241,12 +256,11 @@ def test_main_functions_dump_but_do_not_load_elsewhere(tmp_path):
     out = loaded.stdout
     assert out.startswith("['unimportable-function', 'unimportable-function']\n2 problems:\n")
     assert (
-        "cannot import function '__main__:net': module '__main__' has no attribute 'net'. "
-        "It was defined in a script run directly, a notebook, inside another function or as a "
-        "lambda, so another process cannot import it. Move it to an importable module (a `def` "
-        "in a .py file on the Python path) to load the spec elsewhere."
+        f"cannot import function '__main__@{pid}:net': it was defined in a script run directly "
+        f"or in a notebook (process {pid}), and this process's __main__ is another program. "
+        f"Move it to an importable module"
     ) in out
-    assert "cannot import function '__main__:train'" in out
+    assert f"cannot import function '__main__@{pid}:train'" in out
 
 
 def test_locally_defined_functions_cannot_be_imported_back():
@@ -263,9 +277,7 @@ def test_locally_defined_functions_cannot_be_imported_back():
     with pytest.raises(lk.SpecError) as info:
         lk.TrainingSpec.model_validate_json(text)
     assert info.value.code == "unimportable-function"
-    assert "inside another function or as a lambda, so another process cannot import it" in str(
-        info.value
-    )
+    assert "inside another function or as a lambda, so no process can import it" in str(info.value)
 
 
 class _Stepper:
