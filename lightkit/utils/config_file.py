@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightkit.errors import ConfigError
+from lightkit.errors import ConfigError, did_you_mean
 
 FORMATS = ("toml", "json", "yaml")
 _SUFFIXES = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
@@ -338,7 +338,11 @@ def build_object(ref: Any, kind: str) -> Any:
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import {path!r}: {exc}", code="bad-object-ref") from None
+        hint = ""
+        if isinstance(exc, AttributeError) and "." not in qualname:
+            module = importlib.import_module(module_name)
+            hint = did_you_mean(qualname, [n for n in dir(module) if not n.startswith("_")])
+        raise ConfigError(f"cannot import {path!r}: {exc}.{hint}", code="bad-object-ref") from None
     try:
         return obj(**kwargs)
     except Exception as exc:
@@ -376,6 +380,12 @@ def plain_value(value: Any) -> Any:
         return (
             Unwritable(repr(value)) if any(isinstance(v, Unwritable) for v in out.values()) else out
         )
+    dump = getattr(value, "model_dump", None)  # a pydantic model: its fields, as validated back
+    if callable(dump) and not isinstance(value, type):
+        try:
+            return plain_value(dump(mode="json"))
+        except Exception:  # a field JSON cannot hold
+            return Unwritable(repr(value))
     return Unwritable(repr(value))
 
 

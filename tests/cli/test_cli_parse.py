@@ -121,6 +121,7 @@ def test_the_prefixed_flag_is_the_same_in_commands_without_trainer_flags(run_cli
         (["--precision", "bf17"], "argument --precision: expected 32-true, 64-true, 16-mixed, bf16-mixed, 16-true or bf16-true, got 'bf17': precision='bf17' is not a precision"),
         (["--strategy", "dpp"], "argument --strategy: expected auto, single_device, ddp or fsdp, got 'dpp'"),
         (["--callbacks", "NoSuchCallback"], "argument --callbacks: expected module:Class references, got 'NoSuchCallback': cannot import 'NoSuchCallback'"),
+        (["--callbacks", "EarlyStoping(patience=2)"], "cannot import 'EarlyStoping': module 'lightkit.callbacks' has no attribute 'EarlyStoping'. Did you mean 'EarlyStopping'?"),
         (["--min-epochs", "3", "--max-epochs", "2"], "the trainer flags conflict: min_epochs=3 is more than max_epochs=2"),
         (["--lrr", "1"], "unknown flag --lrr. Did you mean '--lr'?"),
         (["--lr", "1", "stray"], "unexpected argument 'stray': TARGETs come first"),
@@ -382,6 +383,22 @@ def test_print_config_round_trips_through_toml(run_cli, tmp_path):
     code, again, err = run_cli("fit", "--config", str(path), "--print-config")
     assert code == 0, err
     assert again == first
+
+
+@pytest.mark.parametrize("form", ["toml", "json"])
+def test_a_pydantic_model_hyperparameter_round_trips_through_print_config(run_cli, tmp_path, form):
+    target = "tests.user_modules.nested_hparam"
+    code, first, err = run_cli(
+        "spec", target, "--opt", '{"lr": 0.5, "momentum": 0.9}', "--print-config", form
+    )
+    assert code == 0, err
+    data = tomllib.loads(first) if form == "toml" else json.loads(first)
+    assert data["hparams"]["opt"] == {"lr": 0.5, "momentum": 0.9}
+    path = tmp_path / f"printed.{form}"
+    path.write_text(first)
+    code, out, err = run_cli("spec", "--config", str(path))
+    assert code == 0, err
+    assert json.loads(out)["hparams"]["opt"] == {"lr": 0.5, "momentum": 0.9}
 
 
 def test_a_printed_file_target_is_absolute_and_runs_from_another_folder(
