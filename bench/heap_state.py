@@ -7,7 +7,10 @@ second time minus the first, in µs per step of CPU time:
 - ``nothing``: nothing between the two loops (the baseline drift of a second run);
 - ``lightkit``: a short lightkit fit of the same case between them (two steps an epoch), which
   imports pydantic and lightkit's modules and runs a fit's set-up, as a lightkit process does
-  before its loop.
+  before its loop;
+- ``fragmented``: no lightkit at all; 20,000 byte strings of 600 B to 20 KB are made and one
+  in three is kept, which leaves the C heap in pieces (a control: it shows how much the
+  heap's state alone can cost the same loop).
 
 The difference between the two medians is what the lightkit process's state costs a loop that
 lightkit does not run: the part of figure (a) that ``raw-after-lightkit`` shows in
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import random
 import statistics
 import subprocess
 import sys
@@ -38,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 from bench import common  # noqa: E402
 
-MODES = ("nothing", "lightkit")
+MODES = ("nothing", "lightkit", "fragmented")
 
 
 def loop_us(case: common.Case, root: Path) -> float:
@@ -48,6 +52,14 @@ def loop_us(case: common.Case, root: Path) -> float:
     common.raw_fit(case, root)
     c = common.CLOCK
     return (c.cpu1 - c.cpu0) / (case.steps - case.warmup) * 1e6
+
+
+def fragment_the_heap() -> list[bytes]:
+    """Blocks above CPython's small-object size, so they come from the C heap; the kept third
+    leaves holes between them."""
+    sizes = random.Random(0)
+    blocks = [bytes(sizes.randint(600, 20_000)) for _ in range(20_000)]
+    return blocks[::3]
 
 
 def child(mode: str, steps: int) -> float:
@@ -60,7 +72,9 @@ def child(mode: str, steps: int) -> float:
         before = loop_us(case, Path(tmp))
         if mode == "lightkit":
             common.lightkit_fit(replace(case, steps=case.epochs * 2), Path(tmp) / "short-fit")
+        kept = fragment_the_heap() if mode == "fragmented" else []
         after = loop_us(case, Path(tmp))
+        del kept
     return after - before
 
 
@@ -82,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"second loop minus first, CPU µs per step, {args.reps} processes each:")
     for mode, values in deltas.items():
         print(
-            f"  {mode:<9} median {statistics.median(values):+6.1f}  "
+            f"  {mode:<10} median {statistics.median(values):+6.1f}  "
             f"[{min(values):+.1f} .. {max(values):+.1f}]"
         )
     cost = statistics.median(deltas["lightkit"]) - statistics.median(deltas["nothing"])
     print(f"a short lightkit fit in between costs the raw loop {cost:+.1f} µs per step")
+    control = statistics.median(deltas["fragmented"]) - statistics.median(deltas["nothing"])
+    print(f"a heap fragmented on purpose (no lightkit) costs it {control:+.1f} µs per step")
     return 0
 
 
