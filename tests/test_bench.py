@@ -83,14 +83,15 @@ def test_the_suite_writes_its_results(tmp_path):
     assert (tmp_path / "results.png").exists() == _has_matplotlib()
 
 
-def test_heap_state_reports_both_modes():
-    """``bench/heap_state.py`` at a tiny size: both children run and the summary is printed."""
+def test_heap_state_reports_every_mode():
+    """``bench/heap_state.py`` at a tiny size: every child runs and the summary is printed."""
     cmd = [sys.executable, str(ROOT / "bench" / "heap_state.py"), "--reps", "1", "--steps", "16"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert [line.split()[0] for line in lines[1:3]] == ["nothing", "lightkit"]
-    assert "a short lightkit fit in between costs the raw loop" in lines[3]
+    assert [line.split()[0] for line in lines[1:4]] == ["nothing", "lightkit", "fragmented"]
+    assert "a short lightkit fit in between costs the raw loop" in lines[4]
+    assert "a heap fragmented on purpose (no lightkit) costs it" in lines[5]
 
 
 def test_figures_and_groups_are_consistent():
