@@ -484,7 +484,8 @@ def explain(
         schedule = explain(lk.collect(mod), lk.TrainerConfig(max_epochs=2))
         print(schedule.render())
     """
-    from lightkit.engine.loops import evaluate, fit_loop, predict_loop
+    from lightkit.engine.evaluation import evaluate, predict_loop
+    from lightkit.engine.loops import fit_loop
     from lightkit.engine.trainer import Trainer
 
     config = config if config is not None else TrainerConfig()

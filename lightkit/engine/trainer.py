@@ -15,8 +15,9 @@ from lightkit.checkpoint.preemption import preemption_guard
 from lightkit.engine.config import TrainerConfig
 from lightkit.engine.context import _CURRENT
 from lightkit.engine.engine import Engine
+from lightkit.engine.evaluation import evaluate, predict_loop
 from lightkit.engine.events import Events, check_callback_methods
-from lightkit.engine.loops import evaluate, fit_loop, predict_loop
+from lightkit.engine.loops import fit_loop
 from lightkit.engine.result import Result
 from lightkit.errors import ConfigError
 from lightkit.runtime.connector import connect

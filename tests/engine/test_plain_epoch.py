@@ -36,7 +36,7 @@ def run(case: dict[str, Any], plain: bool, monkeypatch: pytest.MonkeyPatch) -> d
     epochs_through_plain = []
 
     def counted(*args: Any) -> Any:
-        epochs_through_plain.append(args[2])
+        epochs_through_plain.append(args[3])
         return PLAIN_EPOCH(*args)
 
     monkeypatch.setattr(loops, "plain_epoch", counted)

@@ -1,0 +1,124 @@
+"""Evaluation: validate, test and the sanity check (``evaluate``), and predict.
+
+Event order (``tests/engine/test_hook_order.py`` pins it)::
+
+    <stage>_epoch_start
+    per loader, per batch: <stage>_batch_start, <stage>_step, <stage>_batch_end
+    <stage>_epoch_end
+
+Models run in eval mode under ``torch.inference_mode`` (``torch.no_grad`` where the strategy
+needs ordinary tensors) and go back to train mode afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lightkit.engine.engine import Engine
+from lightkit.engine.epoch_iterator import EpochIterator
+
+
+def eval_mode(engine: Engine) -> Any:
+    """``torch.inference_mode`` (``inference_mode=True``), or ``torch.no_grad`` where the
+    strategy cannot use it: FSDP's gathered parameters must stay ordinary tensors."""
+    allowed = getattr(engine.runtime.strategy, "allows_inference_mode", True)
+    return torch.inference_mode if engine.config.inference_mode and allowed else torch.no_grad
+
+
+def evaluate(
+    engine: Engine, stage: str, loaders: list[EpochIterator], call: Any, *, sanity: bool = False
+) -> dict[str, float]:
+    """Run ``call`` over every loader under no-grad with models in eval mode; return the
+    epoch aggregates. ``stage`` is ``"validate"`` or ``"test"``."""
+    ctx, store, events, rt = engine.ctx, engine.store, engine.events, engine.runtime
+    prefix = "validation" if stage == "validate" else stage
+    # Every submodule's mode, not just the top one's: a submodule the user keeps in eval mode
+    # (frozen batch norm) stays so after validation, as in Lightning.
+    modes = [(sub, sub.training) for m in engine.models.values() for sub in m.modules()]
+    for m in engine.models.values():
+        m.eval()
+    saved_stage = store.stage
+    ctx.stage = store.stage = stage
+    batch_start, batch_end = (
+        events.listeners(f"{prefix}_batch_start"),
+        events.listeners(f"{prefix}_batch_end"),
+    )
+    events.fire(f"{prefix}_epoch_start")
+    no_grad = eval_mode(engine)
+    to_device, autocast = rt.to_device, rt.autocast
+    saved_batch_idx = ctx.batch_idx
+    saved_metrics = store.snapshot() if sanity else None
+    try:
+        with no_grad():
+            for dl_idx, loader in enumerate(loaders):
+                store.suffix = f"/dataloader_idx_{dl_idx}" if len(loaders) > 1 else ""
+                ctx.dataloader_idx = dl_idx
+                if sanity:
+                    limit = engine.limits.sanity
+                    loader = EpochIterator(
+                        loader.loader,
+                        loader.num_batches
+                        if limit == -1
+                        else min(limit, loader.num_batches or limit),
+                        "num_sanity_val_steps",
+                    )
+                for batch_idx, batch in loader.epoch(ctx.epoch):
+                    batch = to_device(batch)
+                    ctx.batch_idx = batch_idx
+                    store.batch = batch
+                    for hook in batch_start:
+                        hook(batch, batch_idx, dl_idx)
+                    with autocast():
+                        output = call(batch, batch_idx, dl_idx)
+                    for hook in batch_end:
+                        hook(batch, batch_idx, dl_idx, output)
+    finally:
+        store.suffix = ""
+        ctx.batch_idx = saved_batch_idx
+    results = store.end_epoch((stage,))
+    events.fire(f"{prefix}_epoch_end")
+    results.update(store.end_epoch((stage,)))
+    if saved_metrics is not None:  # hooks saw the sanity check's metrics; nothing keeps them
+        store.restore(saved_metrics)
+        results = {}
+    else:
+        # Lightning's steps: inside fit, the row of the batch that triggered the validation;
+        # on its own (validate/test after fit or from a checkpoint), the weights' step.
+        step = ctx.global_step if engine.stage != "fit" else max(ctx.global_step - 1, 0)
+        engine.log_rows(results, step)
+    for sub, was_training in modes:
+        sub.training = was_training
+    ctx.stage = store.stage = saved_stage
+    return results
+
+
+def predict_loop(engine: Engine, loaders: list[EpochIterator]) -> list[Any]:
+    """Collect what ``predict_step`` returns per batch (a list per loader if several)."""
+    ctx, store, events, rt = engine.ctx, engine.store, engine.events, engine.runtime
+    for m in engine.models.values():
+        m.eval()
+    ctx.stage = store.stage = "predict"
+    events.fire("predict_epoch_start")
+    no_grad = eval_mode(engine)
+    per_loader: list[list[Any]] = []
+    call = engine.step_call
+    with no_grad():
+        for dl_idx, loader in enumerate(loaders):
+            ctx.dataloader_idx = dl_idx
+            outputs: list[Any] = []
+            for batch_idx, batch in loader.epoch(0):
+                batch = rt.to_device(batch)
+                ctx.batch_idx = batch_idx
+                store.batch = batch
+                for hook in events.predict_batch_start:
+                    hook(batch, batch_idx, dl_idx)
+                with rt.autocast():
+                    output = call(batch, batch_idx, dl_idx)
+                for hook in events.predict_batch_end:
+                    hook(batch, batch_idx, dl_idx, output)
+                outputs.append(output)
+            per_loader.append(outputs)
+    events.fire("predict_epoch_end")
+    return per_loader[0] if len(per_loader) == 1 else per_loader
