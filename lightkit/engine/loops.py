@@ -102,8 +102,16 @@ def fit_loop(engine: Engine) -> None:
         engine.stopped_by = "max_steps"
     elif num_batches == 0:  # limit_train_batches=0: no epoch runs (Lightning skips fit)
         stop = True
-    for m in plan.models:
-        m.train()
+    # The models keep the modes their functions and hooks gave them: a submodule frozen in
+    # eval mode stays so, as in Lightning (which does not call train() either).
+    for name, m in engine.models.items():
+        if not m.training:
+            warnings.warn(
+                f"model {name!r} is in eval mode as training starts, so its dropout and batch "
+                f"norm layers run as in evaluation. To freeze some layers only, leave the model "
+                f"in train mode and call .eval() on those submodules.",
+                stacklevel=3,
+            )
     while not stop and (max_epochs == -1 or epoch < max_epochs):
         ctx.epoch = epoch
         if engine.resume is not None:  # resuming at an epoch boundary: the random states first

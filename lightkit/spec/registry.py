@@ -45,6 +45,12 @@ class Entry:
         # The module too: two libraries' functions of one name are two hooks.
         qualname = getattr(self.fn, "__qualname__", None) or self.name
         where = f"{getattr(self.fn, '__module__', None)}:{qualname}"
+        code = getattr(self.fn, "__code__", None)
+        if code is not None and qualname.endswith("<lambda>"):
+            # Every lambda has that one name: tell them apart by where each is written (a
+            # rerun cell writes it at the same place, and still replaces it).
+            end = max((e for *_, e in code.co_positions() if e), default=0)
+            where += f"@{code.co_filename}:{code.co_firstlineno}:{end}"
         return (f"on:{self.event}" if self.role == "on" else self.role, where, self.name)
 
 

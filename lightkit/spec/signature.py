@@ -232,7 +232,12 @@ def classify(
                 )
         elif p.name in loop_values:
             params.append(Param(p.name, "loop"))
-        elif p.name in LOOP_VALUES or (role == "on" and p.name in EVENT_VALUES):
+        elif p.name in LOOP_VALUES or (
+            # A role's parameter may be a hyperparameter named like an event value
+            # (``loss="mse"``); without a default it asks for the event's value.
+            p.name in EVENT_VALUES
+            and (role == "on" or (p.default is p.empty and p.name not in hparam_names))
+        ):
             problems.append(
                 Problem(
                     "unsupplied-loop-value",

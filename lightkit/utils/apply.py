@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,7 +20,10 @@ def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
             return type(data)(*items)
         return type(data)(items)
     if isinstance(data, Mapping):
-        return type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()})  # type: ignore[call-arg]
+        values = {k: apply_to_tensors(v, fn) for k, v in data.items()}
+        if isinstance(data, defaultdict):  # built from its factory first
+            return type(data)(data.default_factory, values)
+        return type(data)(values)  # type: ignore[call-arg]
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         changes = {
             f.name: apply_to_tensors(getattr(data, f.name), fn)

@@ -234,3 +234,59 @@ def test_a_data_function_returning_a_dataset_is_named():
     assert message.startswith("test_a_data_function_returning_a_dataset_is_named.<locals>.data() ")
     assert " returned something that is not batches: " in message
     assert "wrap it in a DataLoader" in message
+
+
+def net_registry(net, step=None, val: bool = False) -> lk.Registry:
+    """A registry around the model function ``net``."""
+    reg = lk.Registry()
+    reg.model(net)
+    reg.train_data(lambda: train_loader())
+    reg.training_step(step or (lambda net, batch: ce(net, batch)))
+    reg.configure_optimizers(lambda net: torch.optim.SGD(net.parameters(), lr=0.1))
+    if val:
+        reg.validation_step(lambda net, batch: lk.log("val/loss", ce(net, batch)))
+        reg.val_data(lambda: val_loader())
+    return reg
+
+
+def frozen_registry(seen: list[tuple[bool, bool, bool]], *, freeze_in_hook: bool = False):
+    """A model with a dropout frozen in eval mode, by its @model function or by a hook."""
+
+    def net():
+        model = torch.nn.Sequential(
+            torch.nn.Linear(8, 16),
+            torch.nn.Dropout(0.5),
+            torch.nn.Dropout(0.5),
+            torch.nn.Linear(16, 3),
+        )
+        if not freeze_in_hook:
+            model[1].eval()
+        return model
+
+    def step(net, batch):
+        seen.append((net.training, net[1].training, net[2].training))
+        return ce(net, batch)
+
+    reg = net_registry(net, step, val=True)
+    if freeze_in_hook:
+        reg.on("fit_start")(lambda net: net[1].eval())
+    return reg
+
+
+@pytest.mark.parametrize("freeze_in_hook", [False, True])
+def test_a_submodule_frozen_in_eval_mode_stays_so_through_fit(freeze_in_hook):
+    # As in Lightning: fit does not call train() on the models, and validation (the sanity
+    # check and each epoch's) gives every submodule its mode back.
+    seen: list[tuple[bool, bool, bool]] = []
+    trainer(seed=0, max_epochs=2).fit(
+        lk.collect(frozen_registry(seen, freeze_in_hook=freeze_in_hook))
+    )
+    assert len(seen) == 14 and set(seen) == {(True, False, True)}
+
+
+def test_a_model_in_eval_mode_at_the_start_of_training_warns():
+    def net():
+        return make_net().eval()
+
+    with pytest.warns(UserWarning, match="model 'net' is in eval mode as training starts"):
+        trainer(seed=0, max_epochs=1).fit(lk.collect(net_registry(net)))

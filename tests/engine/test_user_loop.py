@@ -73,6 +73,18 @@ def test_apply_to_tensors_moves_nested_containers():
     assert first_tensor(("x", 1)) is None
 
 
+def test_a_defaultdict_keeps_its_type_and_factory():
+    from collections import defaultdict
+
+    from lightkit.utils.apply import apply_to_tensors
+
+    batch = {"dd": defaultdict(list, {"x": torch.ones(1)})}
+    moved = lk.Runtime(accelerator="cpu", precision="64-true").to_device(batch)
+    assert type(moved["dd"]) is defaultdict and moved["dd"].default_factory is list
+    assert moved["dd"]["x"].dtype == torch.float64
+    assert apply_to_tensors(batch, lambda t: t * 3)["dd"]["x"].item() == 3.0
+
+
 def test_runtime_topology_on_one_process():
     rt = lk.Runtime(accelerator="cpu")
     assert (rt.rank, rt.local_rank, rt.world_size, rt.is_global_zero) == (0, 0, 1, True)

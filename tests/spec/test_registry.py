@@ -107,6 +107,24 @@ def test_one_function_can_back_two_models():
     assert [m.fn for m in spec.models] == [make_mlp, make_mlp]
 
 
+def test_lambda_hooks_written_apart_are_two_hooks():
+    reg = lk.Registry()
+    reg.on("validation_epoch_start")(lambda ctx: None)
+    reg.on("validation_epoch_end")(lambda ctx: None)
+    reg.on("fit_start")(lambda ctx: None); reg.on("fit_end")(lambda ctx: None)  # noqa: E702  # fmt: skip
+    hooks = [e for e in reg.entries if e.role == "on"]
+    assert [h.event for h in hooks] == [
+        "validation_epoch_start", "validation_epoch_end", "fit_start", "fit_end"
+    ]  # fmt: skip
+
+
+def test_a_lambda_registered_again_from_the_same_place_replaces_itself():
+    reg = lk.Registry()
+    for event in ("fit_start", "fit_end"):  # a cell run twice, its event edited in between
+        reg.on(event)(lambda ctx: None)
+    assert [e.event for e in reg.entries if e.role == "on"] == ["fit_end"]
+
+
 def test_reregistering_the_same_name_and_role_replaces():
     reg = lk.Registry()
 

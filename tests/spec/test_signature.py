@@ -177,6 +177,21 @@ def test_dataloader_idx_is_not_given_to_training_steps():
     assert "parameter 'dataloader_idx' is a loop value that training steps never" in problem.message
 
 
+@pytest.mark.parametrize(
+    ("role", "name"),
+    [("training_step", "outputs"), ("predict_step", "checkpoint"), ("test_step", "loss")],
+)
+def test_a_hook_only_value_asked_by_a_role_is_unsupplied(role, name):
+    problem = only_problem(role, make("net", "batch", name))
+    assert problem.code == "unsupplied-loop-value"
+    assert f"parameter '{name}' is a loop value that" in problem.message
+
+
+def test_a_role_may_have_a_hyperparameter_named_like_a_hook_only_value():
+    fn = make("net", "batch", "loss", defaults={"loss": "mse"})
+    assert kinds("training_step", fn)["loss"] == "hparam"
+
+
 # -- rule 4: a default -> a hyperparameter -----------------------------------------------------
 
 
