@@ -65,7 +65,8 @@ class ModelCheckpoint(Callback):
         every_n_epochs: save every n epochs (the default, 1, when none of the three is set):
             at the epoch's end or after its validations, as ``save_on_train_epoch_end`` says.
         save_on_train_epoch_end: ``True``: save when a training epoch ends; ``False``: after
-            each validation instead (epochs without one save nothing). ``None`` (Lightning's
+            each validation instead (epochs without one save nothing), and when training stops
+            inside an epoch (``max_steps``, ``max_time``). ``None`` (Lightning's
             rule): at the epoch's end when validation runs once per epoch, at its end
             (``check_val_every_n_epoch=1``, ``val_check_interval=1.0``) or never; after each
             validation otherwise.
