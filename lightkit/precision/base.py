@@ -28,6 +28,9 @@ class Precision:
         """The config string of this precision (``"32-true"``, ``"bf16-mixed"``, ...)."""
         return "32-true"
 
+    def __str__(self) -> str:
+        return self.name
+
     @property
     def param_dtype(self) -> torch.dtype:
         """The dtype the parameters are held in."""

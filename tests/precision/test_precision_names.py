@@ -20,7 +20,7 @@ def test_the_table_holds_the_six_precisions():
 @pytest.mark.parametrize("name", CANONICAL)
 def test_each_name_builds_its_plugin(name):
     plugin = precision_from(name)
-    assert plugin.name == name
+    assert plugin.name == name == str(plugin)
     assert lk.Trainer(precision=name).config.precision == name
 
 
