@@ -61,6 +61,10 @@ class LearningRateMonitor(Callback):
         factory=dict, init=False, repr=False
     )
     _every: int = attrs.field(default=1, init=False, repr=False)
+    #: The "step" and "start" items: what each logging step logs.
+    _on_logging_steps: list[tuple[str, dict[str, Any], str]] = attrs.field(
+        factory=list, init=False, repr=False
+    )
     _engine: Any = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -70,6 +74,7 @@ class LearningRateMonitor(Callback):
 
     def setup(self, ctx: Any, stage: str) -> None:
         self._items = {"step": [], "epoch": [], "start": []}
+        self._on_logging_steps = []
         engine = self._engine = ctx._engine
         if stage != "fit" or engine is None:
             return
@@ -100,6 +105,7 @@ class LearningRateMonitor(Callback):
                     self._items[where].append((f"{key}-momentum", group, "momentum"))
                 if self.log_weight_decay:
                     self._items[where].append((f"{key}-weight_decay", group, "weight_decay"))
+        self._on_logging_steps = [*self._items["step"], *self._items["start"]]
 
     def teardown(self, ctx: Any, stage: str) -> None:
         self._engine = None
@@ -114,7 +120,7 @@ class LearningRateMonitor(Callback):
         # The rows the trainer writes: every `log_every_n_steps` optimizer steps.
         if (ctx.global_step + 1) % self._every:
             return
-        for key, group, field in (*self._items.get("step", ()), *self._items.get("start", ())):
+        for key, group, field in self._on_logging_steps:
             ctx.log(key, self._value(group, field), on_step=True, on_epoch=False)
 
     def on_train_epoch_start(self, ctx: Any) -> None:

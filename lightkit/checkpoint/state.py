@@ -138,7 +138,8 @@ def _grads(engine: Engine) -> dict[str, Any]:
     """Gradients held between optimizer steps (an unfinished accumulation window):
     ``{"grads": {model: {parameter: tensor}}}`` in one process; with several, each rank's own
     (a window's gradients are not all-reduced until it ends) as ``{"rank_grads": [...]}``, in
-    rank order. A collective with several processes: every rank calls it."""
+    rank order, on rank 0, which writes the file. With several processes and accumulation (or
+    manual optimization), a collective: every rank calls it."""
     from lightkit.strategies.base import Strategy
 
     out: dict[str, dict[str, torch.Tensor]] = {}
@@ -159,9 +160,11 @@ def _grads(engine: Engine) -> dict[str, Any]:
         return {}
     if engine.runtime.world_size == 1:
         return {"grads": out} if out else {}
+    if engine.config.accumulate_grad_batches == 1 and not engine.manual:
+        return {}  # every batch steps and zeroes: no window to keep (the same on every rank)
     local = {m: {n: g.detach().cpu() for n, g in grads.items()} for m, grads in out.items()}
-    ranks = strategy.all_gather_object(local)
-    return {"rank_grads": ranks} if any(ranks) else {}
+    ranks = strategy.gather_object(local)  # to rank 0, which writes the file
+    return {"rank_grads": ranks} if ranks and any(ranks) else {}
 
 
 __all__ = [

@@ -43,6 +43,11 @@ class FitPlan:
     # With several processes, a stop that one rank asks for waits until all agree on it.
     agreed_stop: Callable[..., bool] | None
     checkpointers: list[ModelCheckpoint]
+    preemption: Any  # the signal handler's record while fit runs (``Preemption``), or None
+    manual: bool
+    loggers: list[Any]
+    log_every: int
+    max_steps: int  # -1: no limit
     # Nothing per batch but the step, its backward and optimizer step: ``plain_epoch`` runs the
     # epochs (same results; tests/engine/test_plain_epoch.py runs both side by side).
     plain: bool
@@ -93,6 +98,11 @@ def fit_plan(engine: Engine) -> FitPlan:
         agree=rt.strategy.reduce_any if rt.world_size > 1 else bool,
         agreed_stop=stop_agreement(engine) if rt.world_size > 1 else None,
         checkpointers=checkpointers,
+        preemption=engine.preemption,
+        manual=engine.manual,
+        loggers=engine.loggers,
+        log_every=cfg.log_every_n_steps,
+        max_steps=limits.max_steps,
         plain=plain,
     )
 

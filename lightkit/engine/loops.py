@@ -170,17 +170,16 @@ def train_epoch(
         plan.end_window,
         plan.to_device,
     )
-    accumulate, sync_free, models, check_loss = (
-        plan.accumulate,
-        plan.sync_free,
-        plan.models,
-        plan.check_loss,
-    )
+    accumulate, sync_free, models = plan.accumulate, plan.sync_free, plan.models
     every, check_n, deadline, agree = plan.every, plan.check_n, plan.deadline, plan.agree
-    agreed_stop, checkpointers, preemption = plan.agreed_stop, plan.checkpointers, engine.preemption
-    manual, end_iteration = engine.manual, rt.precision.update
-    loggers, log_every = engine.loggers, engine.config.log_every_n_steps
-    max_steps = engine.limits.max_steps
+    agreed_stop, checkpointers, preemption = plan.agreed_stop, plan.checkpointers, plan.preemption
+    manual, loggers, log_every, max_steps = (
+        plan.manual,
+        plan.loggers,
+        plan.log_every,
+        plan.max_steps,
+    )
+    check_loss, end_iteration = plan.check_loss, rt.precision.update
     unchecked = manual and first  # the first batch: did the manual step step an optimizer?
     stop = pending = False  # pending: an accumulation window with gradients not yet stepped
     bad_window = False  # nonfinite_loss="skip": the window's optimizer step is skipped
@@ -292,14 +291,14 @@ def plain_epoch(
     :func:`train_epoch` without the branches that cannot fire then, so the run's results are
     the same. ``batch_idx`` is the index before the first batch (the resume position - 1).
     Return the last ``batch_idx`` and whether the run stops."""
-    ctx, store, preemption = engine.ctx, engine.store, engine.preemption
+    ctx, store, preemption = engine.ctx, engine.store, plan.preemption
     step, backward, end_window, check_loss = (
         plan.step,
         plan.backward,
         plan.end_window,
         plan.check_loss,
     )
-    max_steps = math.inf if engine.limits.max_steps == -1 else engine.limits.max_steps
+    max_steps = math.inf if plan.max_steps == -1 else plan.max_steps
     stop = False
     for batch_idx, batch in batches:
         ctx.batch_idx = batch_idx

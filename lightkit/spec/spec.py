@@ -86,7 +86,7 @@ def import_function(ref: str) -> Callable[..., Any]:
             f"you have: `lk.load_models(path, spec=lk.collect(...))`.",
             code="unimportable-function",
         )
-    module_name = main if main == "__main__" else module_name
+    module_name = main
     hint = ""
     if "<locals>" in qualname or "<lambda>" in qualname:
         hint = (
@@ -195,7 +195,7 @@ def analyse(
                     "unknown-event", f"{describe_function(e.fn)}: {unknown_event(str(e.event))}"
                 )
             )
-            guess = difflib.get_close_matches(str(e.event), EVENTS, n=1, cutoff=0) or ["fit_start"]
+            guess = difflib.get_close_matches(str(e.event), EVENTS, n=1, cutoff=0)
             plan, _ = classify(e.role, e.fn, e.name, model_names, event=guess[0], manual=e.manual)
             if plan is not None:
                 misnamed.append(plan)

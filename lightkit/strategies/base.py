@@ -92,8 +92,9 @@ class Strategy:
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         return obj
 
-    def all_gather_object(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        """Every rank's ``obj`` (picklable), in rank order, on rank ``dst``; ``None`` on the
+        others."""
         return [obj]
 
     def reduce_any(self, flag: bool) -> bool:

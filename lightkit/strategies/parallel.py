@@ -94,8 +94,8 @@ class ParallelStrategy(Strategy):
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         return self.group.broadcast(obj, src)
 
-    def all_gather_object(self, obj: Any) -> list[Any]:
-        return self.group.all_gather_object(obj)
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        return self.group.gather_object(obj, dst)
 
     def reduce_any(self, flag: bool) -> bool:
         return self.group.reduce_any(flag)

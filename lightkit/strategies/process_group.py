@@ -220,11 +220,12 @@ class ProcessGroup:
         dist.broadcast_object_list(box, src=src, device=self.device)
         return box[0]
 
-    def all_gather_object(self, obj: Any) -> list[Any]:
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
         if not self.active:
             return [obj]
-        out: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
+        mine = dist.get_rank() == dst
+        out: list[Any] | None = [None] * dist.get_world_size() if mine else None
+        dist.gather_object(obj, out, dst=dst)
         return out
 
     def reduce_any(self, flag: bool) -> bool:
