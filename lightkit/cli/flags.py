@@ -311,12 +311,17 @@ def trainer_flags() -> list[Flag]:
 # -- references to classes (callbacks, loggers) ----------------------------------------------
 
 
+def _with_code(text: str, code: str | None) -> str:
+    """``text [code]`` for an error that has a lightkit code, as the CLI prints every one."""
+    return f"{text} [{code}]" if code else text
+
+
 def instantiate(ref: Any, kind: str) -> Any:
     """Build the object a reference names (see :func:`build_object`)."""
     try:
         return build_object(ref, kind)
     except ConfigError as exc:
-        raise _BadValue(str(exc)) from None
+        raise _BadValue(_with_code(str(exc), exc.code)) from None
 
 
 def _build_objects(flag: Flag, value: Any, refs: dict[int, Any]) -> Any:

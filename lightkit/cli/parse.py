@@ -22,6 +22,7 @@ from lightkit.cli.flags import (
     UsageError,
     _BadValue,
     _build_objects,
+    _with_code,
     hparam_flags,
     parse_bool,
     trainer_flags,
@@ -270,11 +271,13 @@ def _check(flag: Flag, value: Any, spec: Any, base: dict[str, Any], refs: dict[i
         return getattr(spec.hparams_model.model_validate({**base, flag.name: value}), flag.name)
     except ValidationError as exc:
         mine = [e for e in exc.errors() if not e["loc"] or e["loc"][0] == flag.name]
-        raise _BadValue(_pydantic_text((mine or exc.errors())[0]["msg"])) from None
+        first = (mine or exc.errors())[0]
+        code = getattr((first.get("ctx") or {}).get("error"), "code", None)  # a lightkit check's
+        raise _BadValue(_with_code(_pydantic_text(first["msg"]), code)) from None
     except Exception as exc:  # a field validator's own error (an unknown strategy, ...)
         if isinstance(exc, _BadValue):
             raise
-        raise _BadValue(str(exc)) from None
+        raise _BadValue(_with_code(str(exc), getattr(exc, "code", None))) from None
 
 
 def _file_items(
@@ -349,7 +352,7 @@ def parse(command: str, args: list[str]) -> Parsed:
             data = read_config(config_path)
             out.file_format = format_of(config_path)
         except Exception as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(_with_code(str(exc), getattr(exc, "code", None))) from None
     if not targets and "target" in data:
         found = data["target"]
         targets = [found] if isinstance(found, str) else [str(t) for t in found]
@@ -459,7 +462,7 @@ def _pydantic_message(exc: Any, flags: Mapping[str, Flag], what: str) -> str:
         name = str(e["loc"][0]) if e["loc"] else ""
         label = f"argument {flags[name].option}" if name in flags else f"the {what} conflict"
         code = getattr((e.get("ctx") or {}).get("error"), "code", None)  # a lightkit check's
-        parts.append(f"{label}: {_pydantic_text(e['msg'])}" + (f" [{code}]" if code else ""))
+        parts.append(_with_code(f"{label}: {_pydantic_text(e['msg'])}", code))
     return "; ".join(parts)
 
 

@@ -359,6 +359,25 @@ def test_a_bad_config_file_exits_2_naming_the_file_and_key(
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--precision", "bf17-mixed"], "unknown-precision"),
+        (["--devices", "x"], "bad-devices"),
+        (["--callbacks", "NoSuchCallback"], "bad-object-ref"),
+        (["--config", "settings.ini"], "bad-config-file"),
+    ],
+)
+def test_a_flag_error_with_a_code_ends_with_it(
+    run_cli, nothing_runs, tmp_path, monkeypatch, args, code
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "settings.ini").write_text("[x]\n")
+    status, _, err = run_cli("fit", TINY, *args)
+    assert status == 2
+    assert err.rstrip().endswith(f"[{code}]")
+
+
 def test_a_missing_config_file_exits_2(run_cli, nothing_runs, tmp_path):
     code, _, err = run_cli("fit", TINY, "--config", str(tmp_path / "none.toml"))
     assert code == 2
