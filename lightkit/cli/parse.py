@@ -272,8 +272,7 @@ def _check(flag: Flag, value: Any, spec: Any, base: dict[str, Any], refs: dict[i
     except ValidationError as exc:
         mine = [e for e in exc.errors() if not e["loc"] or e["loc"][0] == flag.name]
         first = (mine or exc.errors())[0]
-        code = getattr((first.get("ctx") or {}).get("error"), "code", None)  # a lightkit check's
-        raise _BadValue(_with_code(_pydantic_text(first["msg"]), code)) from None
+        raise _BadValue(_with_code(_pydantic_text(first["msg"]), _code_of(first))) from None
     except Exception as exc:  # a field validator's own error (an unknown strategy, ...)
         if isinstance(exc, _BadValue):
             raise
@@ -451,6 +450,11 @@ def _unknown_message(unknown: list[str], parser: Any, command: str) -> str:
     )
 
 
+def _code_of(error: Mapping[str, Any]) -> str | None:
+    """The lightkit code of one pydantic error, when a lightkit check raised it."""
+    return getattr((error.get("ctx") or {}).get("error"), "code", None)
+
+
 def _pydantic_text(msg: str) -> str:
     """pydantic's message without the ``Value error, `` it puts before a validator's text."""
     return msg.removeprefix("Value error, ")
@@ -461,8 +465,7 @@ def _pydantic_message(exc: Any, flags: Mapping[str, Flag], what: str) -> str:
     for e in exc.errors():
         name = str(e["loc"][0]) if e["loc"] else ""
         label = f"argument {flags[name].option}" if name in flags else f"the {what} conflict"
-        code = getattr((e.get("ctx") or {}).get("error"), "code", None)  # a lightkit check's
-        parts.append(_with_code(f"{label}: {_pydantic_text(e['msg'])}", code))
+        parts.append(_with_code(f"{label}: {_pydantic_text(e['msg'])}", _code_of(e)))
     return "; ".join(parts)
 
 
