@@ -85,6 +85,13 @@ class TrainerConfig(BaseModel):
     precision: Any = Field(
         "32-true", description="32-true, 64-true, 16-mixed, bf16-mixed, 16-true, bf16-true."
     )
+    sync_batchnorm: bool = Field(
+        False,
+        description=(
+            "With more than one process, make BatchNorm layers SyncBatchNorm: batch statistics "
+            "over all ranks (CUDA only, as torch's SyncBatchNorm)."
+        ),
+    )
     # -- optimization ------------------------------------------------------------------------
     accumulate_grad_batches: int = Field(1, ge=1, description="Step the optimizer every k batches.")
     gradient_clip_val: float | None = Field(None, ge=0, description="Clip gradients at this value.")

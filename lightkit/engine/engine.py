@@ -29,6 +29,7 @@ from lightkit.loggers.base import Logger, make_version_dir
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.roles import EVENT_ARGS, EVENTS, ROLE_ARGS
 from lightkit.spec.spec import TrainingSpec
+from lightkit.utils.modules import sync_batchnorm
 from lightkit.utils.seed import isolate_rng
 
 _ANY_STAGE = ("exception", "load_checkpoint")
@@ -158,6 +159,8 @@ class Engine:
                     code="bad-model",
                 )
             built[plan.name] = module
+        if self.config.sync_batchnorm and self.runtime.world_size > 1:
+            built = sync_batchnorm(built)
         for name, module in built.items():
             wrapped = self.runtime.setup(module)
             if self.config.compile:

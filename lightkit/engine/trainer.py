@@ -23,6 +23,7 @@ from lightkit.errors import ConfigError
 from lightkit.runtime.connector import connect
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.spec import TrainingSpec
+from lightkit.utils.modules import check_sync_batchnorm
 from lightkit.utils.seed import seed_everything
 
 
@@ -113,6 +114,8 @@ class Trainer:
         spec.require(stage)
         cfg = self.config
         strategy = connect(cfg.accelerator, cfg.devices, cfg.strategy, cfg.precision, cfg.num_nodes)
+        if cfg.sync_batchnorm:  # before any process starts
+            check_sync_batchnorm(strategy.world_size, strategy.device)
         launcher = getattr(strategy, "launcher", None)
         if launcher is not None:
             # devices=N from a plain process: start the ranks, run this same call in each.
