@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from lightkit.engine.metrics import MetricStore
-from lightkit.errors import LightkitError
+from lightkit.errors import ConfigError, LightkitError
 
 _CURRENT: ContextVar[RunContext | None] = ContextVar("lightkit_run", default=None)
 
@@ -127,6 +127,26 @@ class RunContext:
     def metrics(self) -> dict[str, float]:
         """The latest logged value of every metric (epoch aggregates once an epoch ends)."""
         return self._store.floats()
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """The optimizer steps this fit takes unless a stop comes first (Lightning's
+        ``trainer.estimated_stepping_batches``): the training batches per epoch (per process)
+        over ``accumulate_grad_batches``, rounded up, times ``max_epochs``, at most
+        ``max_steps``; ``math.inf`` when nothing bounds it. For a scheduler's length, e.g.
+        ``OneCycleLR(opt, max_lr, total_steps=ctx.estimated_stepping_batches)``; read in
+        ``configure_optimizers``, it builds the training data there, before the optimizer.
+
+        Raises:
+            ConfigError: ``fit-only`` outside a fit.
+        """
+        if self._engine is None:
+            raise ConfigError(
+                "ctx.estimated_stepping_batches is known only in a Trainer's fit; this context "
+                "belongs to no run of a Trainer.",
+                code="fit-only",
+            )
+        return self._engine.estimated_stepping_batches()  # type: ignore[no-any-return]
 
     @property
     def runtime(self) -> Any:

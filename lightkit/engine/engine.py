@@ -192,6 +192,40 @@ class Engine:
                     code="manual-optimization-flags",
                 )
 
+    def training_data(self) -> EpochIterator:
+        """The training data, built on first use: by fit's set-up after the optimizers, or
+        earlier when :meth:`estimated_stepping_batches` is read (in ``configure_optimizers``)."""
+        if self.train_iter is None:
+            self.train_iter = self.build_data(
+                "train_data", self.limits.train, "limit_train_batches"
+            )[0]
+        return self.train_iter
+
+    def estimated_stepping_batches(self) -> int | float:
+        """The optimizer steps this fit takes if no other stop comes first: per epoch, the
+        training batches (after ``limit_train_batches``, per process) over
+        ``accumulate_grad_batches`` (the last partial window steps too), times ``max_epochs``,
+        at most ``max_steps``; ``math.inf`` when nothing bounds it. In manual optimization
+        it counts training batches, as ``global_step`` does."""
+        if self.stage != "fit":
+            raise ConfigError(
+                f"ctx.estimated_stepping_batches was read during {self.stage}: it counts the "
+                f"optimizer steps of a fit, and only fit knows them. Read it in "
+                f"configure_optimizers or in a fit hook.",
+                code="fit-only",
+            )
+        import math
+
+        limits = self.limits
+        batches = self.training_data().num_batches
+        if batches is None:  # an iterable without a length: only max_steps bounds the fit
+            return limits.max_steps if limits.max_steps != -1 else math.inf
+        per_epoch = -(-batches // self.config.accumulate_grad_batches)
+        total: int | float = per_epoch * limits.max_epochs if limits.max_epochs != -1 else math.inf
+        if limits.max_steps != -1:
+            total = min(total, limits.max_steps)
+        return total
+
     def build_data(self, role: str, limit: int | float, flag: str) -> list[EpochIterator]:
         """Call a data function; return one epoch iterator per loader it gave.
 

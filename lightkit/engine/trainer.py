@@ -196,9 +196,7 @@ class Trainer:
             engine.load_weights(engine.initial_weights)
         if stage == "fit":
             engine.build_optimizers()
-            engine.train_iter = engine.build_data(
-                "train_data", limits.train, "limit_train_batches"
-            )[0]
+            engine.training_data()
             has_step, has_data = (
                 engine.spec.get("validation_step") is not None,
                 engine.spec.get("val_data") is not None,
