@@ -72,6 +72,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "lightkit.spec.registry": ("Registry",),
     "lightkit.spec.spec": ("SpecEntry", "TrainingSpec"),
     "lightkit.strategies": ("DDPStrategy", "FSDPStrategy", "SingleDevice", "Strategy"),
+    "lightkit.utils.seed": ("seed_everything",),
 }
 _SOURCE_OF = {name: module for module, names in _SOURCES.items() for name in names}
 #: Subpackages reachable as attributes (``lk.callbacks.EarlyStopping``) without importing them.
@@ -129,6 +130,7 @@ if TYPE_CHECKING:
     from lightkit.spec.registry import Registry
     from lightkit.spec.spec import SpecEntry, TrainingSpec
     from lightkit.strategies import DDPStrategy, FSDPStrategy, SingleDevice, Strategy
+    from lightkit.utils.seed import seed_everything
 
 
 __all__ = [
@@ -177,6 +179,7 @@ __all__ = [
     "plot_metrics",
     "predict_data",
     "predict_step",
+    "seed_everything",
     "test_data",
     "test_step",
     "train_data",

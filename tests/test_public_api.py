@@ -54,6 +54,7 @@ PUBLIC = [
     "plot_metrics",
     "predict_data",
     "predict_step",
+    "seed_everything",
     "test_data",
     "test_step",
     "train_data",
@@ -101,3 +102,16 @@ def test_decorators_return_the_function_itself():
     reg = lk.Registry()
     assert reg.training_step(f) is f
     assert not hasattr(f, "__wrapped__")
+
+
+def test_seed_everything_seeds_what_the_trainers_seed_flag_seeds():
+    import random
+
+    import torch
+
+    assert lk.seed_everything(7) == 7
+    drawn = (random.random(), torch.rand(3))
+    random.seed(7)
+    torch.manual_seed(7)
+    assert drawn[0] == random.random()
+    assert torch.equal(drawn[1], torch.rand(3))

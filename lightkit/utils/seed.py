@@ -9,8 +9,10 @@ from typing import Any
 import torch
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python's ``random``, numpy (if installed) and torch (CPU and every GPU)."""
+def seed_everything(seed: int) -> int:
+    """Seed python's ``random``, numpy (if installed) and torch (CPU and every GPU); return
+    ``seed``. What the Trainer's ``seed=`` does before anything is built (Lightning's
+    ``seed_everything``, for code outside a fit)."""
     random.seed(seed)
     try:
         import numpy as np
@@ -19,6 +21,7 @@ def seed_everything(seed: int) -> None:
     except ImportError:
         pass
     torch.manual_seed(seed)
+    return seed
 
 
 def rng_states() -> dict[str, Any]:
