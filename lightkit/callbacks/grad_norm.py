@@ -86,7 +86,7 @@ class GradientNormMonitor(Callback):
     def on_before_optimizer_step(self, ctx: Any, optimizer: Any) -> None:
         if (ctx.global_step + 1) % self._every:
             return
-        ctx.runtime.precision.unscale_gradients(optimizer)
+        ctx.runtime.unscale_gradients(optimizer)
         norms = []
         for key, params in self._models:
             norm = grad_norm(params, self.norm_type)

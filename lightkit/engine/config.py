@@ -236,6 +236,8 @@ class TrainerConfig(BaseModel):
     @field_validator("strategy", "precision", mode="before")
     @classmethod
     def _build_plugin(cls, value: Any, info: Any) -> Any:
+        if value is None and info.field_name == "strategy":
+            return "auto"
         return _built(value, info.field_name)
 
     @field_validator("logger", "callbacks")

@@ -48,7 +48,10 @@ ALIASES: dict[str, str] = {"32": "32-true", "64": "64-true", "16": "16-mixed", "
 
 
 def canonical_name(value: Any) -> str:
-    """``16`` -> ``"16-mixed"``; a known name passes; anything else raises ``ConfigError``."""
+    """``16`` -> ``"16-mixed"``, ``None`` -> ``"32-true"`` (Lightning's meanings); a known
+    name passes; anything else raises ``ConfigError``."""
+    if value is None:
+        return "32-true"
     text = str(value).strip() if isinstance(value, (str, int)) else ""
     text = ALIASES.get(text, text)
     if text not in PRECISIONS:

@@ -19,6 +19,16 @@ from torch import nn
 from lightkit.utils.apply import apply_to_tensors
 
 
+def to_dtype(value: Any) -> Any:
+    """A dtype given by name (``"float16"``, ``"torch.float16"``, as a config file writes it)
+    as the ``torch.dtype``; anything else unchanged, for the field's check to judge."""
+    if isinstance(value, str):
+        found = getattr(torch, value.strip().removeprefix("torch."), None)
+        if isinstance(found, torch.dtype):
+            return found
+    return value
+
+
 @attrs.define
 class Precision:
     """Full-precision float32 training (``"32-true"``), and the base every plugin builds on."""

@@ -20,7 +20,7 @@ import attrs
 import torch
 
 from lightkit.errors import ConfigError
-from lightkit.precision.base import Precision, unwrap_optimizer
+from lightkit.precision.base import Precision, to_dtype, unwrap_optimizer
 
 _NAMES = {torch.float16: "16-mixed", torch.bfloat16: "bf16-mixed"}
 
@@ -48,7 +48,9 @@ class MixedPrecision(Precision):
         lk.Trainer(precision="16-mixed")  # or precision=MixedPrecision(torch.float16)
     """
 
-    dtype: torch.dtype = attrs.field(default=torch.bfloat16, validator=_check_dtype)
+    dtype: torch.dtype = attrs.field(
+        default=torch.bfloat16, converter=to_dtype, validator=_check_dtype
+    )
     scaler_kwargs: dict[str, Any] = attrs.field(factory=dict)
     device_type: str = attrs.field(default="cpu", init=False)
     #: The grad scaler (``16-mixed``, once ``setup`` ran); ``None`` otherwise.

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lightkit.errors import ConfigError
-from lightkit.precision.base import DefaultDtype, Precision, convert_floating
+from lightkit.precision.base import DefaultDtype, Precision, convert_floating, to_dtype
 
 _NAMES = {torch.float64: "64-true", torch.float16: "16-true", torch.bfloat16: "bf16-true"}
 
@@ -35,7 +35,9 @@ class TruePrecision(Precision):
         lk.Trainer(precision="bf16-true")  # or precision=TruePrecision(torch.bfloat16)
     """
 
-    dtype: torch.dtype = attrs.field(default=torch.float64, validator=_check_dtype)
+    dtype: torch.dtype = attrs.field(
+        default=torch.float64, converter=to_dtype, validator=_check_dtype
+    )
     _context: DefaultDtype = attrs.field(init=False, repr=False, eq=False)
 
     @_context.default

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lightkit.errors import CheckpointError, ConfigError
-from lightkit.precision.base import Precision
+from lightkit.precision.base import Precision, unwrap_optimizer
 from lightkit.strategies.base import Strategy
 from lightkit.utils.apply import apply_to_tensors
 
@@ -73,6 +73,9 @@ class Runtime:
             and precision_type.update is Precision.update
         )
         self._unscales = precision_type.unscale_gradients is not Precision.unscale_gradients
+        # The optimizers unscaled since their last step: a plugin's unscale_gradients runs once
+        # per step however many callers (clipping, a gradient monitor, the loop) ask for it.
+        self._unscaled: set[int] = set()
         #: True when :meth:`backward`, :meth:`unscale_gradients` and :meth:`optimizer_step`
         #: come down to ``loss.backward()``, nothing and ``optimizer.step()``: the fit loop
         #: then makes those calls itself. Whoever replaces these methods sets it to False.
@@ -235,7 +238,10 @@ class Runtime:
         """Divide ``optimizer``'s gradients by the loss scale (16-mixed; a no-op otherwise).
         Once per step: later calls, and the step itself, do not unscale again."""
         if self._unscales:
-            self.precision.unscale_gradients(optimizer)
+            key = id(unwrap_optimizer(optimizer))  # a manual step's wrapper is the same one
+            if key not in self._unscaled:
+                self.precision.unscale_gradients(optimizer)
+                self._unscaled.add(key)
 
     def clip_gradients(
         self,
@@ -243,8 +249,30 @@ class Runtime:
         max_value: float,
         algorithm: str = "norm",
     ) -> torch.Tensor | None:
-        """Clip the gradients of ``optimizer``'s parameters (unscaled first under 16-mixed)."""
-        self.precision.unscale_gradients(optimizer)
+        """Clip the gradients of ``optimizer``'s parameters (unscaled first under 16-mixed) to
+        ``max_value``: their total norm (``algorithm="norm"``) or each element
+        (``"value"``); return the total norm before clipping (``"norm"``), else ``None``.
+
+        Raises:
+            ConfigError: ``bad-runtime-argument`` for an unknown ``algorithm`` or a
+                ``max_value`` that is not a number >= 0.
+        """
+        if algorithm not in ("norm", "value"):
+            raise ConfigError(
+                f"Runtime.clip_gradients got algorithm={algorithm!r}; expected 'norm' or 'value'.",
+                code="bad-runtime-argument",
+            )
+        if (
+            isinstance(max_value, bool)
+            or not isinstance(max_value, (int, float))
+            or not (max_value >= 0)
+        ):
+            raise ConfigError(
+                f"Runtime.clip_gradients got max_value={max_value!r}; expected a number >= 0 "
+                f"(the largest gradient norm, or element, to keep).",
+                code="bad-runtime-argument",
+            )
+        self.unscale_gradients(optimizer)
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         return self.strategy.clip_gradients(params, max_value, algorithm)
 
@@ -252,6 +280,8 @@ class Runtime:
         """Step ``optimizer`` through the precision plugin (a scaler may skip the step); return
         whether it really stepped. With several optimizers per iteration pass ``update=False``
         to all but the last, so the loss scale updates once."""
+        if self._unscales:
+            self._unscaled.discard(id(unwrap_optimizer(optimizer)))
         if self._plain_step:
             optimizer.step()
             return True

@@ -380,6 +380,8 @@ def plain_value(value: Any) -> Any:
         return (
             Unwritable(repr(value)) if any(isinstance(v, Unwritable) for v in out.values()) else out
         )
+    if type(value).__name__ == "dtype" and type(value).__module__ == "torch":
+        return str(value)  # "torch.float16": the precision plugins read it back
     dump = getattr(value, "model_dump", None)  # a pydantic model: its fields, as validated back
     if callable(dump) and not isinstance(value, type):
         try:

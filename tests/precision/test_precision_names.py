@@ -64,7 +64,7 @@ def test_instances_are_used_as_given(plugin, name, dtype):
     assert runtime.strategy.precision is plugin
 
 
-@pytest.mark.parametrize("bad", ["fp8", "bf16_mixed", "32-mixed", 8, None, 16.0, True])
+@pytest.mark.parametrize("bad", ["fp8", "bf16_mixed", "32-mixed", 8, 16.0, True])
 def test_unknown_precision_is_a_config_error_listing_the_available_ones(bad):
     with pytest.raises(lk.ConfigError) as info:
         precision_from(bad)
@@ -111,3 +111,24 @@ def test_a_plugin_with_a_wrong_dtype_is_a_config_error(make, text):
     with pytest.raises(lk.ConfigError, match=text) as info:
         make()
     assert info.value.code == "unknown-precision"
+
+
+def test_none_is_the_default_as_in_lightning():
+    assert lk.Trainer(precision=None).config.precision == "32-true"
+    assert lk.Runtime(accelerator="cpu", precision=None).precision.name == "32-true"
+
+
+@pytest.mark.parametrize(
+    "plugin",
+    [
+        lk.MixedPrecision(torch.float16, scaler_kwargs={"init_scale": 2.0**10}),
+        lk.TruePrecision(torch.bfloat16),
+        lk.MixedPrecision("bfloat16"),
+    ],
+)
+def test_a_plugin_with_its_own_dtype_is_written_and_read_back(plugin):
+    text = lk.TrainerConfig(precision=plugin).model_dump_json()
+    back = lk.TrainerConfig.model_validate_json(text).precision
+    assert type(back) is type(plugin)
+    assert back == plugin  # dtype and arguments
+    assert back.name == plugin.name

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import attrs
 import pytest
 import torch
 from torch import nn
@@ -9,7 +12,7 @@ from torch import nn
 import lightkit as lk
 from lightkit.precision import precision_from
 from lightkit.runtime.connector import connect
-from tests.precision.precision_helpers import QUIET, build_spec, make_net
+from tests.precision.precision_helpers import QUIET, build_spec, make_net, trainer
 
 
 @pytest.mark.parametrize(
@@ -203,3 +206,65 @@ def test_a_loaded_scale_is_the_scale_training_starts_from():
     lk.Trainer(max_steps=2, precision=plugin, **QUIET).fit(build_spec())
     assert plugin.scale == 64.0
     assert plugin.scaler.state_dict()["_growth_tracker"] == 2
+
+
+@attrs.define
+class TimesEight(lk.Precision):
+    """A plugin written to the documented order: backward scales by 8, unscale divides in
+    place (not idempotent by itself), and every call is recorded."""
+
+    calls: list[str] = attrs.field(factory=list)
+
+    @property
+    def name(self) -> str:
+        return "x8"
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.calls.append("backward")
+        (loss * 8).backward()
+
+    def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        self.calls.append("unscale")
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.div_(8)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:
+        self.calls.append("step")
+        return super().optimizer_step(optimizer)
+
+
+@pytest.mark.parametrize("monitor", [False, True])
+def test_a_plugin_unscales_once_per_step_however_many_ask(monitor):
+    # Clipping and a gradient-norm monitor both ask for true gradients: the plugin's
+    # unscale runs once per step, so dividing in place gives the float32 run's weights.
+    flags = {"max_epochs": 2, "gradient_clip_val": 0.5, "seed": 0}
+    callbacks = [lk.GradientNormMonitor()] if monitor else []
+    plugin = TimesEight()
+    scaled = trainer(**flags, precision=plugin, callbacks=callbacks).fit(build_spec())
+    plain = trainer(**flags, callbacks=callbacks).fit(build_spec())
+    for key, value in plain.models["net"].state_dict().items():
+        assert torch.equal(scaled.models["net"].state_dict()[key], value), key
+    assert plugin.calls == ["backward", "unscale", "step"] * 8
+
+
+def test_runtime_clip_gradients_checks_its_arguments():
+    rt = lk.Runtime(accelerator="cpu")
+    net = rt.setup(nn.Linear(2, 1, bias=False))
+    opt = rt.setup_optimizer(torch.optim.SGD(net.parameters(), lr=0.1))
+    rt.backward(net(torch.ones(3, 2)).sum())
+    for bad, text in [
+        ({"algorithm": "Value"}, "algorithm='Value'; expected 'norm' or 'value'"),
+        ({"max_value": -1.0}, "max_value=-1.0; expected a number >= 0"),
+        ({"max_value": float("nan")}, "max_value=nan"),
+        ({"max_value": "1"}, "max_value='1'"),
+    ]:
+        args = {"max_value": 1.0, **bad}
+        with pytest.raises(lk.ConfigError, match=re.escape(text)) as info:
+            rt.clip_gradients(opt, **args)
+        assert info.value.code == "bad-runtime-argument"
+    assert torch.equal(net.weight.grad, torch.full((1, 2), 3.0))  # untouched by the refusals
+    norm = rt.clip_gradients(opt, 1.0)
+    assert norm is not None and norm.item() == pytest.approx(18**0.5)
+    assert net.weight.grad.norm().item() == pytest.approx(1.0)
