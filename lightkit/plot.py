@@ -35,7 +35,9 @@ def find_metrics_file(run_dir: str | Path) -> Path:
     if not found:
         raise LightkitError(
             f"plot_metrics({str(run_dir)!r}): no metrics.csv in this folder or below it. Runs "
-            f"write one when the CSV logger is on (logger=True, the default, or lk.CSVLogger()).",
+            f"write one when the CSV logger is on (logger=True, the default, or lk.CSVLogger()); "
+            f"a CSVLogger given its own save_dir writes it there instead: pass that logger's "
+            f"log_dir.",
             code="no-metrics-file",
         )
     return found[-1]

@@ -17,6 +17,7 @@ graph.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import warnings
@@ -27,6 +28,8 @@ import attrs
 
 from lightkit.loggers.base import Logger, flatten_params
 
+#: Numbers the ``experiment`` writers of this process (their files' names).
+_WRITERS = itertools.count()
 _STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted": "STATUS_FAILURE"}
 
 
@@ -78,9 +81,12 @@ class TensorBoardLogger(Logger):
 
             if self.log_dir is None:
                 raise RuntimeError("TensorBoardLogger.setup(run_dir) was not called.")
-            # Its own file: two writers started in the same second would share a name.
+            # Its own file, named for this process and writer: tensorboardX names files by
+            # the second, and a writer opened again after finalize (a user's add_text after
+            # fit) would truncate the one the run wrote.
             self._experiment = SummaryWriter(
-                logdir=str(self.log_dir), filename_suffix=".experiment"
+                logdir=str(self.log_dir),
+                filename_suffix=f".{os.getpid()}.{next(_WRITERS)}.experiment",
             )
         return self._experiment
 
@@ -114,6 +120,7 @@ class TensorBoardLogger(Logger):
             self._final = dict(metrics)
         elif first and self.log_dir is not None:
             self._write_session_start()
+            self.save()  # on disk now: a running run shows up in the HParams tab
 
     def log_graph(self, model: Any, example_input: Any = None) -> None:
         """Write ``model``'s graph (once per run, with ``log_graph=True``), traced on

@@ -259,6 +259,33 @@ def test_experiment_is_a_summary_writer_on_the_run_folder(tmp_path):
     assert len(list(result.log_dir.glob("events.out.tfevents.*"))) == 2
 
 
+def test_experiment_used_after_fit_keeps_what_the_run_wrote(tmp_path):
+    logger = lk.TensorBoardLogger()
+
+    def at_epoch_end(ctx):
+        logger.experiment.add_scalar("during", 1.0, ctx.global_step)
+
+    reg = spec(hooks={"train_epoch_end": at_epoch_end})
+    result = trainer(tmp_path, logger=logger).fit(reg)
+    logger.experiment.add_text("note", "after fit", 0)  # a new writer, the same second
+    logger.finalize("success")
+    values = {v.tag for e in all_events(result.log_dir) for v in e.summary.value}
+    assert {"during", "note/text_summary"} <= values
+    assert scalars(result.log_dir)["during"] == [(4, 1.0), (8, 1.0)]
+
+
+def test_hparams_are_on_disk_as_the_run_starts(tmp_path):
+    seen = []
+
+    def first_step(net, batch, ctx):
+        if ctx.global_step == 0:
+            seen.append(hparams_data(ctx.log_dir))
+        return mse_step(net, batch)
+
+    trainer(tmp_path, logger=lk.TensorBoardLogger()).fit(spec(step=first_step))
+    assert "session_start_info" in seen[0]  # before any flush of a logging step
+
+
 def both_step(net, batch, ctx):
     x, y = batch
     lk.log("t/both", float(ctx.batch_idx), on_epoch=True)  # steps 0, 1, 2, 3; epoch 1.5
