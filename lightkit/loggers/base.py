@@ -114,14 +114,21 @@ def make_version_dir(parent: Path, version: int | str | None = None) -> Path:
             n += 1
 
 
-def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Hyperparameters as scalars/strings, the form TensorBoard and CSV can hold."""
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Hyperparameters as scalars/strings, the form TensorBoard and CSV can hold; a dict (or a
+    pydantic model) becomes one entry per item, ``"outer/inner"``, as Lightning flattens them."""
     out: dict[str, Any] = {}
     for key, value in params.items():
-        if isinstance(value, (bool, int, float, str)) or value is None:
-            out[key] = value
+        name = f"{prefix}{key}"
+        dump = getattr(value, "model_dump", None)
+        if callable(dump) and not isinstance(value, type):
+            value = dump()
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, prefix=f"{name}/"))
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            out[name] = value
         elif hasattr(value, "value") and isinstance(value.value, (int, float, str)):
-            out[key] = value.value  # enums
+            out[name] = value.value  # enums
         else:
-            out[key] = str(value)
+            out[name] = str(value)
     return out

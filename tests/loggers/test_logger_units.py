@@ -148,6 +148,12 @@ def test_hparams_json(tmp_path):
     log.log_hparams({"lr": 0.1}, {"val/loss": 0.5})
     assert json.loads((tmp_path / "hparams.json").read_text())["metrics"] == {"val/loss": 0.5}
     assert flatten_params({"k": 3}) == {"k": 3}
+    # Nested dicts become one hyperparameter per item, as Lightning shows them.
+    assert flatten_params({"opts": {"a": [1, 2], "b": {"c": 0.5}}, "empty": {}}) == {
+        "opts/a": "[1, 2]",
+        "opts/b/c": 0.5,
+        "empty": "{}",
+    }
 
 
 def test_nothing_written_without_a_folder():
