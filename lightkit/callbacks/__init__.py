@@ -116,7 +116,14 @@ def _check_setup_signatures(cb: Callback) -> None:
 def default_callbacks(config: Any, stage: str, dev_run: bool) -> list[Callback]:
     """The user's callbacks plus the defaults the flags ask for, in run order."""
     callbacks = check_callbacks(config.callbacks)
-    kinds = {type(cb).__name__ for cb in callbacks}
+    # The built-in classes the user's callbacks are (subclasses included, as Lightning checks
+    # isinstance), by name: a flags-off fit need not import their modules.
+    kinds = {
+        k.__qualname__
+        for cb in callbacks
+        for k in type(cb).__mro__
+        if k.__module__.startswith("lightkit.callbacks.")
+    }
     if (
         stage == "fit"
         and config.enable_model_summary

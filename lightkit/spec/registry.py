@@ -7,8 +7,10 @@ name and role replaces the old entry, so a notebook cell run twice registers onc
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -37,21 +39,43 @@ class Entry:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        # Role (or event), the function's qualified name and the injection name: a rerun
+        # Role (or event), where the function is defined and the injection name: a rerun
         # notebook cell replaces its entry, while one library function may back two models
         # (``reg.model(mlp, name="encoder"); reg.model(mlp, name="decoder")``) and two
         # functions claiming one model name both stay, for collect() to report.
-        # (A partial or other callable object has no __qualname__.)
         # The module too: two libraries' functions of one name are two hooks.
-        qualname = getattr(self.fn, "__qualname__", None) or self.name
-        where = f"{getattr(self.fn, '__module__', None)}:{qualname}"
-        code = getattr(self.fn, "__code__", None)
-        if code is not None and qualname.endswith("<lambda>"):
+        return (f"on:{self.event}" if self.role == "on" else self.role, self.where, self.name)
+
+    @property
+    def where(self) -> str:
+        """What the function is, stably across a rerun cell: ``module:qualname``. A partial is
+        known by the function it wraps, a callable object by its class (their reprs hold
+        memory addresses, which change each time a cell runs)."""
+        fn = self.fn
+        wrapped = getattr(fn, "func", None)
+        if isinstance(fn, functools.partial) and wrapped is not None:
+            return f"partial:{Entry(self.role, wrapped, self.name).where}"
+        if not hasattr(fn, "__qualname__"):
+            fn = type(fn)
+        where = f"{getattr(fn, '__module__', None)}:{fn.__qualname__}"
+        code = getattr(fn, "__code__", None)
+        if code is not None and fn.__qualname__.endswith("<lambda>"):
             # Every lambda has that one name: tell them apart by where each is written (a
             # rerun cell writes it at the same place, and still replaces it).
             end = max((e for *_, e in code.co_positions() if e), default=0)
             where += f"@{code.co_filename}:{code.co_firstlineno}:{end}"
-        return (f"on:{self.event}" if self.role == "on" else self.role, where, self.name)
+        return where
+
+
+def _default_name(fn: Any) -> str:
+    """A function's name; for a partial or a callable object, one without a memory address
+    (which would change each time a notebook cell runs)."""
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str) and name:
+        return name
+    if isinstance(fn, functools.partial):
+        return f"functools.partial({_default_name(fn.func)})"
+    return f"{type(fn).__name__}()"
 
 
 def _check_callable(fn: object, role: str) -> None:
@@ -129,14 +153,20 @@ class Registry:
 
     def _add(self, entry: Entry) -> None:
         old = self._entries.get(entry.key)
-        if entry.role == "on":
-            # A hook redefined with another event (a notebook cell edited and run again)
-            # replaces the old one too: a new function of the same name is a redefinition,
-            # while one function stacked under two @lk.on(...) keeps both events.
+        if isinstance(entry.fn, types.FunctionType):
+            # A function redefined with another role, event or model name (a notebook cell
+            # edited and run again) replaces the old entries too: new code of the same module
+            # and qualified name is a redefinition. One function stacked under two decorators
+            # keeps both entries, and so do closures of one definition (a factory called
+            # twice: the same code). Partials and callable objects are named by what they
+            # wrap: two of them may well be two entries.
+            where, code = entry.where, entry.fn.__code__
             stale = [
                 key
                 for key, e in self._entries.items()
-                if e.role == "on" and key[1:] == entry.key[1:] and e.fn is not entry.fn
+                if key[1] == where
+                and isinstance(e.fn, types.FunctionType)
+                and e.fn.__code__ is not code
             ]
             if stale and old is None:
                 old = self._entries[stale[0]]
@@ -149,7 +179,15 @@ class Registry:
 
     def _record(self, role: str, fn: Callable[..., Any], **options: Any) -> None:
         _check_callable(fn, role)
-        name = options.pop("name", None) or getattr(fn, "__name__", None) or repr(fn)
+        name = options.pop("name", None) or _default_name(fn)
+        if role == "model" and not name.isidentifier():
+            kind = "a lambda" if name == "<lambda>" else f"a {type(fn).__name__} object"
+            name = repr(fn) if name != "<lambda>" else name
+            raise SpecError(
+                f"@model({name}): {kind} has no name other functions can ask for the model "
+                f'by. Give one: reg.model(builder, name="net").',
+                code="bad-model-name",
+            )
         self._add(Entry(role, fn, name, order=next(_order), **options))
 
     # -- the decorators -------------------------------------------------------------------

@@ -76,3 +76,37 @@ def test_early_stopping_sees_what_another_callback_logs_whatever_the_order(first
     result = trainer(max_epochs=6, callbacks=callbacks).fit(spec(val=None))
     assert (result.epoch, result.stopped_by) == (4, "should_stop")
     assert stopping.best_score == 2.0
+
+
+@attrs.define
+class MyCheckpoint(lk.ModelCheckpoint):
+    pass
+
+
+@attrs.define
+class MySummary(lk.ModelSummary):
+    pass
+
+
+@attrs.define
+class MyBar(lk.ProgressBar):
+    pass
+
+
+def test_a_subclass_of_a_default_callback_replaces_the_default(tmp_path, capsys):
+    # Lightning adds its checkpoint, summary and progress bar only when no callback is one
+    # (isinstance): a subclass counts.
+    mine = [MyCheckpoint(dirpath=str(tmp_path / "ckpt")), MySummary(), MyBar(mode="text")]
+    flags = {
+        "enable_checkpointing": True,
+        "enable_model_summary": True,
+        "enable_progress_bar": True,
+        "callbacks": mine,
+    }
+    from lightkit.callbacks import default_callbacks
+
+    callbacks = default_callbacks(lk.TrainerConfig(**flags), "fit", dev_run=False)
+    assert sorted(type(cb).__name__ for cb in callbacks) == ["MyBar", "MyCheckpoint", "MySummary"]
+    trainer(tmp_path, **flags, max_epochs=1).fit(spec())
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch=0-step=4.ckpt"]
+    assert capsys.readouterr().out.count("Total params") == 1

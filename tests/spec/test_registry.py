@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import types
 
@@ -120,9 +121,21 @@ def test_lambda_hooks_written_apart_are_two_hooks():
 
 def test_a_lambda_registered_again_from_the_same_place_replaces_itself():
     reg = lk.Registry()
+    cell = 'reg.on("{}")(\n    lambda ctx: None\n)'
     for event in ("fit_start", "fit_end"):  # a cell run twice, its event edited in between
-        reg.on(event)(lambda ctx: None)
+        exec(compile(cell.format(event), "<cell-1>", "exec"), {"reg": reg})
     assert [e.event for e in reg.entries if e.role == "on"] == ["fit_end"]
+
+
+def test_one_definition_registered_in_a_loop_keeps_every_entry():
+    # Closures of one definition share their code: a factory, not a rerun cell.
+    reg = lk.Registry()
+    for event in ("fit_start", "fit_end"):
+        reg.on(event)(lambda ctx: None)
+    for name in ("encoder", "decoder"):
+        reg.model(lambda: make_net(), name=name)
+    assert [e.event for e in reg.entries if e.role == "on"] == ["fit_start", "fit_end"]
+    assert [e.name for e in reg.entries if e.role == "model"] == ["encoder", "decoder"]
 
 
 def test_reregistering_the_same_name_and_role_replaces():
@@ -222,6 +235,89 @@ def test_a_hook_cell_run_again_with_another_event_replaces_the_old_hook(monkeypa
         assert all(h.fn is module.report for h in hooks)
     finally:
         registry_for(name).clear()
+
+
+def _run_cells(monkeypatch, name, *cells):
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    for i, cell in enumerate(cells):
+        exec(compile(cell, f"<cell {i}>", "exec"), module.__dict__)
+    return module
+
+
+def test_a_cell_run_again_with_another_role_or_model_name_replaces_the_old_entry(monkeypatch):
+    name = "tests.user_modules._notebook_roles"
+    edited = CELL.replace("@lk.training_step", "@lk.validation_step").replace(
+        "@lk.model\n", '@lk.model(name="backbone")\n'
+    )
+    try:
+        module = _run_cells(monkeypatch, name, CELL, edited)
+        entries = registry_for(name).entries
+        assert [(e.role, e.name) for e in entries if e.role != "on"] == [
+            ("model", "backbone"),
+            ("validation_step", "train"),
+        ]
+        assert [e.fn for e in entries] == [module.net, module.train, module.report]
+    finally:
+        registry_for(name).clear()
+
+
+PARTIAL_CELL = """
+import functools
+import lightkit as lk
+
+def sgd(net, lr: float = 0.1):
+    return lr
+
+class Report:
+    def __call__(self, ctx):
+        return ctx
+
+lk.configure_optimizers(functools.partial(sgd, lr=0.5))
+lk.on("train_epoch_end")(Report())
+def build(width: int = 2):
+    return width
+
+lk.model(functools.partial(build, width=3), name="net")
+"""
+
+
+def test_a_cell_of_partials_and_callable_objects_run_again_registers_once(monkeypatch):
+    name = "tests.user_modules._notebook_partials"
+    try:
+        module = _run_cells(monkeypatch, name, PARTIAL_CELL, PARTIAL_CELL)
+        spec = lk.collect(module)  # no duplicate-role
+        assert [e.role for e in spec.functions] == ["configure_optimizers", "on", "model"]
+        assert len(registry_for(name)) == 3
+    finally:
+        registry_for(name).clear()
+
+
+def test_two_partials_of_one_builder_are_two_models():
+    reg = lk.Registry()
+    reg.model(functools.partial(make_mlp, width=2), name="encoder")
+    reg.model(functools.partial(make_mlp, width=8), name="decoder")
+    assert [e.name for e in reg.entries] == ["encoder", "decoder"]
+
+
+@pytest.mark.parametrize(
+    "builder",
+    [
+        lambda: make_net(),
+        functools.partial(make_net, hidden=2),
+        type("Builder", (), {"__call__": lambda self: 1})(),
+    ],
+    ids=["lambda", "partial", "callable-object"],
+)
+def test_a_model_builder_without_a_usable_name_needs_name(builder):
+    reg = lk.Registry()
+    with pytest.raises(
+        lk.SpecError, match=re.escape('Give one: reg.model(builder, name="net")')
+    ) as info:
+        reg.model(builder)
+    assert info.value.code == "bad-model-name"
+    reg.model(builder, name="net")
+    assert [e.name for e in reg.entries] == ["net"]
 
 
 def test_default_registries_are_keyed_by_the_functions_module():
