@@ -277,10 +277,29 @@ def _bad_defaults(
 
 
 def type_name(annotation: Any) -> str:
-    """``int``, ``Optional[float]``, ``Literal['relu', 'gelu']``: a type as a user wrote it."""
+    """``int``, ``Optional[float]``, ``Literal['relu', 'gelu']``,
+    ``Annotated[int, Field(gt=0)]``: a type as a user wrote it."""
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *metadata = typing.get_args(annotation)
+        return f"Annotated[{type_name(base)}, {', '.join(map(_metadata_text, metadata))}]"
     return repr(annotation).replace("typing.", "")
+
+
+def _metadata_text(item: Any) -> str:
+    """``Field(gt=0)`` for pydantic's ``FieldInfo`` (its repr lists every unset attribute)."""
+    if not isinstance(item, FieldInfo):
+        return repr(item)
+    parts = []
+    for constraint in item.metadata:  # annotated_types' Gt(gt=0), pydantic's own, ...
+        fields = getattr(constraint, "__dict__", None) or {
+            name: getattr(constraint, name) for name in getattr(constraint, "__slots__", ())
+        }
+        parts += [f"{k}={v!r}" for k, v in fields.items() if v is not None] or [repr(constraint)]
+    if item.description:
+        parts.append(f"description={item.description!r}")
+    return f"Field({', '.join(parts)})"
 
 
 def source_name(source: str) -> str:

@@ -446,6 +446,9 @@ def test_different_field_constraints_still_conflict():
     with pytest.raises(lk.SpecError) as info:
         lk.collect(reg)
     assert info.value.code == "hparam-conflict"
+    # Written as the user wrote them, not as pydantic's FieldInfo repr.
+    assert "hidden: Annotated[int, Field(gt=0)] = 8\n" in str(info.value)
+    assert "hidden: Annotated[int, Field(gt=1)] = 8\n" in str(info.value)
 
 
 def test_a_none_default_makes_the_type_optional():
