@@ -40,8 +40,10 @@ class Metric:
         "name",
         "on_epoch",
         "on_step",
+        "pending",
         "prog_bar",
         "reduce",
+        "source",
         "stage",
         "step_key",
         "sync_dist",
@@ -70,6 +72,10 @@ class Metric:
         self.value: Any = None
         self.epoch_values: list[Any] = []
         self.epoch_sizes: list[int] = []
+        # A metric object (torchmetrics' interface: update/compute/reset) logged under this
+        # name: its epoch value is its own compute(), and it is reset when the epoch ends.
+        self.source: Any = None
+        self.pending = False  # the object was logged since its last reset
         # Lightning's names when a value is logged per step and per epoch: the loggers get
         # `name_step` and `name_epoch` (one column would mix, and lose, the two).
         both = on_step and on_epoch
@@ -158,6 +164,9 @@ class MetricStore:
             value = float(value)
         elif getattr(value, "size", None) == 1 and hasattr(value, "item"):  # a numpy array
             value = float(value.item())
+        elif is_metric_object(value):
+            self._log_object(m, value)
+            return
         else:
             raise LightkitError(
                 f"lk.log({name!r}, {value!r}): a metric must be a number or a one-element "
@@ -181,6 +190,33 @@ class MetricStore:
         if m.on_epoch:
             m.epoch_values.append(value)
             m.epoch_sizes.append(batch_size if batch_size is not None else self._batch_size())
+
+    def _log_object(self, m: Metric, obj: Any) -> None:
+        """``lk.log(name, metric_object)``, as Lightning logs a torchmetrics ``Metric``: the
+        step value is the batch's value from the object's last ``forward`` (none after
+        ``update`` alone); the epoch value is ``compute()`` when the epoch ends, which also
+        resets it. The object reduces across processes itself."""
+        m.source, m.pending = obj, True
+        if not m.on_step:
+            return
+        value = getattr(obj, "_forward_cache", None)
+        if value is None:
+            return  # updated, not called: nothing per batch
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise LightkitError(
+                    f"lk.log({m.name!r}, {type(obj).__name__}): its batch value has shape "
+                    f"{tuple(value.shape)}; a metric is one number. Log a scalar metric, or "
+                    f"log on_step=False to log only its epoch value.",
+                    code="bad-metric",
+                )
+            value = value.detach()
+        self.latest[m.name] = value
+        m.value = value
+        if m.logger:
+            self.unwritten[m.step_key] = value
+        if m.on_epoch:
+            self.latest[m.step_key] = value
 
     def _register(
         self,
@@ -274,9 +310,17 @@ class MetricStore:
         quiet: list[str] = []
         both: list[Metric] = []
         for m in self._all():
-            if m.stage not in stages or not m.on_epoch or not m.epoch_values:
+            if m.stage not in stages:
                 continue
-            finished[m.epoch_key] = self._aggregate(m)
+            if m.source is not None and m.pending:
+                if m.on_epoch:
+                    finished[m.epoch_key] = _computed(m)
+                m.source.reset()
+                m.pending = False
+            elif not m.on_epoch or not m.epoch_values:
+                continue
+            else:
+                finished[m.epoch_key] = self._aggregate(m)
             if not m.logger:
                 quiet.append(m.epoch_key)
             if m.on_step:
@@ -352,6 +396,31 @@ class MetricStore:
             if m.stage in stages:
                 m.epoch_values = []
                 m.epoch_sizes = []
+                if m.source is not None and m.pending:
+                    m.source.reset()
+                    m.pending = False
+
+
+def is_metric_object(value: Any) -> bool:
+    """Whether ``value`` is a metric object (torchmetrics' ``Metric`` interface)."""
+    return all(callable(getattr(value, name, None)) for name in ("update", "compute", "reset"))
+
+
+def _computed(m: Metric) -> Any:
+    """The epoch value of ``m``'s metric object: its ``compute()``, one number."""
+    value = m.source.compute()
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.detach().reshape(())
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise LightkitError(
+        f"lk.log({m.name!r}, {type(m.source).__name__}): its compute() returned "
+        f"{type(value).__name__}"
+        f"{f' of shape {tuple(value.shape)}' if isinstance(value, torch.Tensor) else ''}; a "
+        f"metric is one number. Log a scalar metric (e.g. average='micro'), or log the "
+        f"numbers you need from compute() yourself at the epoch's end.",
+        code="bad-metric",
+    )
 
 
 def _floats(values: dict[str, Any]) -> dict[str, float]:
