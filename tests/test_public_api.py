@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import lightkit as lk
 import lightkit.callbacks
 import lightkit.loggers
@@ -115,3 +117,19 @@ def test_seed_everything_seeds_what_the_trainers_seed_flag_seeds():
     torch.manual_seed(7)
     assert drawn[0] == random.random()
     assert torch.equal(drawn[1], torch.rand(3))
+
+
+@pytest.mark.parametrize("bad", ["7", 1.5, True, None])
+def test_seed_everything_refuses_what_is_not_an_int_before_seeding(bad):
+    import torch
+
+    state = torch.get_rng_state()
+    with pytest.raises(lk.ConfigError, match="the seed must be an int") as info:
+        lk.seed_everything(bad)
+    assert info.value.code == "bad-seed"
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_seed_everything_takes_lightnings_workers_flag_and_says_what_it_does():
+    with pytest.warns(UserWarning, match="installs no worker_init_fn"):
+        assert lk.seed_everything(3, workers=True) == 3

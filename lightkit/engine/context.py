@@ -143,7 +143,8 @@ class RunContext:
         if self._engine is None:
             raise ConfigError(
                 "ctx.estimated_stepping_batches is known only in a Trainer's fit; this context "
-                "belongs to no run of a Trainer.",
+                "belongs to no run of a Trainer (lk.load_models builds models without one). "
+                "Read it in configure_optimizers or a fit hook, not in a @model function.",
                 code="fit-only",
             )
         return self._engine.estimated_stepping_batches()  # type: ignore[no-any-return]

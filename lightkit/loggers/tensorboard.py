@@ -28,8 +28,17 @@ import attrs
 
 from lightkit.loggers.base import Logger, flatten_params
 
-#: Numbers the ``experiment`` writers of this process (their files' names).
+#: Numbers the event files this process opens.
 _WRITERS = itertools.count()
+
+
+def _unique_suffix() -> str:
+    """``.<pid>.<n>``: tensorboardX names event files by the second, so a writer opened
+    again in the same second (the same logger in ``fit`` then ``validate``, ``experiment``
+    used after ``fit``) would truncate the file the last one wrote."""
+    return f".{os.getpid()}.{next(_WRITERS)}"
+
+
 _STATUS = {"success": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "interrupted": "STATUS_FAILURE"}
 
 
@@ -69,7 +78,9 @@ class TensorBoardLogger(Logger):
             if self.log_dir is None:
                 raise RuntimeError("TensorBoardLogger.setup(run_dir) was not called.")
             os.makedirs(self.log_dir, exist_ok=True)
-            self._events = EventsWriter(os.path.join(self.log_dir, "events"))
+            self._events = EventsWriter(
+                os.path.join(self.log_dir, "events"), filename_suffix=_unique_suffix()
+            )
         return self._events
 
     @property
@@ -81,12 +92,10 @@ class TensorBoardLogger(Logger):
 
             if self.log_dir is None:
                 raise RuntimeError("TensorBoardLogger.setup(run_dir) was not called.")
-            # Its own file, named for this process and writer: tensorboardX names files by
-            # the second, and a writer opened again after finalize (a user's add_text after
-            # fit) would truncate the one the run wrote.
+            # Its own file (see _unique_suffix).
             self._experiment = SummaryWriter(
                 logdir=str(self.log_dir),
-                filename_suffix=f".{os.getpid()}.{next(_WRITERS)}.experiment",
+                filename_suffix=f"{_unique_suffix()}.experiment",
             )
         return self._experiment
 

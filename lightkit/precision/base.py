@@ -73,8 +73,14 @@ class Precision:
         loss.backward()
 
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
-        """Make the gradients true gradients before clipping or inspection. Idempotent
-        within one step."""
+        """Make the gradients true gradients before clipping or inspection. The Runtime
+        calls it at most once per optimizer per step."""
+
+    @property
+    def unscales(self) -> bool:
+        """Whether :meth:`unscale_gradients` does anything (after :meth:`setup`); the
+        Runtime skips its bookkeeping when not."""
+        return type(self).unscale_gradients is not Precision.unscale_gradients
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:
         """Step ``optimizer``; return whether it really stepped (a scaler may skip)."""

@@ -121,6 +121,10 @@ class MixedPrecision(Precision):
             self.update()
         scaler.scale(loss).backward()
 
+    @property
+    def unscales(self) -> bool:
+        return self.scaler is not None  # 16-mixed; bf16 has no scale to undo
+
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         if self.scaler is None:
             return

@@ -72,9 +72,10 @@ class Runtime:
             precision_type.optimizer_step is Precision.optimizer_step
             and precision_type.update is Precision.update
         )
-        self._unscales = precision_type.unscale_gradients is not Precision.unscale_gradients
-        # The optimizers unscaled since their last step: a plugin's unscale_gradients runs once
-        # per step however many callers (clipping, a gradient monitor, the loop) ask for it.
+        self._unscales = self.precision.unscales
+        # The optimizers unscaled in this step (since the last backward or their own step): a
+        # plugin's unscale_gradients runs once per step however many callers (clipping, a
+        # gradient monitor, the loop) ask for it.
         self._unscaled: set[int] = set()
         #: True when :meth:`backward`, :meth:`unscale_gradients` and :meth:`optimizer_step`
         #: come down to ``loss.backward()``, nothing and ``optimizer.step()``: the fit loop
@@ -226,6 +227,8 @@ class Runtime:
         return type(self.precision).autocast is not Precision.autocast
 
     def backward(self, loss: torch.Tensor) -> None:
+        if self._unscaled:  # new gradients: what was unscaled is history
+            self._unscaled.clear()
         if self._plain_backward:
             loss.backward()
         else:

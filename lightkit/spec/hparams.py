@@ -297,8 +297,15 @@ def _metadata_text(item: Any) -> str:
             name: getattr(constraint, name) for name in getattr(constraint, "__slots__", ())
         }
         parts += [f"{k}={v!r}" for k, v in fields.items() if v is not None] or [repr(constraint)]
-    if item.description:
-        parts.append(f"description={item.description!r}")
+    # The other arguments given (title, description, examples, ...); an alias also sets the
+    # two derived ones, which the user did not write.
+    given = getattr(item, "_attributes_set", {"description": item.description})
+    derived = {"validation_alias", "serialization_alias"} if "alias" in given else set()
+    parts += [
+        f"{k}={v!r}"
+        for k, v in given.items()
+        if v is not None and k not in derived and k not in ("default", "annotation")
+    ]
     return f"Field({', '.join(parts)})"
 
 

@@ -8,7 +8,9 @@ name and role replaces the old entry, so a notebook cell run twice registers onc
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
+import re
 import sys
 import types
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from typing import Any, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from lightkit.errors import SpecError, did_you_mean, sorted_list
+from lightkit.errors import SpecError, describe_function, did_you_mean, sorted_list
 from lightkit.spec.roles import EVENTS
 
 P = ParamSpec("P")
@@ -48,23 +50,68 @@ class Entry:
 
     @property
     def where(self) -> str:
-        """What the function is, stably across a rerun cell: ``module:qualname``. A partial is
-        known by the function it wraps, a callable object by its class (their reprs hold
-        memory addresses, which change each time a cell runs)."""
+        """What the function is, stably across a rerun cell: ``module:qualname`` of where it
+        is defined. A partial is its function's plus its arguments, a callable object its
+        class's plus its value (both without memory addresses, which change each time a
+        cell runs): two partials or objects that differ are two entries."""
         fn = self.fn
-        wrapped = getattr(fn, "func", None)
-        if isinstance(fn, functools.partial) and wrapped is not None:
-            return f"partial:{Entry(self.role, wrapped, self.name).where}"
+        if isinstance(fn, functools.partial):
+            args = ", ".join(
+                [_stable_repr(a) for a in fn.args]
+                + [f"{k}={_stable_repr(v)}" for k, v in fn.keywords.items()]
+            )
+            return f"partial:{Entry(self.role, fn.func, self.name).where}({args})"
         if not hasattr(fn, "__qualname__"):
-            fn = type(fn)
-        where = f"{getattr(fn, '__module__', None)}:{fn.__qualname__}"
-        code = getattr(fn, "__code__", None)
-        if code is not None and fn.__qualname__.endswith("<lambda>"):
-            # Every lambda has that one name: tell them apart by where each is written (a
-            # rerun cell writes it at the same place, and still replaces it).
-            end = max((e for *_, e in code.co_positions() if e), default=0)
-            where += f"@{code.co_filename}:{code.co_firstlineno}:{end}"
-        return where
+            return f"{origin_where(type(fn))}={_stable_repr(fn)}"
+        return origin_where(fn)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _stable_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__qualname__}>"
+    return _ADDRESS.sub("", text)
+
+
+def origin(fn: Any) -> Any:
+    """The function or class a registered callable comes from: what a rerun cell defines
+    anew (through partials, bound methods and ``functools.wraps`` decorators)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    fn = getattr(fn, "__func__", fn)  # a bound method: its function
+    if isinstance(fn, types.FunctionType):
+        return inspect.unwrap(fn)
+    return fn if hasattr(fn, "__qualname__") else type(fn)  # a callable object: its class
+
+
+def origin_where(fn: Any) -> str:
+    """``module:qualname`` of ``fn``; a lambda's also says where it is written (every lambda
+    has that one name; a rerun cell writes it at the same place)."""
+    where = f"{getattr(fn, '__module__', None)}:{fn.__qualname__}"
+    code = getattr(fn, "__code__", None)
+    if code is not None and fn.__qualname__.endswith("<lambda>"):
+        end = max((e for *_, e in code.co_positions() if e), default=0)
+        where += f"@{code.co_filename}:{code.co_firstlineno}:{end}"
+    return where
+
+
+def redefines(new: Any, old: Any) -> bool:
+    """Whether origin ``new`` is ``old`` defined again (a notebook cell run again, a module
+    reloaded), rather than the same definition or another of the same name. Closures of one
+    definition share their code; two functions of one name in one file start on different
+    lines of it; a cell run again is compiled again (another file name, or the same lines)."""
+    if new is old:
+        return False
+    if isinstance(new, types.FunctionType) and isinstance(old, types.FunctionType):
+        a, b = new.__code__, old.__code__
+        if a is b:
+            return False
+        return a.co_filename != b.co_filename or a.co_firstlineno == b.co_firstlineno
+    return isinstance(new, type) and isinstance(old, type)
 
 
 def _default_name(fn: Any) -> str:
@@ -153,25 +200,21 @@ class Registry:
 
     def _add(self, entry: Entry) -> None:
         old = self._entries.get(entry.key)
-        if isinstance(entry.fn, types.FunctionType):
-            # A function redefined with another role, event or model name (a notebook cell
-            # edited and run again) replaces the old entries too: new code of the same module
-            # and qualified name is a redefinition. One function stacked under two decorators
-            # keeps both entries, and so do closures of one definition (a factory called
-            # twice: the same code). Partials and callable objects are named by what they
-            # wrap: two of them may well be two entries.
-            where, code = entry.where, entry.fn.__code__
-            stale = [
-                key
-                for key, e in self._entries.items()
-                if key[1] == where
-                and isinstance(e.fn, types.FunctionType)
-                and e.fn.__code__ is not code
-            ]
-            if stale and old is None:
-                old = self._entries[stale[0]]
-            for key in stale:
-                del self._entries[key]
+        # A function redefined with another role, event, model name or arguments (a notebook
+        # cell edited and run again) replaces its old entries too. One function stacked under
+        # two decorators keeps both, and so do closures of one definition registered under
+        # other names or events, and two partials or objects that differ.
+        new = origin(entry.fn)
+        where = origin_where(new)
+        stale = [
+            key
+            for key, e in self._entries.items()
+            if origin_where(origin(e.fn)) == where and redefines(new, origin(e.fn))
+        ]
+        if stale and old is None:
+            old = self._entries[stale[0]]
+        for key in stale:
+            del self._entries[key]
         if old is not None:
             # A redefinition (a notebook cell run again) keeps its place in the build order.
             entry = Entry(entry.role, entry.fn, entry.name, entry.manual, entry.event, old.order)
@@ -182,10 +225,9 @@ class Registry:
         name = options.pop("name", None) or _default_name(fn)
         if role == "model" and not name.isidentifier():
             kind = "a lambda" if name == "<lambda>" else f"a {type(fn).__name__} object"
-            name = repr(fn) if name != "<lambda>" else name
             raise SpecError(
-                f"@model({name}): {kind} has no name other functions can ask for the model "
-                f'by. Give one: reg.model(builder, name="net").',
+                f"@model: {describe_function(fn)} is {kind}, which has no name other functions "
+                f'can ask for the model by. Give one: reg.model(builder, name="net").',
                 code="bad-model-name",
             )
         self._add(Entry(role, fn, name, order=next(_order), **options))

@@ -9,10 +9,37 @@ from typing import Any
 import torch
 
 
-def seed_everything(seed: int) -> int:
+def seed_everything(seed: int, workers: bool = False) -> int:
     """Seed python's ``random``, numpy (if installed) and torch (CPU and every GPU); return
     ``seed``. What the Trainer's ``seed=`` does before anything is built (Lightning's
-    ``seed_everything``, for code outside a fit)."""
+    ``seed_everything``, for code outside a fit).
+
+    ``workers`` is accepted for Lightning's signature; lightkit installs no
+    ``worker_init_fn``: PyTorch seeds each DataLoader worker's ``random``, numpy and torch
+    generators from the seeded main generator, identically on every rank.
+
+    Raises:
+        ConfigError: ``bad-seed`` when ``seed`` is not an integer (checked before anything
+            is seeded).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        from lightkit.errors import ConfigError
+
+        raise ConfigError(
+            f"seed_everything({seed!r}): the seed must be an int, got {type(seed).__name__}. "
+            f"Pass e.g. seed_everything(0), or int(...) a seed read from text.",
+            code="bad-seed",
+        )
+    if workers:
+        import warnings
+
+        warnings.warn(
+            "seed_everything(workers=True): lightkit installs no worker_init_fn. PyTorch "
+            "already seeds each DataLoader worker's random, numpy and torch generators from "
+            "the seeded main generator, the same on every rank; for different augmentations "
+            "per rank, seed in your own worker_init_fn with torch.distributed.get_rank().",
+            stacklevel=2,
+        )
     random.seed(seed)
     try:
         import numpy as np

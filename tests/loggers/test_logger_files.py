@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import lightkit as lk
-from tests.callbacks.cb_helpers import mse_step, spec, trainer
+from tests.callbacks.cb_helpers import QUIET, mse_step, spec, trainer
 from tests.loggers.tb_events import all_events, has_graph, hparams_data, scalars
 
 
@@ -259,7 +259,15 @@ def test_experiment_is_a_summary_writer_on_the_run_folder(tmp_path):
     assert len(list(result.log_dir.glob("events.out.tfevents.*"))) == 2
 
 
-def test_experiment_used_after_fit_keeps_what_the_run_wrote(tmp_path):
+@pytest.fixture
+def one_second(monkeypatch):
+    """Every writer opened in one second: tensorboardX names event files by the second."""
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+
+
+def test_experiment_used_after_fit_keeps_what_the_run_wrote(tmp_path, one_second):
     logger = lk.TensorBoardLogger()
 
     def at_epoch_end(ctx):
@@ -272,6 +280,15 @@ def test_experiment_used_after_fit_keeps_what_the_run_wrote(tmp_path):
     values = {v.tag for e in all_events(result.log_dir) for v in e.summary.value}
     assert {"during", "note/text_summary"} <= values
     assert scalars(result.log_dir)["during"] == [(4, 1.0), (8, 1.0)]
+
+
+def test_one_logger_in_fit_then_validate_keeps_both_runs_events(tmp_path, one_second):
+    logger = lk.TensorBoardLogger(save_dir=str(tmp_path / "tb"), version=0)
+    trainer(tmp_path, logger=logger).fit(spec())
+    fitted = scalars(logger.log_dir)
+    lk.Trainer(**{**QUIET, "logger": logger}).validate(spec())
+    after = scalars(logger.log_dir)
+    assert fitted and all(after[tag][: len(points)] == points for tag, points in fitted.items())
 
 
 def test_hparams_are_on_disk_as_the_run_starts(tmp_path):

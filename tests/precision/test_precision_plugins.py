@@ -12,7 +12,7 @@ from torch import nn
 import lightkit as lk
 from lightkit.precision import precision_from
 from lightkit.runtime.connector import connect
-from tests.precision.precision_helpers import QUIET, build_spec, make_net, trainer
+from tests.precision.precision_helpers import QUIET, build_spec, ce, make_net, trainer
 
 
 @pytest.mark.parametrize(
@@ -268,3 +268,27 @@ def test_runtime_clip_gradients_checks_its_arguments():
     norm = rt.clip_gradients(opt, 1.0)
     assert norm is not None and norm.item() == pytest.approx(18**0.5)
     assert net.weight.grad.norm().item() == pytest.approx(1.0)
+
+
+def test_a_manual_step_unscales_each_step_though_its_optimizer_bypasses_the_runtime():
+    # Without a scaler the manual step gets the raw optimizer: its step() never reaches the
+    # Runtime, and the next backward is what starts a new step's unscaling.
+    def manual(net, batch, optimizer, ctx):
+        ctx.backward(ce(net, batch))
+        ctx.runtime.clip_gradients(optimizer, 1e9)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    flags = {"max_epochs": 2, "seed": 0}
+    plugin = TimesEight()
+    scaled = trainer(**flags, precision=plugin).fit(build_spec(step=manual, manual=True))
+    plain = trainer(**flags).fit(build_spec(step=manual, manual=True))
+    for key, value in plain.models["net"].state_dict().items():
+        assert torch.equal(scaled.models["net"].state_dict()[key], value), key
+    assert plugin.calls.count("unscale") == 8
+
+
+def test_bf16_mixed_has_nothing_to_unscale():
+    assert not precision_from("bf16-mixed").unscales
+    rt = lk.Runtime(accelerator="cpu", precision="bf16-mixed")
+    assert not rt._unscales  # no per-step bookkeeping for a scale that does not exist

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import sys
@@ -289,6 +290,78 @@ def test_a_cell_of_partials_and_callable_objects_run_again_registers_once(monkey
         spec = lk.collect(module)  # no duplicate-role
         assert [e.role for e in spec.functions] == ["configure_optimizers", "on", "model"]
         assert len(registry_for(name)) == 3
+    finally:
+        registry_for(name).clear()
+
+
+def test_partials_and_objects_that_differ_are_two_hooks():
+    @dataclasses.dataclass
+    class Report:
+        tag: str
+
+        def __call__(self, ctx):
+            return self.tag
+
+    def log(ctx, tag):
+        return tag
+
+    reg = lk.Registry()
+    reg.on("fit_start")(Report("a"))
+    reg.on("fit_start")(Report("b"))
+    reg.on("fit_end")(functools.partial(log, tag="a"))
+    reg.on("fit_end")(functools.partial(log, tag="b"))
+    reg.on("fit_end")(functools.partial(log, tag="b"))  # the same again: replaced
+    assert [e.fn(None) for e in reg.entries] == ["a", "b", "a", "b"]
+
+
+TWO_OF_ONE_NAME = """
+import lightkit as lk
+
+@lk.train_data
+def data():
+    return "train"
+
+@lk.val_data
+def data():
+    return "val"
+"""
+
+
+def test_one_name_defined_twice_in_one_file_keeps_both(monkeypatch):
+    # Not a rerun cell: the two definitions start on different lines of one compile.
+    name = "tests.user_modules._two_of_one_name"
+    try:
+        _run_cells(monkeypatch, name, TWO_OF_ONE_NAME)
+        assert [e.role for e in registry_for(name).entries] == ["train_data", "val_data"]
+    finally:
+        registry_for(name).clear()
+
+
+WRAPPED_CELL = """
+import functools
+import lightkit as lk
+
+def timed(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+@lk.on("train_epoch_end")
+@timed
+def report(ctx):
+    return ctx
+"""
+
+
+def test_a_rerun_cell_replaces_a_hook_under_a_wraps_decorator(monkeypatch):
+    # Every wrapper of one decorator shares its code: the wrapped function tells them apart.
+    name = "tests.user_modules._notebook_wrapped"
+    edited = WRAPPED_CELL.replace("train_epoch_end", "train_epoch_start")
+    try:
+        module = _run_cells(monkeypatch, name, WRAPPED_CELL, edited)
+        entries = registry_for(name).entries
+        assert [(e.event, e.fn) for e in entries] == [("train_epoch_start", module.report)]
     finally:
         registry_for(name).clear()
 
