@@ -302,6 +302,14 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
         state = states.get(cb.state_key)
         if state is not None:
             cb.load_state_dict(state)
+    missing = sorted(set(states) - {cb.state_key for cb in engine.callbacks})
+    if missing and engine.runtime.is_global_zero:
+        warnings.warn(
+            f"{path} holds the state of callbacks this run does not have: "
+            f"{', '.join(missing)}. Their state is not restored; pass the same callbacks "
+            f"(callbacks=[...]) to continue them.",
+            stacklevel=2,
+        )
     loop = ckpt["loop"]
     ctx = engine.ctx
     engine.start_epoch = ctx.epoch = int(loop["epoch"])

@@ -125,7 +125,10 @@ def build_checkpoint(
         ckpt["epoch_start"] = engine.epoch_start if done else None
     events = getattr(engine, "events", None)
     if events is not None:
-        for call in events.save_checkpoint:
+        # A weights-only file holds no callback state: its hooks run, callbacks' do not
+        # (Lightning's rule).
+        callers = events.hooks_only["save_checkpoint"] if weights_only else events.save_checkpoint
+        for call in callers:
             call(ckpt)
     if not weights_only:
         # After the hooks: whatever they drew is part of the state the run continues from.

@@ -85,6 +85,11 @@ class Events:
         events: Iterable[str] = EVENTS,
     ) -> None:
         names = set(model_names)
+        #: Per event, the callers of ``@lk.on`` hooks alone (a weights-only checkpoint calls
+        #: no callback, as Lightning), and of lightkit's own callback methods alone (what a
+        #: resumed epoch still needs: the progress bar, the timer).
+        self.hooks_only: dict[str, tuple[EventCaller, ...]] = {}
+        self.built_in: dict[str, tuple[EventCaller, ...]] = {}
         for event in EVENTS:
             setattr(self, event, ())
         for event in events:
@@ -95,12 +100,18 @@ class Events:
                 if (k in EVENT_SUPPLIES[event] or k in names) and k not in dynamic
             }
             callers = [bind_plan(p, dynamic, supplied, hparams) for p in hooks if p.event == event]
+            self.hooks_only[event] = tuple(callers)
+            built_in = []
             for cb in callbacks:
                 method = getattr(type(cb), f"on_{event}", None)
                 if method is not None and method is not getattr(Callback, f"on_{event}"):
-                    callers.append(
-                        bind_callback_method(getattr(cb, f"on_{event}"), event, dynamic, supplied)
+                    caller = bind_callback_method(
+                        getattr(cb, f"on_{event}"), event, dynamic, supplied
                     )
+                    callers.append(caller)
+                    if getattr(method, "__module__", "").startswith("lightkit.callbacks."):
+                        built_in.append(caller)
+            self.built_in[event] = tuple(built_in)
             setattr(self, event, tuple(callers))
 
     def fire(self, event: str, *args: Any) -> None:

@@ -117,7 +117,21 @@ def fit_loop(engine: Engine) -> None:
         if engine.resume is not None:  # resuming at an epoch boundary: the random states first
             resume_before_epoch(engine, train)
         ctx.stage = store.stage = "train_epoch"
-        events.fire("train_epoch_start")
+        if engine.skip_batches:
+            # A mid-epoch resume continues an epoch that started before the checkpoint: its
+            # start event does not fire again (Lightning's rule; a callback's restored state
+            # stays as saved). lightkit's own callbacks still set up their displays.
+            for call in events.built_in["train_epoch_start"]:
+                call()
+        else:
+            events.fire("train_epoch_start")
+        agreed_stop = plan.agreed_stop
+        if (ctx.should_stop if agreed_stop is None else agreed_stop()) and can_stop(engine, epoch):
+            # Asked for before the epoch's first batch (in fit_start, sanity_check_end or
+            # train_epoch_start): no batch runs, as in Lightning.
+            end_train_epoch(engine, False)
+            engine.stopped_by, stop = engine.stopped_by or "should_stop", True
+            break
         store.stage = "train"
         check_n = plan.check_n
         validate_epoch = plan.can_validate and (check_n is None or (epoch + 1) % check_n == 0)
@@ -146,7 +160,12 @@ def fit_loop(engine: Engine) -> None:
     if not stop:
         engine.stopped_by = engine.stopped_by or "max_epochs"
     ctx.stage = store.stage = "train_epoch"
+    ctx.epoch = epoch  # as Lightning's current_epoch at fit's end: the epochs completed
     events.fire("fit_end")
+    # What fit_end hooks logged reaches the loggers too (at the last epoch's step).
+    rows = {**store.take_unwritten(), **store.end_epoch(("train_epoch",))}
+    if rows:
+        engine.log_rows(rows, max(ctx.global_step - 1, 0))
 
 
 def train_epoch(

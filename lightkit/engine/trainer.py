@@ -287,7 +287,8 @@ def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
             ready.append(plan)
     events = Events(
         ready,
-        engine.callbacks,
+        # The callbacks list is made after the data: before that, the user's own callbacks.
+        engine.callbacks or list(engine.config.callbacks),
         engine.constants(),
         engine.models,
         engine.spec.hparams,

@@ -72,6 +72,7 @@ def spec(
     hooks: dict[str, Callable[..., Any]] | None = None,
     net: Callable[..., nn.Module] = make_net,
     more_models: dict[str, Callable[..., nn.Module]] | None = None,
+    data: Callable[..., Any] | None = None,
 ) -> lk.TrainingSpec:
     """A spec over the tiny data: ``n_train // batch_size`` training batches per epoch."""
     reg = lk.Registry()
@@ -85,7 +86,7 @@ def spec(
     def val_data() -> DataLoader:
         return loader(n_val, batch_size)
 
-    reg.train_data(train_data)
+    reg.train_data(data or train_data)
     reg.training_step(step)
     reg.configure_optimizers(optim)
     if val is not None:
