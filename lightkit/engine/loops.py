@@ -112,8 +112,20 @@ def fit_loop(engine: Engine) -> None:
                 f"in train mode and call .eval() on those submodules.",
                 stacklevel=3,
             )
+    agreed_stop = plan.agreed_stop
+
+    def stop_asked() -> bool:
+        # At an epoch's end, and before an epoch's first batch: a should_stop set in
+        # fit_start, sanity_check_end or train_epoch_start runs no batch, as in Lightning.
+        # (With several processes, one small collective: the ranks agree.)
+        asked = ctx.should_stop if agreed_stop is None else agreed_stop()
+        return asked and can_stop(engine, epoch)
+
     while not stop and (max_epochs == -1 or epoch < max_epochs):
         ctx.epoch = epoch
+        if stop_asked():  # the epoch does not start (Lightning fires no epoch event)
+            engine.stopped_by, stop = engine.stopped_by or "should_stop", True
+            break
         if engine.resume is not None:  # resuming at an epoch boundary: the random states first
             resume_before_epoch(engine, train)
         ctx.stage = store.stage = "train_epoch"
@@ -125,10 +137,7 @@ def fit_loop(engine: Engine) -> None:
                 call()
         else:
             events.fire("train_epoch_start")
-        agreed_stop = plan.agreed_stop
-        if (ctx.should_stop if agreed_stop is None else agreed_stop()) and can_stop(engine, epoch):
-            # Asked for before the epoch's first batch (in fit_start, sanity_check_end or
-            # train_epoch_start): no batch runs, as in Lightning.
+        if stop_asked():  # asked in train_epoch_start: the epoch ends at once
             end_train_epoch(engine, False)
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
             break
@@ -154,8 +163,7 @@ def fit_loop(engine: Engine) -> None:
         finished = num_batches is None or batch_idx == last_idx
         validate_now = validate_epoch and plan.every == math.inf and batch_idx >= 0
         epoch = close_epoch(engine, epoch, batch_idx, finished, validate_now, plan.checkpointers)
-        agreed_stop = plan.agreed_stop
-        if (ctx.should_stop if agreed_stop is None else agreed_stop()) and can_stop(engine, epoch):
+        if stop_asked():
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
     if not stop:
         engine.stopped_by = engine.stopped_by or "max_epochs"

@@ -192,7 +192,7 @@ class Registry:
     @property
     def entries(self) -> list[Entry]:
         """Recorded entries in the order their functions were first registered."""
-        return list(self._entries.values())
+        return sorted(self._entries.values(), key=lambda e: e.order)
 
     def clear(self) -> None:
         """Forget every recorded function."""
@@ -209,7 +209,9 @@ class Registry:
         stale = [
             key
             for key, e in self._entries.items()
-            if origin_where(origin(e.fn)) == where and redefines(new, origin(e.fn))
+            if key != entry.key  # replaced in place below
+            and origin_where(origin(e.fn)) == where
+            and redefines(new, origin(e.fn))
         ]
         if stale and old is None:
             old = self._entries[stale[0]]

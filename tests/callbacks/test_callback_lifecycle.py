@@ -104,7 +104,8 @@ def test_should_stop_before_an_epochs_first_batch_runs_no_batch(event):
     )
     result = trainer(max_epochs=3, num_sanity_val_steps=0).fit(run)
     assert (result.global_step, result.epoch, result.stopped_by) == (0, 0, "should_stop")
-    assert ran == ["epoch_end"]
+    # Lightning: set in fit_start, the epoch never starts; in train_epoch_start it ends at once.
+    assert ran == ([] if event == "fit_start" else ["epoch_end"])
 
 
 def test_min_epochs_still_holds_a_stop_asked_for_at_the_start():

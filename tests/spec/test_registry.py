@@ -327,6 +327,20 @@ def data():
 """
 
 
+def test_a_cell_run_again_keeps_the_build_order(monkeypatch):
+    name = "tests.user_modules._notebook_order"
+    both = "import lightkit as lk\n\n@lk.model\ndef first():\n    return 1\n\n@lk.model\ndef second():\n    return 2\n"
+    edited = "import lightkit as lk\n\n@lk.model\ndef first():\n    return 3\n"
+    role_changed = "import lightkit as lk\n\n@lk.train_data\ndef first():\n    return 3\n"
+    try:
+        _run_cells(monkeypatch, name, both, edited)
+        assert [e.name for e in registry_for(name).entries] == ["first", "second"]
+        _run_cells(monkeypatch, name, both, role_changed)
+        assert [e.name for e in registry_for(name).entries] == ["first", "second"]
+    finally:
+        registry_for(name).clear()
+
+
 def test_one_name_defined_twice_in_one_file_keeps_both(monkeypatch):
     # Not a rerun cell: the two definitions start on different lines of one compile.
     name = "tests.user_modules._two_of_one_name"
