@@ -165,8 +165,10 @@ class MetricStore:
         elif getattr(value, "size", None) == 1 and hasattr(value, "item"):  # a numpy array
             value = float(value.item())
         elif is_metric_object(value):
-            self._log_object(m, value)
-            return
+            m.source, m.pending = value, True  # its epoch value: compute() at the epoch's end
+            value = _batch_value(m, value) if m.on_step else None
+            if value is None:
+                return
         else:
             raise LightkitError(
                 f"lk.log({name!r}, {value!r}): a metric must be a number or a one-element "
@@ -187,36 +189,9 @@ class MetricStore:
                 self.unwritten[m.step_key] = value
             if m.on_epoch:
                 self.latest[m.step_key] = value
-        if m.on_epoch:
+        if m.on_epoch and m.source is None:  # a metric object's epoch value is its own
             m.epoch_values.append(value)
             m.epoch_sizes.append(batch_size if batch_size is not None else self._batch_size())
-
-    def _log_object(self, m: Metric, obj: Any) -> None:
-        """``lk.log(name, metric_object)``, as Lightning logs a torchmetrics ``Metric``: the
-        step value is the batch's value from the object's last ``forward`` (none after
-        ``update`` alone); the epoch value is ``compute()`` when the epoch ends, which also
-        resets it. The object reduces across processes itself."""
-        m.source, m.pending = obj, True
-        if not m.on_step:
-            return
-        value = getattr(obj, "_forward_cache", None)
-        if value is None:
-            return  # updated, not called: nothing per batch
-        if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                raise LightkitError(
-                    f"lk.log({m.name!r}, {type(obj).__name__}): its batch value has shape "
-                    f"{tuple(value.shape)}; a metric is one number. Log a scalar metric, or "
-                    f"log on_step=False to log only its epoch value.",
-                    code="bad-metric",
-                )
-            value = value.detach()
-        self.latest[m.name] = value
-        m.value = value
-        if m.logger:
-            self.unwritten[m.step_key] = value
-        if m.on_epoch:
-            self.latest[m.step_key] = value
 
     def _register(
         self,
@@ -399,6 +374,22 @@ class MetricStore:
                 if m.source is not None and m.pending:
                     m.source.reset()
                     m.pending = False
+
+
+def _batch_value(m: Metric, obj: Any) -> Any:
+    """A metric object's value for this batch, as Lightning logs a torchmetrics ``Metric``
+    per step: what its last ``forward`` returned; ``None`` after ``update`` alone."""
+    value = getattr(obj, "_forward_cache", None)
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise LightkitError(
+                f"lk.log({m.name!r}, {type(obj).__name__}): its batch value has shape "
+                f"{tuple(value.shape)}; a metric is one number. Log a scalar metric, or log "
+                f"on_step=False to log only its epoch value.",
+                code="bad-metric",
+            )
+        return value.detach()
+    return value
 
 
 def is_metric_object(value: Any) -> bool:
