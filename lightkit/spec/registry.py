@@ -19,7 +19,7 @@ from typing import Any, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from lightkit.errors import SpecError, describe_function, did_you_mean, sorted_list
+from lightkit.errors import SpecError, did_you_mean, sorted_list
 from lightkit.spec.roles import EVENTS
 
 P = ParamSpec("P")
@@ -225,13 +225,6 @@ class Registry:
     def _record(self, role: str, fn: Callable[..., Any], **options: Any) -> None:
         _check_callable(fn, role)
         name = options.pop("name", None) or _default_name(fn)
-        if role == "model" and not name.isidentifier():
-            kind = "a lambda" if name == "<lambda>" else f"a {type(fn).__name__} object"
-            raise SpecError(
-                f"@model: {describe_function(fn)} is {kind}, which has no name other functions "
-                f'can ask for the model by. Give one: reg.model(builder, name="net").',
-                code="bad-model-name",
-            )
         self._add(Entry(role, fn, name, order=next(_order), **options))
 
     # -- the decorators -------------------------------------------------------------------

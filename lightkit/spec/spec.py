@@ -164,6 +164,17 @@ def analyse(
                 )
             )
         by_name.setdefault(e.name, e)
+        if not e.name.isidentifier():
+            # A lambda, partial or callable object registered without name=.
+            kind = "a lambda" if e.name == "<lambda>" else f"a {type(e.fn).__name__} object"
+            problems.append(
+                Problem(
+                    "bad-model-name",
+                    f"@model: {describe_function(e.fn)} is {kind}, which has no name other "
+                    f"functions can ask for the model by ({e.name!r}). Give one: "
+                    f'reg.model(builder, name="net").',
+                )
+            )
         if e.name in LOOP_VALUES:
             problems.append(
                 Problem(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import sys
 import types
 
@@ -398,13 +397,15 @@ def test_two_partials_of_one_builder_are_two_models():
 )
 def test_a_model_builder_without_a_usable_name_needs_name(builder):
     reg = lk.Registry()
-    with pytest.raises(
-        lk.SpecError, match=re.escape('Give one: reg.model(builder, name="net")')
-    ) as info:
-        reg.model(builder)
-    assert info.value.code == "bad-model-name"
-    reg.model(builder, name="net")
-    assert [e.name for e in reg.entries] == ["net"]
+    reg.model(builder)
+    reg.training_step(regress)
+    with pytest.raises(lk.SpecError) as info:  # at collect(), with the spec's other problems
+        lk.collect(reg)
+    assert set(info.value.codes) == {"bad-model-name", "unknown-parameter"}
+    assert 'Give one: reg.model(builder, name="net")' in str(info.value)
+    named = lk.Registry()
+    named.model(builder, name="net")
+    assert lk.collect(named).model_names == ("net",)
 
 
 def test_default_registries_are_keyed_by_the_functions_module():
