@@ -34,6 +34,10 @@ class Callback:
     #: Acts on logged metrics (EarlyStopping, ModelCheckpoint): runs after the other
     #: callbacks of an event, so that it sees what they log.
     monitors: ClassVar[bool] = False
+    #: Its ``on_train_epoch_start`` also runs for the epoch a mid-epoch resume continues
+    #: (lightkit's progress bar and timer set up there). Lightning, and so every other
+    #: callback, gets no epoch start then: restored state stays as saved.
+    starts_resumed_epoch: ClassVar[bool] = False
 
     @property
     def state_key(self) -> str:

@@ -310,15 +310,30 @@ class ModelCheckpoint(Callback):
         if self.every_n_epochs and (ctx.epoch + 1) % self.every_n_epochs == 0:
             self._save(engine, (engine.epochs_done, 0))
 
-    def save_last_now(self, engine: Engine, position: tuple[int, int]) -> Path:
-        """Write ``last.ckpt`` now with the full state (preemption), whatever ``save_last``."""
+    def train_done(self, engine: Engine, position: tuple[int, int]) -> None:
+        """Training ended (before ``fit_end``): with ``save_last``, write ``last.ckpt`` if no
+        save holds this step yet, so the last trained weights are on disk (Lightning's
+        ``on_train_end``): e.g. after a stop asked at an epoch's start, or a last epoch whose
+        save waits for a validation that does not run."""
+        if not self.save_last or engine.limits.dev_run:
+            return
+        if engine.ctx.global_step == self._last_global_step_saved:
+            return
+        self._last_global_step_saved = engine.ctx.global_step
+        self.save_last_now(engine, position, weights_only=self.save_weights_only)
+
+    def save_last_now(
+        self, engine: Engine, position: tuple[int, int], weights_only: bool = False
+    ) -> Path:
+        """Write ``last.ckpt`` now (the full state unless ``weights_only``; preemption uses
+        it whatever ``save_last``)."""
         from lightkit.checkpoint.state import build_checkpoint
 
         path = self._dir() / "last.ckpt"
         previous = self.last_model_path
         self.last_model_path = str(path)
         try:
-            ckpt = build_checkpoint(engine, position=position)
+            ckpt = build_checkpoint(engine, position=position, weights_only=weights_only)
             engine.runtime.strategy.save_checkpoint(ckpt, path)
         except BaseException:
             self.last_model_path = previous

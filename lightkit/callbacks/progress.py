@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -79,6 +79,8 @@ class ProgressBar(Callback):
 
         lk.Trainer(callbacks=[lk.ProgressBar(refresh_rate=10)])
     """
+
+    starts_resumed_epoch: ClassVar[bool] = True
 
     refresh_rate: int = attrs.field(default=1, validator=at_least(1))
     leave: bool = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -40,6 +40,8 @@ class Timer(Callback):
         lk.Trainer(callbacks=[timer]).fit(spec)
         print(timer.time_elapsed("train"))
     """
+
+    starts_resumed_epoch: ClassVar[bool] = True
 
     duration: float | None = attrs.field(default=None, converter=_seconds)
     interval: Literal["step", "epoch"] = attrs.field(

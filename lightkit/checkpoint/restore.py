@@ -308,7 +308,7 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
             f"{path} holds the state of callbacks this run does not have: "
             f"{', '.join(missing)}. Their state is not restored; pass the same callbacks "
             f"(callbacks=[...]) to continue them.",
-            stacklevel=2,
+            stacklevel=7,  # _restore_full, restore, _compile, _run_engine, _run, fit: the user
         )
     loop = ckpt["loop"]
     ctx = engine.ctx

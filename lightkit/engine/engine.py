@@ -94,6 +94,8 @@ class Engine:
         self.run_dir: Path | None = None
         self.events: Events
         self.train_iter: EpochIterator | None = None
+        #: ``(step, epoch)`` of the last row the loggers got (what fit_end logs joins it).
+        self.last_row: tuple[int, int] | None = None
         self.eval_loaders: list[Any] = []
         self.step_call: Any = None
         self.eval_call: Any = None
@@ -312,11 +314,15 @@ class Engine:
             logger.setup(self.run_dir)
         write_run_files(self.run_dir, self.spec, config, self.stage)
 
-    def log_rows(self, metrics: dict[str, float], step: int) -> None:
+    def log_rows(self, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
+        """Give the loggers one row at ``step``; its ``epoch`` column is the current epoch
+        unless given."""
         if self.loggers and metrics:
-            row = {**metrics, "epoch": self.ctx.epoch}
+            epoch = self.ctx.epoch if epoch is None else epoch
+            row = {**metrics, "epoch": epoch}
             for logger in self.loggers:
                 logger.log_metrics(row, step)
+            self.last_row = (step, epoch)
 
     def flush_unwritten(self) -> None:
         """Write the step values not written yet, as an error ends the run: under the step the

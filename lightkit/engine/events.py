@@ -86,10 +86,10 @@ class Events:
     ) -> None:
         names = set(model_names)
         #: Per event, the callers of ``@lk.on`` hooks alone (a weights-only checkpoint calls
-        #: no callback, as Lightning), and of lightkit's own callback methods alone (what a
-        #: resumed epoch still needs: the progress bar, the timer).
+        #: no callback, as Lightning), and of the callbacks that ``starts_resumed_epoch`` (what
+        #: a resumed epoch still needs: the progress bar, the timer).
         self.hooks_only: dict[str, tuple[EventCaller, ...]] = {}
-        self.built_in: dict[str, tuple[EventCaller, ...]] = {}
+        self.resumed: dict[str, tuple[EventCaller, ...]] = {}
         for event in EVENTS:
             setattr(self, event, ())
         for event in events:
@@ -101,7 +101,7 @@ class Events:
             }
             callers = [bind_plan(p, dynamic, supplied, hparams) for p in hooks if p.event == event]
             self.hooks_only[event] = tuple(callers)
-            built_in = []
+            resumed = []
             for cb in callbacks:
                 method = getattr(type(cb), f"on_{event}", None)
                 if method is not None and method is not getattr(Callback, f"on_{event}"):
@@ -109,9 +109,9 @@ class Events:
                         getattr(cb, f"on_{event}"), event, dynamic, supplied
                     )
                     callers.append(caller)
-                    if getattr(method, "__module__", "").startswith("lightkit.callbacks."):
-                        built_in.append(caller)
-            self.built_in[event] = tuple(built_in)
+                    if cb.starts_resumed_epoch:
+                        resumed.append(caller)
+            self.resumed[event] = tuple(resumed)
             setattr(self, event, tuple(callers))
 
     def fire(self, event: str, *args: Any) -> None:

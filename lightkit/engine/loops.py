@@ -121,8 +121,10 @@ def fit_loop(engine: Engine) -> None:
         asked = ctx.should_stop if agreed_stop is None else agreed_stop()
         return asked and can_stop(engine, epoch)
 
+    position = (epoch, engine.skip_batches)  # where a resumed run would continue
     while not stop and (max_epochs == -1 or epoch < max_epochs):
         ctx.epoch = epoch
+        position = (epoch, engine.skip_batches)
         if stop_asked():  # the epoch does not start (Lightning fires no epoch event)
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
             break
@@ -130,15 +132,19 @@ def fit_loop(engine: Engine) -> None:
             resume_before_epoch(engine, train)
         ctx.stage = store.stage = "train_epoch"
         if engine.skip_batches:
-            # A mid-epoch resume continues an epoch that started before the checkpoint: its
-            # start event does not fire again (Lightning's rule; a callback's restored state
-            # stays as saved). lightkit's own callbacks still set up their displays.
-            for call in events.built_in["train_epoch_start"]:
+            # A mid-epoch resume continues an epoch that started before the checkpoint. The
+            # function hooks run again: what they set for the epoch (a frozen layer, a
+            # curriculum) is not in the checkpoint, and the resume must be exact. Callbacks
+            # do not (Lightning's rule): their restored state stays as saved, but for the
+            # progress bar and timer (`starts_resumed_epoch`).
+            for call in (
+                events.hooks_only["train_epoch_start"] + events.resumed["train_epoch_start"]
+            ):
                 call()
         else:
             events.fire("train_epoch_start")
         if stop_asked():  # asked in train_epoch_start: the epoch ends at once
-            end_train_epoch(engine, False)
+            end_train_epoch(engine, False, ran=False)
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
             break
         store.stage = "train"
@@ -163,17 +169,22 @@ def fit_loop(engine: Engine) -> None:
         finished = num_batches is None or batch_idx == last_idx
         validate_now = validate_epoch and plan.every == math.inf and batch_idx >= 0
         epoch = close_epoch(engine, epoch, batch_idx, finished, validate_now, plan.checkpointers)
+        position = (epoch, 0) if finished else (ctx.epoch, batch_idx + 1)
         if stop_asked():
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
     if not stop:
         engine.stopped_by = engine.stopped_by or "max_epochs"
+    for cb in plan.checkpointers:
+        cb.train_done(engine, position)
     ctx.stage = store.stage = "train_epoch"
+    trained = ctx.epoch
     ctx.epoch = epoch  # as Lightning's current_epoch at fit's end: the epochs completed
     events.fire("fit_end")
-    # What fit_end hooks logged reaches the loggers too (at the last epoch's step).
+    # What fit_end hooks logged reaches the loggers too, in the last row written (its step
+    # and epoch unchanged).
     rows = {**store.take_unwritten(), **store.end_epoch(("train_epoch",))}
     if rows:
-        engine.log_rows(rows, max(ctx.global_step - 1, 0))
+        engine.log_rows(rows, *(engine.last_row or (max(ctx.global_step - 1, 0), trained)))
 
 
 def train_epoch(
@@ -428,13 +439,16 @@ def can_stop(engine: Engine, epochs_done: int) -> bool:
     return not (cfg.min_steps is not None and engine.ctx.global_step < cfg.min_steps)
 
 
-def end_train_epoch(engine: Engine, finished: bool) -> None:
+def end_train_epoch(engine: Engine, finished: bool, ran: bool = True) -> None:
+    """Close the epoch's metrics (its row at the step its last batch began, or, for an epoch
+    that ``ran`` no batch, at the step its first would have), then its epoch schedulers."""
     ctx, store = engine.ctx, engine.store
     rows = store.end_epoch(("train",))
     ctx.stage = store.stage = "train_epoch"
     engine.events.fire("train_epoch_end")
     rows.update(store.end_epoch(("train_epoch",)))
-    engine.log_rows({**store.take_unwritten(), **rows}, max(ctx.global_step - 1, 0))
+    step = max(ctx.global_step - 1, 0) if ran else ctx.global_step
+    engine.log_rows({**store.take_unwritten(), **rows}, step)
     if finished and engine.schedulers and not engine.manual:
         step_schedulers(engine, "epoch", ctx.epoch + 1)
     if finished and ctx.epoch == 0 and ctx.global_step == 0 and not engine.manual:

@@ -388,7 +388,9 @@ def _dry_checkpoint_class(base: type, recorder: _Recorder) -> type:
         self._val_since_save = False
         self._last_time = time.monotonic()
 
-    def save_last_now(self: Any, engine: Engine, position: tuple[int, int]) -> Path:
+    def save_last_now(
+        self: Any, engine: Engine, position: tuple[int, int], weights_only: bool = False
+    ) -> Path:
         recorder.checkpoint_saved(self)
         return Path("last.ckpt")
 

@@ -19,7 +19,7 @@ from lightkit.engine.evaluation import evaluate, predict_loop
 from lightkit.engine.events import Events, check_callback_methods
 from lightkit.engine.loops import fit_loop
 from lightkit.engine.result import Result
-from lightkit.errors import ConfigError
+from lightkit.errors import ConfigError, LightkitError
 from lightkit.runtime.connector import connect
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.spec import TrainingSpec
@@ -258,7 +258,11 @@ class Trainer:
 def _fire_exception(engine: Engine, exc: BaseException) -> None:
     """Tell exception hooks; an error inside them must not mask the original one."""
     events = getattr(engine, "events", None)
-    listeners = events.exception if events is not None else _early_exception_hooks(engine)
+    try:
+        listeners = events.exception if events is not None else _early_exception_hooks(engine)
+    except Exception as bind_error:  # never in place of the user's own error
+        warnings.warn(f"exception hooks not called: {bind_error}", stacklevel=2)
+        return
     for call in listeners:
         try:
             call(exc)
@@ -285,16 +289,22 @@ def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
             )
         else:
             ready.append(plan)
-    events = Events(
-        ready,
-        # The callbacks list is made after the data: before that, the user's own callbacks.
-        engine.callbacks or list(engine.config.callbacks),
-        engine.constants(),
-        engine.models,
-        engine.spec.hparams,
-        ("exception",),
-    )
-    return events.exception
+    constants, hparams = engine.constants(), engine.spec.hparams
+    callers = list(Events(ready, [], constants, engine.models, hparams, ("exception",)).exception)
+    # The callbacks list is made after the data: before that, the user's own callbacks, each
+    # bound alone (one asking for a model never built is skipped, as a hook is).
+    for cb in engine.callbacks or engine.config.callbacks:
+        try:
+            bound = Events([], [cb], constants, engine.models, hparams, ("exception",))
+        except LightkitError as exc:
+            warnings.warn(
+                f"{type(cb).__name__}.on_exception not called: {exc}. The run had not built "
+                f"what it asks for when the error happened.",
+                stacklevel=3,
+            )
+            continue
+        callers.extend(bound.exception)
+    return tuple(callers)
 
 
 def _finish(engine: Engine, stage: str, status: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 import pytest
+import torch
 
 import lightkit as lk
 from tests.callbacks.cb_helpers import spec, trainer
@@ -158,3 +159,109 @@ def test_a_weights_only_file_calls_hooks_but_no_callbacks_on_save_checkpoint(tmp
         spec(hooks={"save_checkpoint": hook})
     )
     assert calls == ["hook:weights"]
+
+
+def test_an_on_exception_asking_for_an_unbuilt_model_does_not_hide_the_error():
+    class Watch(lk.Callback):
+        def on_exception(self, ctx: Any, net: Any, exception: BaseException) -> None:
+            raise AssertionError("not called: net was never built")
+
+    def boom() -> Any:
+        raise RuntimeError("bad model")
+
+    with pytest.warns(UserWarning, match="Watch.on_exception not called"):
+        with pytest.raises(RuntimeError, match="bad model"):
+            trainer(callbacks=[Watch()]).fit(spec(net=boom))
+
+
+@pytest.mark.parametrize("base", [lk.ProgressBar, lk.Timer])
+def test_a_subclass_of_the_bar_or_timer_still_starts_a_resumed_epoch(tmp_path, base):
+    started: list[int] = []
+
+    @attrs.define
+    class Mine(base):  # type: ignore[misc, valid-type]
+        def on_train_epoch_start(self, ctx: Any) -> None:
+            started.append(ctx.epoch)
+            super().on_train_epoch_start(ctx)
+
+    extra = (
+        {"mode": "bar", "file": open(tmp_path / "bar.txt", "w")} if base is lk.ProgressBar else {}
+    )
+    resumable.CONTROL["fail_at"] = (1, 2)
+    run_flags = {**flags(tmp_path, max_epochs=2), "enable_progress_bar": True}
+    with pytest.raises(RuntimeError):
+        lk.Trainer(**run_flags, callbacks=[*every_step(), Mine(**extra)]).fit(SPEC)
+    resumable.reset()
+    started.clear()
+    result = lk.Trainer(**run_flags, callbacks=[*every_step(), Mine(**extra)]).fit(
+        SPEC, ckpt_path="last"
+    )
+    assert result.global_step == 20
+    assert started == [1]  # the resumed epoch's set-up ran, through the subclass
+
+
+def test_a_stop_asked_at_an_epochs_start_still_saves_the_last_step(tmp_path):
+    def stop_second(ctx):
+        if ctx.epoch == 1:
+            ctx.should_stop = True
+
+    checkpoint = lk.ModelCheckpoint(dirpath=str(tmp_path / "c"), save_last=True)
+    result = trainer(
+        tmp_path,
+        max_epochs=3,
+        check_val_every_n_epoch=2,  # epoch 0 ends without a validation, so without a save
+        enable_checkpointing=True,
+        callbacks=[checkpoint],
+    ).fit(spec(hooks={"train_epoch_start": stop_second}))
+    assert result.global_step == 4
+    saved = torch.load(tmp_path / "c" / "last.ckpt", weights_only=True)
+    assert (saved["global_step"], saved["loop"]["epoch"], saved["loop"]["batches_done"]) == (
+        4,
+        1,
+        0,
+    )
+
+
+def test_rows_of_fit_end_and_of_an_epoch_stopped_at_its_start_keep_their_epochs(tmp_path):
+    def stop_second(ctx):
+        if ctx.epoch == 1:
+            ctx.should_stop = True
+
+    def epoch_metric(ctx):
+        ctx.log("ep", float(ctx.epoch + 10))
+
+    def final(ctx):
+        ctx.log("final", 1.0)
+
+    hooks = {"train_epoch_start": stop_second, "train_epoch_end": epoch_metric, "fit_end": final}
+    result = trainer(
+        tmp_path, max_epochs=3, logger=lk.CSVLogger(), num_sanity_val_steps=0, log_every_n_steps=1
+    ).fit(spec(hooks=hooks))
+    with open(Path(result.log_dir) / "metrics.csv", newline="") as f:
+        rows = [(r["step"], r["epoch"], r["ep"], r["final"]) for r in csv.DictReader(f) if r["ep"]]
+    # Epoch 0's row keeps its epoch and value; the empty epoch 1 has its own row at the step
+    # its first batch would have begun at; fit_end's value joins the last row.
+    assert rows == [("3", "0", "10.0", ""), ("4", "1", "11.0", "1.0")]
+
+
+def test_a_hook_that_sets_up_each_epoch_runs_again_for_a_resumed_epoch(tmp_path):
+    # The resume stays exact: what the hook sets (a layer frozen from epoch 1) is not in the
+    # checkpoint, so it must run for the epoch the resume continues. (Lightning skips it.)
+    hooks = lk.Registry()
+
+    @hooks.on("train_epoch_start")
+    def freeze_first_layer(net, ctx):
+        net[0].requires_grad_(ctx.epoch < 1)
+
+    spec_ = lk.collect(resumable, hooks)
+    reference = lk.Trainer(**flags(tmp_path / "ref", max_epochs=2)).fit(spec_)
+    resumable.reset()
+    resumable.CONTROL["fail_at"] = (1, 6)
+    with pytest.raises(RuntimeError):
+        lk.Trainer(**flags(tmp_path, max_epochs=2), callbacks=every_step()).fit(spec_)
+    resumable.reset()
+    resumed = lk.Trainer(**flags(tmp_path, max_epochs=2), callbacks=every_step()).fit(
+        spec_, ckpt_path="last"
+    )
+    for key, value in reference.models["net"].state_dict().items():
+        assert torch.equal(resumed.models["net"].state_dict()[key], value), key
