@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -172,3 +174,17 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
     match = difflib.get_close_matches(name, list(choices), n=1)
     return f" Did you mean {match[0]!r}?" if match else ""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes the caller's warning name the first frame outside
+    lightkit (the user's ``fit(...)`` line, say), however deep the caller sits."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level

@@ -133,3 +133,14 @@ def test_seed_everything_refuses_what_is_not_an_int_before_seeding(bad):
 def test_seed_everything_takes_lightnings_workers_flag_and_says_what_it_does():
     with pytest.warns(UserWarning, match="installs no worker_init_fn"):
         assert lk.seed_everything(3, workers=True) == 3
+
+
+def test_seed_everything_takes_numpy_ints_and_refuses_what_torch_cannot_take():
+    import numpy as np
+    import pydantic
+
+    assert lk.seed_everything(np.int64(3)) == 3
+    with pytest.raises(lk.ConfigError, match=r"torch takes seeds from -2\*\*63 to 2\*\*64 - 1"):
+        lk.seed_everything(2**64)
+    with pytest.raises(pydantic.ValidationError, match="seed"):
+        lk.Trainer(seed=2**64)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightkit.checkpoint.io import clean_stale_temps
 from lightkit.checkpoint.state import CKPT_SUFFIX, LAST_NAME
-from lightkit.errors import CheckpointError
+from lightkit.errors import CheckpointError, user_stacklevel
 
 if TYPE_CHECKING:
     from lightkit.engine.engine import Engine
@@ -61,7 +61,8 @@ def _first_loadable(
             return f, engine.runtime.strategy.load_checkpoint(f)
         except CheckpointError as exc:
             warnings.warn(
-                f'ckpt_path="{what}": skipping {f}, which cannot be used: {exc}', stacklevel=4
+                f'ckpt_path="{what}": skipping {f}, which cannot be used: {exc}',
+                stacklevel=user_stacklevel(),
             )
     return None
 

@@ -19,7 +19,7 @@ from torch import nn
 from lightkit.checkpoint.find import find_checkpoint, search_dirs
 from lightkit.checkpoint.resume import ResumeState
 from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION
-from lightkit.errors import CheckpointError, SpecError, sorted_list
+from lightkit.errors import CheckpointError, SpecError, sorted_list, user_stacklevel
 from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def locate(engine: Engine, ckpt_path: str | Path, full: bool) -> tuple[Path, dic
                 warnings.warn(
                     f'fit(ckpt_path="last"): no checkpoint found (searched {where}); '
                     f"training starts from scratch.",
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
                 return None
             raise CheckpointError(
@@ -308,7 +308,7 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
             f"{path} holds the state of callbacks this run does not have: "
             f"{', '.join(missing)}. Their state is not restored; pass the same callbacks "
             f"(callbacks=[...]) to continue them.",
-            stacklevel=7,  # _restore_full, restore, _compile, _run_engine, _run, fit: the user
+            stacklevel=user_stacklevel(),
         )
     loop = ckpt["loop"]
     ctx = engine.ctx

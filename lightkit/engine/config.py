@@ -119,7 +119,10 @@ class TrainerConfig(BaseModel):
     )
     # -- reproducibility and debugging -------------------------------------------------------
     seed: int | None = Field(
-        None, description="Seed python, numpy and torch before anything is built."
+        None,
+        ge=-(2**63),
+        lt=2**64,
+        description="Seed python, numpy and torch before anything is built.",
     )
     deterministic: bool | Literal["warn"] | None = None
     benchmark: bool | None = None

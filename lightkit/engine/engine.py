@@ -94,6 +94,7 @@ class Engine:
         self.run_dir: Path | None = None
         self.events: Events
         self.train_iter: EpochIterator | None = None
+        self.building_models = False  # a @model function runs (fit-only values refuse)
         #: ``(step, epoch)`` of the last row the loggers got (what fit_end logs joins it).
         self.last_row: tuple[int, int] | None = None
         self.eval_loaders: list[Any] = []
@@ -153,7 +154,11 @@ class Engine:
         for plan in self.spec.plans:
             if plan.role != "model":
                 continue
-            module = bind_plan(plan, (), base, self.spec.hparams)()
+            self.building_models = True
+            try:
+                module = bind_plan(plan, (), base, self.spec.hparams)()
+            finally:
+                self.building_models = False
             if not isinstance(module, nn.Module):
                 raise StepError(
                     f"{describe_function(plan.fn)} returned {type(module).__name__}; a @model "
@@ -209,10 +214,12 @@ class Engine:
         ``accumulate_grad_batches`` (the last partial window steps too), times ``max_epochs``,
         at most ``max_steps``; ``math.inf`` when nothing bounds it. In manual optimization
         it counts training batches, as ``global_step`` does."""
-        if self.stage != "fit":
+        if self.stage != "fit" or self.building_models:
+            during = "a @model function" if self.building_models else self.stage
             raise ConfigError(
-                f"ctx.estimated_stepping_batches was read during {self.stage}: it counts the "
-                f"optimizer steps of a fit, and only fit knows them. Read it in "
+                f"ctx.estimated_stepping_batches was read during {during}: it counts the "
+                f"optimizer steps of a fit, and only fit knows them (validate, test, predict "
+                f"and lk.load_models build the models without one). Read it in "
                 f"configure_optimizers or in a fit hook.",
                 code="fit-only",
             )

@@ -170,9 +170,12 @@ class MetricStore:
             if value is None:
                 return
         else:
+            several = (
+                " Log several values with ctx.log_dict(...)." if isinstance(value, dict) else ""
+            )
             raise LightkitError(
-                f"lk.log({name!r}, {value!r}): a metric must be a number or a one-element "
-                f"tensor, got {type(value).__name__}.",
+                f"lk.log({name!r}, {value!r}): a metric must be a number, a one-element "
+                f"tensor or a metric object, got {type(value).__name__}.{several}",
                 code="bad-metric",
             )
         if m.sync_dist and m.on_step and self._all_reduce is not None:
@@ -384,8 +387,9 @@ def _batch_value(m: Metric, obj: Any) -> Any:
         if value.numel() != 1:
             raise LightkitError(
                 f"lk.log({m.name!r}, {type(obj).__name__}): its batch value has shape "
-                f"{tuple(value.shape)}; a metric is one number. Log a scalar metric, or log "
-                f"on_step=False to log only its epoch value.",
+                f"{tuple(value.shape)}; a metric is one number. Give it a scalar reduction "
+                f"(e.g. average='micro'), or log it with on_step=False, on_epoch=True for its "
+                f"epoch value alone.",
                 code="bad-metric",
             )
         return value.detach()
@@ -408,8 +412,8 @@ def _computed(m: Metric) -> Any:
         f"lk.log({m.name!r}, {type(m.source).__name__}): its compute() returned "
         f"{type(value).__name__}"
         f"{f' of shape {tuple(value.shape)}' if isinstance(value, torch.Tensor) else ''}; a "
-        f"metric is one number. Log a scalar metric (e.g. average='micro'), or log the "
-        f"numbers you need from compute() yourself at the epoch's end.",
+        f"metric is one number. Give it a scalar reduction (e.g. average='micro'); for a "
+        f"MetricCollection, ctx.log_dict(collection) logs each metric under its name.",
         code="bad-metric",
     )
 

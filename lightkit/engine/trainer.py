@@ -19,7 +19,7 @@ from lightkit.engine.evaluation import evaluate, predict_loop
 from lightkit.engine.events import Events, check_callback_methods
 from lightkit.engine.loops import fit_loop
 from lightkit.engine.result import Result
-from lightkit.errors import ConfigError, LightkitError
+from lightkit.errors import ConfigError, LightkitError, user_stacklevel
 from lightkit.runtime.connector import connect
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.spec import TrainingSpec
@@ -285,7 +285,7 @@ def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
             warnings.warn(
                 f"exception hook {plan.where} not called: it asks for {', '.join(missing)}, "
                 f"which the run had not built when the error happened.",
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         else:
             ready.append(plan)
@@ -296,11 +296,11 @@ def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
     for cb in engine.callbacks or engine.config.callbacks:
         try:
             bound = Events([], [cb], constants, engine.models, hparams, ("exception",))
-        except LightkitError as exc:
+        except LightkitError:
             warnings.warn(
-                f"{type(cb).__name__}.on_exception not called: {exc}. The run had not built "
-                f"what it asks for when the error happened.",
-                stacklevel=3,
+                f"{type(cb).__name__}.on_exception not called: it asks for something the run "
+                f"had not built when the error happened (a model, the optimizers).",
+                stacklevel=user_stacklevel(),
             )
             continue
         callers.extend(bound.exception)

@@ -29,7 +29,8 @@ def _check_dtype(instance: Any, attribute: Any, value: Any) -> None:
     if value not in _NAMES:
         raise ConfigError(
             f"MixedPrecision(dtype={value!r}): autocast runs in torch.float16 ('16-mixed') or "
-            f"torch.bfloat16 ('bf16-mixed').",
+            f"torch.bfloat16 ('bf16-mixed'). For float32 use precision='32-true'; for float64, "
+            f"'64-true' (TruePrecision(torch.float64)).",
             code="unknown-precision",
         )
 

@@ -260,6 +260,15 @@ class Runtime:
             ConfigError: ``bad-runtime-argument`` for an unknown ``algorithm`` or a
                 ``max_value`` that is not a number >= 0.
         """
+        if not hasattr(optimizer, "param_groups"):
+            hint = (
+                " A module's gradients are clipped through its optimizer."
+                if isinstance(optimizer, nn.Module)
+                else ""
+            )
+            raise _bad_argument(
+                "clip_gradients(optimizer, max_value)", "a torch.optim.Optimizer", optimizer, hint
+            )
         if algorithm not in ("norm", "value"):
             raise ConfigError(
                 f"Runtime.clip_gradients got algorithm={algorithm!r}; expected 'norm' or 'value'.",
@@ -271,8 +280,8 @@ class Runtime:
             or not (max_value >= 0)
         ):
             raise ConfigError(
-                f"Runtime.clip_gradients got max_value={max_value!r}; expected a number >= 0 "
-                f"(the largest gradient norm, or element, to keep).",
+                f"Runtime.clip_gradients got max_value={_short(max_value)}; expected a number "
+                f">= 0 (the largest gradient norm, or element, to keep).",
                 code="bad-runtime-argument",
             )
         self.unscale_gradients(optimizer)
@@ -455,3 +464,9 @@ def _check_state_and_path(call: str, state: Any, path: Any, *, required: bool) -
             call, "state to be a dict such as {'model': model, 'optimizer': opt}", state, hint
         )
     raise _bad_argument(call, "path to be a file path (str or pathlib.Path)", path, hint)
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a number or string; a type name for anything longer (an optimizer's repr
+    runs to a dozen lines)."""
+    return repr(value) if isinstance(value, (int, float, str)) else f"a {type(value).__name__}"

@@ -238,9 +238,12 @@ class Registry:
     def model(self, fn: Any = None, /, *, name: str | None = None) -> Any:
         """Record a function that builds an ``nn.Module``; ``name`` is its injection name."""
         if name is not None and not (isinstance(name, str) and name.isidentifier()):
+            fixed = re.sub(r"\W", "_", str(name))
+            fixed = fixed if fixed.isidentifier() else f"model_{fixed}"
             raise SpecError(
                 f"@model(name={name!r}): a model's name must be a Python identifier, since "
-                "other functions receive the model through a parameter of that name.",
+                f"other functions receive the model through a parameter of that name. Use "
+                f"e.g. name={fixed!r}.",
                 code="bad-model-name",
             )
 

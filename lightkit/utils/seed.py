@@ -22,12 +22,23 @@ def seed_everything(seed: int, workers: bool = False) -> int:
         ConfigError: ``bad-seed`` when ``seed`` is not an integer (checked before anything
             is seeded).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         from lightkit.errors import ConfigError
 
         raise ConfigError(
             f"seed_everything({seed!r}): the seed must be an int, got {type(seed).__name__}. "
             f"Pass e.g. seed_everything(0), or int(...) a seed read from text.",
+            code="bad-seed",
+        )
+    seed = int(seed)
+    if not -(2**63) <= seed < 2**64:
+        from lightkit.errors import ConfigError
+
+        raise ConfigError(
+            f"seed_everything({seed}): torch takes seeds from -2**63 to 2**64 - 1. Pass a "
+            f"smaller one, e.g. seed % 2**32.",
             code="bad-seed",
         )
     if workers:

@@ -138,10 +138,13 @@ def test_fit_end_sees_the_epochs_completed_and_its_logs_reach_the_files(tmp_path
 def test_resuming_without_a_callback_whose_state_the_checkpoint_holds_warns(tmp_path):
     lk.Trainer(**flags(tmp_path, max_epochs=1), callbacks=[*every_step(), PerEpoch()]).fit(SPEC)
     resumable.reset()
-    with pytest.warns(UserWarning, match=r"holds the state of callbacks this run does not have: "):
+    with pytest.warns(
+        UserWarning, match=r"holds the state of callbacks this run does not have: "
+    ) as record:
         lk.Trainer(**flags(tmp_path, max_epochs=2), callbacks=every_step()).fit(
             SPEC, ckpt_path="last"
         )
+    assert {w.filename for w in record if "holds the state" in str(w.message)} == {__file__}
 
 
 def test_a_weights_only_file_calls_hooks_but_no_callbacks_on_save_checkpoint(tmp_path):

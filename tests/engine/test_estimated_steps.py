@@ -162,3 +162,19 @@ def test_two_ranks_count_their_own_share_of_the_batches() -> None:
     # 50 samples over 2 ranks: 25 each (one padded), batches of 8: 4 an epoch.
     assert result.metrics["total"] == 8.0
     assert result.global_step == 8
+
+
+def test_a_model_function_cannot_read_it():
+    # validate, test, predict and lk.load_models build models without a fit: refused in fit too.
+    def net(ctx):
+        _ = ctx.estimated_stepping_batches
+        return make_net()
+
+    reg = lk.Registry()
+    reg.model(net)
+    reg.train_data(train_loader)
+    reg.training_step(lambda net, batch: torch.nn.functional.cross_entropy(net(batch[0]), batch[1]))
+    reg.configure_optimizers(lambda net: torch.optim.SGD(net.parameters(), lr=0.1))
+    with pytest.raises(lk.ConfigError, match="read during a @model function") as info:
+        trainer(max_epochs=1).fit(lk.collect(reg))
+    assert info.value.code == "fit-only"

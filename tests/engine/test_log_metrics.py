@@ -242,8 +242,8 @@ def test_log_outside_a_run_is_a_clear_error():
     ("value", "match"),
     [
         (torch.ones(3), r"got a tensor of shape \(3,\); a metric is one number"),
-        ("high", "a metric must be a number or a one-element tensor, got str"),
-        (None, "a metric must be a number or a one-element tensor, got NoneType"),
+        ("high", "a metric must be a number, a one-element tensor or a metric object, got str"),
+        (None, "a metric must be a number, a one-element tensor or a metric object, got NoneType"),
     ],
 )
 def test_bad_metric_values(value, match):

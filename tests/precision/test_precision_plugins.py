@@ -292,3 +292,20 @@ def test_bf16_mixed_has_nothing_to_unscale():
     assert not precision_from("bf16-mixed").unscales
     rt = lk.Runtime(accelerator="cpu", precision="bf16-mixed")
     assert not rt._unscales  # no per-step bookkeeping for a scale that does not exist
+
+
+def test_clip_gradients_names_a_module_given_for_the_optimizer():
+    rt = lk.Runtime(accelerator="cpu")
+    net = rt.setup(nn.Linear(2, 1))
+    opt = rt.setup_optimizer(torch.optim.SGD(net.parameters(), lr=0.1))
+    with pytest.raises(lk.ConfigError, match="through its optimizer") as info:
+        rt.clip_gradients(net, 1.0)
+    assert info.value.code == "bad-runtime-argument"
+    with pytest.raises(lk.ConfigError, match=r"got max_value=a SGD; expected a number >= 0"):
+        rt.clip_gradients(opt, opt)  # Fabric's (module, optimizer) order, half fixed
+
+
+def test_mixed_precision_in_float32_or_float64_points_at_the_true_precisions():
+    for dtype in (torch.float32, torch.float64, "float32"):
+        with pytest.raises(lk.ConfigError, match="'32-true'; for float64, '64-true'"):
+            lk.MixedPrecision(dtype)

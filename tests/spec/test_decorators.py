@@ -269,7 +269,8 @@ def test_model_name_must_be_an_identifier():
     assert info.value.code == "bad-model-name"
     assert str(info.value) == (
         "@model(name='my net'): a model's name must be a Python identifier, since other "
-        "functions receive the model through a parameter of that name."
+        "functions receive the model through a parameter of that name. Use e.g. "
+        "name='my_net'."
     )
 
 
