@@ -56,13 +56,14 @@ class LearningRateMonitor(Callback):
     log_momentum: bool = False
     log_weight_decay: bool = False
 
-    #: Per interval, the ``(key, param_group, field)`` triples to log.
-    _items: dict[str, list[tuple[str, dict[str, Any], str]]] = attrs.field(
+    #: Per interval, the ``(key, (optimizer, group index), field)`` triples to log. The group
+    #: is looked up when logged: loading a checkpoint replaces an optimizer's group dicts.
+    _items: dict[str, list[tuple[str, tuple[Any, int], str]]] = attrs.field(
         factory=dict, init=False, repr=False
     )
     _every: int = attrs.field(default=1, init=False, repr=False)
     #: The "step" and "start" items: what each logging step logs.
-    _on_logging_steps: list[tuple[str, dict[str, Any], str]] = attrs.field(
+    _on_logging_steps: list[tuple[str, tuple[Any, int], str]] = attrs.field(
         factory=list, init=False, repr=False
     )
     _engine: Any = attrs.field(default=None, init=False, repr=False)
@@ -98,20 +99,22 @@ class LearningRateMonitor(Callback):
                 name = base if seen[base] == 1 else f"{base}-{seen[base] - 1}"
             where = self.logging_interval or interval
             groups = opt.param_groups
-            for i, group in enumerate(groups):
+            for i in range(len(groups)):
                 key = _suffix(name, groups, i)
-                self._items[where].append((key, group, "lr"))
+                self._items[where].append((key, (opt, i), "lr"))
                 if self.log_momentum:
-                    self._items[where].append((f"{key}-momentum", group, "momentum"))
+                    self._items[where].append((f"{key}-momentum", (opt, i), "momentum"))
                 if self.log_weight_decay:
-                    self._items[where].append((f"{key}-weight_decay", group, "weight_decay"))
+                    self._items[where].append((f"{key}-weight_decay", (opt, i), "weight_decay"))
         self._on_logging_steps = [*self._items["step"], *self._items["start"]]
 
     def teardown(self, ctx: Any, stage: str) -> None:
         self._engine = None
 
     @staticmethod
-    def _value(group: dict[str, Any], field: str) -> float:
+    def _value(source: tuple[Any, int], field: str) -> float:
+        opt, i = source
+        group = opt.param_groups[i]
         if field == "momentum":
             return _momentum(group)
         return float(group.get(field, 0.0))
@@ -120,16 +123,16 @@ class LearningRateMonitor(Callback):
         # The rows the trainer writes: every `log_every_n_steps` optimizer steps.
         if (ctx.global_step + 1) % self._every:
             return
-        for key, group, field in self._on_logging_steps:
-            ctx.log(key, self._value(group, field), on_step=True, on_epoch=False)
+        for key, source, field in self._on_logging_steps:
+            ctx.log(key, self._value(source, field), on_step=True, on_epoch=False)
 
     def on_train_epoch_start(self, ctx: Any) -> None:
-        epoch = {key: self._value(group, field) for key, group, field in self._items["epoch"]}
+        epoch = {key: self._value(source, field) for key, source, field in self._items["epoch"]}
         for key, value in epoch.items():  # for the metrics; the loggers get the row below
             ctx.log(
                 key, value, on_step=False, on_epoch=True, reduce="max", batch_size=1, logger=False
             )
-        start = {key: self._value(group, field) for key, group, field in self._items["start"]}
+        start = {key: self._value(source, field) for key, source, field in self._items["start"]}
         # As Lightning writes them: a row at the step the epoch starts at, whatever
         # log_every_n_steps, with the rates the epoch trains at. (The optimizers without a
         # scheduler reach the metrics on the logging steps.)

@@ -147,8 +147,17 @@ class MetricStore:
             name = name + self.suffix
         m = self._current.get(name)
         if m is None:
+            # A metric object reduces across processes itself: no sync_dist warning for it.
             m = self._register(
-                name, on_step, on_epoch, prog_bar, sync_dist, reduce, logger, rank_zero_only
+                name,
+                on_step,
+                on_epoch,
+                prog_bar,
+                sync_dist,
+                reduce,
+                logger,
+                rank_zero_only,
+                reduces_itself=is_metric_object(value),
             )
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
@@ -206,6 +215,7 @@ class MetricStore:
         reduce: str,
         logger: bool = True,
         rank_zero_only: bool = False,
+        reduces_itself: bool = False,
     ) -> Metric:
         if not isinstance(name, str) or not name.strip() or name in RESERVED:
             why = (
@@ -246,6 +256,7 @@ class MetricStore:
             and m.on_epoch
             and not m.sync_dist
             and not rank_zero_only
+            and not reduces_itself
             and self.stage in ("validate", "test")
         ):
             warnings.warn(

@@ -171,3 +171,23 @@ def test_the_rate_is_logged_on_the_optimizer_steps_whose_rows_are_written(tmp_pa
         accumulate_grad_batches=2, callbacks=[lk.LearningRateMonitor(logging_interval="step")],
     ).fit(spec(val=None))  # fmt: skip
     assert [s for s, _ in column(result, "lr-SGD")] == [1, 3]
+
+
+def test_a_resumed_run_logs_the_rates_its_optimizer_uses(tmp_path):
+    # Loading a checkpoint replaces the optimizer's parameter-group dicts: the monitor must
+    # read the new ones, not the ones it saw at set-up.
+    def optim(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.08)
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
+
+    checkpoint = lk.ModelCheckpoint(dirpath=str(tmp_path / "c"), save_last=True)
+    fit(tmp_path, optim, callbacks=[lk.LearningRateMonitor(), checkpoint], max_epochs=2)
+    resumed = trainer(
+        tmp_path,
+        logger=lk.CSVLogger(),
+        callbacks=[lk.LearningRateMonitor(), lk.ModelCheckpoint(dirpath=str(tmp_path / "c"))],
+        max_epochs=4,
+        log_every_n_steps=1,
+    ).fit(spec(optim=optim), ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+    assert column(resumed, "lr-SGD") == [(8, 0.02), (12, 0.01)]  # 0.08 halved per epoch
+    assert resumed.metrics["lr-SGD"] == 0.01

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,33 @@ def test_torchmetrics_accuracy_is_the_accuracy_over_the_validation_set():
     with torch.no_grad():
         expected = (result.models["net"](X_VAL).argmax(1) == Y_VAL).float().mean()
     assert result.metrics["val/acc"] == pytest.approx(float(expected))
+
+
+def test_two_ranks_compute_over_both_shares():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    accuracy = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+
+    def val(net, batch):
+        x, y = batch
+        accuracy.update(net(x), y)
+        lk.log("val/acc", accuracy)
+
+    strategy = lk.DDPStrategy(start_method="fork")
+    result = trainer(max_epochs=1, seed=0, accelerator="cpu", devices=2, strategy=strategy).fit(
+        lk.collect(registry(val=val))
+    )
+    with torch.no_grad():
+        expected = (result.models["net"](X_VAL).argmax(1) == Y_VAL).float().mean()
+    assert result.metrics["val/acc"] == pytest.approx(float(expected))  # both ranks' samples
+
+
+def test_rank_zero_warns_of_an_unsynced_tensor_but_not_of_a_metric_object():
+    from lightkit.engine.metrics import MetricStore
+
+    store = MetricStore(lambda t, op: t, warn_unsynced=True)
+    store.stage = "validate"
+    with pytest.warns(UserWarning, match="sync_dist=True"):
+        store.log("val/loss", torch.tensor(1.0), None, None, False, False, "mean", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.log("val/acc", Mean(), None, None, False, False, "mean", 1)  # reduces itself
