@@ -469,4 +469,5 @@ def _check_state_and_path(call: str, state: Any, path: Any, *, required: bool) -
 def _short(value: Any) -> str:
     """``repr`` of a number or string; a type name for anything longer (an optimizer's repr
     runs to a dozen lines)."""
-    return repr(value) if isinstance(value, (int, float, str)) else f"a {type(value).__name__}"
+    plain = value is None or isinstance(value, (int, float, str))
+    return repr(value) if plain else f"a {type(value).__name__}"

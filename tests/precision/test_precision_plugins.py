@@ -259,6 +259,7 @@ def test_runtime_clip_gradients_checks_its_arguments():
         ({"max_value": -1.0}, "max_value=-1.0; expected a number >= 0"),
         ({"max_value": float("nan")}, "max_value=nan"),
         ({"max_value": "1"}, "max_value='1'"),
+        ({"max_value": None}, "max_value=None;"),
     ]:
         args = {"max_value": 1.0, **bad}
         with pytest.raises(lk.ConfigError, match=re.escape(text)) as info:
