@@ -123,7 +123,8 @@ def test_an_epoch_value_that_is_not_one_number_is_a_bad_metric():
     assert info.value.code == "bad-metric"
 
 
-def test_torchmetrics_accuracy_is_the_accuracy_over_the_validation_set():
+def accuracy_spec() -> lk.TrainingSpec:
+    """A spec whose validation logs a torchmetrics ``Accuracy`` (skipped without it)."""
     torchmetrics = pytest.importorskip("torchmetrics")
     accuracy = torchmetrics.Accuracy(task="multiclass", num_classes=3)
 
@@ -132,29 +133,26 @@ def test_torchmetrics_accuracy_is_the_accuracy_over_the_validation_set():
         accuracy.update(net(x), y)
         lk.log("val/acc", accuracy, prog_bar=True)
 
-    spec = lk.collect(registry(val=val))
-    result = trainer(max_epochs=2, seed=0).fit(spec)
+    return lk.collect(registry(val=val))
+
+
+def val_accuracy(result: lk.Result) -> float:
+    """The fitted model's accuracy over the whole validation set, by hand."""
     with torch.no_grad():
-        expected = (result.models["net"](X_VAL).argmax(1) == Y_VAL).float().mean()
-    assert result.metrics["val/acc"] == pytest.approx(float(expected))
+        return float((result.models["net"](X_VAL).argmax(1) == Y_VAL).float().mean())
+
+
+def test_torchmetrics_accuracy_is_the_accuracy_over_the_validation_set():
+    result = trainer(max_epochs=2, seed=0).fit(accuracy_spec())
+    assert result.metrics["val/acc"] == pytest.approx(val_accuracy(result))
 
 
 def test_two_ranks_compute_over_both_shares():
-    torchmetrics = pytest.importorskip("torchmetrics")
-    accuracy = torchmetrics.Accuracy(task="multiclass", num_classes=3)
-
-    def val(net, batch):
-        x, y = batch
-        accuracy.update(net(x), y)
-        lk.log("val/acc", accuracy)
-
     strategy = lk.DDPStrategy(start_method="fork")
     result = trainer(max_epochs=1, seed=0, accelerator="cpu", devices=2, strategy=strategy).fit(
-        lk.collect(registry(val=val))
+        accuracy_spec()
     )
-    with torch.no_grad():
-        expected = (result.models["net"](X_VAL).argmax(1) == Y_VAL).float().mean()
-    assert result.metrics["val/acc"] == pytest.approx(float(expected))  # both ranks' samples
+    assert result.metrics["val/acc"] == pytest.approx(val_accuracy(result))  # both ranks' data
 
 
 def test_rank_zero_warns_of_an_unsynced_tensor_but_not_of_a_metric_object():
