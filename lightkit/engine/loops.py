@@ -122,12 +122,16 @@ def fit_loop(engine: Engine) -> None:
         return asked and can_stop(engine, epoch)
 
     position = (epoch, engine.skip_batches)  # where a resumed run would continue
+    first = True
     while not stop and (max_epochs == -1 or epoch < max_epochs):
         ctx.epoch = epoch
         position = (epoch, engine.skip_batches)
-        if stop_asked():  # the epoch does not start (Lightning fires no epoch event)
+        # Before the first epoch only: later ones follow the end-of-epoch check, which asked
+        # the same question of the same state.
+        if first and stop_asked():  # the epoch does not start (Lightning fires no event)
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
             break
+        first = False
         if engine.resume is not None:  # resuming at an epoch boundary: the random states first
             resume_before_epoch(engine, train)
         ctx.stage = store.stage = "train_epoch"
