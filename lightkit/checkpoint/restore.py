@@ -310,6 +310,7 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
             f"(callbacks=[...]) to continue them.",
             stacklevel=user_stacklevel(),
         )
+    _restore_metrics(engine, ckpt.get("metrics"))
     loop = ckpt["loop"]
     ctx = engine.ctx
     engine.start_epoch = ctx.epoch = int(loop["epoch"])
@@ -319,6 +320,19 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
     engine.batches_seen = int(loop["batches_seen"])
     engine.epochs_done = int(loop["epochs_done"])
     engine.resume = ResumeState(engine.skip_batches, ckpt["random"], ckpt.get("epoch_start"))
+
+
+def _restore_metrics(engine: Engine, ranks: Any) -> None:
+    """The logged metrics as the checkpoint's run left them: this rank's own when its ranks
+    are this run's; otherwise rank 0's latest values, without the unfinished epoch's values
+    (the resumed epoch's aggregates then cover the batches after the resume)."""
+    if not isinstance(ranks, list) or not ranks:  # older checkpoints hold none
+        return
+    rt = engine.runtime
+    if len(ranks) == rt.world_size:
+        engine.store.load_state_dict(ranks[rt.rank])
+    else:
+        engine.store.load_state_dict(ranks[0], epoch_values=False)
 
 
 def _window_grads(

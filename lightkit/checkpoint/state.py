@@ -116,6 +116,7 @@ def build_checkpoint(
             "accumulate_grad_batches": engine.config.accumulate_grad_batches,
         }
         ckpt.update(_grads(engine))
+        ckpt["metrics"] = _metrics(engine)
         states: dict[str, Any] = {}
         for cb in engine.callbacks:
             state = cb.state_dict()
@@ -135,6 +136,15 @@ def build_checkpoint(
         loader = engine.train_iter.loader if engine.train_iter is not None else None
         ckpt["random"] = capture_random(loader)
     return ckpt
+
+
+def _metrics(engine: Engine) -> list[dict[str, Any]] | None:
+    """Each rank's metric state (:meth:`MetricStore.state_dict`), in rank order, on rank 0,
+    which writes the file: with several processes, a collective."""
+    state = engine.store.state_dict()
+    if engine.runtime.world_size == 1:
+        return [state]
+    return engine.runtime.strategy.gather_object(state)
 
 
 def _grads(engine: Engine) -> dict[str, Any]:

@@ -379,6 +379,51 @@ class MetricStore:
     def restore(self, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
         self.latest, self.unwritten = dict(state[0]), dict(state[1])
 
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to carry on as if never stopped: the latest values (what
+        callbacks read, e.g. an ``EarlyStopping`` monitor at the epoch's end), the step values
+        no logger row holds yet, and the training step's epoch values so far, with their
+        metrics' options. A metric object keeps its own state (torchmetrics: in the module)."""
+        epoch = [
+            {
+                "name": m.name,
+                "on_step": m.on_step,
+                "on_epoch": m.on_epoch,
+                "prog_bar": m.prog_bar,
+                "sync_dist": m.sync_dist,
+                "reduce": m.reduce,
+                "logger": m.logger,
+                "values": _float_list(m.epoch_values),
+                "sizes": list(m.epoch_sizes),
+            }
+            for m in self._by_stage.get("train", {}).values()
+            if m.source is None and m.epoch_values
+        ]
+        return {"latest": self.floats(), "unwritten": _floats(self.unwritten), "epoch": epoch}
+
+    def load_state_dict(self, state: dict[str, Any], epoch_values: bool = True) -> None:
+        """Restore what :meth:`state_dict` returned; ``epoch_values=False`` keeps the latest
+        and unwritten values only."""
+        self.latest.update(state.get("latest") or {})
+        self.unwritten.update(state.get("unwritten") or {})
+        if not epoch_values:
+            return
+        table = self._by_stage.setdefault("train", {})
+        for item in state.get("epoch") or ():
+            m = Metric(
+                item["name"],
+                "train",
+                item["on_step"],
+                item["on_epoch"],
+                item["prog_bar"],
+                item["sync_dist"],
+                item["reduce"],
+                item["logger"],
+            )
+            m.epoch_values, m.epoch_sizes = list(item["values"]), list(item["sizes"])
+            table[m.name] = m
+
     def reset_epoch(self, stages: tuple[str, ...]) -> None:
         """Drop unfinished epoch values of ``stages`` (an interrupted evaluation)."""
         for m in self._all():
@@ -441,6 +486,16 @@ def _floats(values: dict[str, Any]) -> dict[str, float]:
         flat = torch.stack([v.reshape(()).to(torch.float64) for _, v in tensors]).tolist()
         out.update({k: x for (k, _), x in zip(tensors, flat, strict=True)})
     return {k: out[k] for k in values}
+
+
+def _float_list(values: list[Any]) -> list[float]:
+    """Epoch values as floats (exact: a float32 or float64 value is a Python float), with one
+    device->host copy for the values on a device."""
+    if all(not isinstance(v, torch.Tensor) or v.device.type == "cpu" for v in values):
+        return [float(v) for v in values]
+    tensors = [v.reshape(()).to(torch.float64) for v in values if isinstance(v, torch.Tensor)]
+    copied = iter(torch.stack(tensors).tolist())
+    return [next(copied) if isinstance(v, torch.Tensor) else float(v) for v in values]
 
 
 def _floating(value: torch.Tensor) -> torch.Tensor:

@@ -156,3 +156,6 @@ def test_ddp_preemption_stops_every_rank_after_the_same_batch(tmp_path, monkeypa
     ckpt = torch.load(last, weights_only=True)
     assert (ckpt["loop"]["epoch"], ckpt["loop"]["batches_done"]) == (0, 3)
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+    # Each rank's metrics, gathered to rank 0: the ranks trained on different samples.
+    losses = [rank["latest"]["train/loss"] for rank in ckpt["metrics"]]
+    assert len(losses) == 2 and losses[0] != losses[1]
