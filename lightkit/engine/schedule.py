@@ -498,6 +498,15 @@ def explain(
         )
     spec.require(stage)
     world_size = world_size_of(config)
+    if config.sync_batchnorm and world_size > 1:  # what fit would refuse before it starts
+        from lightkit.runtime.connector import resolve_accelerator
+        from lightkit.utils.modules import check_sync_batchnorm
+
+        try:
+            accelerator = resolve_accelerator(config.accelerator)
+        except ConfigError:  # a GPU config explained on a machine without one: as on GPUs
+            accelerator = config.accelerator
+        check_sync_batchnorm(world_size, torch.device(accelerator))
     runtime = Runtime.from_strategy(SingleDevice())
     trainer = Trainer(config)
     with isolate_rng(), warnings.catch_warnings():

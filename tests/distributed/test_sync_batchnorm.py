@@ -71,6 +71,17 @@ def test_several_cpu_processes_are_refused_before_any_starts(tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_explain_refuses_what_fit_would_and_explains_a_gpu_run() -> None:
+    from lightkit.engine.schedule import explain
+
+    with pytest.raises(lk.ConfigError, match="2 processes run on cpu") as info:
+        explain(SPEC, lk.TrainerConfig(accelerator="cpu", devices=2, sync_batchnorm=True))
+    assert info.value.code == "sync-batchnorm-device"
+    # A GPU run explained on a machine without GPUs: explained as it would run there.
+    gpus = lk.TrainerConfig(accelerator="cuda", devices=2, sync_batchnorm=True)
+    assert "2 processes" in explain(SPEC, gpus).render()
+
+
 def test_the_conversion_keeps_every_weight_and_buffer() -> None:
     torch.manual_seed(0)
     module = net()
