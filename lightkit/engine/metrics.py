@@ -241,11 +241,23 @@ class MetricStore:
                 code="bad-metric",
             )
         training = self.stage == "train"
+        step = training if on_step is None else bool(on_step)
+        epoch = (not training) if on_epoch is None else bool(on_epoch)
+        if not (step or epoch):
+            where = _STAGE_WORDS.get(self.stage, self.stage)
+            default = "on_step=True" if training else "on_epoch=True"
+            raise LightkitError(
+                f"lk.log({name!r}, ..., on_step={on_step}, on_epoch={on_epoch}) in {where} "
+                f"records the value nowhere: neither per step nor per epoch. Pass "
+                f"on_epoch=True for the epoch's {reduce} (in {where} the default is "
+                f"{default}), or on_step=True for each step's value.",
+                code="bad-metric",
+            )
         m = Metric(
             name,
             self.stage,
-            training if on_step is None else bool(on_step),
-            (not training) if on_epoch is None else bool(on_epoch),
+            step,
+            epoch,
             bool(prog_bar),
             bool(sync_dist),
             reduce,

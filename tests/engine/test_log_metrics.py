@@ -263,6 +263,22 @@ def test_bad_reduce():
         fit_logging(log)
 
 
+@pytest.mark.parametrize(
+    ("options", "default"),
+    [({"on_step": False}, "on_step=True"), ({"on_step": False, "on_epoch": False}, "on_step=True")],
+)
+def test_a_value_logged_neither_per_step_nor_per_epoch_is_refused(options, default):
+    # Lightning refuses it too: the value would reach no logger, callback or result.
+    def log(i, ctx, loss):
+        lk.log("m", loss, **options)
+
+    with pytest.raises(lk.LightkitError, match="records the value nowhere") as info:
+        fit_logging(log)
+    assert info.value.code == "bad-metric"
+    assert f"in the training step the default is {default}" in str(info.value)
+    assert "Pass on_epoch=True for the epoch's mean" in str(info.value)
+
+
 def test_step_values_stay_on_device_tensors_until_read():
     """Logging a tensor keeps it a tensor: no host sync per step."""
     kept: list[Any] = []
