@@ -6,11 +6,12 @@ when the run starts, so a running run already shows up, and at the end the exper
 hyperparameters and the metrics to compare) and the session's status (success or failure).
 The HParams tab reads each metric's latest scalar from the run itself.
 
-Events are written in the calling thread, with tensorboardX's ``EventsWriter``, at the
-logger's flush points. tensorboardX's ``SummaryWriter`` would hand each event to a background
-thread through a ``multiprocessing`` queue instead; on the tiny benchmark
-(``bench/run.py --only b``) that cost the training loop about 40 µs per step, a tenth of the
-step, while the logger already buffers and writes in batches. ``experiment`` still gives a
+Scalars are buffered as rows of numbers and turned into events at the logger's flush points,
+in the calling thread, with tensorboardX's ``EventsWriter``. tensorboardX's ``SummaryWriter``
+would hand each event to a background thread through a ``multiprocessing`` queue instead; on
+the tiny benchmark (``bench/run.py --only b``) that cost the training loop about 40 µs per
+step, a tenth of the step. Building each row's event as it comes (``tensorboardX.summary.scalar``
+goes through numpy) cost another 4 µs per step: code run once every 50 steps runs cold. ``experiment`` still gives a
 full ``SummaryWriter`` (its own event file in the same folder) for images, histograms and the
 graph.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 import warnings
 from collections.abc import Mapping
@@ -30,6 +32,8 @@ from lightkit.loggers.base import Logger, flatten_params
 
 #: Numbers the event files this process opens.
 _WRITERS = itertools.count()
+#: What a TensorBoard tag may not hold (tensorboardX's rule: each becomes ``_``).
+_NOT_IN_TAG = re.compile(r"[^-/\w\.]")
 
 
 def _unique_suffix() -> str:
@@ -66,6 +70,11 @@ class TensorBoardLogger(Logger):
     _params: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
     _final: dict[str, float] | None = attrs.field(default=None, init=False, repr=False)
     _last: dict[str, tuple[int, float]] = attrs.field(factory=dict, init=False, repr=False)
+    # Rows not yet written as events: (wall time, step, [(tag, value), ...]).
+    _rows: list[tuple[float, int, list[tuple[str, float]]]] = attrs.field(
+        factory=list, init=False, repr=False
+    )
+    _tags: dict[str, str] = attrs.field(factory=dict, init=False, repr=False)
     _graph_done: bool = attrs.field(default=False, init=False, repr=False)
     _session_started: bool = attrs.field(default=False, init=False, repr=False)
 
@@ -100,19 +109,18 @@ class TensorBoardLogger(Logger):
         return self._experiment
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        from tensorboardX.summary import scalar
-
-        last, values = self._last, []
+        last, tags, values = self._last, self._tags, []
         for name, value in metrics.items():
             point = (step, value)
             if last.get(name) == point:
                 continue  # the same point again (e.g. ``epoch`` in a step's second row)
             last[name] = point
-            values.extend(scalar(name, value).value)
+            tag = tags.get(name)
+            if tag is None:
+                tag = tags[name] = _NOT_IN_TAG.sub("_", name).lstrip("/")
+            values.append((tag, float(value)))
         if values:
-            from tensorboardX.proto.summary_pb2 import Summary
-
-            self._add(Summary(value=values), step)
+            self._rows.append((time.time(), step, values))
         self._steps_since_flush += 1
         if self._steps_since_flush >= self.flush_every_n_steps:
             self.save()
@@ -172,7 +180,21 @@ class TensorBoardLogger(Logger):
         finally:
             model.train(was_training)
 
+    def _write_rows(self) -> None:
+        """The buffered rows, as one event each."""
+        if not self._rows:
+            return
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        write, value = self.events.write_event, Summary.Value
+        for wall_time, step, values in self._rows:
+            summary = Summary(value=[value(tag=t, simple_value=v) for t, v in values])
+            write(Event(wall_time=wall_time, step=step, summary=summary))
+        self._rows = []
+
     def save(self) -> None:
+        self._write_rows()
         if self._events is not None:
             self._events.flush()
         if self._experiment is not None:
@@ -180,6 +202,7 @@ class TensorBoardLogger(Logger):
         self._steps_since_flush = 0
 
     def finalize(self, status: str) -> None:
+        self._write_rows()
         if self._params is not None and self.log_dir is not None:
             self._write_session_end(status)
         if self._events is not None:
@@ -192,6 +215,8 @@ class TensorBoardLogger(Logger):
     # -- hparams -------------------------------------------------------------------------------
     def _add(self, summary: Any, step: int | None = None) -> None:
         from tensorboardX.proto.event_pb2 import Event
+
+        self._write_rows()  # events stay in the order they were logged
 
         event = Event(wall_time=time.time(), summary=summary)
         if step is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -118,6 +119,29 @@ def test_floats_round_trip_exactly(tmp_path):
     _, rows = read(tmp_path / "metrics.csv")
     got = [float(r["x"]) for r in rows]
     assert got[:4] == values[:4] and got[4] != got[4] and got[5] == float("inf")
+
+
+def test_tensorboard_buffers_rows_until_a_flush_and_names_tags_as_tensorboardx(tmp_path):
+    from tensorboardX.summary import scalar
+
+    from tests.loggers.tb_events import all_events, scalars
+
+    names = ["train/loss", "a b", "/lead/x", "ok/x.y-z", "acc@1", "ünï"]
+    log = lk.TensorBoardLogger(flush_every_n_steps=2)
+    log.setup(tmp_path)
+    log.log_hparams({"lr": 0.1})  # the session start: written at once
+    log.log_metrics({name: 1.0 for name in names}, 0)
+    assert scalars(tmp_path) == {}  # buffered
+    log.log_metrics({"train/loss": 0.5, "epoch": 0}, 1)
+    expected = {scalar(name, 1.0).value[0].tag: [(0, 1.0)] for name in names}
+    expected["train/loss"].append((1, 0.5))
+    assert scalars(tmp_path) == {**expected, "epoch": [(1, 0.0)]}
+    log.log_metrics({"train/loss": float("nan")}, 2)
+    log.finalize("success")  # writes what is buffered, before the session's end
+    (step, value) = scalars(tmp_path)["train/loss"][2]
+    assert step == 2 and math.isnan(value)
+    tags = [value.tag for event in all_events(tmp_path) for value in event.summary.value]
+    assert tags.index("train/loss") < tags.index("_hparams_/session_end_info") == len(tags) - 1
 
 
 def test_hparams_json(tmp_path):
