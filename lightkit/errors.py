@@ -179,6 +179,22 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
+def user_call_site() -> str:
+    """Where the first frame outside lightkit stands: ``train() at examples/x.py:31``."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+    code = frame.f_code
+    path = code.co_filename
+    try:
+        rel = os.path.relpath(path)
+        if not rel.startswith(".."):
+            path = rel
+    except ValueError:
+        pass
+    return f"{code.co_qualname}() at {path}:{frame.f_lineno}"
+
+
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes the caller's warning name the first frame outside
     lightkit (the user's ``fit(...)`` line, say), however deep the caller sits."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lightkit.errors import LightkitError
+from lightkit.errors import LightkitError, user_call_site
 from lightkit.utils.apply import first_tensor
 
 REDUCTIONS = ("mean", "sum", "max", "min")
@@ -48,6 +48,7 @@ class Metric:
         "step_key",
         "sync_dist",
         "value",
+        "where",
     )
 
     def __init__(
@@ -70,6 +71,7 @@ class Metric:
         self.sync_dist = sync_dist
         self.reduce = reduce
         self.value: Any = None
+        self.where = ""  # the first log call's place, for errors raised at the epoch's end
         self.epoch_values: list[Any] = []
         self.epoch_sizes: list[int] = []
         # A metric object (torchmetrics' interface: update/compute/reset) logged under this
@@ -288,6 +290,8 @@ class MetricStore:
                 f"'train/{name}' and 'val/{name}') to keep both.",
                 stacklevel=4,
             )
+        if reduces_itself:  # its compute() runs at the epoch's end, far from the log call
+            m.where = user_call_site()
         self._current[name] = m
         return m
 
@@ -481,7 +485,8 @@ def _computed(m: Metric) -> Any:
         f"{type(value).__name__}"
         f"{f' of shape {tuple(value.shape)}' if isinstance(value, torch.Tensor) else ''}; a "
         f"metric is one number. Give it a scalar reduction (e.g. average='micro'); for a "
-        f"MetricCollection, ctx.log_dict(collection) logs each metric under its name.",
+        f"MetricCollection, ctx.log_dict(collection) logs each metric under its name."
+        f"{f' (Logged by {m.where}.)' if m.where else ''}",
         code="bad-metric",
     )
 

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import csv
+import inspect
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -116,11 +118,16 @@ def test_an_epoch_value_that_is_not_one_number_is_a_bad_metric():
         metric.update(batch[1].float())
         lk.log("val/per_class", metric)
 
+    line = inspect.getsourcelines(val)[1] + 2
     with pytest.raises(
         lk.LightkitError, match=r"compute\(\) returned Tensor of shape \(3,\)"
     ) as info:
         trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(registry(val=val)))
     assert info.value.code == "bad-metric"
+    # compute() runs as the epoch ends, where no frame of the user's remains: the message
+    # says which log call it was.
+    where = f"{val.__qualname__}() at {os.path.relpath(__file__)}:{line}"
+    assert str(info.value).endswith(f"(Logged by {where}.)")
 
 
 def accuracy_spec() -> lk.TrainingSpec:
