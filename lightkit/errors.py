@@ -130,16 +130,16 @@ def _location(fn: Callable[..., Any]) -> str:
     code = getattr(fn, "__code__", None)
     if code is None:
         return getattr(fn, "__module__", "?") or "?"
-    path = code.co_filename
-    try:
-        import os
+    return f"{_relative(code.co_filename)}:{code.co_firstlineno}"
 
+
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it lies under it."""
+    try:
         rel = os.path.relpath(path)
-        if not rel.startswith(".."):
-            path = rel
-    except ValueError:
-        pass
-    return f"{path}:{code.co_firstlineno}"
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def describe_function(fn: Callable[..., Any]) -> str:
@@ -185,14 +185,8 @@ def user_call_site() -> str:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame = frame.f_back
     code = frame.f_code
-    path = code.co_filename
-    try:
-        rel = os.path.relpath(path)
-        if not rel.startswith(".."):
-            path = rel
-    except ValueError:
-        pass
-    return f"{code.co_qualname}() at {path}:{frame.f_lineno}"
+    name = getattr(code, "co_qualname", code.co_name)  # co_qualname: Python 3.11+
+    return f"{name}() at {_relative(code.co_filename)}:{frame.f_lineno}"
 
 
 def user_stacklevel() -> int:
