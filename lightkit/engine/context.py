@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from lightkit.engine.metrics import MetricStore
-from lightkit.errors import ConfigError, LightkitError
+from lightkit.errors import ConfigError, LightkitError, user_call_site
 
 _CURRENT: ContextVar[RunContext | None] = ContextVar("lightkit_run", default=None)
 
@@ -142,9 +142,10 @@ class RunContext:
         """
         if self._engine is None:
             raise ConfigError(
-                "ctx.estimated_stepping_batches is known only in a Trainer's fit; this context "
-                "belongs to no run of a Trainer (lk.load_models builds models without one). "
-                "Read it in configure_optimizers or a fit hook, not in a @model function.",
+                f"ctx.estimated_stepping_batches (read by {user_call_site()}) is known only in "
+                f"a Trainer's fit; this context belongs to no run of a Trainer (lk.load_models "
+                f"builds models without one). Read it in configure_optimizers or a fit hook, "
+                f"not in a @model function.",
                 code="fit-only",
             )
         return self._engine.estimated_stepping_batches()  # type: ignore[no-any-return]

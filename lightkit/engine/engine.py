@@ -24,7 +24,7 @@ from lightkit.engine.context import RunContext
 from lightkit.engine.epoch_iterator import EpochIterator
 from lightkit.engine.events import Events
 from lightkit.engine.optim import ManualOptimizer, SchedulerConfig, parse_optimizers
-from lightkit.errors import ConfigError, StepError, describe_function
+from lightkit.errors import ConfigError, StepError, describe_function, user_call_site
 from lightkit.loggers.base import Logger, make_version_dir
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.roles import EVENT_ARGS, EVENTS, ROLE_ARGS
@@ -217,7 +217,8 @@ class Engine:
         if self.stage != "fit" or self.building_models:
             during = "a @model function" if self.building_models else self.stage
             raise ConfigError(
-                f"ctx.estimated_stepping_batches was read during {during}: it counts the "
+                f"ctx.estimated_stepping_batches was read during {during}, by "
+                f"{user_call_site()}: it counts the "
                 f"optimizer steps of a fit, and only fit knows them (validate, test, predict "
                 f"and lk.load_models build the models without one). Read it in "
                 f"configure_optimizers or in a fit hook.",

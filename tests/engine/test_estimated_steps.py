@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 from typing import Any
 
 import pytest
@@ -147,6 +149,9 @@ def test_a_hook_reads_it_during_fit_and_evaluation_refuses_it() -> None:
         trainer().validate(lk.collect(reg))
     assert info.value.code == "fit-only"
     assert "configure_optimizers" in str(info.value)
+    line = inspect.getsourcelines(in_validation)[1] + 1  # the line that reads it
+    where = f"by {in_validation.__qualname__}() at {os.path.relpath(__file__)}:{line}:"
+    assert where in str(info.value)
 
 
 def test_two_ranks_count_their_own_share_of_the_batches() -> None:
