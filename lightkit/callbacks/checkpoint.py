@@ -392,7 +392,6 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint: saved {written} (epoch {engine.ctx.epoch}, step "
                 f"{engine.ctx.global_step})"
             )
-        engine.best_checkpoint = Path(self.best_model_path) if self.best_model_path else None
         engine.last_checkpoint = Path(written if last_path is None else last_path)
 
     def _update_topk(

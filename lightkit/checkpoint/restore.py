@@ -86,6 +86,17 @@ def restore(engine: Engine, found: tuple[Path, dict[str, Any]], full: bool) -> N
         except (RuntimeError, ValueError, KeyError) as exc:
             raise _mismatch(path, f"model '{name}': {exc}") from None
     if full:
+        differ = _changed_hparams(engine, ckpt)
+        if differ and engine.runtime.is_global_zero:
+            warnings.warn(
+                f"resuming from {path}, which was written with {differ}. The resumed run "
+                f"continues that run: its models, optimizer and scheduler states are restored, "
+                f"so a changed value that only set their initial state (a learning rate, "
+                f"say) does not take effect. To train with the new values from the start, "
+                f"fit without ckpt_path (or in another default_root_dir, if ckpt_path='last' "
+                f"found it).",
+                stacklevel=user_stacklevel(),
+            )
         _restore_full(engine, ckpt, path)
     elif isinstance(ckpt.get("global_step"), int):
         # Evaluating a checkpoint judges the step it was saved at: rows and Result say so.
@@ -193,20 +204,26 @@ def _check_models(
             problems.append(f"model '{name}': shapes differ: {_few(shapes)}")
     if problems:
         fix = "Build the same models as the run that wrote it."
-        stored = ckpt.get("hparams") if isinstance(ckpt.get("hparams"), dict) else None
-        if stored is not None:
-            current = json.loads(engine.spec.hparams.model_dump_json())
-            differ = [
-                f"{k}={stored[k]!r} (now {current[k]!r})"
-                for k in stored
-                if k in current and stored[k] != current[k]
-            ]
-            if differ:
-                fix = (
-                    f"It was written with {', '.join(differ)}: "
-                    f"spec.with_hparams(...) with those values builds the same models."
-                )
+        differ = _changed_hparams(engine, ckpt)
+        if differ:
+            fix = (
+                f"It was written with {differ}: "
+                f"spec.with_hparams(...) with those values builds the same models."
+            )
         raise _mismatch(path, "\n  " + "\n  ".join(problems), fix)
+
+
+def _changed_hparams(engine: Engine, ckpt: dict[str, Any]) -> str:
+    """``lr=0.05 (now 0.001), ...``: the stored hyperparameters this spec sets otherwise."""
+    stored = ckpt.get("hparams")
+    if not isinstance(stored, dict):
+        return ""
+    current = json.loads(engine.spec.hparams.model_dump_json())
+    return ", ".join(
+        f"{k}={stored[k]!r} (now {current[k]!r})"
+        for k in stored
+        if k in current and stored[k] != current[k]
+    )
 
 
 def _few(items: list[str], n: int = 6) -> str:
@@ -287,6 +304,14 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
             cfg.scheduler.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise _mismatch(path, f"optimizer or scheduler state: {exc}") from None
+    if int(ckpt["loop"]["global_step"]) > 0:
+        # Their optimizers stepped before the save. torch's flag for it is per process: unset,
+        # an epoch scheduler stepping before this process's first optimizer step (a resume at
+        # an epoch's end) would warn that the schedule skips a value, which it does not.
+        for cfg in engine.schedulers:
+            optimizer = getattr(cfg.scheduler, "optimizer", None)
+            if optimizer is not None:
+                optimizer._opt_called = True
     engine.runtime.precision.load_state_dict(ckpt.get("precision") or {})
     grads = _window_grads(engine, ckpt, path)
     for name, module in engine.models.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,6 +31,9 @@ from lightkit.spec.roles import EVENT_ARGS, EVENTS, ROLE_ARGS
 from lightkit.spec.spec import TrainingSpec
 from lightkit.utils.modules import sync_batchnorm
 from lightkit.utils.seed import isolate_rng
+
+if TYPE_CHECKING:
+    from lightkit.callbacks.checkpoint import ModelCheckpoint
 
 _ANY_STAGE = ("exception", "load_checkpoint")
 STAGE_EVENTS = {
@@ -109,7 +112,6 @@ class Engine:
         #: The global step the current training batch began at, which its row is written
         #: under (set by the fit loop); ``None`` before the first training batch.
         self.row_step: int | None = None
-        self.best_checkpoint: Path | None = None
         self.last_checkpoint: Path | None = None
         # Checkpoints (lightkit/checkpoint/restore.py): what a restore asks the fit loop to do at
         # its first epoch, the random states as the current epoch's batches began, the file
@@ -321,6 +323,22 @@ class Engine:
         for logger in self.loggers:
             logger.setup(self.run_dir)
         write_run_files(self.run_dir, self.spec, config, self.stage)
+
+    @property
+    def checkpoint_callback(self) -> ModelCheckpoint | None:
+        """The run's checkpoint callback: the first ``ModelCheckpoint`` that monitors a metric,
+        else the first one (Lightning's ``trainer.checkpoint_callback`` is the first)."""
+        from lightkit.callbacks.checkpoint import ModelCheckpoint as Checkpoint
+
+        found = [cb for cb in self.callbacks if isinstance(cb, Checkpoint)]
+        return next((cb for cb in found if cb.monitor is not None), found[0] if found else None)
+
+    @property
+    def best_checkpoint(self) -> Path | None:
+        """The checkpoint callback's best file: by its monitor, else the newest it kept (also
+        one a resumed run restored with the callback's state)."""
+        cb = self.checkpoint_callback
+        return Path(cb.best_model_path) if cb is not None and cb.best_model_path else None
 
     def log_rows(self, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
         """Give the loggers one row at ``step``; its ``epoch`` column is the current epoch

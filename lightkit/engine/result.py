@@ -16,8 +16,9 @@ class Result:
     Attributes:
         metrics: the latest value of every logged metric (epoch aggregates for epoch metrics).
         models: the user's modules by name (never a DDP/FSDP wrapper).
-        best_checkpoint: the best checkpoint by the checkpoint callback's monitor, if any.
-        last_checkpoint: the newest checkpoint written, if any.
+        best_checkpoint: the best checkpoint by the checkpoint callback's monitor (the first
+            ``ModelCheckpoint`` that monitors, else the first), if any.
+        last_checkpoint: the newest checkpoint this run wrote, if any.
         log_dir: the run folder (logs, ``spec.json``, ``config.json``, checkpoints).
         global_step: optimizer steps taken (training batches in manual optimization).
         epoch: epochs completed.

@@ -5,6 +5,7 @@ evaluation and into rebuilt models."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,74 @@ def test_different_model_shapes(tmp_path):
     assert resumable.SEEN == []
 
 
+def test_resuming_with_other_hyperparameters_warns_naming_them(tmp_path):
+    # The optimizer's state comes back with the checkpoint's learning rate: the new lr=0.5
+    # would change nothing, silently (Lightning says nothing either).
+    result = fit_two_epochs(tmp_path)
+    resumable.reset()
+    changed = SPEC.with_hparams(lr=0.5, dropout=0.0)
+    trainer = lk.Trainer(**flags(tmp_path, max_epochs=3))
+    with pytest.warns(
+        UserWarning, match="written with dropout=0.2 \\(now 0.0\\), lr=0.05 \\(now 0.5\\)"
+    ) as record:
+        trainer.fit(changed, ckpt_path="last")
+    assert trainer.last_engine.restored_from == result.last_checkpoint
+    assert trainer.last_engine.optimizers[0].param_groups[0]["initial_lr"] == 0.05
+    warning = next(w for w in record if "written with" in str(w.message))
+    assert warning.filename == __file__  # it points at the fit call
+    assert "fit without ckpt_path" in str(warning.message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same values: no warning
+        lk.Trainer(**flags(tmp_path, max_epochs=4)).fit(SPEC, ckpt_path=result.last_checkpoint)
+
+
+def test_an_epoch_scheduler_resumed_at_an_epochs_end_steps_without_torchs_warning(tmp_path):
+    # The checkpoint of an epoch's last batch resumes into that epoch's end, whose scheduler
+    # step comes before this process's first optimizer step: torch would warn that the
+    # schedule skips a value. It does not: the learning rates are the uninterrupted run's.
+    reg = lk.Registry()
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3, generator=g), torch.randn(8, 1))
+
+    @reg.model
+    def net():
+        return torch.nn.Linear(3, 1)
+
+    @reg.train_data
+    def loader():
+        return torch.utils.data.DataLoader(data, batch_size=4)
+
+    @reg.training_step
+    def train(net, batch):
+        return torch.nn.functional.mse_loss(net(batch[0]), batch[1])
+
+    def optim(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    reg.configure_optimizers(optim)
+    spec = lk.collect(reg)
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
+
+    def every() -> list[lk.Callback]:
+        return [lk.ModelCheckpoint(every_n_train_steps=2, save_top_k=-1, save_last=True)]
+
+    reference = lk.Trainer(max_epochs=2, seed=0, **quiet).fit(spec)
+    saved = lk.Trainer(
+        max_epochs=1, seed=0, default_root_dir=tmp_path, callbacks=every(), **quiet
+    ).fit(spec)
+    assert torch.load(saved.last_checkpoint, weights_only=True)["loop"]["batches_done"] == 2
+    trainer = lk.Trainer(max_epochs=2, seed=0, callbacks=every(), **quiet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed = trainer.fit(spec, ckpt_path=saved.last_checkpoint)
+    assert trainer.last_engine.optimizers[0].param_groups[0]["lr"] == 0.1 * 0.5**2
+    assert_equal(
+        dict(resumed.models["net"].state_dict()), dict(reference.models["net"].state_dict())
+    )
+
+
 def test_not_a_lightkit_checkpoint_and_a_newer_format(tmp_path):
     path = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"w": torch.ones(1)}, "epoch": 1}, path)
@@ -144,6 +213,36 @@ def test_best_finds_the_monitored_best(tmp_path):
     assert fresh.last_engine.restored_from == result.best_checkpoint
     stored = torch.load(result.best_checkpoint, weights_only=True)["models"]["net"]
     assert_equal(stored, dict(out.models["net"].state_dict()))
+
+
+@pytest.mark.parametrize("monitored_first", [True, False])
+def test_with_several_checkpoint_callbacks_best_is_the_monitoring_ones(tmp_path, monitored_first):
+    # Whichever saves last in an epoch and wherever it is listed, the best is the monitoring
+    # callback's, whoever asks.
+    def callbacks() -> list[lk.Callback]:
+        every = lk.ModelCheckpoint(dirpath=tmp_path / "every", save_top_k=-1)
+        best = lk.ModelCheckpoint(dirpath=tmp_path / "best", monitor="val/loss", save_top_k=1)
+        return [best, every] if monitored_first else [every, best]
+
+    trainer = lk.Trainer(**flags(tmp_path, max_epochs=4, callbacks=callbacks()))
+    result = trainer.fit(SPEC)
+    (monitored,) = [
+        cb for cb in trainer.last_engine.callbacks
+        if isinstance(cb, lk.ModelCheckpoint) and cb.monitor == "val/loss"
+    ]  # fmt: skip
+    assert result.best_checkpoint == Path(monitored.best_model_path)
+    assert result.best_checkpoint.parent == tmp_path / "best"
+    trainer.validate(SPEC, ckpt_path="best")
+    assert trainer.last_engine.restored_from == result.best_checkpoint
+    fresh = lk.Trainer(**flags(tmp_path, callbacks=callbacks()))
+    fresh.validate(SPEC, ckpt_path="best")
+    assert fresh.last_engine.restored_from == result.best_checkpoint
+
+    # A resume with nothing left to train writes nothing, yet knows its restored best.
+    again = lk.Trainer(**flags(tmp_path, max_epochs=4, callbacks=callbacks()))
+    resumed = again.fit(SPEC, ckpt_path=result.last_checkpoint)
+    assert (resumed.stopped_by, resumed.last_checkpoint) == ("max_epochs", None)
+    assert resumed.best_checkpoint == result.best_checkpoint
 
 
 def test_evaluation_loads_weights_only_and_bare_state_dicts(tmp_path):
