@@ -141,10 +141,18 @@ def build_checkpoint(
 def _metrics(engine: Engine) -> list[dict[str, Any]] | None:
     """Each rank's metric state (:meth:`MetricStore.state_dict`), in rank order, on rank 0,
     which writes the file: with several processes, a collective."""
+    from lightkit.strategies.base import Strategy
+
     state = engine.store.state_dict()
     if engine.runtime.world_size == 1:
         return [state]
-    return engine.runtime.strategy.gather_object(state)
+    strategy = engine.runtime.strategy
+    ranks = strategy.gather_object(state)
+    if type(strategy).module_state_dict is not Strategy.module_state_dict:
+        # A sharded checkpoint is written by every rank, its plain values as if replicated:
+        # every rank must hold the same list.
+        ranks = strategy.broadcast(ranks)
+    return ranks
 
 
 def _grads(engine: Engine) -> dict[str, Any]:

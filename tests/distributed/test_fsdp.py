@@ -89,6 +89,12 @@ def test_checkpoints_resume_exactly(
     else:
         assert ckpt.is_file()
     assert not [p for p in ckpt.parent.iterdir() if p.name.startswith(".")]  # no temporaries
+    # Every rank's metrics, whichever rank's copy of the plain values a sharded save kept.
+    from lightkit.strategies.fsdp_checkpoint import load_sharded
+
+    stored = load_sharded(ckpt) if ckpt.is_dir() else torch.load(ckpt, weights_only=True)
+    zero, one = (set(rank["latest"]) for rank in stored["metrics"])
+    assert zero == set(first.metrics) and one == zero - {"train/rank0"}  # rank_zero_only
     checked = lk.Trainer(**flags, devices=2, strategy=strategy).validate(spec, ckpt_path=ckpt)
     assert checked.metrics["val/mse"] == pytest.approx(first.metrics["val/mse"], abs=ATOL, rel=0)
     # Either kind is read as full tensors by anyone: load_models, and one plain process.
