@@ -61,11 +61,11 @@ def fit_plan(engine: Engine) -> FitPlan:
     to_device = rt.to_device if rt.moves_batches else None
     can_validate = engine.eval_call is not None and bool(engine.eval_loaders) and limits.val != 0
     check_n = limits.check_val_every_n_epoch
-    every = (
-        val_every(train.num_batches, limits.val_check_interval, check_n is not None)
-        if can_validate
-        else math.inf
-    )
+    interval, num_batches = limits.val_check_interval, train.num_batches
+    if train.length is None and interval == 1.0 and isinstance(interval, float):
+        # An unsized loader's epoch may run out before its limit: validate as it ends.
+        num_batches = None
+    every = val_every(num_batches, interval, check_n is not None) if can_validate else math.inf
     deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     plain = (

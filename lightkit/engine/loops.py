@@ -170,7 +170,9 @@ def fit_loop(engine: Engine) -> None:
         # (max_time, should_stop) drops its partial window, as Lightning does.
         if pending and not stop:
             plan.end_window()
-        finished = num_batches is None or batch_idx == last_idx
+        # The batches ran out (an unsized loader's perhaps before its limit), or the run
+        # stopped at the epoch's last batch: the epoch is complete.
+        finished = not stop or batch_idx == last_idx
         validate_now = validate_epoch and plan.every == math.inf and batch_idx >= 0
         epoch = close_epoch(engine, epoch, batch_idx, finished, validate_now, plan.checkpointers)
         position = (epoch, 0) if finished else (ctx.epoch, batch_idx + 1)

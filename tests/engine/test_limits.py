@@ -171,3 +171,62 @@ def test_overfit_batches_fraction():
         )
     assert counts["train"] == [0, 1]  # int(7 * 0.3)
     assert result.global_step == 2
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """An unsized dataset: ``n`` training samples, then it runs out."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield X_TRAIN[i], torch.tensor(i % 3)
+
+
+def stream_registry(
+    n: int, seen: list[tuple[int, int]], validated: list[int], sized: bool = False
+) -> lk.Registry:
+    """Batches of 2 from ``Stream(n)`` (``sized``: the same batches as a list)."""
+
+    def data():
+        loader = torch.utils.data.DataLoader(Stream(n), batch_size=2)
+        return list(loader) if sized else loader
+
+    def train(net, batch, ctx, batch_idx):
+        seen.append((ctx.epoch, batch_idx))
+        return ce(net, batch)
+
+    reg = registry(step=train, train_data=data, val=True)
+    reg.on("validation_epoch_start")(lambda ctx: validated.append(ctx.global_step))
+    return reg
+
+
+@pytest.mark.parametrize("flags", [{"limit_train_batches": 10}, {}])
+def test_an_unsized_loader_shorter_than_its_limit_ends_its_epoch_when_it_runs_out(flags):
+    # 5 samples, batches of 2: 3 batches an epoch, however high the limit. Each epoch ends
+    # with its validation, as without a limit.
+    seen: list[tuple[int, int]] = []
+    validated: list[int] = []
+    reg = stream_registry(5, seen, validated)
+    result = trainer(max_epochs=2, num_sanity_val_steps=0, **flags).fit(lk.collect(reg))
+    assert seen == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert (result.global_step, result.epoch, result.stopped_by) == (6, 2, "max_epochs")
+    assert validated == [3, 6]
+
+
+def test_fast_dev_run_on_a_shorter_unsized_loader_runs_what_there_is():
+    seen: list[tuple[int, int]] = []
+    result = trainer(fast_dev_run=5).fit(lk.collect(stream_registry(4, seen, [])))
+    assert seen == [(0, 0), (0, 1)]
+    assert (result.global_step, result.epoch) == (2, 1)
+
+
+@pytest.mark.parametrize("sized", [True, False])
+def test_an_epoch_cut_short_by_max_steps_is_not_counted_sized_or_not(sized):
+    # 6 samples, batches of 2: 3 batches an epoch; max_steps=4 stops inside the second.
+    seen: list[tuple[int, int]] = []
+    reg = stream_registry(6, seen, [], sized=sized)
+    result = trainer(max_steps=4, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert seen == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert (result.global_step, result.epoch, result.stopped_by) == (4, 1, "max_steps")
