@@ -278,15 +278,16 @@ def train_epoch(
                 if events.after_backward:
                     for call in events.after_backward:
                         call(batch, batch_idx)
-                if window_end:
-                    if bad_window:
-                        skip_optimizer_step(engine)
-                        bad_window = False
-                    else:
-                        end_window()
-                    pending = False
+                pending = True
+            # A window whose last step returned None still steps what its other batches
+            # accumulated (as Lightning does): nothing leaks into the next window.
+            if window_end and pending:
+                if bad_window:
+                    skip_optimizer_step(engine)
+                    bad_window = False
                 else:
-                    pending = True
+                    end_window()
+                pending = False
         if events.train_batch_end:
             outputs = detached(output)
             for call in events.train_batch_end:

@@ -48,6 +48,32 @@ def test_none_skips_the_batch():
     assert result.global_step == 4  # batches 0, 2, 4, 6
 
 
+@pytest.mark.parametrize("skipped", [{1}, {0, 1}, {6}])
+def test_a_window_ending_in_none_steps_what_its_other_batches_accumulated(skipped):
+    # accumulate_grad_batches=2 over 7 batches: windows (0, 1), (2, 3), (4, 5), (6). A window
+    # steps what its batches that returned a loss accumulated (as Lightning does), nothing
+    # leaks into the next one, and a window of None alone takes no step.
+    def train(net, batch, batch_idx):
+        return None if batch_idx in skipped else ce(net, batch)
+
+    result = trainer(max_epochs=1, seed=0, accumulate_grad_batches=2).fit(
+        lk.collect(registry(step=train))
+    )
+    torch.manual_seed(0)
+    net = make_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    steps = 0
+    for i, batch in enumerate(train_loader()):
+        if i not in skipped:
+            (ce(net, batch) / 2).backward()
+        if (i % 2 == 1 or i == 6) and any(p.grad is not None for p in net.parameters()):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            steps += 1
+    assert result.global_step == steps == 4 - (skipped == {0, 1}) - (skipped == {6})
+    assert_same_weights(result.models["net"], net)
+
+
 def test_none_everywhere_never_steps():
     torch.manual_seed(0)
     untouched = make_net()
