@@ -430,11 +430,15 @@ def is_batch(obj: Any) -> bool:
 
 def sequential(loader: Any) -> Any:
     """The same loader without shuffling (``overfit_batches`` repeats the same batches)."""
-    from torch.utils.data import DataLoader, SequentialSampler
+    from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
 
     from lightkit.utils.data import rebuild_with_sampler
 
-    if isinstance(loader, DataLoader) and not isinstance(loader.sampler, SequentialSampler):
+    if (
+        isinstance(loader, DataLoader)
+        and not isinstance(loader.dataset, IterableDataset)  # its order is its own
+        and not isinstance(loader.sampler, SequentialSampler)
+    ):
         warnings.warn(
             "overfit_batches: the training loader's shuffling is turned off.", stacklevel=3
         )

@@ -230,3 +230,12 @@ def test_an_epoch_cut_short_by_max_steps_is_not_counted_sized_or_not(sized):
     result = trainer(max_steps=4, num_sanity_val_steps=0).fit(lk.collect(reg))
     assert seen == [(0, 0), (0, 1), (0, 2), (1, 0)]
     assert (result.global_step, result.epoch, result.stopped_by) == (4, 1, "max_steps")
+
+
+def test_overfit_batches_with_an_unsized_loader_repeats_its_first_batches():
+    seen: list[tuple[int, int]] = []
+    validated: list[int] = []
+    reg = stream_registry(10, seen, validated)
+    result = trainer(max_epochs=2, overfit_batches=2).fit(lk.collect(reg))
+    assert seen == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert result.global_step == 4
