@@ -241,13 +241,16 @@ class Engine:
     def build_data(self, role: str, limit: int | float, flag: str) -> list[EpochIterator]:
         """Call a data function; return one epoch iterator per loader it gave.
 
-        Evaluation data may be a list of loaders; a list of batches (tensors, or tuples, lists
-        or dicts of them) is one loader. Training data is one iterable: a list of batches is
+        Evaluation data may be a list of loaders, or a dict of them (its values in order, as
+        Lightning takes it); a list of batches (tensors, or tuples, lists or dicts of them) is
+        one loader. Training data is one iterable: a list of batches is
         iterated as it is, and a list of several ``DataLoader``s is an error rather than
         silently training on the first.
         """
         value = self.call_role(role)
-        if role != "train_data":
+        if role != "train_data" and isinstance(value, dict) and value and not is_batch(value):
+            loaders = list(value.values())  # as Lightning: in order, dataloader_idx 0, 1, ...
+        elif role != "train_data":
             several = isinstance(value, (list, tuple)) and not (value and all(map(is_batch, value)))
             loaders = list(value) if several else [value]
         elif isinstance(value, (list, tuple)) and value and all(is_loader(v) for v in value):

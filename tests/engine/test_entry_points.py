@@ -112,10 +112,15 @@ def test_validate_test_and_predict_on_fresh_models():
     assert set(record) == {("val", False, False), ("test", False, False), ("predict", False, False)}
 
 
-def test_predict_with_several_loaders_returns_a_list_per_loader():
+@pytest.mark.parametrize(
+    "container", [list, lambda loaders: dict(zip("ab", loaders, strict=True))], ids=["list", "dict"]
+)
+def test_predict_with_several_loaders_returns_a_list_per_loader(container):
     reg = registry()
     reg.predict_step(lambda batch, dataloader_idx: (dataloader_idx, batch[0].shape[0]))
-    reg.predict_data(lambda: [val_loader(), DataLoader(TensorDataset(X_VAL[:5]), batch_size=5)])
+    reg.predict_data(
+        lambda: container([val_loader(), DataLoader(TensorDataset(X_VAL[:5]), batch_size=5)])
+    )
     predictions = trainer().predict(lk.collect(reg))
     assert predictions == [[(0, 8), (0, 8), (0, 4)], [(1, 5)]]
 

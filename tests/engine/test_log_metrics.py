@@ -141,10 +141,16 @@ def test_validation_on_step_values():
     assert result.metrics["val/idx"] == 2.0
 
 
-def test_several_validation_loaders_get_a_suffix():
+@pytest.mark.parametrize(
+    "container", [list, lambda loaders: dict(zip("ab", loaders, strict=True))], ids=["list", "dict"]
+)
+def test_several_validation_loaders_get_a_suffix(container):
+    # A dict of loaders is several too, in order (Lightning's CombinedLoader, "sequential").
     def vdata():
         shifted = TensorDataset(X_VAL[:12], Y_VAL[:12])
-        return [DataLoader(TensorDataset(X_VAL, Y_VAL), batch_size=8), DataLoader(shifted)]
+        return container(
+            [DataLoader(TensorDataset(X_VAL, Y_VAL), batch_size=8), DataLoader(shifted)]
+        )
 
     def val(net, batch, dataloader_idx):
         lk.log("val/n", float(batch[0].shape[0]), reduce="sum")
