@@ -188,16 +188,22 @@ class Runtime:
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device, non_blocking=non_blocking)
 
+        def move_object(obj: Any) -> Any:
+            # A batch class of the user's with its own `.to(device)` (Lightning calls it too).
+            to = getattr(obj, "to", None)
+            return to(device) if callable(to) and not isinstance(obj, type) else obj
+
         if device.type == "cpu" and convert is None:
             # A CPU batch is already where it must be: the cheapest transfer is none.
             return _unchanged
         if convert is None:
-            return lambda batch: apply_to_tensors(batch, move)
-        return lambda batch: convert(apply_to_tensors(batch, move))
+            return lambda batch: apply_to_tensors(batch, move, move_object)
+        return lambda batch: convert(apply_to_tensors(batch, move, move_object))
 
     def to_device(self, batch: Any) -> Any:
         """Move every tensor of ``batch`` (nested tuples, lists, dicts, dataclasses) to the
-        device, converting floating tensors for ``-true`` precisions."""
+        device, converting floating tensors for ``-true`` precisions; any other object with a
+        ``to`` method is moved by ``obj.to(device)``."""
         return self._transfer(batch)
 
     def prefetch(

@@ -10,28 +10,33 @@ from typing import Any
 import torch
 
 
-def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """Return ``data`` with ``fn`` applied to each tensor; containers are rebuilt, not mutated."""
+def apply_to_tensors(
+    data: Any,
+    fn: Callable[[torch.Tensor], Any],
+    other: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Return ``data`` with ``fn`` applied to each tensor (and ``other``, if given, to every
+    other leaf); containers are rebuilt, not mutated."""
     if isinstance(data, torch.Tensor):
         return fn(data)
     if isinstance(data, (list, tuple)):
-        items = [apply_to_tensors(x, fn) for x in data]
+        items = [apply_to_tensors(x, fn, other) for x in data]
         if hasattr(data, "_fields"):  # namedtuple
             return type(data)(*items)
         return type(data)(items)
     if isinstance(data, Mapping):
-        values = {k: apply_to_tensors(v, fn) for k, v in data.items()}
+        values = {k: apply_to_tensors(v, fn, other) for k, v in data.items()}
         if isinstance(data, defaultdict):  # built from its factory first
             return type(data)(data.default_factory, values)
         return type(data)(values)  # type: ignore[call-arg]
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         changes = {
-            f.name: apply_to_tensors(getattr(data, f.name), fn)
+            f.name: apply_to_tensors(getattr(data, f.name), fn, other)
             for f in dataclasses.fields(data)
             if f.init
         }
         return dataclasses.replace(data, **changes)
-    return data
+    return data if other is None else other(data)
 
 
 def first_tensor(data: Any) -> torch.Tensor | None:

@@ -55,6 +55,51 @@ def test_to_device_converts_every_floating_tensor_for_true_precisions():
     assert batch["pair"].x.dtype == torch.float32
 
 
+class Tokens:
+    """A batch class of the user's that moves itself, as Lightning's transfer expects."""
+
+    def __init__(self, ids: torch.Tensor) -> None:
+        self.ids = ids
+        self.moved_to: list[torch.device] = []
+
+    def to(self, device: torch.device) -> Tokens:
+        self.moved_to.append(torch.device(device))
+        return self
+
+
+def test_to_device_calls_the_to_method_of_other_objects():
+    rt = lk.Runtime(accelerator="cpu", precision="64-true")  # a runtime that moves batches
+    tokens = Tokens(torch.tensor([1, 2]))
+    moved = rt.to_device({"tokens": tokens, "x": torch.ones(2), "name": "a", "cls": Tokens})
+    assert moved["tokens"] is tokens and tokens.moved_to == [torch.device("cpu")]
+    assert moved["x"].dtype == torch.float64
+    assert moved["name"] == "a" and moved["cls"] is Tokens  # a class is not moved
+
+    seen: list[Tokens] = []
+
+    def train(net, batch):
+        seen.append(batch)
+        return net(torch.ones(1, 8, dtype=torch.float64)).sum()
+
+    def tokens():
+        return [Tokens(torch.tensor([i, i])) for i in range(3)]
+
+    reg = lk.Registry()
+    reg.model(make_net, name="net")
+    reg.train_data(tokens)
+    reg.training_step(train)
+    reg.configure_optimizers(lambda net: torch.optim.SGD(net.parameters(), lr=0.1))
+    lk.Trainer(
+        max_epochs=1,
+        precision="64-true",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+    ).fit(lk.collect(reg))
+    assert [b.moved_to for b in seen] == [[torch.device("cpu")]] * 3
+
+
 def test_to_device_on_cpu_in_fp32_is_free():
     rt = lk.Runtime(accelerator="cpu")
     batch = nested_batch()
