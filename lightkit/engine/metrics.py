@@ -36,6 +36,7 @@ class Metric:
         "epoch_key",
         "epoch_sizes",
         "epoch_values",
+        "loader",
         "logger",
         "name",
         "on_epoch",
@@ -72,6 +73,7 @@ class Metric:
         self.reduce = reduce
         self.value: Any = None
         self.where = ""  # the first log call's place, for errors raised at the epoch's end
+        self.loader = ""  # the evaluation loader's name suffix it was first logged with
         self.epoch_values: list[Any] = []
         self.epoch_sizes: list[int] = []
         # A metric object (torchmetrics' interface: update/compute/reset) logged under this
@@ -145,9 +147,19 @@ class MetricStore:
     ) -> None:
         if rank_zero_only and self.rank:
             return
-        if self.suffix and add_dataloader_idx:
-            name = name + self.suffix
+        suffix = self.suffix
+        if suffix and add_dataloader_idx:
+            name = name + suffix
         m = self._current.get(name)
+        if m is not None and suffix and m.loader != suffix:
+            raise LightkitError(
+                f"lk.log({name!r}, ..., add_dataloader_idx=False) is logged from evaluation "
+                f"loaders {m.loader.rsplit('_', 1)[-1]} and {suffix.rsplit('_', 1)[-1]} under "
+                f"one name, which would pool their values into one aggregate. Give each "
+                f"loader's value its own name (e.g. f'{name}/{{dataloader_idx}}'), or leave "
+                f"add_dataloader_idx on.",
+                code="bad-metric",
+            )
         if m is None:
             # A metric object reduces across processes itself: no sync_dist warning for it.
             m = self._register(
@@ -292,6 +304,7 @@ class MetricStore:
             )
         if reduces_itself:  # its compute() runs at the epoch's end, far from the log call
             m.where = user_call_site()
+        m.loader = self.suffix
         self._current[name] = m
         return m
 

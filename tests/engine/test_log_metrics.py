@@ -489,6 +489,21 @@ def test_add_dataloader_idx_false_keeps_the_names_as_given():
     }
 
 
+def test_one_name_from_two_loaders_without_their_suffix_is_refused():
+    # Lightning refuses it too: the loaders' values would pool into one aggregate.
+    def vdata():
+        return [DataLoader(TensorDataset(X_VAL, Y_VAL), batch_size=8)] * 2
+
+    def val(net, batch):
+        lk.log("val/n", float(batch[0].shape[0]), add_dataloader_idx=False)
+
+    reg = registry(val=val, val_data=vdata)
+    with pytest.raises(lk.LightkitError, match="from evaluation loaders 0 and 1") as info:
+        trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert info.value.code == "bad-metric"
+    assert "f'val/n/{dataloader_idx}'" in str(info.value)
+
+
 def test_logger_false_in_one_stage_leaves_the_other_stages_metric_logged(tmp_path):
     def train(net, batch):
         loss = ce(net, batch)
