@@ -114,6 +114,17 @@ def redefines(new: Any, old: Any) -> bool:
     return isinstance(new, type) and isinstance(old, type)
 
 
+def another_definition(new: Any, old: Any) -> bool:
+    """Whether ``new`` and ``old`` are two functions written at different lines of one file,
+    not one definition run again (a cell, a reload) nor closures of one definition."""
+    if isinstance(new, types.FunctionType) and isinstance(old, types.FunctionType):
+        a, b = new.__code__, old.__code__
+        return (
+            a is not b and a.co_filename == b.co_filename and a.co_firstlineno != b.co_firstlineno
+        )
+    return False
+
+
 def _default_name(fn: Any) -> str:
     """A function's name; for a partial or a callable object, one without a memory address
     (which would change each time a notebook cell runs)."""
@@ -181,7 +192,7 @@ class Registry:
 
     def __init__(self, name: str = "registry") -> None:
         self.name = name
-        self._entries: dict[tuple[str, str, str], Entry] = {}
+        self._entries: dict[tuple[Any, ...], Entry] = {}
 
     def __repr__(self) -> str:
         return f"Registry({self.name!r}, {len(self._entries)} functions)"
@@ -217,6 +228,12 @@ class Registry:
             old = self._entries[stale[0]]
         for key in stale:
             del self._entries[key]
+        if old is not None and another_definition(new, origin(old.fn)):
+            # Another function of the same name in the same file (a pasted copy): both stay,
+            # for collect() to report, rather than the first being lost.
+            key = (*entry.key, entry.order)
+            self._entries[key] = entry
+            return
         if old is not None:
             # A redefinition (a notebook cell run again) keeps its place in the build order.
             entry = Entry(entry.role, entry.fn, entry.name, entry.manual, entry.event, old.order)

@@ -138,25 +138,36 @@ def test_one_definition_registered_in_a_loop_keeps_every_entry():
     assert [e.name for e in reg.entries if e.role == "model"] == ["encoder", "decoder"]
 
 
-def test_reregistering_the_same_name_and_role_replaces():
-    reg = lk.Registry()
+def test_two_definitions_of_one_name_in_one_file_are_two(monkeypatch):
+    # A pasted copy: both are kept and collect() names both lines, rather than the first
+    # being lost. Loading the file again (a reload) replaces each by its new self.
+    source = """
+import lightkit as lk
 
-    def train(net, batch):
-        return 1
+@lk.model
+def net():
+    return 0
 
-    reg.model(make_net, name="net")
-    reg.training_step(train)
-    first = train
+@lk.training_step
+def train(net, batch):
+    return 1
 
-    def train(net, batch):  # redefined, as by a notebook cell run again
-        return 2
-
-    reg.training_step(train)
-    reg.model(make_net, name="net")
-    assert len(reg) == 2
-    assert [e.role for e in reg.entries] == ["model", "training_step"]
-    assert reg.entries[1].fn is train and train is not first
-    assert lk.collect(reg).get("training_step").fn(None, None) == 2
+@lk.training_step
+def train(net, batch):
+    return 2
+"""
+    name = "tests.user_modules._pasted"
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    try:
+        for _ in range(2):  # the file loaded, then reloaded (compiled again)
+            exec(compile(source, "/src/pasted.py", "exec"), module.__dict__)
+            assert len(registry_for(name)) == 3
+            with pytest.raises(lk.SpecError, match="2 functions are marked @training_step") as info:
+                lk.collect(module)
+            assert "pasted.py:8\n" in str(info.value) and "pasted.py:12\n" in str(info.value)
+    finally:
+        registry_for(name).clear()
 
 
 def test_reregistration_keeps_the_build_order():
