@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 
 def search_dirs(engine: Engine) -> list[Path]:
-    """The folders ``ckpt_path="last"|"best"`` search: checkpoint callbacks' folders, then the
-    run folders ``<default_root_dir>/lightkit_logs/<name>/version_*/checkpoints``."""
+    """The folders ``ckpt_path="last"|"best"`` search: checkpoint callbacks' folders, then
+    ``<default_root_dir>/checkpoints`` (a run without a run folder) and the run folders
+    ``<default_root_dir>/lightkit_logs/<name>/version_*/checkpoints``."""
     from lightkit.callbacks.checkpoint import ModelCheckpoint
     from lightkit.engine.engine import run_name
 
@@ -29,6 +30,9 @@ def search_dirs(engine: Engine) -> list[Path]:
         for cb in engine.callbacks
         if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None
     ]
+    # Where a ModelCheckpoint without a dirpath writes in a run without a run folder
+    # (logger=False, enable_checkpointing=False and a ModelCheckpoint in callbacks).
+    dirs.append(engine.config.root_dir / "checkpoints")
     logs = engine.config.root_dir / "lightkit_logs"
     own = sorted(logs.glob(f"{run_name(engine.spec)}/version_*/checkpoints"))
     dirs.extend(own if own else sorted(logs.glob("*/version_*/checkpoints")))

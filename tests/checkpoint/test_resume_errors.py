@@ -18,6 +18,7 @@ from tests.checkpoint.ckpt_helpers import (
     SPEC,
     assert_equal,
     assert_same_run,
+    every_step,
     flags,
     reference,
     snapshot,
@@ -97,6 +98,26 @@ def test_different_model_shapes(tmp_path):
     assert "model 'net': shapes differ: 0.weight: checkpoint (16, 6), model (32, 6)" in text
     assert "hidden=16 (now 32)" in text
     assert resumable.SEEN == []
+
+
+def test_last_finds_a_checkpoint_callbacks_files_in_a_run_without_a_run_folder(tmp_path):
+    # No logger and no default checkpointing: no run folder, and the callback writes into
+    # <default_root_dir>/checkpoints, where "last" looks too.
+    def run() -> lk.Trainer:
+        quiet = {"logger": False, "enable_checkpointing": False}
+        return lk.Trainer(**flags(tmp_path, **quiet, callbacks=every_step()))
+
+    resumable.CONTROL["fail_at"] = (1, 3)
+    with pytest.raises(RuntimeError):
+        run().fit(SPEC)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.exists()
+    resumable.reset()
+    trainer = run()
+    result = trainer.fit(SPEC, ckpt_path="last")
+    assert trainer.last_engine.restored_from == last
+    ref = reference()
+    assert_equal(ref["weights"], dict(result.models["net"].state_dict()))
 
 
 def test_resuming_with_other_hyperparameters_warns_naming_them(tmp_path):
