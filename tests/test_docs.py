@@ -137,9 +137,11 @@ def run_blocks(path: Path) -> tuple[int, list[str]]:
             module = f"docs_reference_{block.markers['reference']}"
             registry_for(module).clear()
             target = {"__name__": module}
-        # Padding keeps the Markdown's line numbers in tracebacks.
+        # Padding keeps the Markdown's line numbers in tracebacks. Each block is a notebook
+        # cell of its own file name: a function defined again in a later block redefines
+        # it, as a reader's next cell would.
         source = "\n" * (block.line - 1) + block.code
-        exec(compile(source, str(path), "exec"), target)
+        exec(compile(source, f"{path}#L{block.line}", "exec"), target)
         ran += 1
     return ran, skipped
 
