@@ -155,9 +155,11 @@ class RunContext:
         """The :class:`~lightkit.Runtime` this run uses."""
         return self._runtime
 
-    def backward(self, loss: torch.Tensor) -> None:
-        """Backward through the precision plugin (scales the loss under 16-mixed)."""
-        self._runtime.backward(loss)
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Backward through the precision plugin (scales the loss under 16-mixed); other
+        arguments go to ``Tensor.backward`` (``retain_graph=True``), as Lightning's
+        ``manual_backward``."""
+        self._runtime.backward(loss, *args, **kwargs)
 
 
 def current() -> RunContext | None:

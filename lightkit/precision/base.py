@@ -69,8 +69,9 @@ class Precision:
         """The context every step (training, evaluation, prediction) runs in."""
         return contextlib.nullcontext()
 
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """``loss.backward(*args, **kwargs)``, or what the precision needs instead."""
+        loss.backward(*args, **kwargs)
 
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         """Make the gradients true gradients before clipping or inspection. The Runtime

@@ -113,14 +113,14 @@ class MixedPrecision(Precision):
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         scaler = self.scaler
         if scaler is None:
-            loss.backward()
+            loss.backward(*args, **kwargs)
             return
         if self._due:  # an optimizer stepped since the last update: end that iteration first
             self.update()
-        scaler.scale(loss).backward()
+        scaler.scale(loss).backward(*args, **kwargs)
 
     @property
     def unscales(self) -> bool:

@@ -232,13 +232,14 @@ class Runtime:
         """Whether :meth:`autocast` does anything (a loop may skip entering it when not)."""
         return type(self.precision).autocast is not Precision.autocast
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """``loss.backward(*args, **kwargs)`` through the strategy and precision plugins."""
         if self._unscaled:  # new gradients: what was unscaled is history
             self._unscaled.clear()
         if self._plain_backward:
-            loss.backward()
+            loss.backward(*args, **kwargs)
         else:
-            self.strategy.backward(loss)
+            self.strategy.backward(loss, *args, **kwargs)
 
     def no_backward_sync(self, module: nn.Module) -> contextlib.AbstractContextManager[Any]:
         return self.strategy.no_backward_sync(module)

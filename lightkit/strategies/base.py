@@ -68,8 +68,8 @@ class Strategy:
         """Skip gradient synchronisation in this backward (inside an accumulation window)."""
         return contextlib.nullcontext()
 
-    def backward(self, loss: torch.Tensor) -> None:
-        self.precision.backward(loss)
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        self.precision.backward(loss, *args, **kwargs)
 
     def clip_gradients(
         self, parameters: list[torch.Tensor], max_value: float, algorithm: str

@@ -51,6 +51,33 @@ def test_manual_single_optimizer_matches_a_hand_written_loop():
     assert_same_weights(result.models["net"], net)
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_ctx_backward_passes_its_other_arguments_to_backward(precision):
+    # Two backward passes through one graph need retain_graph=True, as with Lightning's
+    # manual_backward(loss, retain_graph=True).
+    def train(net, batch, optimizer, ctx):
+        optimizer.zero_grad()
+        loss = ce(net, batch)
+        ctx.backward(loss, retain_graph=True)
+        ctx.backward(loss)
+        optimizer.step()
+
+    result = trainer(max_epochs=1, seed=0, precision=precision).fit(
+        lk.collect(registry(step=train, manual=True))
+    )
+    torch.manual_seed(0)
+    net = make_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for batch in make_loader():
+        opt.zero_grad()
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = ce(net, batch)
+        loss.backward(retain_graph=True)
+        loss.backward()
+        opt.step()
+    assert_same_weights(result.models["net"], net)
+
+
 # -- two models, two optimizers ------------------------------------------------------------
 
 Z, FEATURES = 4, 8
