@@ -191,6 +191,16 @@ class Engine:
         step_plan = self.spec.plan("training_step")
         assert step_plan is not None
         self.manual = step_plan.manual or len(self.optimizers) > 1
+        if not self.manual and needs_closure(setup.optimizers[0]):
+            name = type(setup.optimizers[0]).__name__
+            raise ConfigError(
+                f"{describe_function(plan.fn)} returned {name}, whose step() needs a closure "
+                f"that evaluates the loss again (as LBFGS does); automatic optimization steps "
+                f"once after its backward. Step it yourself: @lk.training_step(manual=True), "
+                f"then in the step `def closure(): optimizer.zero_grad(); loss = ...; "
+                f"ctx.backward(loss); return loss` and `optimizer.step(closure)`.",
+                code="optimizer-needs-closure",
+            )
         if self.manual:
             why = "manual=True" if step_plan.manual else f"{len(self.optimizers)} optimizers"
             if self.config.accumulate_grad_batches > 1 or self.config.gradient_clip_val:
@@ -413,6 +423,18 @@ def write_run_files(
         write_run_config(run_dir, spec, config, stage)
     except (TypeError, ValueError) as exc:
         warnings.warn(f"config.toml not written: {exc}", stacklevel=2)
+
+
+def needs_closure(optimizer: Any) -> bool:
+    """Whether ``optimizer.step`` requires a closure (``torch.optim.LBFGS``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(optimizer.step).parameters
+    except (TypeError, ValueError):
+        return False
+    closure = params.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def is_loader(obj: Any) -> bool:

@@ -314,3 +314,32 @@ def test_a_missing_monitor_with_strict_false_warns_and_skips():
     with pytest.warns(UserWarning, match="'val/acc', which was not logged yet"):
         trainer(max_epochs=2).fit(lk.collect(registry(optim=optim)))
     assert made[0].last_epoch == 0
+
+
+def test_an_optimizer_that_needs_a_closure_is_stepped_in_a_manual_step():
+    def lbfgs(net):
+        return torch.optim.LBFGS(net.parameters(), lr=0.1, max_iter=3)
+
+    with pytest.raises(
+        lk.ConfigError, match=r"returned LBFGS, whose step\(\) needs a closure"
+    ) as info:
+        trainer(max_epochs=1).fit(lk.collect(registry(optim=lbfgs)))
+    assert info.value.code == "optimizer-needs-closure"
+    assert "@lk.training_step(manual=True)" in str(info.value)
+
+    evaluations: list[int] = []
+
+    def train(net, batch, optimizer, ctx):
+        def closure():
+            optimizer.zero_grad()
+            loss = ce(net, batch)
+            ctx.backward(loss)
+            evaluations.append(1)
+            return loss
+
+        optimizer.step(closure)
+
+    result = trainer(max_epochs=1, seed=0).fit(
+        lk.collect(registry(step=train, optim=lbfgs, manual=True))
+    )
+    assert result.global_step == 7 and len(evaluations) > 7  # LBFGS evaluates several times
