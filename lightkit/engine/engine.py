@@ -113,6 +113,8 @@ class Engine:
         #: under (set by the fit loop); ``None`` before the first training batch.
         self.row_step: int | None = None
         self.last_checkpoint: Path | None = None
+        #: Handles of the optimizer step pre-hooks a manual fit registered (removed at its end).
+        self.step_hooks: list[Any] = []
         # Checkpoints (lightkit/checkpoint/restore.py): what a restore asks the fit loop to do at
         # its first epoch, the random states as the current epoch's batches began, the file
         # restored from, the best file of this trainer's previous run, the signal guard.

@@ -234,6 +234,16 @@ class Trainer:
             for cb in engine.callbacks:
                 cb.setup(engine.ctx, stage)
         engine.bind_steps(stage)
+        if stage == "fit" and engine.manual and engine.events.before_optimizer_step:
+            # A manual step calls opt.step() itself: the event fires from torch's own step
+            # pre-hook, before each step (after the 16-mixed unscale), as in Lightning.
+            callers = engine.events.before_optimizer_step
+
+            def before_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+                for call in callers:
+                    call(optimizer)
+
+            engine.step_hooks = [o.register_step_pre_hook(before_step) for o in engine.optimizers]
         if found is not None:  # after binding: load_checkpoint hooks see the file first
             from lightkit.checkpoint.restore import restore
 
@@ -309,6 +319,8 @@ def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
 
 def _finish(engine: Engine, stage: str, status: str) -> None:
     """Flush loggers and tear callbacks down, whatever happened."""
+    for handle in engine.step_hooks:  # the optimizers outlive the run (a user's own)
+        handle.remove()
     if status != "success" and engine.loggers:
         # What was logged before the error reaches the files, then the error propagates.
         try:

@@ -162,6 +162,35 @@ def test_two_optimizers_gan_matches_a_hand_written_loop():
     assert_same_weights(result.models["disc"], d)
 
 
+def test_before_optimizer_step_fires_at_each_step_a_manual_step_takes():
+    # As Lightning's on_before_optimizer_step under manual optimization: before every
+    # opt.step(), with that optimizer, for hooks and callbacks alike; nothing is left
+    # registered on the optimizers after the run.
+    seen: list[tuple[str, int, bool]] = []
+
+    class Watch(lk.Callback):
+        def on_before_optimizer_step(self, ctx, optimizer):
+            seen.append(("callback", ctx.global_step, isinstance(optimizer, torch.optim.SGD)))
+
+    reg = gan_registry()
+
+    @reg.on("before_optimizer_step")
+    def hook(ctx, optimizer, disc):
+        grads = [p.grad for p in disc.parameters()]
+        seen.append(("hook", ctx.global_step, isinstance(optimizer, torch.optim.SGD)))
+        if isinstance(optimizer, torch.optim.SGD):  # the discriminator's: its grads are there
+            assert all(g is not None for g in grads)
+
+    trainer_ = trainer(max_epochs=1, seed=0, callbacks=[Watch()])
+    result = trainer_.fit(lk.collect(reg))
+    per_batch = [("hook", True), ("callback", True), ("hook", False), ("callback", False)]
+    assert [(who, sgd) for who, _, sgd in seen] == per_batch * 7  # opt_d, then opt_g
+    assert [step for _, step, _ in seen] == [i for i in range(7) for _ in range(4)]
+    assert result.global_step == 7
+    for optimizer in trainer_.last_engine.optimizers:
+        assert not optimizer._optimizer_step_pre_hooks
+
+
 def test_manual_optimization_refuses_automatic_flags():
     with pytest.raises(lk.ConfigError, match="optimizes manually \\(2 optimizers\\)") as info:
         trainer(max_epochs=1, accumulate_grad_batches=2).fit(lk.collect(gan_registry()))
