@@ -36,6 +36,7 @@ class FitPlan:
     sync_free: bool  # several processes and accumulation: windows skip the gradient sync
     check_loss: bool  # read each loss for NaN/inf
     every: float  # batches between validations; inf: at the epoch's end, or never
+    step_plateaus: bool  # a step-interval ReduceLROnPlateau: stepped at each batch's end
     check_n: int | None  # check_val_every_n_epoch
     can_validate: bool
     deadline: float | None  # max_time, on this process's monotonic clock
@@ -68,8 +69,12 @@ def fit_plan(engine: Engine) -> FitPlan:
     every = val_every(num_batches, interval, check_n is not None) if can_validate else math.inf
     deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
+    step_plateaus = not engine.manual and any(
+        cfg.is_plateau and cfg.interval == "step" for cfg in engine.schedulers
+    )
     plain = (
         not engine.manual
+        and not step_plateaus
         and accumulate == 1
         and rt.world_size == 1
         and to_device is None
@@ -90,6 +95,7 @@ def fit_plan(engine: Engine) -> FitPlan:
         sync_free=rt.world_size > 1 and accumulate > 1,
         check_loss=checks_loss(engine),
         every=every,
+        step_plateaus=step_plateaus,
         check_n=check_n,
         can_validate=can_validate,
         deadline=deadline,

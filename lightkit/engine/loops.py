@@ -216,6 +216,7 @@ def train_epoch(
     )
     accumulate, sync_free, models = plan.accumulate, plan.sync_free, plan.models
     every, check_n, deadline, agree = plan.every, plan.check_n, plan.deadline, plan.agree
+    step_plateaus = plan.step_plateaus
     agreed_stop, checkpointers, preemption = plan.agreed_stop, plan.checkpointers, plan.preemption
     manual, loggers, log_every, max_steps = (
         plan.manual,
@@ -306,6 +307,8 @@ def train_epoch(
         early = validate_epoch and stop_requested and batch_idx != last_idx and every != math.inf
         if due or early:
             stop_requested = validate_in_epoch(engine, epoch, not due, agreed_stop, checkpointers)
+        if step_plateaus and ctx.global_step != step_of_row:  # an optimizer step was taken
+            step_schedulers(engine, "step", batch_idx + 1, plateau=True)
         if max_steps != -1 and ctx.global_step >= max_steps:
             engine.stopped_by, stop = "max_steps", True
         elif deadline is not None and agree(time.monotonic() >= deadline):

@@ -105,11 +105,16 @@ def checked_manual_step(engine: Engine, step: Callable[..., Any], *args: Any) ->
     )
 
 
-def step_schedulers(engine: Engine, interval: str, count: int) -> None:
+def step_schedulers(
+    engine: Engine, interval: str, count: int, plateau: bool | None = None
+) -> None:
     """Step the schedulers of ``interval`` whose ``frequency`` divides ``count`` (the batch
-    in the epoch, from 1, for ``"step"``; the epoch, from 1, for ``"epoch"``)."""
+    in the epoch, from 1, for ``"step"``; the epoch, from 1, for ``"epoch"``); ``plateau``:
+    only the ``ReduceLROnPlateau`` ones (``True``) or only the others (``False``)."""
     for cfg in engine.schedulers:
         if cfg.interval != interval or count % cfg.frequency:
+            continue
+        if plateau is not None and cfg.is_plateau != plateau:
             continue
         if cfg.is_plateau:
             value = monitored(engine, cfg)
@@ -154,8 +159,10 @@ def optimizer_step(engine: Engine) -> None:
     opt.zero_grad(set_to_none=True)
     ctx.global_step += 1
     if engine.schedulers:
-        # Lightning's count: a step scheduler's `frequency` counts batches of the epoch.
-        step_schedulers(engine, "step", ctx.batch_idx + 1)
+        # Lightning's count: a step scheduler's `frequency` counts batches of the epoch. A
+        # ReduceLROnPlateau steps at the batch's end, after a validation the batch ends with
+        # (the fit loop), as Lightning steps it once the metrics are logged.
+        step_schedulers(engine, "step", ctx.batch_idx + 1, plateau=False)
 
 
 def window_stepper(engine: Engine) -> Callable[[], None]:
@@ -221,7 +228,7 @@ def skip_optimizer_step(engine: Engine) -> None:
         opt.zero_grad(set_to_none=True)
     engine.ctx.global_step += 1
     if engine.schedulers:
-        step_schedulers(engine, "step", engine.ctx.batch_idx + 1)
+        step_schedulers(engine, "step", engine.ctx.batch_idx + 1, plateau=False)
 
 
 __all__ = [

@@ -161,6 +161,33 @@ def test_reduce_lr_on_plateau_reads_the_monitored_epoch_value():
     assert sched.best == min(val_losses)
 
 
+def test_a_step_plateau_on_a_validation_metric_reads_the_validation_of_its_batch():
+    # As Lightning: a step-interval ReduceLROnPlateau steps at the batch's end, after the
+    # validation the batch ends with, so it reads that validation's value.
+    made: list[Any] = []
+    validated: list[tuple[int, float]] = []
+    stepped: list[tuple[int, float]] = []
+
+    def optim(net):
+        opt = sgd(net)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+        made.append(sched)
+        step = sched.step
+        sched.step = lambda value: (stepped.append((ctx_ref[0].global_step, value)), step(value))
+        config = {"scheduler": sched, "monitor": "val/loss", "interval": "step", "frequency": 2}
+        return {"optimizer": opt, "lr_scheduler": config}
+
+    ctx_ref: list[Any] = []
+    reg = registry(optim=optim, val=True)
+    reg.on("fit_start")(lambda ctx: ctx_ref.append(ctx))
+    reg.on("validation_epoch_end")(
+        lambda ctx: validated.append((ctx.global_step, ctx.metrics["val/loss"]))
+    )
+    trainer(max_epochs=1, num_sanity_val_steps=0, val_check_interval=2).fit(lk.collect(reg))
+    assert [step for step, _ in validated] == [2, 4, 6]  # 7 batches
+    assert stepped == validated
+
+
 def test_reduce_lr_on_plateau_per_step_on_a_training_metric():
     made: list[Any] = []
     reg = plateau_registry(made, "train/loss", interval="step")
