@@ -105,9 +105,7 @@ def checked_manual_step(engine: Engine, step: Callable[..., Any], *args: Any) ->
     )
 
 
-def step_schedulers(
-    engine: Engine, interval: str, count: int, plateau: bool | None = None
-) -> None:
+def step_schedulers(engine: Engine, interval: str, count: int, plateau: bool | None = None) -> None:
     """Step the schedulers of ``interval`` whose ``frequency`` divides ``count`` (the batch
     in the epoch, from 1, for ``"step"``; the epoch, from 1, for ``"epoch"``); ``plateau``:
     only the ``ReduceLROnPlateau`` ones (``True``) or only the others (``False``)."""
