@@ -219,7 +219,18 @@ def classify(
                 )
             )
         elif p.name in models:
-            if gets_models:
+            if gets_models and p.default is not p.empty and p.default is not None:
+                # A default says "hyperparameter"; the model would be passed instead, silently.
+                problems.append(
+                    Problem(
+                        "model-name-clash",
+                        f"{where}: parameter '{p.name}' has a default ({p.default!r}), as a "
+                        f"hyperparameter has, but '{p.name}' is also a model's name, and the "
+                        f"model would be passed instead. Rename the parameter, or the model "
+                        f'(@lk.model(name="{p.name}_model")).',
+                    )
+                )
+            elif gets_models:
                 params.append(Param(p.name, "model"))
             else:
                 problems.append(

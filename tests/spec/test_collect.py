@@ -6,6 +6,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 import lightkit as lk
 from lightkit.spec.registry import registry_for
@@ -425,3 +426,28 @@ def test_the_realistic_module_builds_what_it_declares():
     (real,) = next(iter(loader))
     assert real.shape == (32, realistic.FEATURES)
     assert critic(generator(torch.zeros(2, hp.latent_dim))).shape == (2, 1)
+
+
+def test_a_hyperparameter_named_like_a_model_is_refused():
+    # The model would be passed where the function expects its default (a learning rate):
+    # said at collect(), not as a TypeError from inside torch at the first step.
+    reg = lk.Registry()
+    reg.model(simple.net, name="lr")
+    reg.model(simple.net, name="net")
+
+    def optim(net, lr: float = 0.1):
+        return torch.optim.SGD(net.parameters(), lr=lr)
+
+    def train(net, batch, lr=None):  # a None default still asks for the model
+        assert isinstance(lr, torch.nn.Module)
+        return net(batch[0]).sum()
+
+    reg.configure_optimizers(optim)
+    reg.training_step(train)
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.codes == ["model-name-clash"]
+    message = str(info.value)
+    assert "optim(net, lr) at " in message
+    assert "parameter 'lr' has a default (0.1), as a hyperparameter has" in message
+    assert '@lk.model(name="lr_model")' in message
