@@ -93,7 +93,8 @@ def role_label(role: str, event: str | None = None) -> str:
 
 
 def read_signature(fn: Callable[..., Any]) -> inspect.Signature:
-    """The signature with string annotations evaluated; unresolvable ones are left out."""
+    """The signature with string annotations evaluated; one that does not evaluate becomes
+    :class:`Unresolved`."""
     try:
         return inspect.signature(fn, eval_str=True)
     except (NameError, TypeError, SyntaxError):
@@ -108,13 +109,34 @@ def read_signature(fn: Callable[..., Any]) -> inspect.Signature:
         return sig.replace(parameters=params)
 
 
+class Unresolved:
+    """A string annotation that does not evaluate (a typo, a name imported under
+    ``TYPE_CHECKING``, a class local to a function): harmless on a model or loop value, an
+    error on a hyperparameter, whose annotation is its type."""
+
+    __slots__ = ("error", "text")
+
+    def __init__(self, text: str, error: Exception) -> None:
+        self.text, self.error = text, error
+
+    def problem(self, where: str, name: str) -> Problem:
+        return Problem(
+            "bad-hparam-type",
+            f"{where}: hyperparameter '{name}' is annotated {self.text!r}, which does not "
+            f"evaluate in its module ({type(self.error).__name__}: {self.error}). Fix the "
+            f"annotation, or make the name importable at module level (not only under "
+            f"`if TYPE_CHECKING:`; a class defined inside a function cannot be named in a "
+            f"string annotation).",
+        )
+
+
 def _eval_annotation(annotation: Any, namespace: dict[str, Any]) -> Any:
     if not isinstance(annotation, str):
         return annotation
     try:
         return eval(annotation, namespace)
-    except Exception:
-        return inspect.Parameter.empty
+    except Exception as exc:
+        return Unresolved(annotation, exc)
 
 
 def hparam_annotation(param: inspect.Parameter) -> Any:
@@ -262,10 +284,16 @@ def classify(
             # ``= Field(gt=0)`` sets constraints but no value: not a default.
             isinstance(p.default, FieldInfo) and p.default.is_required()
         ):
-            params.append(Param(p.name, "hparam", hparam_annotation(p), p.default))
+            if isinstance(p.annotation, Unresolved):
+                problems.append(p.annotation.problem(where, p.name))
+            else:
+                params.append(Param(p.name, "hparam", hparam_annotation(p), p.default))
         elif p.name in hparam_names:
-            annotation = None if p.annotation is p.empty else p.annotation
-            params.append(Param(p.name, "hparam", annotation, REFERENCE))
+            if isinstance(p.annotation, Unresolved):
+                problems.append(p.annotation.problem(where, p.name))
+            else:
+                annotation = None if p.annotation is p.empty else p.annotation
+                params.append(Param(p.name, "hparam", annotation, REFERENCE))
         else:
             available = [*models, *loop_values] if gets_models else list(loop_values)
             problems.append(

@@ -11,7 +11,13 @@ from pydantic import Field
 import lightkit as lk
 from lightkit.errors import describe_function
 from lightkit.spec.roles import EVENT_SUPPLIES, EVENT_VALUES, EVENTS, LOOP_VALUES, ROLE_SUPPLIES
-from lightkit.spec.signature import Param, classify, hparam_annotation, read_signature
+from lightkit.spec.signature import (
+    Param,
+    Unresolved,
+    classify,
+    hparam_annotation,
+    read_signature,
+)
 
 MODELS = ("net", "critic")
 
@@ -375,12 +381,13 @@ def test_read_signature_evaluates_string_annotations():
     assert [p.annotation for p in sig.parameters.values()] == [float, int]
 
 
-def test_read_signature_drops_only_the_annotations_it_cannot_resolve():
+def test_read_signature_marks_only_the_annotations_it_cannot_resolve():
     def fn(net: NoSuchType, lr: float = 0.1, dropout: Optional[float] = None):  # noqa: F821
         return None
 
     sig = read_signature(fn)
-    assert sig.parameters["net"].annotation is inspect.Parameter.empty
+    unresolved = sig.parameters["net"].annotation
+    assert isinstance(unresolved, Unresolved) and unresolved.text == "NoSuchType"
     assert sig.parameters["lr"].annotation is float
     assert sig.parameters["dropout"].annotation == Optional[float]
     plan, problems = classify("configure_optimizers", fn, "fn", ("net",))
@@ -391,6 +398,20 @@ def test_read_signature_drops_only_the_annotations_it_cannot_resolve():
         ("lr", "hparam", float),
         ("dropout", "hparam", Optional[float]),
     ]
+
+
+def test_a_hyperparameter_whose_annotation_does_not_resolve_is_refused():
+    # With `from __future__ import annotations` a typo stays a string: its type must not be
+    # quietly taken from the default instead.
+    def net(hidden: Itn = 4, width: int = 8):  # noqa: F821
+        return None
+
+    plan, problems = classify("model", net, "net", ())
+    assert plan is None and [p.code for p in problems] == ["bad-hparam-type"]
+    message = problems[0].message
+    assert "net(hidden, width) at " in message
+    assert "hyperparameter 'hidden' is annotated 'Itn', which does not evaluate" in message
+    assert "NameError: name 'Itn' is not defined" in message
 
 
 def _param(default: Any, annotation: Any = inspect.Parameter.empty) -> inspect.Parameter:
