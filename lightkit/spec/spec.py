@@ -99,8 +99,11 @@ def import_function(ref: str) -> Callable[..., Any]:
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
+        # For a lambda or a nested function, the attribute error says nothing the hint does
+        # not (`'function' object has no attribute '<locals>'`).
+        detail = "." if hint else f": {exc}."
         raise SpecError(
-            f"cannot import function {ref!r}: {exc}.{hint}", code="unimportable-function"
+            f"cannot import function {ref!r}{detail}{hint}", code="unimportable-function"
         ) from None
     if not callable(obj):
         raise SpecError(f"{ref!r} is not callable.", code="unimportable-function")
@@ -132,6 +135,26 @@ class SpecEntry(BaseModel):
     name: str
     manual: bool = False
     event: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import(cls, data: Any) -> Any:
+        """Import a function given by reference, saying whose it is when that fails."""
+        if not (isinstance(data, dict) and isinstance(data.get("fn"), str)):
+            return data
+        try:
+            fn = import_function(data["fn"])
+        except SpecError as exc:
+            role, name = data.get("role"), data.get("name")
+            whose = (
+                f"model {name!r}"
+                if role == "model"
+                else f"the @lk.on({data.get('event')!r}) hook"
+                if role == "on"
+                else f"the @{role} function"
+            )
+            raise SpecError(f"{whose}: {exc}", code=exc.code) from None
+        return {**data, "fn": fn}
 
     @field_validator("role")
     @classmethod

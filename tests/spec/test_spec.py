@@ -277,7 +277,20 @@ def test_locally_defined_functions_cannot_be_imported_back():
     with pytest.raises(lk.SpecError) as info:
         lk.TrainingSpec.model_validate_json(text)
     assert info.value.code == "unimportable-function"
-    assert "inside another function or as a lambda, so no process can import it" in str(info.value)
+    # Whose function it is, and no word of Python's own attribute error.
+    assert str(info.value).startswith(
+        f"model 'net': cannot import function '{function_ref(net)}'. It was defined inside "
+        f"another function or as a lambda, so no process can import it."
+    )
+    assert "has no attribute" not in str(info.value)
+
+    reg.training_step(lambda net, batch: None)
+    reg.on("fit_end", lambda ctx: None)
+    with pytest.raises(lk.SpecError) as info:
+        lk.TrainingSpec.model_validate_json(lk.collect(reg).model_dump_json())
+    message = str(info.value)
+    assert "the @training_step function: cannot import function" in message
+    assert "the @lk.on('fit_end') hook: cannot import function" in message
 
 
 class _Stepper:
