@@ -444,6 +444,18 @@ def _unknown_message(unknown: list[str], parser: Any, command: str) -> str:
             f"command (lightkit {command} TARGET [TARGET ...] [flags])."
         )
     first = flags[0]
+    if command not in TRAINER_COMMANDS:
+        from lightkit.engine.config import TrainerConfig
+
+        name = first.lstrip("-").replace("-", "_")
+        if name in TrainerConfig.model_fields:  # a flag copied from a fit line
+            same = f"--hparams.{name}"
+            also = f" The hyperparameter of that name is {same}." if same in options else ""
+            return (
+                f"{first} is a trainer flag, and `lightkit {command}` takes hyperparameters "
+                f"only (it trains nothing): leave it out.{also} `lightkit {command} TARGET "
+                f"--help` lists every flag."
+            )
     return (
         f"unknown flag{'s' if len(flags) > 1 else ''} {', '.join(flags)}."
         f"{did_you_mean(first, options)} `lightkit {command} TARGET --help` lists every flag."

@@ -105,7 +105,13 @@ def test_the_prefixed_flag_is_the_same_in_commands_without_trainer_flags(run_cli
     assert json.loads(out)["hparams"]["seed"] == 5
     code, _, err = run_cli("spec", "tests.user_modules.cli_clash", "--seed", "5")
     assert code == 2
-    assert "unknown flag --seed. Did you mean '--hparams.seed'?" in err
+    assert (
+        "--seed is a trainer flag, and `lightkit spec` takes hyperparameters only (it trains "
+        "nothing): leave it out. The hyperparameter of that name is --hparams.seed."
+    ) in err
+    code, _, err = run_cli("hparams", "tests.user_modules.cli_clash", "--max-epochs", "1")
+    assert code == 2
+    assert "--max-epochs is a trainer flag, and `lightkit hparams` takes hyperparameters" in err
 
 
 @pytest.mark.parametrize(
