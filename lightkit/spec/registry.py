@@ -115,14 +115,15 @@ def redefines(new: Any, old: Any) -> bool:
 
 
 def another_definition(new: Any, old: Any) -> bool:
-    """Whether ``new`` and ``old`` are two functions written at different lines of one file,
-    not one definition run again (a cell, a reload) nor closures of one definition."""
-    if isinstance(new, types.FunctionType) and isinstance(old, types.FunctionType):
-        a, b = new.__code__, old.__code__
-        return (
-            a is not b and a.co_filename == b.co_filename and a.co_firstlineno != b.co_firstlineno
-        )
-    return False
+    """Whether ``new`` and ``old`` are two functions written at different lines of one file:
+    neither one definition run again (a cell, a reload; :func:`redefines`) nor closures of
+    one definition (one code object)."""
+    return (
+        isinstance(new, types.FunctionType)
+        and isinstance(old, types.FunctionType)
+        and new.__code__ is not old.__code__
+        and not redefines(new, old)
+    )
 
 
 def _default_name(fn: Any) -> str:
