@@ -18,7 +18,7 @@ from torch import nn
 
 from lightkit.checkpoint.find import find_checkpoint, search_dirs
 from lightkit.checkpoint.resume import ResumeState
-from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION
+from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION, sharded
 from lightkit.errors import CheckpointError, SpecError, sorted_list, user_stacklevel
 from lightkit.utils.modules import optimizer_owner
 
@@ -177,10 +177,8 @@ def _check_models(
     engine: Engine, models: dict[str, dict[str, Any]], ckpt: dict[str, Any], path: Path
 ) -> None:
     """Compare parameter names and shapes before loading anything."""
-    from lightkit.strategies.base import Strategy
-
     strategy = engine.runtime.strategy
-    if type(strategy).module_state_dict is not Strategy.module_state_dict:
+    if sharded(strategy):
         return  # a sharding strategy checks its own states
     problems: list[str] = []
     for name, module in engine.models.items():

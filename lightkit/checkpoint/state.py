@@ -138,17 +138,22 @@ def build_checkpoint(
     return ckpt
 
 
+def sharded(strategy: Any) -> bool:
+    """Whether ``strategy`` keeps its own (sharded) model states: FSDP's, not the base's."""
+    from lightkit.strategies.base import Strategy
+
+    return type(strategy).module_state_dict is not Strategy.module_state_dict
+
+
 def _metrics(engine: Engine) -> list[dict[str, Any]] | None:
     """Each rank's metric state (:meth:`MetricStore.state_dict`), in rank order, on rank 0,
     which writes the file: with several processes, a collective."""
-    from lightkit.strategies.base import Strategy
-
     state = engine.store.state_dict()
     if engine.runtime.world_size == 1:
         return [state]
     strategy = engine.runtime.strategy
     ranks = strategy.gather_object(state)
-    if type(strategy).module_state_dict is not Strategy.module_state_dict:
+    if sharded(strategy):
         # A sharded checkpoint is written by every rank, its plain values as if replicated:
         # every rank must hold the same list.
         ranks = strategy.broadcast(ranks)
@@ -161,8 +166,6 @@ def _grads(engine: Engine) -> dict[str, Any]:
     (a window's gradients are not all-reduced until it ends) as ``{"rank_grads": [...]}``, in
     rank order, on rank 0, which writes the file. With several processes and accumulation (or
     manual optimization), a collective: every rank calls it."""
-    from lightkit.strategies.base import Strategy
-
     out: dict[str, dict[str, torch.Tensor]] = {}
     for name, module in engine.models.items():
         user = engine.runtime.unwrap(getattr(module, "_orig_mod", module))
@@ -170,7 +173,7 @@ def _grads(engine: Engine) -> dict[str, Any]:
         if grads:
             out[name] = grads
     strategy = engine.runtime.strategy
-    if type(strategy).module_state_dict is not Strategy.module_state_dict:
+    if sharded(strategy):
         if out:  # sharded gradients: not stored
             warnings.warn(
                 f"checkpoint saved inside an accumulation window: under strategy "
@@ -194,5 +197,6 @@ __all__ = [
     "FORMAT_VERSION",
     "LAST_NAME",
     "build_checkpoint",
+    "sharded",
     "spec_json",
 ]
