@@ -134,7 +134,9 @@ class LearningRateMonitor(Callback):
             )
         start = {key: self._value(source, field) for key, source, field in self._items["start"]}
         # As Lightning writes them: a row at the step the epoch starts at, whatever
-        # log_every_n_steps, with the rates the epoch trains at. (The optimizers without a
-        # scheduler reach the metrics on the logging steps.)
+        # log_every_n_steps, with the rates the epoch trains at. The optimizers without a
+        # scheduler are in the metrics from here on too (Lightning's callback_metrics), not
+        # only from the first logging step.
         if (epoch or start) and self._engine is not None:
+            self._engine.store.latest.update(start)
             self._engine.log_rows({**epoch, **start}, ctx.global_step)

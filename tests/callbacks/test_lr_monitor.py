@@ -162,6 +162,8 @@ def test_an_optimizer_without_a_scheduler_is_logged_each_epoch_in_short_epochs(t
         callbacks=[lk.LearningRateMonitor()],
     ).fit(spec(val=None))  # fmt: skip
     assert column(result, "lr-SGD") == [(0, 0.05), (4, 0.05), (8, 0.05)]
+    # And in the metrics, as in Lightning's callback_metrics (an EarlyStopping may watch it).
+    assert result.metrics["lr-SGD"] == 0.05
 
 
 def test_the_rate_is_logged_on_the_optimizer_steps_whose_rows_are_written(tmp_path):
