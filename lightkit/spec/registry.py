@@ -13,13 +13,14 @@ import itertools
 import re
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from lightkit.errors import SpecError, did_you_mean, sorted_list
+from lightkit.errors import SpecError, describe_function, did_you_mean, sorted_list
 from lightkit.spec.roles import EVENTS
 
 P = ParamSpec("P")
@@ -114,16 +115,22 @@ def redefines(new: Any, old: Any) -> bool:
     return isinstance(new, type) and isinstance(old, type)
 
 
-def another_definition(new: Any, old: Any) -> bool:
-    """Whether ``new`` and ``old`` are two functions written at different lines of one file:
-    neither one definition run again (a cell, a reload; :func:`redefines`) nor closures of
-    one definition (one code object)."""
-    return (
-        isinstance(new, types.FunctionType)
-        and isinstance(old, types.FunctionType)
-        and new.__code__ is not old.__code__
-        and not redefines(new, old)
-    )
+def pasted_copy(new: Any, old: Any) -> bool:
+    """Whether functions ``new`` and ``old`` were written at two places of one piece of code
+    that is running now (a file defining one name twice), rather than ``new`` being ``old``
+    compiled again (a cell run again, a module reloaded, even edited). The code that runs a
+    definition holds its code object, so both are among that code's constants."""
+    if not (isinstance(new, types.FunctionType) and isinstance(old, types.FunctionType)):
+        return False
+    if new.__code__ is old.__code__:
+        return False
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        consts = frame.f_code.co_consts
+        if any(c is new.__code__ for c in consts):
+            return any(c is old.__code__ for c in consts)
+        frame = frame.f_back
+    return False
 
 
 def _default_name(fn: Any) -> str:
@@ -193,7 +200,7 @@ class Registry:
 
     def __init__(self, name: str = "registry") -> None:
         self.name = name
-        self._entries: dict[tuple[Any, ...], Entry] = {}
+        self._entries: dict[tuple[str, str, str], Entry] = {}
 
     def __repr__(self) -> str:
         return f"Registry({self.name!r}, {len(self._entries)} functions)"
@@ -229,12 +236,21 @@ class Registry:
             old = self._entries[stale[0]]
         for key in stale:
             del self._entries[key]
-        if old is not None and another_definition(new, origin(old.fn)):
-            # Another function of the same name in the same file (a pasted copy): both stay,
-            # for collect() to report, rather than the first being lost.
-            key = (*entry.key, entry.order)
-            self._entries[key] = entry
-            return
+        if old is not None and pasted_copy(new, origin(old.fn)):
+            # The same name defined again further down one file: the later one wins, as it
+            # does for the module's name, but a pasted copy should not pass unseen.
+            code = new.__code__
+            role = f"model {entry.name!r}" if entry.role == "model" else f"@{entry.role}"
+            if entry.event:
+                role = f"@on({entry.event!r}) hook"
+            warnings.warn_explicit(
+                f"{describe_function(new)} replaces {describe_function(origin(old.fn))} as "
+                f"{role}: a file that defines one name twice keeps the later, as Python does. "
+                f"Rename one if both are meant.",
+                UserWarning,
+                filename=code.co_filename,
+                lineno=code.co_firstlineno,
+            )
         if old is not None:
             # A redefinition (a notebook cell run again) keeps its place in the build order.
             entry = Entry(entry.role, entry.fn, entry.name, entry.manual, entry.event, old.order)

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import sys
 import types
+import warnings
 
 import pytest
 
@@ -138,9 +139,9 @@ def test_one_definition_registered_in_a_loop_keeps_every_entry():
     assert [e.name for e in reg.entries if e.role == "model"] == ["encoder", "decoder"]
 
 
-def test_two_definitions_of_one_name_in_one_file_are_two(monkeypatch):
-    # A pasted copy: both are kept and collect() names both lines, rather than the first
-    # being lost. Loading the file again (a reload) replaces each by its new self.
+def test_one_name_defined_twice_in_one_file_keeps_the_later_with_a_warning(monkeypatch):
+    # As Python keeps the later for the module's name; a pasted copy is pointed at, at its
+    # line. Loading the file again (a reload) replaces each by its new self.
     source = """
 import lightkit as lk
 
@@ -160,12 +161,20 @@ def train(net, batch):
     module = types.ModuleType(name)
     monkeypatch.setitem(sys.modules, name, module)
     try:
-        for _ in range(2):  # the file loaded, then reloaded (compiled again)
+        with pytest.warns(UserWarning) as caught:
             exec(compile(source, "/src/pasted.py", "exec"), module.__dict__)
-            assert len(registry_for(name)) == 3
-            with pytest.raises(lk.SpecError, match="2 functions are marked @training_step") as info:
-                lk.collect(module)
-            assert "pasted.py:8\n" in str(info.value) and "pasted.py:12\n" in str(info.value)
+        assert [(w.filename, w.lineno) for w in caught] == [("/src/pasted.py", 12)]
+        assert str(caught[0].message) == (
+            "train(net, batch) at /src/pasted.py:12 replaces train(net, batch) at "
+            "/src/pasted.py:8 as @training_step: a file that defines one name twice keeps "
+            "the later, as Python does. Rename one if both are meant."
+        )
+        with pytest.warns(UserWarning) as again:  # a reload: the file still has the copy
+            exec(compile(source, "/src/pasted.py", "exec"), module.__dict__)
+        assert [(w.filename, w.lineno) for w in again] == [("/src/pasted.py", 12)]
+        spec = lk.collect(module)
+        assert [e.fn for e in spec.functions] == [module.net, module.train]
+        assert module.train(None, None) == 2
     finally:
         registry_for(name).clear()
 
@@ -505,3 +514,21 @@ def test_bare_on_on_a_registry_is_an_error():
         "`def report`, not bare `@reg.on`."
     )
     assert len(reg) == 0
+
+
+def test_a_module_reloaded_after_an_edit_that_moved_a_function_replaces_it(monkeypatch):
+    # Another compile of the file, not a second definition in one: no warning.
+    name = "tests.user_modules._moved"
+    first = "import lightkit as lk\n\n@lk.training_step\ndef train(batch):\n    return 1\n"
+    moved = "import lightkit as lk\n\n\n\n\n@lk.training_step\ndef train(batch):\n    return 2\n"
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            exec(compile(first, "/src/moved.py", "exec"), module.__dict__)
+            exec(compile(moved, "/src/moved.py", "exec"), module.__dict__)
+        assert [e.fn for e in registry_for(name).entries] == [module.train]
+        assert module.train(None) == 2
+    finally:
+        registry_for(name).clear()
