@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-from lightkit.errors import SpecError
-from lightkit.spec.registry import Entry, Registry, has_registry, registry_for
+from lightkit.errors import SpecError, describe_function
+from lightkit.spec.registry import Entry, Registry, has_registry, origin, registry_for
+from lightkit.spec.roles import SINGLE_ROLES
 from lightkit.spec.spec import SpecEntry, TrainingSpec, analyse, source_files
 from lightkit.utils.imports import import_target, shown_path
 
@@ -80,15 +81,84 @@ def _empty_module(module: ModuleType) -> str:
     )
 
 
-def _caller_module(depth: int) -> str:
-    name: str = sys._getframe(depth + 1).f_globals.get("__name__", "__main__")
-    return name
+def _caller(depth: int) -> tuple[str, str]:
+    """The calling frame's module name and the qualified name of the code it runs
+    (``"<module>"`` at a module's top level)."""
+    frame = sys._getframe(depth + 1)
+    code = frame.f_code
+    return frame.f_globals.get("__name__", "__main__"), getattr(code, "co_qualname", code.co_name)
+
+
+def _scope(entry: Entry) -> str | None:
+    """The function whose body decorated ``entry``'s function (``test_a`` for
+    ``test_a.<locals>.net``); ``None`` for a module's top-level function."""
+    qualname = getattr(origin(entry.fn), "__qualname__", "")
+    scope, sep, _ = qualname.rpartition(".<locals>.")
+    return scope if sep else None
+
+
+def _in_scope(entries: list[Entry], caller: str) -> tuple[list[Entry], list[Entry]]:
+    """The entries a no-argument ``collect()`` in function ``caller`` takes, and those it
+    leaves out.
+
+    A test or a factory that decorates functions in its body means those: the module's
+    registry also holds what other functions decorated in theirs (another test's training
+    step), which it leaves out. It takes the module's top-level functions and those
+    decorated in ``caller`` or in the functions around it, where a nearer one of a role (or a
+    model name) hides a farther one, as a local name hides a global. A caller that decorated
+    nothing itself takes the whole module, as a module's top level does."""
+
+    def visible(scope: str | None) -> bool:
+        return scope is None or caller == scope or caller.startswith(scope + ".<locals>.")
+
+    scopes = [_scope(e) for e in entries]
+    if not any(s is not None and visible(s) for s in scopes):
+        return entries, []
+    nearest: dict[tuple[str, ...], int] = {}
+    for entry, scope in zip(entries, scopes, strict=True):
+        if visible(scope) and (slot := _slot(entry)) is not None:
+            nearest[slot] = max(nearest.get(slot, -1), len(scope or ""))
+    kept: list[Entry] = []
+    left_out: list[Entry] = []
+    for entry, scope in zip(entries, scopes, strict=True):
+        if not visible(scope):
+            left_out.append(entry)
+        elif (slot := _slot(entry)) is None or nearest[slot] == len(scope or ""):
+            kept.append(entry)
+    return kept, left_out
+
+
+def _slot(entry: Entry) -> tuple[str, ...] | None:
+    """What a nearer definition hides: the role of a single-function role, a model's name."""
+    if entry.role == "model":
+        return ("model", entry.name)
+    return (entry.role,) if entry.role in SINGLE_ROLES else None
+
+
+def _left_out_note(caller: str, left_out: list[Entry]) -> dict[str, str]:
+    """Per role, why a no-argument ``collect()`` in ``caller`` did not take the functions of
+    that role decorated inside other functions: for ``spec.require()``'s error."""
+    notes: dict[str, str] = {}
+    for role in dict.fromkeys(e.role for e in left_out):
+        listed = "; ".join(
+            f"{describe_function(e.fn)}, decorated in {_scope(e)}()"
+            for e in left_out
+            if e.role == role
+        )
+        notes[role] = (
+            f"lk.collect() in {caller}() takes the module's top-level functions and those "
+            f"decorated in {caller}(), and left out {listed}. Decorate it in {caller}() or at "
+            f"the top level, or register it on a lk.Registry() and pass that to lk.collect()."
+        )
+    return notes
 
 
 def collect(*sources: Source) -> TrainingSpec:
     """Collect decorated functions into a validated :class:`TrainingSpec`.
 
-    With no argument, collects the calling module. Otherwise each source is a module, a module
+    With no argument, collects the calling module; called in a function that decorates
+    functions in its body (a test), it takes those and the module's top-level functions, not
+    what other functions decorated in theirs. Otherwise each source is a module, a module
     name or ``.py`` path, or an explicit :class:`Registry`; several sources merge (a model
     module and a data module), and conflicts between them are errors.
 
@@ -101,12 +171,20 @@ def collect(*sources: Source) -> TrainingSpec:
         spec = lk.collect()                         # this module
         spec = lk.collect(models, "pkg.data", reg)  # several sources
     """
+    left_out: list[Entry] = []
+    notes: dict[str, str] = {}
     if not sources:
-        sources = (registry_for(_caller_module(1)),)
+        module, caller = _caller(1)
+        groups = [registry_for(module).entries]
+        if caller != "<module>":
+            groups[0], left_out = _in_scope(groups[0], caller)
+            notes = _left_out_note(caller, left_out)
+    else:
+        groups = [_registry(source).entries for source in sources]
     entries: list[Entry] = []
     seen: set[tuple[tuple[str, str, str], int]] = set()
-    for source in sources:
-        for entry in _registry(source).entries:
+    for group in groups:
+        for entry in group:
             # The same function reached through two sources counts once; two different
             # functions are both kept, and analyse() reports them if they clash.
             if (entry.key, id(entry.fn)) in seen:
@@ -121,4 +199,6 @@ def collect(*sources: Source) -> TrainingSpec:
     if problems:
         raise SpecError(problems, where=source_files(spec_entries))
     assert model is not None
-    return TrainingSpec._analysed(spec_entries, plans, model)
+    spec = TrainingSpec._analysed(spec_entries, plans, model)
+    spec._left_out = notes
+    return spec

@@ -281,6 +281,8 @@ class TrainingSpec(BaseModel):
 
     _plans: tuple[FunctionPlan, ...] = PrivateAttr(default=())
     _hparams_model: type[Hparams] | None = PrivateAttr(default=None)
+    # Per role, what a no-argument collect() in a function left out (decorated in others).
+    _left_out: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -428,10 +430,11 @@ class TrainingSpec(BaseModel):
         missing = [r for r in needs if r not in have]
         if missing:
             listed = ", ".join(f"@lk.{r}" for r in missing)
+            why = "".join(f" {self._left_out[r]}" for r in missing if r in self._left_out)
             raise SpecError(
                 f"trainer.{entry_point}() needs {listed}, which the spec does not have. "
                 f"Define {'them' if len(missing) > 1 else 'it'} in a collected module "
-                f"(the spec has: {sorted_list(have) if have else 'nothing'}).",
+                f"(the spec has: {sorted_list(have) if have else 'nothing'}).{why}",
                 code="missing-role",
             )
 
