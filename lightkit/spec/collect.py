@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+import types
 from types import ModuleType
 
 from lightkit.errors import SpecError, describe_function
@@ -85,8 +87,20 @@ def _caller(depth: int) -> tuple[str, str]:
     """The calling frame's module name and the qualified name of the code it runs
     (``"<module>"`` at a module's top level)."""
     frame = sys._getframe(depth + 1)
-    code = frame.f_code
-    return frame.f_globals.get("__name__", "__main__"), getattr(code, "co_qualname", code.co_name)
+    return frame.f_globals.get("__name__", "__main__"), _qualname(frame.f_code)
+
+
+def _qualname(code: types.CodeType) -> str:
+    qualname = getattr(code, "co_qualname", None)  # Python 3.11+
+    return _function_qualname(code) if qualname is None else str(qualname)
+
+
+def _function_qualname(code: types.CodeType) -> str:
+    """The qualified name of the function that runs ``code`` (before Python 3.11)."""
+    for obj in gc.get_referrers(code):
+        if isinstance(obj, types.FunctionType) and obj.__code__ is code:
+            return obj.__qualname__
+    return code.co_name
 
 
 def _scope(entry: Entry) -> str | None:
@@ -101,19 +115,16 @@ def _in_scope(entries: list[Entry], caller: str) -> tuple[list[Entry], list[Entr
     """The entries a no-argument ``collect()`` in function ``caller`` takes, and those it
     leaves out.
 
-    A test or a factory that decorates functions in its body means those: the module's
-    registry also holds what other functions decorated in theirs (another test's training
-    step), which it leaves out. It takes the module's top-level functions and those
-    decorated in ``caller`` or in the functions around it, where a nearer one of a role (or a
-    model name) hides a farther one, as a local name hides a global. A caller that decorated
-    nothing itself takes the whole module, as a module's top level does."""
+    The module's registry also holds what other functions decorated in their bodies
+    (another test's training step, or a hook it added to watch its own run), which it leaves
+    out. It takes the module's top-level functions and those decorated in ``caller`` or in
+    the functions around it, where a nearer one of a role (or a model name) hides a farther
+    one, as a local name hides a global."""
 
     def visible(scope: str | None) -> bool:
         return scope is None or caller == scope or caller.startswith(scope + ".<locals>.")
 
     scopes = [_scope(e) for e in entries]
-    if not any(s is not None and visible(s) for s in scopes):
-        return entries, []
     nearest: dict[tuple[str, ...], int] = {}
     for entry, scope in zip(entries, scopes, strict=True):
         if visible(scope) and (slot := _slot(entry)) is not None:
@@ -156,9 +167,9 @@ def _left_out_note(caller: str, left_out: list[Entry]) -> dict[str, str]:
 def collect(*sources: Source) -> TrainingSpec:
     """Collect decorated functions into a validated :class:`TrainingSpec`.
 
-    With no argument, collects the calling module; called in a function that decorates
-    functions in its body (a test), it takes those and the module's top-level functions, not
-    what other functions decorated in theirs. Otherwise each source is a module, a module
+    With no argument, collects the calling module; called in a function (a test), it takes
+    the module's top-level functions and those decorated in that function, not what other
+    functions decorated in theirs. Otherwise each source is a module, a module
     name or ``.py`` path, or an explicit :class:`Registry`; several sources merge (a model
     module and a data module), and conflicts between them are errors.
 

@@ -1,5 +1,5 @@
-"""``lk.collect()`` in a function that decorates functions in its body (a test, a factory)
-takes those and the module's top-level functions, not what other functions decorated."""
+"""``lk.collect()`` in a function (a test, a factory) takes the module's top-level functions
+and those that function decorated, not what other functions decorated in theirs."""
 
 from __future__ import annotations
 
@@ -174,32 +174,42 @@ def other():
     ]
 
 
-def test_a_function_that_decorates_nothing_collects_the_whole_module(module):
+def test_the_top_level_collects_the_whole_module_and_a_function_its_own(module):
     mod = module(
         HEADER
         + """
-def build():
-    @lk.model
-    def net():
-        return nn.Linear(2, 1)
+@lk.model
+def net():
+    return nn.Linear(2, 1)
 
+def build():
     @lk.training_step
     def train(net, batch):
         return net(batch[0]).sum()
 
+def watch():
+    @lk.on("fit_end")
+    def seen():
+        pass
+
 def use():
-    build()
     return lk.collect()
 
 build()
+watch()
 at_top = lk.collect()
 """
     )
-    expected = [("model", "build.<locals>.net"), ("training_step", "build.<locals>.train")]
-    assert refs(mod.at_top) == expected
-    assert refs(mod.use()) == expected
+    everything = [
+        ("model", "net"),
+        ("training_step", "build.<locals>.train"),
+        ("on", "watch.<locals>.seen"),
+    ]
+    assert refs(mod.at_top) == everything
+    # A test that decorates nothing itself does not get the hook another test added.
+    assert refs(mod.use()) == [("model", "net")]
     # An explicit module is the whole registry, wherever collect() is called.
-    assert refs(lk.collect(mod)) == expected
+    assert refs(lk.collect(mod)) == everything
 
 
 def test_a_missing_role_names_what_collect_left_out(module, tmp_path):
@@ -263,3 +273,17 @@ def test_twice():
     assert info.value.code == "duplicate-role"
     assert "test_twice.<locals>.a" in str(info.value)
     assert "test_twice.<locals>.b" in str(info.value)
+
+
+def test_the_calling_function_is_found_without_co_qualname():
+    # Python 3.10 code objects have no co_qualname: the function that runs the code says it.
+    from lightkit.spec.collect import _function_qualname
+
+    class Case:
+        def method(self):
+            return sys._getframe().f_code
+
+    code = Case().method()
+    here = "test_the_calling_function_is_found_without_co_qualname"
+    assert _function_qualname(code) == f"{here}.<locals>.Case.method"
+    assert _function_qualname(compile("x = 1", "<cell>", "exec")) == "<module>"
