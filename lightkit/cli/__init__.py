@@ -293,10 +293,10 @@ def _message(exc: BaseException) -> tuple[int, str, bool]:
         return 1, str(exc), exc.__cause__ is not None
     if isinstance(exc, SpecError):
         return 1, f"invalid spec [{exc.code}]: {exc}", False
+    if isinstance(exc, ValidationError):  # a trainer flag's FlagError too: a usage error
+        return 2, str(exc), False
     if isinstance(exc, LightkitError):
         return 1, f"{exc} [{exc.code}]", False
-    if isinstance(exc, ValidationError):
-        return 2, str(exc), False
     return 1, f"{type(exc).__name__}: {exc}{_user_frame(exc)}", True
 
 

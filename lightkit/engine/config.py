@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationError,
     field_serializer,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from lightkit.errors import ConfigError, did_you_mean, sorted_list
 from lightkit.utils.devices import check_accelerator, parse_devices
@@ -50,9 +52,39 @@ def _built(value: Any, field: str) -> Any:
     return build(value)
 
 
+class FlagError(ConfigError, ValidationError):
+    """Refused trainer flags: an :class:`~lightkit.ConfigError` whose ``code`` is that of the
+    flags' own check (``unknown-precision``, ...; ``invalid-config`` for a wrong type or
+    range), and pydantic's ``ValidationError`` (``errors()`` names each field), so either
+    ``except`` catches it."""
+
+    def __init__(self, *args: Any) -> None:
+        pass  # pydantic makes it from its own arguments (from_exception_data)
+
+    __str__ = ValidationError.__str__
+
+    @classmethod
+    def of(cls, exc: ValidationError) -> FlagError:
+        errors = exc.errors()
+        made = cls.from_exception_data(exc.title, cast(list[InitErrorDetails], errors))
+        codes = {getattr(e.get("ctx", {}).get("error"), "code", None) for e in errors}
+        only = codes.pop() if len(codes) == 1 else None
+        made.code = only if isinstance(only, str) else "invalid-config"
+        return made
+
+    def __reduce__(self) -> Any:
+        return _rebuilt_flag_error, (self.title, self.errors(), self.code)
+
+
+def _rebuilt_flag_error(title: str, errors: list[InitErrorDetails], code: str) -> FlagError:
+    made = FlagError.from_exception_data(title, errors)
+    made.code = code
+    return made
+
+
 class TrainerConfig(BaseModel):
-    """Every flag of :class:`~lightkit.Trainer`. Invalid values raise a pydantic
-    ``ValidationError`` naming the field."""
+    """Every flag of :class:`~lightkit.Trainer`. Invalid values raise :class:`FlagError`, a
+    ``ConfigError`` that is also pydantic's ``ValidationError``, naming each field."""
 
     model_config = ConfigDict(
         extra="forbid", arbitrary_types_allowed=True, validate_assignment=True
@@ -64,6 +96,40 @@ class TrainerConfig(BaseModel):
     _cli_targets: list[str] | None = PrivateAttr(default=None)
     _cli_refs: list[tuple[Any, Any]] = PrivateAttr(default_factory=list)
     _cli_ckpt_path: str | None = PrivateAttr(default=None)
+
+    def __init__(self, /, **flags: Any) -> None:
+        try:
+            super().__init__(**flags)
+        except FlagError:
+            raise
+        except ValidationError as exc:
+            raise FlagError.of(exc) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except FlagError:
+            raise
+        except ValidationError as exc:
+            raise FlagError.of(exc) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> TrainerConfig:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except FlagError:
+            raise
+        except ValidationError as exc:
+            raise FlagError.of(exc) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> TrainerConfig:
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except FlagError:
+            raise
+        except ValidationError as exc:
+            raise FlagError.of(exc) from None
 
     # -- how long ----------------------------------------------------------------------------
     max_epochs: int | None = Field(
@@ -277,7 +343,9 @@ class TrainerConfig(BaseModel):
                     f"{name!r} is not a Trainer flag.{did_you_mean(name, cls.model_fields)}"
                     for name in unknown
                 )
-                raise ValueError(f"{each} Flags: {sorted_list(cls.model_fields)}.")
+                raise ConfigError(
+                    f"{each} Flags: {sorted_list(cls.model_fields)}.", code="unknown-flag"
+                )
         return data
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pydantic
 import pytest
@@ -31,6 +32,40 @@ def test_unknown_flag_names_itself_and_the_likely_fix():
         "'max_epoch' is not a Trainer flag. Did you mean 'max_epochs'? 'gpus' is not a "
         "Trainer flag. Flags: accelerator, accumulate_grad_batches, " in text
     )
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "loc"),
+    [
+        (lambda: lk.Trainer(precision="fp8"), "unknown-precision", ("precision",)),
+        (lambda: lk.Trainer(strategy="horovod"), "unknown-strategy", ("strategy",)),
+        (lambda: lk.Trainer(max_epoch=3), "unknown-flag", ()),
+        (lambda: lk.Trainer(max_epochs=-2), "invalid-config", ("max_epochs",)),
+        (lambda: lk.Trainer(precision="fp8", max_epochs=-2), "invalid-config", ("max_epochs",)),
+        (lambda: lk.TrainerConfig.model_validate({"devices": 0}), "bad-devices", ("devices",)),
+        (lambda: lk.TrainerConfig.model_validate_json('{"precision": 3}'), None, None),
+    ],
+)
+def test_a_refused_flag_is_a_config_error_and_a_validation_error(make, code, loc):
+    # Lightning users catch the library's error (or ValueError); pydantic users catch
+    # ValidationError and read errors(): one exception serves both.
+    with pytest.raises(lk.ConfigError) as info:
+        make()
+    err = info.value
+    assert isinstance(err, pydantic.ValidationError) and isinstance(err, ValueError)
+    if code is not None:
+        assert err.code == code
+        assert err.errors()[0]["loc"] == loc
+    assert str(err).startswith(f"{err.error_count()} validation error")
+    copy = pickle.loads(pickle.dumps(err))  # as a failed rank's error travels
+    assert (type(copy), copy.code, str(copy)) == (type(err), err.code, str(err))
+
+
+def test_a_field_set_to_a_refused_value_is_a_config_error():
+    c = lk.TrainerConfig()
+    with pytest.raises(lk.ConfigError, match="precision='x' is not a precision") as info:
+        c.precision = "x"
+    assert info.value.code == "unknown-precision" and c.precision == "32-true"
 
 
 @pytest.mark.parametrize(
