@@ -417,7 +417,7 @@ def test_from_lightning_lists_every_lightkit_flag() -> None:
 
 def codes_in_code() -> dict[str, set[str]]:
     """Every error code ``lightkit/`` uses -> the files using it: ``code="..."`` arguments,
-    ``Problem("...", ...)`` and ``code = "..."`` in class bodies."""
+    ``Problem("...", ...)`` and ``code = "..."`` (or ``default_code``) in class bodies."""
     found: dict[str, set[str]] = {}
     for path in sorted((ROOT / "lightkit").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -440,7 +440,7 @@ def codes_in_code() -> dict[str, set[str]]:
                         target, value = stmt.target, stmt.value
                     if (
                         isinstance(target, ast.Name)
-                        and target.id == "code"
+                        and target.id in ("code", "default_code")
                         and isinstance(value, ast.Constant)
                         and isinstance(value.value, str)
                     ):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -16,11 +16,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails
 
 from lightkit.errors import ConfigError, did_you_mean, sorted_list
 from lightkit.utils.devices import check_accelerator, parse_devices
 from lightkit.utils.duration import parse_duration as parse_max_time
+from lightkit.utils.pydantic_errors import AlsoValidationError
 
 IntOrFraction = int | float
 
@@ -52,34 +52,12 @@ def _built(value: Any, field: str) -> Any:
     return build(value)
 
 
-class FlagError(ConfigError, ValidationError):
+class FlagError(AlsoValidationError, ConfigError, ValidationError):
     """Refused trainer flags: an :class:`~lightkit.ConfigError` whose ``code`` is that of the
     flags' own check (``unknown-precision``, ...; ``invalid-config`` for a wrong type or
-    range), and pydantic's ``ValidationError`` (``errors()`` names each field), so either
-    ``except`` catches it."""
+    range), and pydantic's ``ValidationError`` (``errors()`` names each field)."""
 
-    def __init__(self, *args: Any) -> None:
-        pass  # pydantic makes it from its own arguments (from_exception_data)
-
-    __str__ = ValidationError.__str__
-
-    @classmethod
-    def of(cls, exc: ValidationError) -> FlagError:
-        errors = exc.errors()
-        made = cls.from_exception_data(exc.title, cast(list[InitErrorDetails], errors))
-        codes = {getattr(e.get("ctx", {}).get("error"), "code", None) for e in errors}
-        only = codes.pop() if len(codes) == 1 else None
-        made.code = only if isinstance(only, str) else "invalid-config"
-        return made
-
-    def __reduce__(self) -> Any:
-        return _rebuilt_flag_error, (self.title, self.errors(), self.code)
-
-
-def _rebuilt_flag_error(title: str, errors: list[InitErrorDetails], code: str) -> FlagError:
-    made = FlagError.from_exception_data(title, errors)
-    made.code = code
-    return made
+    default_code = "invalid-config"
 
 
 class TrainerConfig(BaseModel):

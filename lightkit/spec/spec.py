@@ -39,6 +39,7 @@ from lightkit.spec.hparams import (
 from lightkit.spec.registry import unknown_event
 from lightkit.spec.roles import ENTRY_POINT_NEEDS, EVENTS, LOOP_VALUES, ROLES, SINGLE_ROLES
 from lightkit.spec.signature import FunctionPlan, classify
+from lightkit.utils.pydantic_errors import AlsoValidationError
 
 
 def function_ref(fn: Callable[..., Any]) -> str:
@@ -406,7 +407,8 @@ class TrainingSpec(BaseModel):
 
         Raises:
             SpecError: a name is not a hyperparameter (the known ones are listed).
-            pydantic.ValidationError: a value has the wrong type (the error names the field).
+            HparamError: a value does not fit its type or constraints; a ``SpecError``
+                (``bad-hparam-value``) and pydantic's ``ValidationError`` naming the field.
         """
         known = self.hparams_model.model_fields
         unknown = [k for k in overrides if k not in known]
@@ -419,7 +421,10 @@ class TrainingSpec(BaseModel):
                 code="unknown-hparam",
             )
         values = {**dict(self.hparams), **overrides}
-        hparams = self.hparams_model.model_validate(values)
+        try:
+            hparams = self.hparams_model.model_validate(values)
+        except ValidationError as exc:
+            raise HparamError.of(exc) from None
         new = self.model_copy(update={"hparams": hparams})
         return new
 
@@ -483,6 +488,19 @@ def _rebuild_spec(
     functions: tuple[SpecEntry, ...], hparams: Hparams, plans: tuple[FunctionPlan, ...]
 ) -> TrainingSpec:
     return TrainingSpec._analysed(functions, plans, type(hparams), hparams)
+
+
+class HparamError(AlsoValidationError, SpecError, ValidationError):
+    """Hyperparameter values refused by their types or constraints: a :class:`SpecError`
+    (``bad-hparam-value``) and pydantic's ``ValidationError`` (``errors()`` names each)."""
+
+    default_code = "bad-hparam-value"
+
+    def _described(self) -> None:
+        self.problems = [
+            Problem(self.code, f"{'.'.join(map(str, e['loc'])) or 'hparams'}: {e['msg']}")
+            for e in self.errors()
+        ]
 
 
 def _unwrap_spec_errors(exc: ValidationError) -> Exception:

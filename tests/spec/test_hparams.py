@@ -109,6 +109,21 @@ def test_bad_overrides_raise_pydantic_errors_naming_the_field(kinds_spec, overri
         kinds_spec.with_hparams(**overrides)
     assert [e["loc"][0] for e in info.value.errors()] == [field]
     assert str(info.value).splitlines()[1].split(".")[0] == field
+    # ... which is lightkit's SpecError too, with a code, as every other spec problem.
+    assert isinstance(info.value, lk.SpecError)
+    assert info.value.codes == ["bad-hparam-value"]
+    assert info.value.problems[0].message.startswith(f"{field}")
+
+
+def test_a_refused_override_keeps_its_code_through_pickle(kinds_spec):
+    import pickle
+
+    with pytest.raises(lk.SpecError) as info:
+        kinds_spec.with_hparams(lr="abc", hidden=1.5)
+    err = info.value
+    assert err.code == "bad-hparam-value" and len(err.problems) == 2
+    copy = pickle.loads(pickle.dumps(err))
+    assert (type(copy), copy.codes, str(copy)) == (type(err), err.codes, str(err))
 
 
 def test_with_hparams_lr_abc_on_the_design_example():

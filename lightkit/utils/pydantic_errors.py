@@ -1,0 +1,46 @@
+"""Errors that are both lightkit's (a class with a ``code``) and pydantic's
+``ValidationError`` (``errors()``, the fields named), so either ``except`` catches them."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, cast
+
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails
+
+E = TypeVar("E", bound="AlsoValidationError")
+
+
+class AlsoValidationError:
+    """Mixin for ``class X(AlsoValidationError, SomeLightkitError, ValidationError)``."""
+
+    code: str
+    #: The code when the errors' own causes do not agree on one.
+    default_code = "lightkit-error"
+
+    def __init__(self, *args: Any) -> None:
+        pass  # pydantic makes it from its own arguments (from_exception_data)
+
+    __str__ = ValidationError.__str__
+
+    @classmethod
+    def of(cls: type[E], exc: ValidationError) -> E:
+        """``exc`` as this class; its code is its causes' one code, if they have one."""
+        errors = exc.errors()
+        codes = {getattr(e.get("ctx", {}).get("error"), "code", None) for e in errors}
+        only = codes.pop() if len(codes) == 1 else None
+        return cls._made(exc.title, errors, only if isinstance(only, str) else cls.default_code)
+
+    @classmethod
+    def _made(cls: type[E], title: str, errors: Any, code: str) -> E:
+        made = cast(Any, cls).from_exception_data(title, cast(list[InitErrorDetails], errors))
+        made.code = code
+        made._described()
+        return cast(E, made)
+
+    def _described(self) -> None:
+        """Set what the lightkit class's own constructor would have set."""
+
+    def __reduce__(self) -> Any:
+        me = cast(Any, self)
+        return type(self)._made, (me.title, me.errors(), self.code)
