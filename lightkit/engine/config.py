@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -60,6 +61,19 @@ class FlagError(AlsoValidationError, ConfigError, ValidationError):
     default_code = "invalid-config"
 
 
+_UNSET = object()
+
+
+@contextmanager
+def _flag_errors() -> Iterator[None]:
+    try:
+        yield
+    except FlagError:
+        raise
+    except ValidationError as exc:
+        raise FlagError.of(exc) from None
+
+
 class TrainerConfig(BaseModel):
     """Every flag of :class:`~lightkit.Trainer`. Invalid values raise :class:`FlagError`, a
     ``ConfigError`` that is also pydantic's ``ValidationError``, naming each field."""
@@ -75,39 +89,37 @@ class TrainerConfig(BaseModel):
     _cli_refs: list[tuple[Any, Any]] = PrivateAttr(default_factory=list)
     _cli_ckpt_path: str | None = PrivateAttr(default=None)
 
-    def __init__(self, /, **flags: Any) -> None:
-        try:
-            super().__init__(**flags)
-        except FlagError:
-            raise
-        except ValidationError as exc:
-            raise FlagError.of(exc) from None
+    if not TYPE_CHECKING:  # the pydantic plugin's signature, with every flag, for mypy
+
+        def __init__(self, /, **flags: Any) -> None:
+            with _flag_errors():
+                super().__init__(**flags)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        # A refused value (a combination check included) leaves the old one in place.
+        old = self.__dict__.get(name, _UNSET)
         try:
-            super().__setattr__(name, value)
+            with _flag_errors():
+                super().__setattr__(name, value)
         except FlagError:
+            if old is not _UNSET:
+                self.__dict__[name] = old
             raise
-        except ValidationError as exc:
-            raise FlagError.of(exc) from None
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> TrainerConfig:
-        try:
+        with _flag_errors():
             return super().model_validate(obj, *args, **kwargs)
-        except FlagError:
-            raise
-        except ValidationError as exc:
-            raise FlagError.of(exc) from None
 
     @classmethod
     def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> TrainerConfig:
-        try:
+        with _flag_errors():
             return super().model_validate_json(json_data, *args, **kwargs)
-        except FlagError:
-            raise
-        except ValidationError as exc:
-            raise FlagError.of(exc) from None
+
+    @classmethod
+    def model_validate_strings(cls, obj: Any, *args: Any, **kwargs: Any) -> TrainerConfig:
+        with _flag_errors():
+            return super().model_validate_strings(obj, *args, **kwargs)
 
     # -- how long ----------------------------------------------------------------------------
     max_epochs: int | None = Field(
@@ -188,7 +200,9 @@ class TrainerConfig(BaseModel):
         True, description="True (TensorBoard + CSV; also None), False, a Logger or a list."
     )
     log_every_n_steps: int = Field(50, ge=1)
-    callbacks: list[Any] = Field(default_factory=list, description="Callbacks (None: none).")
+    callbacks: list[Any] = Field(
+        default_factory=list, description="Callbacks, or one (None: none)."
+    )
     enable_progress_bar: bool = True
     enable_checkpointing: bool = True
     enable_model_summary: bool = True
@@ -278,7 +292,10 @@ class TrainerConfig(BaseModel):
         # Lightning's meaning of None: the default logger, no extra callbacks.
         if value is None:
             return True if info.field_name == "logger" else []
-        return _built(value, info.field_name)
+        value = _built(value, info.field_name)
+        if info.field_name == "callbacks" and not isinstance(value, (list, tuple)):
+            return [value]  # one callback, as Lightning takes it (checked as the list is)
+        return value
 
     @field_validator("strategy", "precision", mode="before")
     @classmethod

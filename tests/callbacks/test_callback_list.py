@@ -110,3 +110,12 @@ def test_a_subclass_of_a_default_callback_replaces_the_default(tmp_path, capsys)
     trainer(tmp_path, **flags, max_epochs=1).fit(spec())
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch=0-step=4.ckpt"]
     assert capsys.readouterr().out.count("Total params") == 1
+
+
+def test_one_callback_without_a_list_is_taken_as_lightning_takes_it(tmp_path):
+    ck = lk.ModelCheckpoint(dirpath=tmp_path / "ck", filename="only")
+    t = trainer(tmp_path, callbacks=ck, max_epochs=1)
+    assert t.config.callbacks == [ck]
+    t.fit(spec())
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["only.ckpt"]
+    assert error_of({"callbacks": lk.EarlyStopping}).code == "not-a-callback"  # checked alike
