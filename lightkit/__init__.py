@@ -47,6 +47,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "ConfigError",
         "DistributedError",
         "LightkitError",
+        "LightkitWarning",
         "SpecError",
         "StepError",
     ),
@@ -105,6 +106,7 @@ if TYPE_CHECKING:
         ConfigError,
         DistributedError,
         LightkitError,
+        LightkitWarning,
         SpecError,
         StepError,
     )
@@ -146,6 +148,7 @@ __all__ = [
     "Hparams",
     "LearningRateMonitor",
     "LightkitError",
+    "LightkitWarning",
     "Logger",
     "MixedPrecision",
     "ModelCheckpoint",

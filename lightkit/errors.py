@@ -79,6 +79,14 @@ class SpecError(LightkitError, ValueError):
         return [p.code for p in self.problems]
 
 
+class LightkitWarning(UserWarning):
+    """A warning lightkit gives on purpose; ``code`` names it, as an error's does."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class ConfigError(LightkitError, ValueError):
     """The trainer's configuration cannot work (impossible flag combination, unknown plugin)."""
 

@@ -23,6 +23,7 @@ PUBLIC = [
     "Hparams",
     "LearningRateMonitor",
     "LightkitError",
+    "LightkitWarning",
     "Logger",
     "MixedPrecision",
     "ModelCheckpoint",

@@ -6,6 +6,7 @@ global state lightkit keeps besides the registries.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from lightkit.engine.metrics import MetricStore
-from lightkit.errors import ConfigError, LightkitError, user_call_site
+from lightkit.errors import ConfigError, LightkitWarning, user_call_site, user_stacklevel
 
 _CURRENT: ContextVar[RunContext | None] = ContextVar("lightkit_run", default=None)
 
@@ -200,17 +201,23 @@ def log(
         lk.log("train/loss", loss, prog_bar=True)
         lk.log("val/acc", acc, on_epoch=True)
 
-    Raises:
-        LightkitError: when called outside a run.
+    Outside a run (a step called directly in a test) it records nothing and warns
+    (:class:`LightkitWarning`, ``log-outside-run``), as Lightning's ``self.log`` does
+    without a trainer.
     """
     ctx = _CURRENT.get()
     if ctx is None:
-        raise LightkitError(
-            f"lk.log({name!r}, ...) was called outside a run. lk.log works inside functions "
-            f"the trainer calls (steps, hooks, callbacks); call the function through "
-            f"trainer.fit/validate/test/predict, or drop the log call when testing it directly.",
-            code="log-outside-run",
+        warnings.warn(
+            LightkitWarning(
+                f"lk.log({name!r}, ...) outside a run records nothing: it logs inside the "
+                f"functions a trainer calls (steps, hooks, callbacks). Calling a step directly, "
+                f"as a test does, is fine; run it through trainer.fit/validate/test/predict "
+                f"to log.",
+                code="log-outside-run",
+            ),
+            stacklevel=user_stacklevel(),
         )
+        return
     ctx._store.log(
         name,
         value,

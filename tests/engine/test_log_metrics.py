@@ -237,11 +237,24 @@ def test_test_and_validate_metrics():
     assert set(t.validate(spec).metrics) == {"val/loss"}
 
 
-def test_log_outside_a_run_is_a_clear_error():
-    with pytest.raises(lk.LightkitError, match="called outside a run") as info:
-        lk.log("loss", 1.0)
-    assert info.value.code == "log-outside-run"
-    assert "lk.log('loss', ...)" in str(info.value)
+def test_a_step_called_directly_runs_and_its_log_calls_warn():
+    # Decorated functions stay plain functions: a test may call the step that logs.
+    @lk.training_step
+    def train(net, batch):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(net(x), y)
+        lk.log("train/loss", loss)
+        lk.log_dict({"a": 1.0, "b": 2.0})
+        return loss
+
+    net = torch.nn.Linear(4, 1)
+    with pytest.warns(
+        lk.LightkitWarning, match=r"lk.log\('train/loss', ...\) outside a run"
+    ) as seen:
+        loss = train(net, (X_VAL[:8, :4], Y_VAL[:8].float().view(-1, 1)))
+    assert torch.is_tensor(loss) and loss.ndim == 0
+    assert [w.message.code for w in seen] == ["log-outside-run"] * 3
+    assert {w.filename for w in seen} == {__file__}  # the test's own lk.log lines
 
 
 @pytest.mark.parametrize(
