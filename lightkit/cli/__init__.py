@@ -294,7 +294,8 @@ def _message(exc: BaseException) -> tuple[int, str, bool]:
     if isinstance(exc, SpecError):
         return 1, f"invalid spec [{exc.code}]: {exc}", False
     if isinstance(exc, ValidationError):  # a trainer flag's FlagError too: a usage error
-        return 2, str(exc), False
+        code = f" [{exc.code}]" if isinstance(exc, LightkitError) else ""
+        return 2, f"{exc}{code}", False
     if isinstance(exc, LightkitError):
         return 1, f"{exc} [{exc.code}]", False
     return 1, f"{type(exc).__name__}: {exc}{_user_frame(exc)}", True

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-import gc
-import sys
+import os
 import types
 from types import ModuleType
 
 from lightkit.errors import SpecError, describe_function
-from lightkit.spec.registry import Entry, Registry, has_registry, origin, registry_for
+from lightkit.spec.registry import (
+    Entry,
+    Registry,
+    has_registry,
+    origin,
+    registry_for,
+    running_functions,
+    user_frame,
+)
 from lightkit.spec.roles import SINGLE_ROLES
 from lightkit.spec.spec import SpecEntry, TrainingSpec, analyse, source_files
 from lightkit.utils.imports import import_target, shown_path
 
-Source = ModuleType | str | Registry
+Source = ModuleType | str | os.PathLike[str] | Registry
 
 
 def _registry(source: Source) -> Registry:
     if isinstance(source, Registry):
         return source
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, bytes):
+        source = os.fsdecode(source)
     if isinstance(source, str):
         try:
             source = import_target(source)
@@ -83,60 +94,47 @@ def _empty_module(module: ModuleType) -> str:
     )
 
 
-def _caller(depth: int) -> tuple[str, str]:
-    """The calling frame's module name and the qualified name of the code it runs
-    (``"<module>"`` at a module's top level)."""
-    frame = sys._getframe(depth + 1)
-    return frame.f_globals.get("__name__", "__main__"), _qualname(frame.f_code)
+def _in_scope(
+    entries: list[Entry], running: tuple[types.CodeType, ...]
+) -> tuple[list[Entry], list[Entry]]:
+    """The entries a no-argument ``collect()`` takes when ``running`` are the functions it is
+    called in (innermost first), and those it leaves out.
 
+    The module's registry also holds what other functions registered while they ran
+    (another test's training step, or a hook it added to watch its own run). It takes what
+    was registered at the module's top level, and what was registered while the calling
+    function ran (in its body or in a helper it called) or by a function the call runs in
+    (an enclosing test, for a nested function). Those hide a top-level function of the same
+    single role or model name, as a local name hides a global one."""
+    caller = running[0]
 
-def _qualname(code: types.CodeType) -> str:
-    qualname = getattr(code, "co_qualname", None)  # Python 3.11+
-    return _function_qualname(code) if qualname is None else str(qualname)
+    def visible(entry: Entry) -> bool:
+        where = entry.registered_in
+        return (
+            not where
+            or any(code is caller for code in where)
+            or any(code is where[0] for code in running)
+        )
 
-
-def _function_qualname(code: types.CodeType) -> str:
-    """The qualified name of the function that runs ``code`` (before Python 3.11)."""
-    for obj in gc.get_referrers(code):
-        if isinstance(obj, types.FunctionType) and obj.__code__ is code:
-            return obj.__qualname__
-    return code.co_name
-
-
-def _scope(entry: Entry) -> str | None:
-    """The function whose body decorated ``entry``'s function (``test_a`` for
-    ``test_a.<locals>.net``); ``None`` for a module's top-level function."""
-    qualname = getattr(origin(entry.fn), "__qualname__", "")
-    scope, sep, _ = qualname.rpartition(".<locals>.")
-    return scope if sep else None
-
-
-def _in_scope(entries: list[Entry], caller: str) -> tuple[list[Entry], list[Entry]]:
-    """The entries a no-argument ``collect()`` in function ``caller`` takes, and those it
-    leaves out.
-
-    The module's registry also holds what other functions decorated in their bodies
-    (another test's training step, or a hook it added to watch its own run), which it leaves
-    out. It takes the module's top-level functions and those decorated in ``caller`` or in
-    the functions around it, where a nearer one of a role (or a model name) hides a farther
-    one, as a local name hides a global."""
-
-    def visible(scope: str | None) -> bool:
-        return scope is None or caller == scope or caller.startswith(scope + ".<locals>.")
-
-    scopes = [_scope(e) for e in entries]
-    nearest: dict[tuple[str, ...], int] = {}
-    for entry, scope in zip(entries, scopes, strict=True):
-        if visible(scope) and (slot := _slot(entry)) is not None:
-            nearest[slot] = max(nearest.get(slot, -1), len(scope or ""))
-    kept: list[Entry] = []
-    left_out: list[Entry] = []
-    for entry, scope in zip(entries, scopes, strict=True):
-        if not visible(scope):
-            left_out.append(entry)
-        elif (slot := _slot(entry)) is None or nearest[slot] == len(scope or ""):
-            kept.append(entry)
+    kept = [e for e in entries if visible(e)]
+    local = {_slot(e) for e in kept if e.registered_in}
+    kept = [e for e in kept if e.registered_in or _slot(e) is None or _slot(e) not in local]
+    left_out = [e for e in entries if not visible(e)]
     return kept, left_out
+
+
+def _latest(entries: list[Entry]) -> list[Entry]:
+    """Of one registry's functions of the same name and role (a model: and model name), the
+    one registered last: registering a function of the same name and role again replaces it,
+    wherever each is defined (a test overriding a helper-built registry's step). Two
+    functions of other names claiming one role or model name stay, for analyse() to report.
+    Hooks add up."""
+
+    def key(entry: Entry) -> tuple[str, str, str]:
+        return (entry.role, entry.name, getattr(origin(entry.fn), "__name__", entry.name))
+
+    last = {key(e): e for e in entries if e.role != "on"}  # registration order: last wins
+    return [e for e in entries if e.role == "on" or last[key(e)] is e]
 
 
 def _slot(entry: Entry) -> tuple[str, ...] | None:
@@ -146,30 +144,34 @@ def _slot(entry: Entry) -> tuple[str, ...] | None:
     return (entry.role,) if entry.role in SINGLE_ROLES else None
 
 
-def _left_out_note(caller: str, left_out: list[Entry]) -> dict[str, str]:
-    """Per role, why a no-argument ``collect()`` in ``caller`` did not take the functions of
-    that role decorated inside other functions: for ``spec.require()``'s error."""
-    notes: dict[str, str] = {}
-    for role in dict.fromkeys(e.role for e in left_out):
-        listed = "; ".join(
-            f"{describe_function(e.fn)}, decorated in {_scope(e)}()"
-            for e in left_out
-            if e.role == role
-        )
-        notes[role] = (
-            f"lk.collect() in {caller}() takes the module's top-level functions and those "
-            f"decorated in {caller}(), and left out {listed}. Decorate it in {caller}() or at "
-            f"the top level, or register it on a lk.Registry() and pass that to lk.collect()."
-        )
-    return notes
+def _name(code: types.CodeType) -> str:
+    return str(getattr(code, "co_qualname", code.co_name))  # co_qualname: Python 3.11+
+
+
+def left_out_note(running: tuple[types.CodeType, ...], left_out: list[Entry]) -> str:
+    """Why a no-argument ``collect()`` in ``running[0]`` did not take ``left_out``."""
+    caller = _name(running[0])
+    shown = [
+        f"{describe_function(e.fn)}, registered in {_name(e.registered_in[0])}()"
+        for e in left_out[:5]
+    ]
+    if len(left_out) > 5:
+        shown.append(f"and {len(left_out) - 5} more")
+    return (
+        f"lk.collect() in {caller}() takes the module's top-level functions and those "
+        f"registered while {caller}() runs, and left out {'; '.join(shown)}. Decorate "
+        f"{'it' if len(left_out) == 1 else 'them'} in {caller}() or at the top level, or "
+        f"register {'it' if len(left_out) == 1 else 'them'} on a lk.Registry() and pass that "
+        f"to lk.collect()."
+    )
 
 
 def collect(*sources: Source) -> TrainingSpec:
     """Collect decorated functions into a validated :class:`TrainingSpec`.
 
     With no argument, collects the calling module; called in a function (a test), it takes
-    the module's top-level functions and those decorated in that function, not what other
-    functions decorated in theirs. Otherwise each source is a module, a module
+    what the module registered at its top level and while that function runs, not what
+    other functions registered while they ran. Otherwise each source is a module, a module
     name or ``.py`` path, or an explicit :class:`Registry`; several sources merge (a model
     module and a data module), and conflicts between them are errors.
 
@@ -183,19 +185,20 @@ def collect(*sources: Source) -> TrainingSpec:
         spec = lk.collect(models, "pkg.data", reg)  # several sources
     """
     left_out: list[Entry] = []
-    notes: dict[str, str] = {}
+    running: tuple[types.CodeType, ...] = ()
     if not sources:
-        module, caller = _caller(1)
+        frame = user_frame()
+        module = frame.f_globals.get("__name__", "__main__") if frame else "__main__"
         groups = [registry_for(module).entries]
-        if caller != "<module>":
-            groups[0], left_out = _in_scope(groups[0], caller)
-            notes = _left_out_note(caller, left_out)
+        running = running_functions(frame)
+        if running:
+            groups[0], left_out = _in_scope(groups[0], running)
     else:
         groups = [_registry(source).entries for source in sources]
     entries: list[Entry] = []
     seen: set[tuple[tuple[str, str, str], int]] = set()
     for group in groups:
-        for entry in group:
+        for entry in _latest(group):
             # The same function reached through two sources counts once; two different
             # functions are both kept, and analyse() reports them if they clash.
             if (entry.key, id(entry.fn)) in seen:
@@ -208,8 +211,14 @@ def collect(*sources: Source) -> TrainingSpec:
     )
     plans, model, problems = analyse(spec_entries)
     if problems:
+        missing = {f"'{e.name}'" for e in left_out if e.role == "model"}
+        for p in problems:
+            if p.code == "unknown-parameter" and any(name in p.message for name in missing):
+                models = [e for e in left_out if e.role == "model"]
+                p.message += "\n" + left_out_note(running, models)
         raise SpecError(problems, where=source_files(spec_entries))
     assert model is not None
     spec = TrainingSpec._analysed(spec_entries, plans, model)
-    spec._left_out = notes
+    if left_out:
+        spec._left_out = (running, tuple(left_out))
     return spec

@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import os
 import re
 import sys
 import types
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, overload
 
 from typing_extensions import ParamSpec
@@ -39,6 +40,9 @@ class Entry:
     manual: bool = False
     event: str | None = None
     order: int = 0
+    #: The functions running when it was registered, innermost first (none at a module's top
+    #: level): what a no-argument ``collect()`` in a function keeps or leaves out.
+    registered_in: tuple[types.CodeType, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -128,9 +132,41 @@ def pasted_copy(new: Any, old: Any) -> bool:
     while frame is not None:
         consts = frame.f_code.co_consts
         if any(c is new.__code__ for c in consts):
-            return any(c is old.__code__ for c in consts)
+            # At a module's top level only: in a function body, two definitions of one name
+            # are usually alternatives (`if kind == "mse": def step ... else: def step ...`).
+            top_level = frame.f_code.co_name == "<module>"
+            return top_level and any(c is old.__code__ for c in consts)
         frame = frame.f_back
     return False
+
+
+_COMPREHENSIONS = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
+
+
+def running_functions(frame: types.FrameType | None) -> tuple[types.CodeType, ...]:
+    """The code of the functions running at ``frame`` and around it, innermost first, up to
+    the module-level code that called them (a module, a script, a notebook cell): empty at a
+    module's top level. A class body or a comprehension belongs to where it is written."""
+    codes: list[types.CodeType] = []
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "<module>":
+            break
+        if code.co_flags & inspect.CO_NEWLOCALS and code.co_name not in _COMPREHENSIONS:
+            codes.append(code)
+        frame = frame.f_back
+    return tuple(codes)
+
+
+def user_frame() -> types.FrameType | None:
+    """The innermost frame outside lightkit."""
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+    return frame
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _default_name(fn: Any) -> str:
@@ -253,13 +289,14 @@ class Registry:
             )
         if old is not None:
             # A redefinition (a notebook cell run again) keeps its place in the build order.
-            entry = Entry(entry.role, entry.fn, entry.name, entry.manual, entry.event, old.order)
+            entry = replace(entry, order=old.order)
         self._entries[entry.key] = entry
 
     def _record(self, role: str, fn: Callable[..., Any], **options: Any) -> None:
         _check_callable(fn, role)
         name = options.pop("name", None) or _default_name(fn)
-        self._add(Entry(role, fn, name, order=next(_order), **options))
+        where = running_functions(user_frame())
+        self._add(Entry(role, fn, name, order=next(_order), registered_in=where, **options))
 
     # -- the decorators -------------------------------------------------------------------
 

@@ -282,8 +282,9 @@ class TrainingSpec(BaseModel):
 
     _plans: tuple[FunctionPlan, ...] = PrivateAttr(default=())
     _hparams_model: type[Hparams] | None = PrivateAttr(default=None)
-    # Per role, what a no-argument collect() in a function left out (decorated in others).
-    _left_out: dict[str, str] = PrivateAttr(default_factory=dict)
+    # What a no-argument collect() in a function left out (others' functions), and the
+    # functions it ran in: for require()'s error.
+    _left_out: tuple[Any, tuple[Any, ...]] = PrivateAttr(default=((), ()))
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -424,7 +425,7 @@ class TrainingSpec(BaseModel):
         try:
             hparams = self.hparams_model.model_validate(values)
         except ValidationError as exc:
-            raise HparamError.of(exc) from None
+            raise HparamError.of(exc).name_sources(self.hparam_sources()) from None
         new = self.model_copy(update={"hparams": hparams})
         return new
 
@@ -435,7 +436,12 @@ class TrainingSpec(BaseModel):
         missing = [r for r in needs if r not in have]
         if missing:
             listed = ", ".join(f"@lk.{r}" for r in missing)
-            why = "".join(f" {self._left_out[r]}" for r in missing if r in self._left_out)
+            running, left_out = self._left_out
+            why = ""
+            if any(e.role in missing for e in left_out):
+                from lightkit.spec.collect import left_out_note
+
+                why = " " + left_out_note(running, [e for e in left_out if e.role in missing])
             raise SpecError(
                 f"trainer.{entry_point}() needs {listed}, which the spec does not have. "
                 f"Define {'them' if len(missing) > 1 else 'it'} in a collected module "
@@ -495,12 +501,24 @@ class HparamError(AlsoValidationError, SpecError, ValidationError):
     (``bad-hparam-value``) and pydantic's ``ValidationError`` (``errors()`` names each)."""
 
     default_code = "bad-hparam-value"
+    cause_codes = False
 
     def _described(self) -> None:
         self.problems = [
             Problem(self.code, f"{'.'.join(map(str, e['loc'])) or 'hparams'}: {e['msg']}")
             for e in self.errors()
         ]
+
+    def name_sources(self, sources: dict[str, list[str]]) -> HparamError:
+        """Say, in each problem, which functions declare the hyperparameter and the fix."""
+        for problem, error in zip(self.problems, self.errors(), strict=True):
+            name = str(error["loc"][0]) if error["loc"] else ""
+            if name in sources:
+                problem.message += (
+                    f" ({name!r} is declared by {', '.join(sources[name])}; give a value its "
+                    f"annotation accepts)"
+                )
+        return self
 
 
 def _unwrap_spec_errors(exc: ValidationError) -> Exception:

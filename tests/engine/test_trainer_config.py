@@ -61,11 +61,16 @@ def test_a_refused_flag_is_a_config_error_and_a_validation_error(make, code, loc
     assert (type(copy), copy.code, str(copy)) == (type(err), err.code, str(err))
 
 
-def test_a_field_set_to_a_refused_value_is_a_config_error():
-    c = lk.TrainerConfig()
+def test_a_field_set_to_a_refused_value_is_a_config_error_and_keeps_the_old_value():
+    c = lk.TrainerConfig(max_epochs=3)
     with pytest.raises(lk.ConfigError, match="precision='x' is not a precision") as info:
         c.precision = "x"
     assert info.value.code == "unknown-precision" and c.precision == "32-true"
+    with pytest.raises(lk.ConfigError):  # the combination check, after the field's own
+        c.min_epochs = 5
+    assert c.min_epochs is None
+    with pytest.raises(lk.ConfigError):
+        lk.TrainerConfig.model_validate_strings({"max_epochs": "many"})
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,9 +42,10 @@ SIMPLE_ROLES = [
         simple,
         "tests.user_modules.simple",
         "tests/user_modules/simple.py",
+        Path("tests/user_modules/simple.py"),
         registry_for("tests.user_modules.simple"),
     ],
-    ids=["module", "module-name", "file-path", "registry"],
+    ids=["module", "module-name", "file-path", "path-object", "registry"],
 )
 def test_every_kind_of_source(source):
     spec = lk.collect(source)
@@ -451,3 +453,35 @@ def test_a_hyperparameter_named_like_a_model_is_refused():
     assert "optim(net, lr) at " in message
     assert "parameter 'lr' has a default (0.1), as a hyperparameter has" in message
     assert '@lk.model(name="lr_model")' in message
+
+
+def test_a_function_registered_again_under_its_name_and_role_replaces_the_first():
+    # A helper builds a registry; a test overrides one of its functions by defining its own
+    # of the same name. Another name for the same role is still a conflict.
+    def base() -> lk.Registry:
+        reg = lk.Registry()
+        reg.model(simple.net)
+
+        @reg.training_step
+        def step(net, batch):
+            return 1
+
+        return reg
+
+    reg = base()
+
+    @reg.training_step
+    def step(net, batch):
+        return 2
+
+    spec = lk.collect(reg)
+    assert [e.fn for e in spec.functions] == [simple.net, step]
+
+    @reg.training_step
+    def other_step(net, batch):
+        return 3
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.code == "duplicate-role"
+    assert "other_step" in str(info.value) and ".step(net, batch)" in str(info.value)

@@ -1,5 +1,5 @@
-"""``lk.collect()`` in a function (a test, a factory) takes the module's top-level functions
-and those that function decorated, not what other functions decorated in theirs."""
+"""``lk.collect()`` in a function (a test) takes what the module registered at its top level
+and while that function runs, not what other functions registered while they ran."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def loader():
 TWO_TESTS = (
     HEADER
     + """
-def first(lr_value):
+def first():
     @lk.model
     def net():
         torch.manual_seed(0)
@@ -96,9 +96,9 @@ def refs(spec):
     return [(e.role, e.fn.__qualname__) for e in spec.functions]
 
 
-def test_each_function_collects_what_it_decorated(module, tmp_path):
+def test_each_function_collects_what_it_registered(module):
     mod = module(TWO_TESTS)
-    one = mod.first(0.1)
+    one = mod.first()
     two = mod.second()
     # Before, `second()` collected `first`'s functions too: two training steps, two models
     # named `net`, two train_data and an `lr` declared twice, differently.
@@ -109,10 +109,9 @@ def test_each_function_collects_what_it_decorated(module, tmp_path):
         ("train_data", "second.<locals>.data"),
     ]
     assert two.hparams.as_dict() == {"width": 3, "lr": 0.01, "batch_size": 2}
-    # The top-level `loader` that `first` registered stays visible to both, but `second`'s
-    # own train_data hides it, as a local name hides a global one.
+    # `first` registered the top-level `loader` by a plain call: that is first's, not second's.
     assert ("train_data", "loader") in refs(one)
-    assert refs(mod.first(0.1)) == refs(one)  # a test run again replaces its entries
+    assert refs(mod.first()) == refs(one)  # a test run again replaces its entries
 
     trainer = lk.Trainer(
         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
@@ -130,7 +129,7 @@ def test_each_function_collects_what_it_decorated(module, tmp_path):
     for got, want in zip(result.models["net"].parameters(), net.parameters(), strict=True):
         assert torch.equal(got, want)
 
-    trainer.fit(mod.first(0.1))
+    trainer.fit(mod.first())
     assert mod.calls == ["first"]
 
 
@@ -212,6 +211,47 @@ at_top = lk.collect()
     assert refs(lk.collect(mod)) == everything
 
 
+def test_what_a_helper_registers_for_the_caller_is_the_callers(module, tmp_path):
+    mod = module(
+        HEADER
+        + """
+def make_data():
+    @lk.train_data
+    def data():
+        return loader()
+
+def make_model(width):
+    def net():
+        return nn.Linear(2, width)
+    return net
+
+lk.model(make_model(1), name="net")  # a factory's closure, registered at the top level
+
+def test_fit():
+    make_data()
+
+    @lk.training_step
+    def train(net, batch):
+        return net(batch[0]).sum()
+
+    @lk.configure_optimizers
+    def optim(net, lr: float = 0.1):
+        return torch.optim.SGD(net.parameters(), lr=lr)
+
+    return lk.collect()
+"""
+    )
+    spec = mod.test_fit()
+    assert refs(spec) == [
+        ("model", "make_model.<locals>.net"),
+        ("train_data", "make_data.<locals>.data"),
+        ("training_step", "test_fit.<locals>.train"),
+        ("configure_optimizers", "test_fit.<locals>.optim"),
+    ]
+    result = lk.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False).fit(spec)
+    assert result.global_step == 2
+
+
 def test_a_missing_role_names_what_collect_left_out(module, tmp_path):
     mod = module(
         HEADER
@@ -222,8 +262,6 @@ def make_data():
         return loader()
 
 def test_fit():
-    make_data()
-
     @lk.model
     def net():
         return nn.Linear(2, 1)
@@ -237,8 +275,16 @@ def test_fit():
         return torch.optim.SGD(net.parameters(), lr=lr)
 
     return lk.collect().with_hparams(lr=0.2)
+
+def test_step_only():
+    @lk.training_step
+    def train(net, batch):
+        return net(batch[0]).sum()
+
+    return lk.collect()
 """
     )
+    mod.make_data()  # run before, not from test_fit: another test's data
     spec = mod.test_fit()
     with pytest.raises(lk.SpecError) as info:
         lk.Trainer(max_epochs=1, default_root_dir=tmp_path).fit(spec)
@@ -247,9 +293,53 @@ def test_fit():
     assert "needs @lk.train_data" in message
     assert "lk.collect() in test_fit() takes" in message
     assert "left out make_data.<locals>.data() at scoped.py:" in message
-    assert "decorated in make_data()" in message
+    assert "registered in make_data()" in message
     assert "lk.Registry()" in message
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+    # A model left out shows in collect()'s own error, where `net` is an unknown name.
+    with pytest.raises(lk.SpecError) as info:
+        mod.test_step_only()
+    assert info.value.codes == ["unknown-parameter"]
+    assert "left out test_fit.<locals>.net() at scoped.py:" in str(info.value)
+
+
+def test_a_hook_registered_by_a_plain_call_in_one_test_stays_out_of_the_next(module):
+    mod = module(
+        HEADER
+        + """
+import functools
+
+@lk.model
+def net():
+    return nn.Linear(2, 1)
+
+def report(name):
+    pass
+
+def test_a():
+    lk.on("fit_end")(functools.partial(report, "a"))
+    return lk.collect()
+
+def test_b():
+    return lk.collect()
+
+def build():
+    lk.train_data(loader)
+
+build()
+
+class Holder:
+    in_a_class_body = lk.collect()
+
+in_a_comprehension = [lk.collect() for _ in range(1)][0]
+"""
+    )
+    assert [e.role for e in mod.test_a().functions] == ["model", "on"]
+    assert [e.role for e in mod.test_b().functions] == ["model"]
+    # A class body or a comprehension at the top level is the top level: the whole module.
+    assert [e.role for e in mod.Holder.in_a_class_body.functions] == ["model", "train_data"]
+    assert [e.role for e in mod.in_a_comprehension.functions] == ["model", "train_data"]
 
 
 def test_two_definitions_in_one_function_are_still_reported(module):
@@ -273,17 +363,3 @@ def test_twice():
     assert info.value.code == "duplicate-role"
     assert "test_twice.<locals>.a" in str(info.value)
     assert "test_twice.<locals>.b" in str(info.value)
-
-
-def test_the_calling_function_is_found_without_co_qualname():
-    # Python 3.10 code objects have no co_qualname: the function that runs the code says it.
-    from lightkit.spec.collect import _function_qualname
-
-    class Case:
-        def method(self):
-            return sys._getframe().f_code
-
-    code = Case().method()
-    here = "test_the_calling_function_is_found_without_co_qualname"
-    assert _function_qualname(code) == f"{here}.<locals>.Case.method"
-    assert _function_qualname(compile("x = 1", "<cell>", "exec")) == "<module>"

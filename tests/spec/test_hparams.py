@@ -7,7 +7,8 @@ from typing import Annotated, List, Optional  # noqa: UP035 - List is tested
 import pydantic
 import pytest
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 import lightkit as lk
 from lightkit.errors import describe_function
@@ -519,3 +520,34 @@ def test_an_annotation_without_a_json_form_is_refused_at_collect():
     message = str(info.value)
     assert "hyperparameter 'thing'" in message and "Opaque" in message
     assert "test_hparams.py:" in message and "width" not in message.split("'thing'")[1]
+
+
+class Coded(ValueError):
+    code = "E42"
+
+
+def check_lr(v: float) -> float:
+    if v < 0:
+        raise PydanticCustomError("negative_lr", "lr {lr} must be >= 0", {"lr": v})
+    if v > 1:
+        raise Coded("too big")
+    return v
+
+
+def test_a_validators_own_error_type_and_code_make_a_bad_hparam_value():
+    # A hyperparameter's validator may raise pydantic's custom error or an error with a
+    # code of its own: the override is still refused as bad-hparam-value, naming its function.
+    reg = lk.Registry()
+
+    @reg.configure_optimizers
+    def optim(lr: Annotated[float, AfterValidator(check_lr)] = 0.1):
+        return None
+
+    spec = lk.collect(reg)
+    for value, text in ((-1.0, "lr -1.0 must be >= 0"), (2.0, "too big")):
+        with pytest.raises(lk.SpecError) as info:
+            spec.with_hparams(lr=value)
+        assert info.value.codes == ["bad-hparam-value"]
+        message = info.value.problems[0].message
+        assert message.startswith("lr: ") and text in message
+        assert f"'lr' is declared by {describe_function(optim)}" in message

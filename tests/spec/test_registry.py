@@ -532,3 +532,33 @@ def test_a_module_reloaded_after_an_edit_that_moved_a_function_replaces_it(monke
         assert module.train(None) == 2
     finally:
         registry_for(name).clear()
+
+
+def test_alternatives_of_one_name_in_a_function_body_replace_without_a_warning(monkeypatch):
+    # Two definitions of `step` in one function are branches of an `if`, not a pasted copy.
+    name = "tests.user_modules._alternatives"
+    source = """
+import lightkit as lk
+
+def make(kind):
+    if kind == "mse":
+        @lk.training_step
+        def step(batch):
+            return 1
+    else:
+        @lk.training_step
+        def step(batch):
+            return 2
+    return step
+"""
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            exec(compile(source, "/src/alternatives.py", "exec"), module.__dict__)
+            module.make("mse")
+            last = module.make("l1")
+        assert [e.fn for e in registry_for(name).entries] == [last]
+    finally:
+        registry_for(name).clear()
