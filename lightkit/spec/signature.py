@@ -193,11 +193,14 @@ def classify(
     event: str | None = None,
     manual: bool = False,
     hparam_names: Collection[str] = (),
+    partial: bool = False,
 ) -> tuple[FunctionPlan | None, list[Problem]]:
     """Classify ``fn``'s parameters for ``role``. Returns the plan, or the problems found.
 
     ``hparam_names`` are the hyperparameters other functions declare: a parameter without a
-    default that has one of these names receives its value."""
+    default that has one of these names receives its value. ``partial=True`` returns, with
+    the problems, a plan of the parameters that could be classified: its hyperparameters can
+    still be checked against the other functions' (nothing runs it)."""
     problems: list[Problem] = []
     models = tuple(model_names)
     loop_values, gets_models = supplies(role, event)
@@ -305,6 +308,6 @@ def classify(
                     + did_you_mean(p.name, available),
                 )
             )
-    if problems:
+    if problems and not partial:
         return None, problems
-    return FunctionPlan(role, fn, name, tuple(params), event, manual), []
+    return FunctionPlan(role, fn, name, tuple(params), event, manual), problems

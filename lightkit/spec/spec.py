@@ -236,7 +236,8 @@ def analyse(
                 misnamed.append(plan)
     entries = [e for e in entries if e.role != "on" or e.event in EVENTS]
     classified = [
-        classify(e.role, e.fn, e.name, model_names, event=e.event, manual=e.manual) for e in entries
+        classify(e.role, e.fn, e.name, model_names, event=e.event, manual=e.manual, partial=True)
+        for e in entries
     ]
     # A parameter without a default may name a hyperparameter another function declares;
     # such functions are classified again, knowing the declared names.
@@ -252,11 +253,13 @@ def analyse(
                 event=e.event,
                 manual=e.manual,
                 hparam_names=declared,
+                partial=True,
             )
         problems.extend(found)
         if plan is not None:
             plans.append(plan)
-    # Hyperparameter conflicts are reported alongside the problems above, not after them.
+    # Hyperparameter conflicts are reported alongside the problems above, not after them:
+    # a function with other problems has a partial plan, for this check only.
     model, found = build_hparams_model(plans + misnamed)
     problems.extend(found)
     return plans, None if problems else model, problems

@@ -485,3 +485,23 @@ def test_a_function_registered_again_under_its_name_and_role_replaces_the_first(
         lk.collect(reg)
     assert info.value.code == "duplicate-role"
     assert "other_step" in str(info.value) and ".step(net, batch)" in str(info.value)
+
+
+def test_a_conflict_is_reported_with_the_other_problems_of_its_function():
+    # optim has an unknown parameter and declares lr unlike val: both problems at once, not
+    # the conflict only after the parameter is fixed.
+    reg = lk.Registry()
+    reg.model(simple.net)
+
+    @reg.configure_optimizers
+    def optim(net, bar, lr: float = 0.1):
+        return None
+
+    @reg.validation_step
+    def val(net, batch, lr: float = 0.5):
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.codes == ["unknown-parameter", "hparam-conflict"]
+    assert "parameter 'bar'" in str(info.value) and "lr: float = 0.5" in str(info.value)
