@@ -43,11 +43,20 @@ def loss_of(output: Any, engine: Engine) -> Tensor | None:
 
 
 def backward_failed(engine: Engine, exc: RuntimeError) -> Exception:
-    """What to raise when backward of the step's loss failed: the step ran backward itself
-    (autograd's "second time") gets the fix; anything else is raised as it is."""
+    """What to raise when backward of the step's loss failed: a loss without a graph, or one
+    the step backpropagated itself (autograd's "second time"), gets the fix; anything else
+    is raised as it is."""
+    plan = engine.spec.plan("training_step")
+    if "does not require grad and does not have a grad_fn" in str(exc):
+        return StepError(
+            f"{describe_function(plan.fn) if plan else 'the training step'} returned a loss "
+            f"with no graph to backpropagate: it was detached (`.detach()`, `.item()`, a new "
+            f"tensor), computed under torch.no_grad(), or no parameter it uses requires grad. "
+            f"Return the loss tensor the models computed, or None to skip the batch.",
+            code="loss-without-graph",
+        )
     if "backward through the graph a second time" not in str(exc):
         return exc
-    plan = engine.spec.plan("training_step")
     return StepError(
         f"{describe_function(plan.fn) if plan else 'the training step'} returned a loss "
         f"whose graph was already backpropagated: the step calls backward (and the "

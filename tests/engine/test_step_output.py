@@ -196,6 +196,23 @@ def test_a_step_that_never_returns_a_loss_warns_after_the_first_epoch():
     assert result.global_step == 0
 
 
+@pytest.mark.parametrize(
+    "flags", [{}, {"callbacks": [lk.LearningRateMonitor()]}], ids=["plain-epoch", "general-loop"]
+)
+def test_a_detached_loss_names_the_step_and_the_fix(flags):
+    def train(net, batch):
+        return ce(net, batch).detach()
+
+    with pytest.raises(lk.StepError) as info:
+        trainer(max_epochs=1, **flags).fit(lk.collect(registry(step=train)))
+    assert info.value.code == "loss-without-graph"
+    assert str(info.value).startswith(
+        "test_a_detached_loss_names_the_step_and_the_fix.<locals>.train(net, batch) at "
+    )
+    assert "returned a loss with no graph to backpropagate" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)  # autograd's own error, kept
+
+
 def test_a_step_that_backpropagates_itself_in_automatic_mode_is_told_the_fix():
     # A Lightning manual-optimization step pasted into an automatic one.
     def train(net, batch, optimizer):
