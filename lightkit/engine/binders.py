@@ -91,18 +91,27 @@ def bind_callback_method(
     ``constants`` holds exactly what the event supplies besides ``dynamic``. Parameters with
     defaults that nothing supplies keep their defaults.
     """
-    wanted: list[str] = []
+    check_callback_parameters(method, event, {*constants, *dynamic})
+    wanted = [
+        p.name
+        for p in inspect.signature(method).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and (p.name in constants or p.name in dynamic)
+    ]
+    return make_binder(method, wanted, dynamic, constants)
+
+
+def check_callback_parameters(method: Callable[..., Any], event: str, supplied: set[str]) -> None:
+    """Raise a ``ConfigError`` if a callback's ``on_<event>`` method needs a parameter (one
+    without a default) that is not among the names ``supplied``."""
     for param in inspect.signature(method).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        if param.name in constants or param.name in dynamic:
-            wanted.append(param.name)
-        elif param.default is param.empty:
+        if param.name not in supplied and param.default is param.empty:
             owner = type(getattr(method, "__self__", None)).__name__
             raise ConfigError(
                 f"callback {owner}: {describe_function(method)}: parameter '{param.name}' "
                 f"is not something the '{event}' event supplies. It supplies: "
-                f"{', '.join(sorted({*constants, *dynamic}))}.",
+                f"{', '.join(sorted(supplied))}.",
                 code="unknown-parameter",
             )
-    return make_binder(method, wanted, dynamic, constants)

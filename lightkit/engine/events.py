@@ -9,21 +9,27 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lightkit.callbacks.base import Callback
-from lightkit.engine.binders import bind_callback_method, bind_plan
+from lightkit.engine.binders import bind_callback_method, bind_plan, check_callback_parameters
 from lightkit.spec.roles import EVENT_ARGS, EVENT_SUPPLIES, EVENTS
 from lightkit.spec.signature import FunctionPlan
 
 EventCaller = Callable[..., Any]
 
 
-def check_callback_methods(callbacks: Iterable[Callback]) -> None:
-    """Warn about a callback method named like an event that is none (``on_train_batch_endd``,
-    ``on_validation_end``): nothing would ever call it."""
+def check_callback_methods(callbacks: Iterable[Callback], model_names: Iterable[str]) -> None:
+    """Before any model is built: raise if an event method asks for a parameter its event can
+    never supply (the binding, later, checks against what a run has), and warn about a method
+    named like an event that is none (``on_train_batch_endd``): nothing would ever call it."""
     from lightkit.errors import did_you_mean
 
     known = [f"on_{event}" for event in EVENTS]
     for cb in callbacks:
         cls = type(cb)
+        for event in EVENTS:
+            method = getattr(cls, f"on_{event}", None)
+            if method is not None and method is not getattr(Callback, f"on_{event}"):
+                supplied = {*EVENT_SUPPLIES[event], *EVENT_ARGS[event], *model_names}
+                check_callback_parameters(getattr(cb, f"on_{event}"), event, supplied)
         for name in sorted(_own_names(cls)):
             if name.startswith("on_") and name not in known and callable(getattr(cb, name, None)):
                 warnings.warn(

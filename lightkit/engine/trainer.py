@@ -191,6 +191,7 @@ class Trainer:
         from lightkit.loggers import default_loggers
 
         cfg, limits = self.config, engine.limits
+        check_callback_methods(cfg.callbacks, engine.spec.model_names)  # before any compute
         engine.build_models()
         if engine.initial_weights is not None:  # the weights this trainer's fit ended with
             engine.load_weights(engine.initial_weights)
@@ -218,7 +219,6 @@ class Trainer:
             }[stage]
             engine.eval_loaders = engine.build_data(role, limit, flag)
         engine.callbacks = default_callbacks(cfg, stage, limits.dev_run)
-        check_callback_methods(cfg.callbacks)
         engine.loggers = (
             default_loggers(cfg)
             if not limits.dev_run and engine.runtime.is_global_zero and not dry_run

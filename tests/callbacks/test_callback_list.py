@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 import pydantic
 import pytest
+import torch
 
 import lightkit as lk
 from tests.callbacks.cb_helpers import spec, trainer
@@ -119,3 +120,21 @@ def test_one_callback_without_a_list_is_taken_as_lightning_takes_it(tmp_path):
     t.fit(spec())
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["only.ckpt"]
     assert error_of({"callbacks": lk.EarlyStopping}).code == "not-a-callback"  # checked alike
+
+
+def test_an_event_method_asking_for_what_no_event_supplies_fails_before_any_model():
+    built: list[int] = []
+
+    def net() -> torch.nn.Module:
+        built.append(1)
+        return torch.nn.Linear(4, 1)
+
+    class Bad(lk.Callback):
+        def on_fit_start(self, net, nonexistent_thing):
+            pass
+
+    with pytest.raises(lk.ConfigError) as info:
+        trainer(callbacks=[Bad()]).fit(spec(net=net))
+    assert info.value.code == "unknown-parameter"
+    assert "parameter 'nonexistent_thing' is not something the 'fit_start' event" in str(info.value)
+    assert built == []  # refused before any compute, as the spec's own problems are
