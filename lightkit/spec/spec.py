@@ -212,11 +212,18 @@ def analyse(
         same = [e for e in entries if e.role == role]
         if len({id(e.fn) for e in same}) > 1:
             listed = "\n".join(f"  {describe_function(e.fn)}" for e in same)
+            fix = "Keep one, or collect them into separate specs."
+            if _from_cells(same):
+                fix += (
+                    " In a notebook, a function renamed and run again stays registered under "
+                    "its old name: restart the kernel, or register the cell's functions on a "
+                    "lk.Registry() the cell creates, and collect that."
+                )
             problems.append(
                 Problem(
                     "duplicate-role",
                     f"{len(same)} functions are marked @{role}, but a spec has at most one:\n"
-                    f"{listed}\nKeep one, or collect them into separate specs.",
+                    f"{listed}\n{fix}",
                 )
             )
 
@@ -522,6 +529,17 @@ class HparamError(AlsoValidationError, SpecError, ValidationError):
                     f"annotation accepts)"
                 )
         return self
+
+
+def _from_cells(entries: Sequence[SpecEntry]) -> bool:
+    """Whether ``entries`` are functions of ``__main__`` compiled apart (notebook cells)."""
+    files = set()
+    for e in entries:
+        code = getattr(e.fn, "__code__", None)
+        if getattr(e.fn, "__module__", None) != "__main__" or code is None:
+            return False
+        files.add(code.co_filename)
+    return len(files) > 1
 
 
 def _unwrap_spec_errors(exc: ValidationError) -> Exception:

@@ -505,3 +505,31 @@ def test_a_conflict_is_reported_with_the_other_problems_of_its_function():
         lk.collect(reg)
     assert info.value.codes == ["unknown-parameter", "hparam-conflict"]
     assert "parameter 'bar'" in str(info.value) and "lr: float = 0.5" in str(info.value)
+
+
+def test_two_steps_from_two_notebook_cells_get_the_notebook_fix():
+    # A function renamed in a cell and run again: the old name stays registered.
+    reg = lk.Registry()
+    for cell, name in (("<ipython-input-1-aa>", "train_a"), ("<ipython-input-2-bb>", "train_b")):
+        source = f"@reg.training_step\ndef {name}(batch):\n    return batch\n"
+        exec(compile(source, cell, "exec"), {"__name__": "__main__", "reg": reg})
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.code == "duplicate-role"
+    assert "In a notebook, a function renamed and run again stays registered" in str(info.value)
+    assert "restart the kernel" in str(info.value)
+
+
+def test_two_steps_of_one_file_do_not_get_the_notebook_fix():
+    reg = lk.Registry()
+    reg.model(simple.net)
+    reg.training_step(simple.train)
+
+    @reg.training_step
+    def other(net, batch):
+        return None
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.codes == ["duplicate-role"]
+    assert str(info.value).endswith("Keep one, or collect them into separate specs.")
