@@ -178,11 +178,23 @@ class FSDPStrategy(ParallelStrategy):
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
         owner = module if module is not None else self._owner(optimizer)
+        if not state.get("state"):
+            # A stateless optimizer (SGD without momentum): only its groups' settings to set.
+            # torch's loader cannot: it reads a missing "state" (a sharded save drops an empty
+            # dict) as a flattened state, and finds no tensor to tell its device by.
+            self._load_groups(optimizer, state["param_groups"])
+            return
         if _numbered(state):  # from one process or DDP: optimizer.state_dict() as it is
             state = self._named(owner, optimizer, state)
         set_optimizer_state_dict(
             owner, optimizer, state, options=self._options(not is_sharded(state))
         )
+
+    @staticmethod
+    def _load_groups(optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]]) -> None:
+        _check_group_sizes(groups, optimizer.param_groups)
+        for ours, stored in zip(optimizer.param_groups, groups, strict=True):
+            ours.update({k: v for k, v in stored.items() if k != "params"})
 
     def _named(
         self, owner: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
@@ -196,12 +208,7 @@ class FSDPStrategy(ParallelStrategy):
         )
         names: list[list[str]] = [list(g["params"]) for g in ours["param_groups"]]
         numbers = [g["params"] for g in state["param_groups"]]
-        if [len(g) for g in names] != [len(g) for g in numbers]:
-            raise CheckpointError(
-                f"the checkpoint's optimizer has parameter groups of sizes "
-                f"{[len(g) for g in numbers]}, this one {[len(g) for g in names]}.",
-                code="checkpoint-mismatch",
-            )
+        _check_group_sizes(state["param_groups"], ours["param_groups"])
         name_of = {
             n: name
             for g, h in zip(numbers, names, strict=True)
@@ -271,3 +278,13 @@ def _no_gradient_sync(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.set_requires_gradient_sync(True)
+
+
+def _check_group_sizes(stored: list[dict[str, Any]], ours: list[dict[str, Any]]) -> None:
+    sizes = [len(g["params"]) for g in stored]
+    if sizes != [len(g["params"]) for g in ours]:
+        raise CheckpointError(
+            f"the checkpoint's optimizer has parameter groups of sizes {sizes}, this one "
+            f"{[len(g['params']) for g in ours]}.",
+            code="checkpoint-mismatch",
+        )

@@ -133,8 +133,8 @@ def val(net, batch):
 
 
 @lk.configure_optimizers
-def optim(net, lr: float = 0.05):
-    return torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+def optim(net, lr: float = 0.05, momentum: float = 0.9):
+    return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
 
 
 _ALLREDUCES = [0]

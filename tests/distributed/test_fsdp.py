@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import lightkit as lk
-from tests.distributed.support import ATOL, assert_same_weights
+from tests.distributed.support import ATOL, assert_same_weights, reference_flags
 
 
 def test_fsdp_matches_ddp_and_one_process(
@@ -108,6 +108,26 @@ def test_checkpoints_resume_exactly(
     )
     assert resumed.global_step == reference["three_epochs"].global_step
     assert_same_weights(resumed.models["net"], reference["three_epochs"].models["net"])
+
+
+def test_a_stateless_optimizer_resumes_from_a_sharded_checkpoint(
+    spec: lk.TrainingSpec, flags: dict[str, Any], tmp_path: Path
+) -> None:
+    # SGD without momentum keeps no state: a sharded save holds only its groups' settings,
+    # which torch's loader could not read back.
+    sgd = spec.with_hparams(momentum=0.0)
+    flags = {**flags, "enable_checkpointing": True}
+    strategy = lk.FSDPStrategy(start_method="fork")
+    first = lk.Trainer(**flags, devices=2, strategy=strategy).fit(sgd)
+    assert first.last_checkpoint is not None and first.last_checkpoint.is_dir()
+    resumed = lk.Trainer(**{**flags, "max_epochs": 3}, devices=2, strategy=strategy).fit(
+        sgd, ckpt_path=first.last_checkpoint
+    )
+    alone = lk.Trainer(**{**reference_flags(tmp_path / "alone"), "max_epochs": 3}).fit(
+        sgd.with_hparams(reference=True, batch_size=64, val_batch_size=64)
+    )
+    assert resumed.global_step == alone.global_step
+    assert_same_weights(resumed.models["net"], alone.models["net"])
 
 
 def test_a_ddp_checkpoint_resumes_under_fsdp(
