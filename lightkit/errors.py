@@ -10,7 +10,7 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import MappingProxyType
+from types import FrameType, MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -187,11 +187,17 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
+def user_frame() -> FrameType | None:
+    """The innermost frame outside lightkit (``None`` if lightkit's own frames are all)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+    return frame
+
+
 def user_call_site() -> str:
     """Where the first frame outside lightkit stands: ``train() at examples/x.py:31``."""
-    frame = sys._getframe(1)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame = frame.f_back
+    frame = user_frame() or sys._getframe(1)
     code = frame.f_code
     name = getattr(code, "co_qualname", code.co_name)  # co_qualname: Python 3.11+
     return f"{name}() at {_relative(code.co_filename)}:{frame.f_lineno}"

@@ -6,7 +6,7 @@ import os
 import types
 from types import ModuleType
 
-from lightkit.errors import SpecError, describe_function
+from lightkit.errors import SpecError, describe_function, user_frame
 from lightkit.spec.registry import (
     Entry,
     Registry,
@@ -14,7 +14,6 @@ from lightkit.spec.registry import (
     origin,
     registry_for,
     running_functions,
-    user_frame,
 )
 from lightkit.spec.roles import SINGLE_ROLES
 from lightkit.spec.spec import SpecEntry, TrainingSpec, analyse, source_files

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import os
 import re
 import sys
 import types
@@ -21,7 +20,13 @@ from typing import Any, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from lightkit.errors import SpecError, describe_function, did_you_mean, sorted_list
+from lightkit.errors import (
+    SpecError,
+    describe_function,
+    did_you_mean,
+    sorted_list,
+    user_frame,
+)
 from lightkit.spec.roles import EVENTS
 
 P = ParamSpec("P")
@@ -156,17 +161,6 @@ def running_functions(frame: types.FrameType | None) -> tuple[types.CodeType, ..
             codes.append(code)
         frame = frame.f_back
     return tuple(codes)
-
-
-def user_frame() -> types.FrameType | None:
-    """The innermost frame outside lightkit."""
-    frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame = frame.f_back
-    return frame
-
-
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _default_name(fn: Any) -> str:
