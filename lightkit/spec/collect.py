@@ -210,10 +210,9 @@ def collect(*sources: Source) -> TrainingSpec:
     )
     plans, model, problems = analyse(spec_entries)
     if problems:
-        missing = {f"'{e.name}'" for e in left_out if e.role == "model"}
+        models = [e for e in left_out if e.role == "model"]
         for p in problems:
-            if p.code == "unknown-parameter" and any(name in p.message for name in missing):
-                models = [e for e in left_out if e.role == "model"]
+            if p.code == "unknown-parameter" and any(f"'{e.name}'" in p.message for e in models):
                 p.message += "\n" + left_out_note(running, models)
         raise SpecError(problems, where=source_files(spec_entries))
     assert model is not None

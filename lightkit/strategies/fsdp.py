@@ -179,22 +179,18 @@ class FSDPStrategy(ParallelStrategy):
 
         owner = module if module is not None else self._owner(optimizer)
         if not state.get("state"):
-            # A stateless optimizer (SGD without momentum): only its groups' settings to set.
-            # torch's loader cannot: it reads a missing "state" (a sharded save drops an empty
-            # dict) as a flattened state, and finds no tensor to tell its device by.
-            self._load_groups(optimizer, state["param_groups"])
+            # A stateless optimizer (SGD without momentum): only its groups' settings to set,
+            # which the optimizer's own loader does. torch's distributed loader cannot: it
+            # reads a missing "state" (a sharded save drops an empty dict) as a flattened
+            # state, and finds no tensor to tell its device by.
+            _check_group_sizes(state["param_groups"], optimizer.param_groups)
+            optimizer.load_state_dict({"state": {}, "param_groups": state["param_groups"]})
             return
         if _numbered(state):  # from one process or DDP: optimizer.state_dict() as it is
             state = self._named(owner, optimizer, state)
         set_optimizer_state_dict(
             owner, optimizer, state, options=self._options(not is_sharded(state))
         )
-
-    @staticmethod
-    def _load_groups(optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]]) -> None:
-        _check_group_sizes(groups, optimizer.param_groups)
-        for ours, stored in zip(optimizer.param_groups, groups, strict=True):
-            ours.update({k: v for k, v in stored.items() if k != "params"})
 
     def _named(
         self, owner: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
