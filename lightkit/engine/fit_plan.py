@@ -49,6 +49,8 @@ class FitPlan:
     loggers: list[Any]
     log_every: int
     max_steps: int  # -1: no limit
+    # Some train_batch_end listener takes ``outputs``: only then is the step's output detached.
+    wants_outputs: bool
     # Nothing per batch but the step, its backward and optimizer step: ``plain_epoch`` runs the
     # epochs (same results; tests/engine/test_plain_epoch.py runs both side by side).
     plain: bool
@@ -109,6 +111,10 @@ def fit_plan(engine: Engine) -> FitPlan:
         loggers=engine.loggers,
         log_every=cfg.log_every_n_steps,
         max_steps=limits.max_steps,
+        wants_outputs=any(
+            "outputs" in getattr(call, "__injects__", ("outputs",))
+            for call in events.train_batch_end
+        ),
         plain=plain,
     )
 

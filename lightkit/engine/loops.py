@@ -225,6 +225,7 @@ def train_epoch(
         plan.max_steps,
     )
     check_loss, end_iteration = plan.check_loss, rt.precision.update
+    wants_outputs = plan.wants_outputs
     unchecked = manual and first  # the first batch: did the manual step step an optimizer?
     stop = pending = False  # pending: an accumulation window with gradients not yet stepped
     bad_window = False  # nonfinite_loss="skip": the window's optimizer step is skipped
@@ -290,7 +291,7 @@ def train_epoch(
                     end_window()
                 pending = False
         if events.train_batch_end:
-            outputs = detached(output)
+            outputs = detached(output) if wants_outputs else None
             for call in events.train_batch_end:
                 call(batch, batch_idx, outputs)
         engine.batches_seen += 1

@@ -243,6 +243,40 @@ def test_hooks_receive_what_their_event_supplies():
     assert got["val"] == [("val", 0, 0), ("val", 0, 1)]
 
 
+def test_outputs_are_detached_only_for_listeners_that_take_them(monkeypatch):
+    # Detaching allocates a tensor per batch: a train_batch_end listener that does not ask
+    # for `outputs` (the progress bar's) must not pay for it, one that asks still gets them.
+    import lightkit.engine.loops as loops
+
+    calls: list[Any] = []
+    real = loops.detached
+    monkeypatch.setattr(loops, "detached", lambda out: calls.append(out) or real(out))
+
+    class Counter(lk.Callback):
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_train_batch_end(self, batch_idx):
+            self.seen.append(batch_idx)
+
+    counter = Counter()
+    trainer(max_epochs=1, limit_train_batches=3, callbacks=[counter]).fit(lk.collect(registry()))
+    assert counter.seen == [0, 1, 2]
+    assert calls == []
+
+    reg = registry()
+    got: list[Any] = []
+
+    @reg.on("train_batch_end")
+    def end(outputs):
+        got.append(outputs)
+
+    trainer(max_epochs=1, limit_train_batches=3, callbacks=[Counter()]).fit(lk.collect(reg))
+    assert len(calls) == 3
+    assert [o.grad_fn for o in got] == [None, None, None]
+    assert all(o.dim() == 0 and torch.isfinite(o) for o in got)
+
+
 def test_exception_hooks_see_the_error_that_then_propagates():
     seen: list[BaseException] = []
 
