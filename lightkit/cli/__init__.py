@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import enum
 import json
+import os
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
@@ -178,6 +179,15 @@ def _check_devices(config: Any) -> None:
         raise UsageError(f"{exc} [{exc.code}]") from None
 
 
+def _cell(value: Any) -> str:
+    """A hyperparameter value as the table shows it: as typed (a path as its string)."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    elif isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return repr(value)
+
+
 def _hparams(spec: Any, fmt: str) -> int:
     from lightkit.spec.hparams import source_name
     from lightkit.utils.config_file import plain_value
@@ -190,10 +200,9 @@ def _hparams(spec: Any, fmt: str) -> int:
         used = [source_name(s) for s in sources.get(name, [])]
         value = getattr(spec.hparams, name)
         default = field.get_default(call_default_factory=True)
-        shown = value.value if isinstance(value, enum.Enum) else value
-        base = default.value if isinstance(default, enum.Enum) else default
+        shown, base = _cell(value), _cell(default)
         # The default column is the default; a value given on this command line follows it.
-        cell = repr(base) if shown == base else f"{base!r} → {shown!r}"
+        cell = base if shown == base else f"{base} → {shown}"
         rows.append([name, _type_text(field.annotation), cell, ", ".join(used)])
         data.append(
             {

@@ -309,6 +309,22 @@ def test_hparams_prints_name_type_default_and_users(run_cli):
     }  # fmt: skip
 
 
+def test_hparams_shows_a_path_default_as_typed(run_cli, tmp_path):
+    # Not PosixPath('/data'): the table shows what a user types after the flag.
+    module = tmp_path / "with_path.py"
+    module.write_text(
+        "from pathlib import Path\nimport lightkit as lk\n\n"
+        "@lk.train_data\ndef data(root: Path = Path('/data'), split: str = 'train'):\n"
+        "    return [root, split]\n"
+    )
+    code, out, _ = run_cli("hparams", module, "--root", "/elsewhere")
+    assert code == 0, out
+    rows = {line.split()[0]: line.split()[2:] for line in out.splitlines()[2:]}
+    assert rows["root"] == ["'/data'", "→", "'/elsewhere'", "data"]
+    assert rows["split"] == ["'train'", "data"]
+    assert "PosixPath" not in out
+
+
 # -- config files --------------------------------------------------------------------------------
 
 
