@@ -300,7 +300,7 @@ class TrainingSpec(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _unwrap_spec_errors(exc) from None
+            raise _unwrap_spec_errors(exc, validating=False) from None
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> TrainingSpec:
@@ -352,7 +352,12 @@ class TrainingSpec(BaseModel):
         values = self.hparams
         if isinstance(values, BaseModel):
             values = dict(values)
-        object.__setattr__(self, "hparams", model.model_validate(values or {}))
+        try:
+            hparams = model.model_validate(values or {})
+        except ValidationError as exc:
+            refused = HparamError.of(exc).name_sources(hparam_sources(model))
+            raise _HparamsRefused(refused) from None
+        object.__setattr__(self, "hparams", hparams)
         self._plans = tuple(plans)
         self._hparams_model = model
         return self
@@ -542,15 +547,35 @@ def _from_cells(entries: Sequence[SpecEntry]) -> bool:
     return len(files) > 1
 
 
-def _unwrap_spec_errors(exc: ValidationError) -> Exception:
+class _HparamsRefused(SpecError):
+    """Hyperparameter values refused while a spec validates: a ``SpecError``
+    (``bad-hparam-value``) that pydantic wraps as it wraps any validator's error, where an
+    :class:`HparamError` would be merged into pydantic's own. ``model_validate*`` unwrap it
+    into the ``HparamError`` it carries; ``TrainingSpec(...)`` raises it as it is."""
+
+    def __init__(self, refused: HparamError) -> None:
+        self.refused = refused
+        super().__init__(refused.problems)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_HparamsRefused, (self.refused,))
+
+
+def _unwrap_spec_errors(exc: ValidationError, *, validating: bool = True) -> Exception:
     """The ``SpecError`` behind a validation error (pydantic wraps every ``ValueError`` raised
-    in a validator, ours included), or ``exc`` itself when it has other causes too."""
+    in a validator, ours included), or ``exc`` itself when it has other causes too.
+    ``validating``: called from ``model_validate*``, where refused hyperparameters become an
+    :class:`HparamError`. ``__init__`` keeps them a ``SpecError``: ``model_validate`` runs it
+    inside pydantic's validation, which would merge an ``HparamError`` into its own error."""
     errors = [e.get("ctx", {}).get("error") for e in exc.errors()]
     spec_errors = [e for e in errors if isinstance(e, SpecError)]
     if not spec_errors or len(spec_errors) < len(errors):
         return exc
     if len(spec_errors) == 1:
-        return spec_errors[0]
+        found = spec_errors[0]
+        if isinstance(found, _HparamsRefused) and validating:
+            return found.refused
+        return found
     return SpecError([p for e in spec_errors for p in e.problems])
 
 

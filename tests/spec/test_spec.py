@@ -150,6 +150,28 @@ def test_a_hand_edited_unknown_role_is_named_with_a_did_you_mean():
     assert "role 'modle' is not a role. Did you mean 'model'?" in str(info.value)
 
 
+def test_a_hand_edited_hparam_value_is_refused_as_with_hparams_refuses_it():
+    # The same error from JSON as from with_hparams: a SpecError with its code that is also
+    # pydantic's ValidationError naming the field; the message names the declaring function.
+    data = json.loads(lk.collect(simple).model_dump_json())
+    data["hparams"]["lr"] = "fast"
+    for load in (
+        lambda: lk.TrainingSpec.model_validate_json(json.dumps(data)),
+        lambda: lk.TrainingSpec.model_validate(data),
+    ):
+        with pytest.raises(pydantic.ValidationError) as info:
+            load()
+        assert isinstance(info.value, lk.SpecError)
+        assert info.value.code == "bad-hparam-value"
+        assert [e["loc"] for e in info.value.errors()] == [("lr",)]
+        assert "'lr' is declared by optim" in info.value.problems[0].message
+    spec = lk.collect(simple)
+    with pytest.raises(lk.SpecError) as direct:
+        lk.TrainingSpec(functions=spec.functions, hparams={**dict(spec.hparams), "lr": "fast"})
+    assert direct.value.code == "bad-hparam-value"
+    assert direct.value.problems[0].message.startswith("lr: Input should be a valid number")
+
+
 @pytest.mark.parametrize("module", [simple, realistic, hparam_kinds])
 def test_json_round_trip_in_process(module):
     spec = lk.collect(module)
