@@ -443,9 +443,13 @@ def validate_in_epoch(
 
 def can_stop(engine: Engine, epochs_done: int) -> bool:
     """``should_stop`` is honoured once ``min_epochs`` epochs are complete and ``min_steps``
-    steps taken (Lightning's rule): mid-epoch, ``epochs_done`` is the current epoch's index."""
+    steps taken (Lightning's rule, which reads ``min_steps`` alone as ``min_epochs=1`` too):
+    mid-epoch, ``epochs_done`` is the current epoch's index."""
     cfg = engine.config
-    if cfg.min_epochs is not None and epochs_done < cfg.min_epochs:
+    min_epochs = cfg.min_epochs
+    if min_epochs is None and cfg.min_steps is not None:
+        min_epochs = 1  # Lightning's rule: min_steps alone still trains one whole epoch
+    if min_epochs is not None and epochs_done < min_epochs:
         return False
     return not (cfg.min_steps is not None and engine.ctx.global_step < cfg.min_steps)
 

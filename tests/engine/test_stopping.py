@@ -142,6 +142,16 @@ def test_min_steps_overrides_should_stop():
     assert (result.epoch, result.global_step) == (1, 9)
 
 
+def test_min_steps_alone_also_trains_the_first_epoch_as_lightning():
+    # Lightning reads min_steps without min_epochs as min_epochs=1: a stop asked early in
+    # epoch 0 waits for its end even after min_steps are done. min_epochs=0 says otherwise.
+    reg = registry(step=stopping_step((0, 0)))
+    result = trainer(max_epochs=5, min_steps=3, seed=0).fit(lk.collect(reg))
+    assert (result.epoch, result.global_step, result.stopped_by) == (1, 7, "should_stop")
+    result = trainer(max_epochs=5, min_steps=3, min_epochs=0, seed=0).fit(lk.collect(reg))
+    assert (result.global_step, result.stopped_by) == (3, "should_stop")
+
+
 def test_min_epochs_cannot_exceed_max_epochs():
     with pytest.raises(ValueError, match="min_epochs=3 is more than max_epochs=2"):
         lk.TrainerConfig(max_epochs=2, min_epochs=3)
