@@ -353,6 +353,17 @@ class TrainerConfig(BaseModel):
             raise ValueError(
                 f"min_epochs={self.min_epochs} is more than max_epochs={self.max_epochs}"
             )
+        interval = self.val_check_interval
+        if self.check_val_every_n_epoch is None and isinstance(interval, float) and interval != 1:
+            # Lightning refuses it too: counted across epochs, a fraction has no epoch to be
+            # a fraction of. (1.0, the default, still means each epoch's end.)
+            raise ConfigError(
+                f"val_check_interval={interval} is a fraction of an epoch, but "
+                f"check_val_every_n_epoch=None counts batches across epochs. Give "
+                f"val_check_interval as an int number of batches, or set "
+                f"check_val_every_n_epoch (1: every epoch).",
+                code="fraction-across-epochs",
+            )
         return self
 
     @field_serializer(

@@ -224,6 +224,20 @@ def test_an_interval_longer_than_the_epoch_is_an_error():
     assert validations(seen) == [(1, 8)]
 
 
+def test_a_fraction_counted_across_epochs_is_refused_as_lightning_refuses_it():
+    # Across epochs, a fraction has no epoch to be a fraction of; the default 1.0 still means
+    # each epoch's end.
+    with pytest.raises(lk.ConfigError) as info:
+        lk.Trainer(val_check_interval=0.5, check_val_every_n_epoch=None)
+    assert info.value.code == "fraction-across-epochs"
+    assert "int number of batches" in str(info.value)
+    seen: list[tuple[int, int, int]] = []
+    trainer(max_epochs=2, check_val_every_n_epoch=None, num_sanity_val_steps=0).fit(
+        lk.collect(recording_registry(seen))
+    )
+    assert validations(seen) == [(0, 7), (1, 14)]
+
+
 @pytest.mark.parametrize("has", ["validation_step", "val_data"])
 def test_half_a_validation_setup_warns_that_fit_skips_validation(has):
     # Lightning warns too ("Skipping val loop"): half of it is most likely a mistake.
