@@ -95,6 +95,11 @@ class Timer(Callback):
     def _finish(self, stage: str) -> None:
         self._end[stage] = time.monotonic()
 
+    def on_fit_start(self, ctx: Any) -> None:
+        # Before any batch, whatever the interval: a resumed run's budget may be spent already.
+        if self.duration is not None:
+            self._check(ctx)
+
     def on_train_epoch_start(self, ctx: Any) -> None:
         if self._start["train"] is None or self._end["train"] is not None:
             self._begin("train")

@@ -64,11 +64,28 @@ def test_timer_durations_and_state():
     assert timer.state_dict()["time_elapsed"]["train"] == 40.0
 
 
-def test_resumed_time_counts_against_the_budget():
-    timer = lk.Timer(duration=60)
+@pytest.mark.parametrize("interval", ["step", "epoch"])
+def test_resumed_time_counts_against_the_budget(interval):
+    # As Lightning's Timer, checked when fit starts (after a resume loaded the state): a
+    # spent budget trains nothing, whatever the interval.
+    timer = lk.Timer(duration=60, interval=interval)
     timer.load_state_dict({"time_elapsed": {"train": 60.0}})
     result = trainer(max_epochs=5, callbacks=[timer]).fit(spec())
-    assert result.global_step == 1
+    assert (result.global_step, result.stopped_by) == (0, "should_stop")
+    timer = lk.Timer(duration=60, interval=interval)
+    timer.load_state_dict({"time_elapsed": {"train": 59.0}})
+    assert trainer(max_epochs=1, callbacks=[timer]).fit(spec()).global_step == 4
+
+
+def test_a_spent_budget_in_the_checkpoint_stops_the_resumed_fit_before_any_batch(tmp_path):
+    first = trainer(
+        max_epochs=2, default_root_dir=tmp_path, enable_checkpointing=True, callbacks=[lk.Timer()]
+    ).fit(spec())
+    timer = lk.Timer(duration=timedelta(microseconds=1), interval="epoch", verbose=False)
+    resumed = trainer(
+        max_epochs=4, default_root_dir=tmp_path, enable_checkpointing=True, callbacks=[timer]
+    ).fit(spec(), ckpt_path="last")
+    assert (first.global_step, resumed.global_step) == (8, 8)
 
 
 # -- GradientNormMonitor -------------------------------------------------------------------------
