@@ -20,7 +20,8 @@ class EarlyStopping(Callback):
 
     Args:
         monitor: the metric to watch (a name given to ``lk.log``).
-        min_delta: the least change that counts as an improvement.
+        min_delta: the least change that counts as an improvement (negative: how much worse
+            a value may be and still count, as in Lightning).
         patience: checks without improvement before stopping. A check happens after every
             validation (or at every training epoch's end, see ``check_on_train_epoch_end``).
         mode: ``"min"`` (lower is better) or ``"max"``.
@@ -178,12 +179,13 @@ class EarlyStopping(Callback):
                 f"{'>' if self.mode == 'min' else '<'} {self.divergence_threshold}. Signaling "
                 f"the trainer to stop."
             )
-        delta = -abs(self.min_delta) if self.mode == "min" else abs(self.min_delta)
+        # Signed, as Lightning's: a negative min_delta tolerates a worse value as improvement.
+        delta = -self.min_delta if self.mode == "min" else self.min_delta
         if self._better(current - delta, self.best_score):
             if math.isfinite(self.best_score):
                 why = (
                     f"metric {monitor} improved by {abs(self.best_score - current):.3f} >= "
-                    f"min_delta = {abs(self.min_delta)}. New best score: {current:.3f}"
+                    f"min_delta = {self.min_delta}. New best score: {current:.3f}"
                 )
             else:
                 why = f"metric {monitor} improved. New best score: {current:.3f}"

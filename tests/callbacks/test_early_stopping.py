@@ -42,6 +42,9 @@ def fit_scripted(values: list[float], max_epochs: int = 10, **es_args):
         ([5.0, 4.0, 3.0, 3.5, 3.0, 1.0, 1.0], {"patience": 2}, 4, 3.0),
         # max mode with min_delta: 0.605 and 0.61 are not 0.05 better than 0.6.
         ([0.5, 0.6, 0.605, 0.61, 0.9], {"mode": "max", "min_delta": 0.05, "patience": 2}, 3, 0.6),
+        # A negative min_delta keeps its sign, as Lightning's: up to 0.5 worse still counts as
+        # an improvement (and becomes the best); 6.5 is more than that.
+        ([5.0, 5.2, 5.6, 5.3, 5.4, 6.5, 7.0], {"min_delta": -0.5, "patience": 1}, 5, 5.4),
         # NaN stops at once (check_finite).
         ([3.0, 2.0, NAN, 1.0, 1.0], {"patience": 5}, 2, 2.0),
         # stopping_threshold: better than 1.0 stops.
