@@ -36,7 +36,8 @@ class Logger:
         save_dir: ``None``: write into the run folder the trainer creates
             (``default_root_dir/lightkit_logs/<name>/version_N``). A folder: write into
             ``save_dir/<name>/version_N`` of its own.
-        name: the folder name under ``save_dir`` (default ``"default"``).
+        name: the folder name under ``save_dir`` (default ``"default"``; ``""``: the version
+            folders go in ``save_dir`` itself, as Lightning's).
         version: a fixed version (an int gives ``version_<int>``, a string is the folder
             name); ``None`` takes the next free number.
         flush_every_n_steps: logging steps buffered between writes.
@@ -60,8 +61,9 @@ class Logger:
         if self.save_dir is None:
             self.log_dir = Path(run_dir)
         else:
+            root = Path(self.save_dir)
             self.log_dir = make_version_dir(
-                Path(self.save_dir) / (self.name or "default"), self.version
+                root if self.name == "" else root / (self.name or "default"), self.version
             )
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:

@@ -199,6 +199,18 @@ def test_own_save_dir_gets_its_own_versions(tmp_path):
     assert fixed.log_dir == tmp_path / "mine" / "exp" / "best" and scalars(fixed.log_dir)
 
 
+def test_an_empty_name_puts_the_versions_in_save_dir_itself(tmp_path):
+    # Lightning's CSVLogger(save_dir, name="") writes save_dir/version_0; no name means
+    # lightkit's "default" folder.
+    empty = lk.CSVLogger(save_dir=tmp_path / "mine", name="")
+    trainer(tmp_path / "root", logger=empty).fit(spec())
+    assert empty.log_dir == tmp_path / "mine" / "version_0"
+    assert (empty.log_dir / "metrics.csv").is_file()
+    unnamed = lk.TensorBoardLogger(save_dir=tmp_path / "tb")
+    trainer(tmp_path / "root", logger=unnamed).fit(spec())
+    assert unnamed.log_dir == tmp_path / "tb" / "default" / "version_0"
+
+
 def test_graph_is_logged_on_request(tmp_path):
     def net_with_example():
         from tests.callbacks.cb_helpers import make_net
