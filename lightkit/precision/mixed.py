@@ -111,7 +111,9 @@ class MixedPrecision(Precision):
             self._pending_state = None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return torch.autocast(self.device_type, dtype=self.dtype)
+        # No weight cast cache (as Lightning): a manual step that runs a forward after its
+        # optimizer stepped must see the new weights, not the cached casts of the old ones.
+        return torch.autocast(self.device_type, dtype=self.dtype, cache_enabled=False)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         scaler = self.scaler

@@ -255,3 +255,38 @@ def test_manual_two_optimizers_with_16_mixed_match_the_hand_written_loop(interle
     assert_same_weights(result.models["head"], r_head)
     assert plugin.scaler.state_dict() == scaler.state_dict()
     assert scaler.get_scale() < 65536.0  # the injected inf lowered it
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_forward_after_a_manual_step_sees_the_stepped_weights(dtype):
+    # The GAN pattern: step, then forward again in the same training step. With autocast's
+    # weight-cast cache on, the second forward reused the casts of the weights before the
+    # step (the same loss twice). As Lightning, no cache: it matches the hand-written loop.
+    seen: list[float] = []
+
+    def train(net, batch, optimizer, ctx):
+        for _ in range(2):
+            loss = ce(net, batch)
+            seen.append(loss.item())
+            optimizer.zero_grad()
+            ctx.backward(loss)
+            optimizer.step()
+
+    name = "bf16-mixed" if dtype is torch.bfloat16 else "16-mixed"
+    result = trainer(max_epochs=1, precision=name).fit(build_spec(step=train, manual=True))
+    net = make_net()
+    opt = sgd(net.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=dtype is torch.float16)
+    expected: list[float] = []
+    for batch in loader():
+        for _ in range(2):
+            with torch.autocast("cpu", dtype=dtype, cache_enabled=False):
+                loss = ce(net, batch)
+            expected.append(loss.item())
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    assert seen == expected
+    assert seen[0] != seen[1]
+    assert_same_weights(result.models["net"], net)
