@@ -159,8 +159,19 @@ class RunContext:
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Backward through the precision plugin (scales the loss under 16-mixed); other
         arguments go to ``Tensor.backward`` (``retain_graph=True``), as Lightning's
-        ``manual_backward``."""
+        ``manual_backward``. In manual optimization it fires ``before_backward`` and
+        ``after_backward`` around the backward, as ``manual_backward`` fires Lightning's hooks.
+        """
+        engine = self._engine
+        if engine is None or not engine.manual:
+            self._runtime.backward(loss, *args, **kwargs)
+            return
+        events, batch, batch_idx = engine.events, self._store.batch, self.batch_idx
+        for call in events.before_backward:
+            call(batch, batch_idx, loss)
         self._runtime.backward(loss, *args, **kwargs)
+        for call in events.after_backward:
+            call(batch, batch_idx)
 
 
 def current() -> RunContext | None:

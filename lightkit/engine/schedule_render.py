@@ -300,7 +300,10 @@ def render(schedule: Schedule) -> str:
     if facts.get("callbacks"):
         out.append(f"  callbacks: {', '.join(facts['callbacks'])}")
     if facts.get("manual_optimization"):
-        out.append("  manual optimization: the step calls backward and the optimizers itself")
+        out.append(
+            "  manual optimization: the step calls backward and the optimizers itself; each "
+            "ctx.backward fires before_backward and after_backward"
+        )
     world = facts.get("world_size", 1)
     if world > 1:
         out.append(

@@ -138,9 +138,12 @@ def test_manual_optimization_event_order():
     record_everything(reg, seq)
     trainer(max_epochs=1, limit_train_batches=2).fit(lk.collect(reg))
     fn_only = [s[3:] for s in seq if s.startswith("fn:")]
-    assert fn_only == (  # the step's own opt.step() fires before_optimizer_step
+    # ctx.backward fires the backward events (as manual_backward), the step's own
+    # opt.step() before_optimizer_step.
+    per_batch = ["before_backward", "after_backward", "before_optimizer_step"]
+    assert fn_only == (
         ["fit_start", "train_epoch_start"]
-        + ["train_batch_start", "before_optimizer_step", "train_batch_end"] * 2
+        + ["train_batch_start", *per_batch, "train_batch_end"] * 2
         + ["train_epoch_end", "fit_end"]
     )
 

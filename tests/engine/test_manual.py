@@ -191,6 +191,52 @@ def test_before_optimizer_step_fires_at_each_step_a_manual_step_takes():
         assert not optimizer._optimizer_step_pre_hooks
 
 
+def test_ctx_backward_fires_the_backward_events_in_manual_optimization():
+    # As Lightning's manual_backward: before_backward (with the loss) and after_backward
+    # around each ctx.backward, for hooks and callbacks, in the batch's order of events.
+    seen: list[tuple[str, int]] = []
+    losses: list[torch.Tensor] = []
+
+    def train(net, batch, batch_idx, optimizer, ctx):
+        loss = ce(net, batch)
+        losses.append(loss.detach())
+        ctx.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    reg = registry(step=train, manual=True)
+
+    @reg.on("train_batch_start")
+    def start(batch_idx):
+        seen.append(("train_batch_start", batch_idx))
+
+    @reg.on("before_optimizer_step")
+    def before_step(ctx):
+        seen.append(("before_optimizer_step", ctx.batch_idx))
+
+    @reg.on("train_batch_end")
+    def end(batch_idx):
+        seen.append(("train_batch_end", batch_idx))
+
+    @reg.on("before_backward")
+    def before(batch, batch_idx, loss, net):
+        assert all(p.grad is None for p in net.parameters())
+        seen.append(("before_backward", batch_idx))
+        assert loss is losses[-1] or torch.equal(loss.detach(), losses[-1])
+
+    class AfterBackward(lk.Callback):
+        def on_after_backward(self, batch_idx, net):
+            assert all(p.grad is not None for p in net.parameters())
+            seen.append(("after_backward", batch_idx))
+
+    trainer(max_epochs=1, limit_train_batches=2, callbacks=[AfterBackward()]).fit(lk.collect(reg))
+    order = [
+        "train_batch_start", "before_backward", "after_backward", "before_optimizer_step",
+        "train_batch_end",
+    ]  # fmt: skip
+    assert seen == [(e, i) for i in range(2) for e in order]
+
+
 def test_manual_optimization_refuses_automatic_flags():
     with pytest.raises(lk.ConfigError, match="optimizes manually \\(2 optimizers\\)") as info:
         trainer(max_epochs=1, accumulate_grad_batches=2).fit(lk.collect(gan_registry()))
