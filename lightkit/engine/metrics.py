@@ -335,6 +335,8 @@ class MetricStore:
                     finished[m.epoch_key] = _computed(m)
                 m.source.reset()
                 m.pending = False
+                if not m.on_epoch:  # logged per step only: reset, no epoch value
+                    continue
             elif not m.on_epoch or not m.epoch_values:
                 continue
             else:

@@ -90,6 +90,44 @@ def test_updated_only_it_logs_its_epoch_value_alone(tmp_path):
     assert "label_step" not in rows(result)[0]
 
 
+@pytest.mark.parametrize("stage", ["train", "validation"])
+@pytest.mark.parametrize("logger", [True, False])
+def test_logged_per_step_only_it_logs_batch_values_and_resets_each_epoch(tmp_path, stage, logger):
+    # Training's default (on_step only), or on_step=True, on_epoch=False in validation: the
+    # batch values, no epoch value, and the object reset when the epoch ends (an epoch end
+    # used to look for an epoch value and raise KeyError).
+    metric = Mean()
+
+    def log_code(batch_idx, ctx):
+        metric(torch.full((4,), 10.0 * ctx.epoch + batch_idx))
+        lk.log("code", metric, on_step=True, on_epoch=False, logger=logger)
+
+    def step(net, batch, batch_idx, ctx):
+        if stage == "train":
+            log_code(batch_idx, ctx)
+        x, y = batch
+        return torch.nn.functional.cross_entropy(net(x), y)
+
+    def val(net, batch, batch_idx, ctx):
+        log_code(batch_idx, ctx)
+
+    reg = registry(step=step, val=val if stage == "validation" else False)
+    result = trainer(
+        max_epochs=2, logger=True, default_root_dir=str(tmp_path), log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    ).fit(lk.collect(reg))  # fmt: skip
+    last = 16.0 if stage == "train" else 12.0  # epoch 1's last batch (7 train, 3 val)
+    assert result.metrics["code"] == last
+    assert "code_epoch" not in result.metrics
+    assert metric.resets == 2
+    written = (Path(result.log_dir) / "metrics.csv").exists() and rows(result)
+    steps = [float(r["code"]) for r in written or [] if r.get("code")]
+    if not logger:
+        assert steps == []
+    elif stage == "train":
+        assert steps == [0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16]
+
+
 @pytest.mark.parametrize("sanity", [0, 2])
 def test_a_validation_metric_object_covers_the_epoch_and_not_the_sanity_check(sanity):
     metric = Mean()
