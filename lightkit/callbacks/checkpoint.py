@@ -423,7 +423,9 @@ class ModelCheckpoint(Callback):
             current = math.inf if self.mode == "min" else -math.inf
         better = self._is_better(current)
         if engine.runtime.world_size > 1:
-            better = bool(engine.runtime.broadcast(better))
+            # Saved only if every rank finds it better (Lightning's unanimous decision): a
+            # monitor logged without sync_dist can differ between ranks.
+            better = not engine.runtime.strategy.reduce_any(not better)
         if not better:
             if self.verbose and engine.runtime.is_global_zero:
                 print(

@@ -200,12 +200,11 @@ def test_the_callers_callback_objects_end_as_rank_zeros(
     assert checkpoint.kth_best_model_path in checkpoint.best_k_models
 
 
-@pytest.mark.parametrize(("log_every", "steps"), [(1, 3), (50, 4)])
-def test_a_stop_one_rank_asks_for_stops_every_rank_after_the_same_batch(log_every, steps):
-    """Rank 1 alone sets ctx.should_stop in the step of global step 2. The ranks agree on it
-    every log_every_n_steps batches and at the epoch's end (4 batches): all stop together."""
+def linear_program(n: int, validate: bool = False) -> lk.Registry:
+    """A registry with a Linear(3, 1) model, ``n`` random samples in batches of 2 (and of 4 to
+    validate on) and SGD; the test adds its steps."""
     reg = lk.Registry()
-    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    x, y = torch.randn(n, 3), torch.randn(n, 1)
 
     @reg.model
     def net():
@@ -215,15 +214,30 @@ def test_a_stop_one_rank_asks_for_stops_every_rank_after_the_same_batch(log_ever
     def data():
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=2)
 
+    if validate:
+
+        @reg.val_data
+        def val_data():
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+
+    @reg.configure_optimizers
+    def optim(net):
+        return torch.optim.SGD(net.parameters(), lr=0.01)
+
+    return reg
+
+
+@pytest.mark.parametrize(("log_every", "steps"), [(1, 3), (50, 4)])
+def test_a_stop_one_rank_asks_for_stops_every_rank_after_the_same_batch(log_every, steps):
+    """Rank 1 alone sets ctx.should_stop in the step of global step 2. The ranks agree on it
+    every log_every_n_steps batches and at the epoch's end (4 batches): all stop together."""
+    reg = linear_program(16)
+
     @reg.training_step
     def train(net, batch, ctx):
         if ctx.rank == 1 and ctx.global_step == 2:
             ctx.should_stop = True
         return torch.nn.functional.mse_loss(net(batch[0]), batch[1])
-
-    @reg.configure_optimizers
-    def optim(net):
-        return torch.optim.SGD(net.parameters(), lr=0.01)
 
     result = lk.Trainer(
         accelerator="cpu",
@@ -237,3 +251,39 @@ def test_a_stop_one_rank_asks_for_stops_every_rank_after_the_same_batch(log_ever
         enable_model_summary=False,
     ).fit(lk.collect(reg))
     assert (result.global_step, result.stopped_by) == (steps, "should_stop")
+
+
+def test_a_top_k_file_is_saved_only_when_every_rank_finds_it_better(tmp_path: Path) -> None:
+    """As Lightning's ModelCheckpoint: with a monitor logged without sync_dist, the ranks'
+    values differ, and a file is kept only when all of them call it better."""
+    reg = linear_program(8, validate=True)
+    values = {0: [3.0, 2.0, 1.0, 0.5], 1: [3.0, 4.0, 2.0, 5.0]}  # per rank, per epoch
+
+    @reg.training_step
+    def train(net, batch):
+        return torch.nn.functional.mse_loss(net(batch[0]), batch[1])
+
+    @reg.validation_step
+    def val(net, batch, ctx):
+        lk.log("v_mon", torch.tensor(values[ctx.rank][ctx.epoch]))
+
+    checkpoint = lk.ModelCheckpoint(monitor="v_mon", save_top_k=1)
+    result = lk.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=lk.DDPStrategy(start_method="fork", timeout=30),
+        max_epochs=4,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        callbacks=[checkpoint],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(lk.collect(reg))
+    # Epoch 1 (rank 1: 4 > 3) and epoch 3 (rank 1: 5 > 2) are not unanimous.
+    assert result.best_checkpoint is not None
+    assert result.best_checkpoint.name == "epoch=2-step=6.ckpt"
+    assert checkpoint.best_model_score == 1.0
+    assert [p.name for p in result.best_checkpoint.parent.glob("epoch=*.ckpt")] == [
+        "epoch=2-step=6.ckpt"
+    ]
