@@ -36,8 +36,9 @@ spec and config; ``tests/engine/test_hook_order.py`` pins it)::
 
 In manual optimization the step itself runs backward and the optimizers, so the per-batch
 events are train_batch_start, training_step, train_batch_end; each ``ctx.backward`` fires
-before_backward and after_backward, and each optimizer step before_optimizer_step. Within one event, function hooks
-run first, then callbacks in the order given, EarlyStopping and ModelCheckpoint last.
+before_backward and after_backward, and each optimizer step before_optimizer_step. Within
+one event, function hooks run first, then callbacks in the order given, EarlyStopping and
+ModelCheckpoint last.
 
 When nothing runs per batch but the step (automatic optimization, an optimizer step per
 batch, one process; no batch event, logger, checkpoint callback, ``max_time``, or validation
