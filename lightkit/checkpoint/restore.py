@@ -422,9 +422,12 @@ def load_models(
     if spec is None:
         try:
             spec = TrainingSpec.model_validate_json(ckpt["spec"])
-        except SpecError as exc:  # functions renamed or moved since the file was written
+        except SpecError as exc:
             from lightkit.errors import Problem
 
+            if not any(p.code == "unimportable-function" for p in exc.problems):
+                raise  # the stored spec is invalid for another reason: its problems say which
+            # Functions renamed or moved since the file was written.
             *first, last = exc.problems
             fix = (
                 f"\nThe spec stored in {path} names functions that cannot be imported now. "

@@ -9,6 +9,7 @@ inspection, no dict lookup, no ``**kwargs`` packing.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -72,7 +73,12 @@ def bind_plan(
     values = dict(constants)
     for p in plan.params:
         if p.kind == "hparam":
-            values[p.name] = getattr(hparams, p.name)
+            value = getattr(hparams, p.name)
+            # The function gets its own list or dict: changing it in place must not change
+            # the spec, which is what checkpoints record and the next fit builds from.
+            if isinstance(value, (list, dict, set)):
+                value = copy.deepcopy(value)
+            values[p.name] = value
     wanted = [p.name for p in plan.params]
     missing = [n for n in wanted if n not in values and n not in dynamic]
     if missing:  # the rule table in spec/roles.py and the engine disagree: a lightkit bug

@@ -79,7 +79,10 @@ class TrainerConfig(BaseModel):
     ``ConfigError`` that is also pydantic's ``ValidationError``, naming each field."""
 
     model_config = ConfigDict(
-        extra="forbid", arbitrary_types_allowed=True, validate_assignment=True
+        extra="forbid",
+        arbitrary_types_allowed=True,
+        validate_assignment=True,
+        ser_json_inf_nan="constants",  # as the spec: an infinite float stays one
     )
     # Where the command line got this configuration: its targets, and the references it built
     # objects from, as (object, reference) pairs (pickling keeps the pairs' objects the ones

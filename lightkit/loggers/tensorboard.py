@@ -19,6 +19,7 @@ graph.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import time
@@ -131,8 +132,9 @@ class TensorBoardLogger(Logger):
         """At the start (no ``metrics``): write the session's hyperparameters. At the end:
         remember the final metrics; ``finalize`` writes them with the session's status."""
         first = self._params is None
-        # TensorBoard's HParams drop a None; Lightning shows it as "None".
-        self._params = {k: "None" if v is None else v for k, v in flatten_params(params).items()}
+        # TensorBoard's HParams drop a None; Lightning shows it as "None". A non-finite float
+        # goes as text ("inf"): as a number tensorboardX warns about it at every write.
+        self._params = {k: _hparam_value(v) for k, v in flatten_params(params).items()}
         if metrics is not None:
             self._final = dict(metrics)
         elif first and self.log_dir is not None:
@@ -251,3 +253,12 @@ class TensorBoardLogger(Logger):
         self._add(
             Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])
         )
+
+
+def _hparam_value(value: Any) -> Any:
+    """``value`` as the HParams tab takes it."""
+    if value is None:
+        return "None"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

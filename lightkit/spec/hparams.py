@@ -26,7 +26,11 @@ class Hparams(BaseModel):
     """Base of every spec's hyperparameter model: frozen, unknown names refused."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, arbitrary_types_allowed=True, protected_namespaces=()
+        extra="forbid",
+        frozen=True,
+        arbitrary_types_allowed=True,
+        protected_namespaces=(),
+        ser_json_inf_nan="constants",  # `float("inf")` is a value: JSON null would lose it
     )
 
     def __getitem__(self, name: str) -> Any:
@@ -110,9 +114,15 @@ def _same_default(a: Any, b: Any) -> bool:
     if isinstance(a, FieldInfo) or isinstance(b, FieldInfo):
         return repr(a) == repr(b)
     try:
-        return bool(a == b) and type(a) is type(b)
+        if type(a) is not type(b) and not (_plain_number(a) and _plain_number(b)):
+            return False  # True == 1, but a bool default is not an int one
+        return bool(a == b)  # 1 and 1.0 declare the same value of the one annotated type
     except Exception:
         return a is b
+
+
+def _plain_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def show_default(default: Any) -> str:

@@ -285,7 +285,10 @@ class TrainingSpec(BaseModel):
         same = lk.TrainingSpec.model_validate_json(text)
     """
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    # Infinity and NaN stay values in JSON (the schema's defaults too); null would lose them.
+    model_config = ConfigDict(
+        frozen=True, arbitrary_types_allowed=True, ser_json_inf_nan="constants"
+    )
 
     functions: tuple[SpecEntry, ...]
     hparams: Any = None
@@ -519,6 +522,8 @@ class HparamError(AlsoValidationError, SpecError, ValidationError):
     cause_codes = False
 
     def _described(self) -> None:
+        #: Hyperparameter name -> the functions that declare it (set by ``name_sources``).
+        self.sources: dict[str, list[str]] = {}
         self.problems = [
             Problem(self.code, f"{'.'.join(map(str, e['loc'])) or 'hparams'}: {e['msg']}")
             for e in self.errors()
@@ -526,14 +531,30 @@ class HparamError(AlsoValidationError, SpecError, ValidationError):
 
     def name_sources(self, sources: dict[str, list[str]]) -> HparamError:
         """Say, in each problem, which functions declare the hyperparameter and the fix."""
-        for problem, error in zip(self.problems, self.errors(), strict=True):
-            name = str(error["loc"][0]) if error["loc"] else ""
+        self.sources = {name: list(where) for name, where in sources.items()}
+        for problem, name in zip(self.problems, self._names(), strict=True):
             if name in sources:
-                problem.message += (
-                    f" ({name!r} is declared by {', '.join(sources[name])}; give a value its "
-                    f"annotation accepts)"
-                )
+                problem.message += f" ({self._declared(name)})"
         return self
+
+    def _names(self) -> list[str]:
+        return [str(e["loc"][0]) if e["loc"] else "" for e in self.errors()]
+
+    def _declared(self, name: str) -> str:
+        where = ", ".join(self.sources[name])
+        return f"{name!r} is declared by {where}; give a value its annotation accepts"
+
+    def __str__(self) -> str:
+        # pydantic's report (what a ValidationError prints), then where each name is declared.
+        names = [n for n in dict.fromkeys(self._names()) if n in self.sources]
+        return ValidationError.__str__(self) + "".join(f"\n{self._declared(n)}." for n in names)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_hparam_error, (self.title, self.errors(), self.code, self.sources))
+
+
+def _hparam_error(title: str, errors: Any, code: str, sources: dict[str, list[str]]) -> HparamError:
+    return HparamError._made(title, errors, code).name_sources(sources)
 
 
 def _from_cells(entries: Sequence[SpecEntry]) -> bool:
