@@ -156,7 +156,7 @@ class Flag:
         base, self.allows_none = _strip(annotation)
         self.base = base
         self.choices = _choices(base)
-        if base is bool and not self.allows_none:
+        if base is bool:  # --flag, --no-flag, --flag true|false (|none where None is allowed)
             self.kind = "bool"
         elif self.choices is not None:
             self.kind = "choice"

@@ -7,6 +7,7 @@ import argparse
 import os
 import re
 import traceback
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from lightkit.cli.flags import (
     BOOL_HELP,
     COMMANDS,
+    NONE_WORDS,
     TARGET_HELP,
     TRAINER_COMMANDS,
     Flag,
@@ -76,11 +78,18 @@ def collect_targets(targets: Sequence[str]) -> Any:
         module = _import(name, target, import_target)
         if attr:
             try:
-                sources.append(getattr(module, attr))
+                source = getattr(module, attr)
             except AttributeError:
                 raise TargetError(
                     f"cannot collect {target!r}: module {module.__name__!r} has no {attr!r}."
                 ) from None
+            if not isinstance(source, (lk.Registry, types.ModuleType)):
+                raise TargetError(
+                    f"cannot collect {target!r}: `module:name` names an lk.Registry, and "
+                    f"{attr!r} is {type(source).__name__} {source!r}. Give the registry's "
+                    f"name, or the module alone ({name}) for its decorated functions."
+                )
+            sources.append(source)
         else:
             sources.append(module)
     return lk.collect(*sources)
@@ -140,7 +149,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _format_action_invocation(self, action: argparse.Action) -> str:
         if isinstance(action, _BoolAction):
             yes, no = action.option_strings
-            return f"{yes} [true|false], {no}"
+            return f"{yes} [true|false{'|none' if action.allows_none else ''}], {no}"
         return super()._format_action_invocation(action)
 
 
@@ -148,9 +157,12 @@ class _BoolAction(argparse.Action):
     """``--flag``, ``--no-flag``, or ``--flag VALUE`` with VALUE one of ``BOOL_WORDS`` (as
     Lightning's CLI writes booleans: ``--enable-progress-bar false``)."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, allows_none: bool = False, **kwargs: Any
+    ) -> None:
         (option,) = option_strings
         super().__init__([option, "--no-" + option[2:]], dest, nargs="?", **kwargs)
+        self.allows_none = allows_none  # `bool | None`: --flag none too
 
     def __call__(
         self,
@@ -170,6 +182,9 @@ class _BoolAction(argparse.Action):
             return
         if values is None:
             setattr(namespace, self.dest, True)
+            return
+        if self.allows_none and values.strip().lower() in NONE_WORDS:
+            setattr(namespace, self.dest, None)
             return
         try:
             setattr(namespace, self.dest, parse_bool(values))
@@ -251,7 +266,7 @@ def _parser(command: str, hflags: list[Flag], tflags: list[Flag], has_target: bo
 def _add(group: Any, flag: Flag) -> None:
     kwargs: dict[str, Any] = {"dest": flag.dest, "default": argparse.SUPPRESS, "help": flag.help()}
     if flag.kind == "bool":
-        group.add_argument(flag.option, action=_BoolAction, **kwargs)
+        group.add_argument(flag.option, action=_BoolAction, allows_none=flag.allows_none, **kwargs)
         return
     if flag.kind == "list":
         kwargs["nargs"] = "*"
@@ -272,7 +287,10 @@ def _check(flag: Flag, value: Any, spec: Any, base: dict[str, Any], refs: dict[i
     except ValidationError as exc:
         mine = [e for e in exc.errors() if not e["loc"] or e["loc"][0] == flag.name]
         first = (mine or exc.errors())[0]
-        raise _BadValue(_with_code(_pydantic_text(first["msg"]), _code_of(first))) from None
+        text = _pydantic_text(first["msg"])
+        if first["type"] == "missing" and len(first["loc"]) == 2:  # a fixed-length tuple
+            text = f"too few values: item {int(first['loc'][1]) + 1} is missing"
+        raise _BadValue(_with_code(text, _code_of(first))) from None
     except Exception as exc:  # a field validator's own error (an unknown strategy, ...)
         if isinstance(exc, _BadValue):
             raise

@@ -123,6 +123,7 @@ def test_the_prefixed_flag_is_the_same_in_commands_without_trainer_flags(run_cli
         (["--hidden", "0"], "argument --hidden: expected int, got '0': Input should be greater than or equal to 1"),
         (["--activation", "sigmoid"], "argument --activation: expected one of relu, tanh, got 'sigmoid'"),
         (["--betas", "0.9", "x"], "argument --betas: expected tuple[float, float], got '0.9 x'"),
+        (["--betas", "0.9"], "argument --betas: expected tuple[float, float], got '0.9': too few values: item 2 is missing"),
         (["--max-epochs", "two"], "argument --max-epochs: expected int | None, got 'two'"),
         (["--precision", "bf17"], "argument --precision: expected 32-true, 64-true, 16-mixed, bf16-mixed, 16-true or bf16-true, got 'bf17': precision='bf17' is not a precision"),
         (["--strategy", "dpp"], "argument --strategy: expected auto, single_device, ddp or fsdp, got 'dpp'"),
@@ -186,6 +187,36 @@ def test_boolean_flags_take_no_value_a_no_prefix_or_a_word(
     )
     assert got is (default if value is None else value)
     assert parsed.config.max_epochs == 1  # a value taken by a flag never swallows the next one
+
+
+@pytest.mark.parametrize(
+    ("args", "value"),
+    [([], None), (["--{}"], True), (["--no-{}"], False), (["--{}", "none"], None),
+     (["--{}", "true", "--{}", "null"], None), (["--{}", "False"], False)],
+    ids=lambda a: " ".join(a) if isinstance(a, list) else repr(a),
+)  # fmt: skip
+@pytest.mark.parametrize(
+    ("option", "section", "name"),
+    [("benchmark", "config", "benchmark"), ("fused", "spec", "fused")],
+)
+def test_optional_boolean_flags_also_take_none(args, value, option, section, name):
+    from lightkit.cli.parse import parse
+
+    argv = [a.format(option) for a in args]
+    parsed = parse("fit", ["tests.user_modules.edge_hparams", *argv, "--max-epochs", "1"])
+    got = (
+        getattr(parsed.config, name) if section == "config" else getattr(parsed.spec.hparams, name)
+    )
+    assert got is value
+    assert parsed.config.max_epochs == 1
+
+
+def test_optional_boolean_flags_show_their_three_values_in_help(run_cli):
+    code, out, _ = run_cli("fit", "tests.user_modules.edge_hparams", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "--fused [true|false|none], --no-fused [bool | None; default: None; used by" in text
+    assert "--benchmark [true|false|none], --no-benchmark" in text
 
 
 def test_lightning_style_boolean_values_run(run_cli, tmp_path):

@@ -62,6 +62,16 @@ def test_a_module_registry_target_is_found_in_the_working_directory(run_cli, pro
     assert [row["name"] for row in json.loads(out)] == ["width", "lr"]
 
 
+def test_a_module_name_target_naming_a_function_says_it_wants_a_registry(run_cli, project):
+    code, _, err = run_cli("hparams", "lk_cli_regmod:train")
+    assert code == 1
+    assert (
+        "cannot collect 'lk_cli_regmod:train': `module:name` names an lk.Registry, and 'train' "
+        "is function <function train at 0x"
+    ) in err
+    assert "Give the registry's name, or the module alone (lk_cli_regmod)" in err
+
+
 def test_a_missing_module_says_where_it_was_looked_for(run_cli, project):
     code, _, err = run_cli("hparams", "lk_cli_nowhere.model")
     assert code == 1
