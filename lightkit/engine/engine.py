@@ -29,6 +29,7 @@ from lightkit.loggers.base import Logger, make_version_dir
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.roles import EVENT_ARGS, EVENTS, ROLE_ARGS
 from lightkit.spec.spec import TrainingSpec
+from lightkit.utils.apply import first_tensor
 from lightkit.utils.modules import sync_batchnorm
 from lightkit.utils.seed import isolate_rng
 
@@ -260,7 +261,12 @@ class Engine:
         silently training on the first.
         """
         value = self.call_role(role)
-        if role != "train_data" and isinstance(value, dict) and value and not is_batch(value):
+        if (
+            role != "train_data"
+            and isinstance(value, dict)
+            and value
+            and not any(map(is_batch, value.values()))
+        ):
             loaders = list(value.values())  # as Lightning: in order, dataloader_idx 0, 1, ...
         elif role != "train_data":
             several = isinstance(value, (list, tuple)) and not (value and all(map(is_batch, value)))
@@ -446,13 +452,20 @@ def is_loader(obj: Any) -> bool:
 
 
 def is_batch(obj: Any) -> bool:
-    """Whether an item of a list that a data function returned is a batch (a tensor, or a
-    tuple, list or dict holding one) rather than a loader: ``[(x, y), ...]`` is one loader of
-    ready batches, ``[loader_a, loader_b]`` two loaders."""
+    """Whether an item of a list that a data function returned is a batch rather than a
+    loader: ``[(x, y), ...]`` is one loader of ready batches, ``[loader_a, loader_b]`` two
+    loaders. A batch is a tensor; a tuple, dict or dataclass with a tensor anywhere inside
+    (``{"inputs": (x, mask), "target": [y]}``); a list holding a tensor itself (``[x, y]``,
+    where ``[[(x, y)], [(x, y)]]`` is two loaders of lists); or anything not iterable."""
     if isinstance(obj, torch.Tensor):
         return True
-    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
-    return any(isinstance(item, torch.Tensor) for item in items)
+    if is_loader(obj):
+        return False
+    if isinstance(obj, list):
+        return any(isinstance(item, torch.Tensor) for item in obj)
+    if not hasattr(obj, "__iter__") and not hasattr(obj, "__getitem__"):
+        return True  # a loader is iterable: this is one batch (a custom object)
+    return first_tensor(obj) is not None
 
 
 def sequential(loader: Any) -> Any:

@@ -61,6 +61,10 @@ def one_ahead(items: Iterator[T], start: Callable[[T], S], finish: Callable[[S],
         current = following
 
 
+def _as_is(obj: Any) -> Any:
+    return obj
+
+
 def cuda_prefetch(
     batches: Iterator[tuple[int, Any]], device: torch.device
 ) -> Iterator[tuple[int, Any]]:
@@ -79,7 +83,7 @@ def cuda_prefetch(
     def start(item: tuple[int, Any]) -> tuple[int, Any, torch.cuda.Event]:
         idx, batch = item
         with torch.cuda.stream(side):
-            moved = apply_to_tensors(batch, copy)
+            moved = apply_to_tensors(batch, copy, _as_is)  # a PackedSequence moves later
             done = torch.cuda.Event()
             done.record(side)
         return idx, moved, done
@@ -94,6 +98,6 @@ def cuda_prefetch(
     def finish(started: tuple[int, Any, torch.cuda.Event]) -> tuple[int, Any]:
         idx, moved, done = started
         main.wait_event(done)
-        return idx, apply_to_tensors(moved, use)
+        return idx, apply_to_tensors(moved, use, _as_is)
 
     return one_ahead(batches, start, finish)

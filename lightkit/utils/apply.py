@@ -20,6 +20,10 @@ def apply_to_tensors(
     if isinstance(data, torch.Tensor):
         return fn(data)
     if isinstance(data, (list, tuple)):
+        if other is not None and hasattr(data, "_fields") and callable(getattr(data, "to", None)):
+            # A namedtuple with its own `to` (PackedSequence) moves as a whole: its parts
+            # have rules of their own (batch_sizes stays on the CPU).
+            return other(data)
         items = [apply_to_tensors(x, fn, other) for x in data]
         if hasattr(data, "_fields"):  # namedtuple
             return type(data)(*items)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -166,21 +167,50 @@ def test_several_validation_loaders_get_a_suffix(container):
     }
 
 
-@pytest.mark.parametrize("form", ["tuples", "dicts", "tensors"])
+@dataclasses.dataclass
+class _Pair:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class _Plain:  # a batch class of the user's: no container, no iteration
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["tuples", "dicts", "tensors", "nested-dicts", "nested-tuples", "dataclasses", "objects"],
+)
 def test_a_list_of_ready_batches_is_one_evaluation_loader(form):
     # [(x, y), ...] is one loader of batches, as in training; only a list of loaders (or of
-    # lists of batches) is several.
+    # lists of batches) is several. A batch may hold its tensors at any depth.
     chunks = [(X_VAL[i : i + 8], Y_VAL[i : i + 8]) for i in range(0, 20, 8)]
     batches = {
         "tuples": chunks,
         "dicts": [{"x": x, "y": y} for x, y in chunks],
         "tensors": [x for x, _ in chunks],
+        "nested-dicts": [{"inputs": (x, x > 0), "target": [y]} for x, y in chunks],
+        "nested-tuples": [((x, x > 0), (y,)) for x, y in chunks],
+        "dataclasses": [_Pair(x, y) for x, y in chunks],
+        "objects": [_Plain(x, y) for x, y in chunks],
     }[form]
 
+    def first(batch):
+        if form == "tensors":
+            return batch
+        if form in ("dataclasses", "objects"):
+            return batch.x
+        if form == "nested-dicts":
+            return batch["inputs"][0]
+        if form == "nested-tuples":
+            return batch[0][0]
+        return batch["x"] if form == "dicts" else batch[0]
+
     def val(net, batch, dataloader_idx):
-        x = batch if form == "tensors" else batch["x"] if form == "dicts" else batch[0]
+        x = first(batch)
         lk.log("val/n", float(x.shape[0]), reduce="sum")
-        lk.log("val/which", dataloader_idx)
+        lk.log("val/which", dataloader_idx, batch_size=len(x))  # _Plain has no dim 0
 
     reg = registry(val=val, val_data=lambda: batches)
     result = trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(reg))

@@ -118,6 +118,23 @@ def test_apply_to_tensors_moves_nested_containers():
     assert first_tensor(("x", 1)) is None
 
 
+def test_a_packed_sequence_moves_through_its_own_to():
+    # A namedtuple whose parts have rules of their own: batch_sizes must stay on the CPU, so
+    # walking into it and moving each tensor would break it; its `.to` moves it right.
+    from torch.nn.utils.rnn import pack_sequence
+
+    from lightkit.utils.apply import apply_to_tensors
+
+    packed = pack_sequence([torch.randn(3, 2), torch.randn(2, 2)])
+    moved = apply_to_tensors({"p": packed}, lambda t: t.to("meta"), lambda o: o.to("meta"))
+    assert moved["p"].data.device.type == "meta"
+    assert moved["p"].batch_sizes.device.type == "cpu"
+    converted = apply_to_tensors(packed, lambda t: t.double() if t.is_floating_point() else t)
+    assert converted.data.dtype == torch.float64 and torch.equal(
+        converted.batch_sizes, packed.batch_sizes
+    )
+
+
 def test_a_defaultdict_keeps_its_type_and_factory():
     from collections import defaultdict
 
