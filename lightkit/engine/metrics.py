@@ -148,6 +148,7 @@ class MetricStore:
         if rank_zero_only and self.rank:
             return
         suffix = self.suffix
+        base = name
         if suffix and add_dataloader_idx:
             name = name + suffix
         m = self._current.get(name)
@@ -173,6 +174,9 @@ class MetricStore:
                 rank_zero_only,
                 reduces_itself=is_metric_object(value),
             )
+            if name != base and m.step_key != name:  # Lightning's `val/loss_epoch/dataloader_idx_0`
+                m.step_key = f"{base}_step{suffix}"
+                m.epoch_key = f"{base}_epoch{suffix}"
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
                 raise LightkitError(

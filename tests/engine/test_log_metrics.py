@@ -167,6 +167,24 @@ def test_several_validation_loaders_get_a_suffix(container):
     }
 
 
+def test_step_and_epoch_names_of_several_loaders_are_lightnings(tmp_path):
+    # Lightning: `name_step/dataloader_idx_N` and `name_epoch/dataloader_idx_N`.
+    def vdata():
+        return [DataLoader(TensorDataset(X_VAL, Y_VAL), batch_size=8)] * 2
+
+    def val(net, batch):
+        lk.log("val/n", float(batch[0].shape[0]), on_step=True, on_epoch=True)
+
+    reg = registry(val=val, val_data=vdata)
+    result = trainer(max_epochs=1, num_sanity_val_steps=0, logger=True).fit(lk.collect(reg))
+    names = [f"val/n_{kind}/dataloader_idx_{i}" for kind in ("epoch", "step") for i in (0, 1)]
+    plain = ["val/n/dataloader_idx_0", "val/n/dataloader_idx_1"]  # the epoch value, as Lightning
+    assert {k for k in result.metrics if k.startswith("val/")} == {*names, *plain}
+    assert result.metrics["val/n_epoch/dataloader_idx_1"] == pytest.approx(144 / 20)  # weighted
+    header = (result.log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert set(names) <= set(header)
+
+
 @dataclasses.dataclass
 class _Pair:
     x: torch.Tensor
