@@ -219,8 +219,38 @@ def build_hparams_model(
     bad = _bad_defaults(model, seen) or _without_json_form(model, seen)
     if bad:
         return None, bad
+    model = _with_validated_defaults(model)
     model.__hparam_sources__ = sources  # type: ignore[attr-defined]
     return model, []
+
+
+def _with_validated_defaults(model: type[Hparams]) -> type[Hparams]:
+    """``model`` with each default its annotation converts (``batch_size: int = "4"``,
+    ``root: Path = "data"``, ``norm: Norm = "layer"``) replaced by the converted value, so a
+    function receives the annotated type whether the value is the default or was given
+    (``with_hparams``, a flag, a spec read from JSON), as the annotation promises."""
+    fields = model.model_fields
+    raw = {
+        name: field.default
+        for name, field in fields.items()
+        if field.default_factory is None and not field.is_required()
+    }
+    validated = model.model_validate(raw)
+    changed = {
+        name: value
+        for name in raw
+        if type(value := getattr(validated, name)) is not type(raw[name])
+    }
+    if not changed:
+        return model
+    new_fields: dict[str, Any] = {
+        name: (
+            field.annotation,
+            FieldInfo.merge_field_infos(field, default=changed[name]) if name in changed else field,
+        )
+        for name, field in fields.items()
+    }
+    return pydantic.create_model("Hparams", __base__=Hparams, **new_fields)
 
 
 def _without_json_form(
@@ -260,7 +290,8 @@ def _bad_defaults(
     model: type[Hparams], seen: dict[str, tuple[Any, Any, FunctionPlan]]
 ) -> list[Problem]:
     """A problem per default that its own type refuses (``hidden: int = 8.5``)."""
-    # pydantic does not validate defaults; lightkit passes them to the functions as values.
+    # pydantic does not validate defaults: check them here (`_with_validated_defaults` then
+    # stores what they convert to).
     defaults = {
         name: field.get_default(call_default_factory=True, validated_data={})
         for name, field in model.model_fields.items()

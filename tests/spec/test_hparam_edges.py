@@ -3,13 +3,23 @@ function that changes its argument, and refusals say where each name is declared
 
 from __future__ import annotations
 
+import enum
 import json
 import pickle
+from pathlib import Path
 
 import pytest
+import torch
+from pydantic import Field
+from torch import nn
 
 import lightkit as lk
 from tests.user_modules import edge_hparams
+
+
+class Norm(enum.Enum):
+    LAYER = "layer"
+
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
@@ -75,3 +85,33 @@ def test_a_refused_value_says_which_function_declares_it(spec):
     assert text.endswith("give a value its annotation accepts.")
     again = pickle.loads(pickle.dumps(info.value))
     assert (type(again), str(again), again.codes) == (type(info.value), text, info.value.codes)
+
+
+def test_a_default_its_annotation_converts_reaches_the_function_converted(tmp_path):
+    got: dict[str, object] = {}
+    reg = lk.Registry()
+    reg.model(lambda: nn.Linear(2, 1), name="net")
+
+    @reg.train_data
+    def data(batch_size: int = "4", root: Path = "data"):  # type: ignore[assignment]
+        got.update(batch_size=batch_size, root=root)
+        return [(torch.ones(batch_size, 2), torch.ones(batch_size, 1))]
+
+    @reg.training_step
+    def step(net, batch, norm: Norm = "layer", scale: float = 1):  # type: ignore[assignment]
+        got.update(norm=norm, scale=scale)
+        return scale * net(batch[0]).mean()
+
+    @reg.configure_optimizers
+    def optim(net, lr: float = Field("0.1", ge=0)):  # type: ignore[assignment]
+        got.update(lr=lr)
+        return torch.optim.SGD(net.parameters(), lr=lr)
+
+    spec = lk.collect(reg)
+    lk.Trainer(max_steps=1, logger=False, enable_checkpointing=False, **QUIET).fit(spec)
+    assert got == {
+        "batch_size": 4, "root": Path("data"), "norm": Norm.LAYER, "scale": 1.0, "lr": 0.1
+    }  # fmt: skip
+    assert [type(got[k]) for k in ("batch_size", "scale", "lr")] == [int, float, float]
+    assert spec.hparams_schema["properties"]["lr"]["minimum"] == 0  # the Field is kept
+    assert json.loads(spec.model_dump_json())["hparams"]["batch_size"] == 4
