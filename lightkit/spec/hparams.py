@@ -219,9 +219,9 @@ def build_hparams_model(
     bad = _bad_defaults(model, seen) or _without_json_form(model, seen)
     if bad:
         return None, bad
-    model = _with_validated_defaults(model)
-    model.__hparam_sources__ = sources  # type: ignore[attr-defined]
-    return model, []
+    converted = _with_validated_defaults(model)
+    converted.__hparam_sources__ = sources  # type: ignore[attr-defined]
+    return converted, []
 
 
 def _with_validated_defaults(model: type[Hparams]) -> type[Hparams]:
