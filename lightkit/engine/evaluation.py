@@ -18,6 +18,7 @@ import torch
 
 from lightkit.engine.engine import Engine
 from lightkit.engine.epoch_iterator import EpochIterator
+from lightkit.utils.apply import apply_to_tensors
 
 
 def eval_mode(engine: Engine) -> Any:
@@ -104,6 +105,8 @@ def predict_loop(engine: Engine, loaders: list[EpochIterator]) -> list[Any]:
     no_grad = eval_mode(engine)
     per_loader: list[list[Any]] = []
     call = engine.step_call
+    # Kept predictions go to host memory, as Lightning's do: a run's worth would fill the GPU.
+    to_host = None if rt.device.type == "cpu" else _to_host
     with no_grad():
         for dl_idx, loader in enumerate(loaders):
             ctx.dataloader_idx = dl_idx
@@ -118,7 +121,11 @@ def predict_loop(engine: Engine, loaders: list[EpochIterator]) -> list[Any]:
                     output = call(batch, batch_idx, dl_idx)
                 for hook in events.predict_batch_end:
                     hook(batch, batch_idx, dl_idx, output)
-                outputs.append(output)
+                outputs.append(output if to_host is None else to_host(output))
             per_loader.append(outputs)
     events.fire("predict_epoch_end")
     return per_loader[0] if len(per_loader) == 1 else per_loader
+
+
+def _to_host(output: Any) -> Any:
+    return apply_to_tensors(output, lambda t: t.cpu())

@@ -72,3 +72,36 @@ def test_cuda_prefetch_gives_the_batches_in_order_on_the_device():
     assert [i for i, _ in got] == list(range(8))
     assert all(t.device.type == "cuda" for _, t in got)
     assert torch.equal(torch.cat([t for _, t in got]).cpu(), x)
+
+
+@requires(cuda=True)
+def test_cuda_prefetch_leaves_a_packed_sequence_to_its_own_to():
+    from torch.nn.utils.rnn import pack_sequence
+
+    rt = lk.Runtime(accelerator="cuda", devices=1)
+    packed = pack_sequence([torch.randn(3, 2), torch.randn(2, 2)])
+    loader = DataLoader([0, 1], batch_size=1, num_workers=1, collate_fn=lambda _: packed)
+    (_, batch), (_, _) = list(rt.prefetch(enumerate(loader), loader))
+    moved = rt.to_device(batch)
+    assert moved.data.device.type == "cuda" and moved.batch_sizes.device.type == "cpu"
+
+
+@requires(cuda=True)
+def test_predictions_come_back_in_host_memory(tmp_path):
+    from torch import nn
+
+    reg = lk.Registry()
+    reg.model(lambda: nn.Linear(2, 1), name="net")
+    reg.predict_data(lambda: [(torch.ones(3, 2),)] * 2)
+
+    seen: list[str] = []
+
+    @reg.predict_step
+    def predict(net, batch):
+        out = net(batch[0])
+        seen.append(out.device.type)
+        return {"y": out, "n": 3}
+
+    preds = lk.Trainer(accelerator="cuda", devices=1, logger=False).predict(lk.collect(reg))
+    assert seen == ["cuda", "cuda"]
+    assert [p["y"].device.type for p in preds] == ["cpu", "cpu"] and preds[0]["n"] == 3
