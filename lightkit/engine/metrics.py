@@ -246,6 +246,13 @@ class MetricStore:
                 f"e.g. 'train/{name or 'loss'}'.",
                 code="bad-metric",
             )
+        if self._stage == "predict":
+            raise LightkitError(
+                f"lk.log({name!r}, ...) in prediction: prediction records no metrics, so the "
+                f"value would go nowhere (Lightning refuses it too). Return it from "
+                f"predict_step, or compute it in a test_step, which logs.",
+                code="bad-metric",
+            )
         if rank_zero_only and sync_dist:
             raise LightkitError(
                 f"lk.log({name!r}, ..., sync_dist=True, rank_zero_only=True): a value logged on "

@@ -583,3 +583,24 @@ def test_logger_false_in_one_stage_leaves_the_other_stages_metric_logged(tmp_pat
     assert rows[0] == "step,loss,epoch"
     assert len(rows) == 2  # validation's epoch value; no training step rows
     assert float(rows[1].split(",")[1]) == pytest.approx(result.metrics["loss"], rel=1e-12)
+
+
+@pytest.mark.parametrize("where", ["step", "hook"])
+def test_logging_in_prediction_is_refused(where):
+    # Prediction keeps no metrics: a logged value would vanish, so it is refused (Lightning
+    # raises too), whether from predict_step or from a predict hook.
+    reg = registry()
+    reg.predict_data(lambda: [(X_VAL[:4], Y_VAL[:4])])
+
+    def predict(net, batch):
+        if where == "step":
+            lk.log("pred/mean", net(batch[0]).mean())
+        return net(batch[0])
+
+    reg.predict_step(predict)
+    reg.on("predict_batch_end")(lambda: lk.log("pred/n", 4.0) if where == "hook" else None)
+    with pytest.raises(lk.LightkitError) as info:
+        trainer().predict(lk.collect(reg))
+    assert info.value.code == "bad-metric"
+    assert "in prediction: prediction records no metrics" in str(info.value)
+    assert "Return it from predict_step" in str(info.value)
