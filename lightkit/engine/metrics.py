@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lightkit.errors import LightkitError, user_call_site
+from lightkit.errors import LightkitError, LightkitWarning, user_call_site, user_stacklevel
 from lightkit.utils.apply import first_tensor
 
 REDUCTIONS = ("mean", "sum", "max", "min")
@@ -110,6 +110,7 @@ class MetricStore:
         #: Step values logged since the last write to the loggers.
         self.unwritten: dict[str, Any] = {}
         self.batch: Any = None  # the current batch, to read its size from when needed
+        self._unsized = False  # warned that a batch had no tensor to read its size from
         self._all_reduce = all_reduce
         # Several processes, this one rank 0: say once per evaluation metric that each rank
         # aggregates its own share unless it asks for sync_dist (Lightning says so too).
@@ -221,7 +222,7 @@ class MetricStore:
                 self.latest[m.step_key] = value
         if m.on_epoch and m.source is None:  # a metric object's epoch value is its own
             m.epoch_values.append(value)
-            m.epoch_sizes.append(batch_size if batch_size is not None else self._batch_size())
+            m.epoch_sizes.append(batch_size if batch_size is not None else self._batch_size(m))
 
     def _register(
         self,
@@ -319,8 +320,20 @@ class MetricStore:
         self._current[name] = m
         return m
 
-    def _batch_size(self) -> int:
+    def _batch_size(self, m: Metric) -> int:
         t = first_tensor(self.batch)
+        if t is None and self.batch is not None and m.reduce == "mean" and not self._unsized:
+            self._unsized = True  # once a run: each such batch says the same
+            warnings.warn(
+                LightkitWarning(
+                    f"lk.log({m.name!r}, ...) is averaged over the epoch weighted by batch "
+                    f"size, but the batch ({type(self.batch).__name__}) holds no tensor to "
+                    f"read it from (dim 0 of the first tensor in a tuple, list, dict or "
+                    f"dataclass), so each batch weighs 1. Pass lk.log(..., batch_size=n).",
+                    code="unknown-batch-size",
+                ),
+                stacklevel=user_stacklevel(),
+            )
         return int(t.shape[0]) if t is not None and t.dim() > 0 else 1
 
     # -- reading -----------------------------------------------------------------------------

@@ -604,3 +604,26 @@ def test_logging_in_prediction_is_refused(where):
     assert info.value.code == "bad-metric"
     assert "in prediction: prediction records no metrics" in str(info.value)
     assert "Return it from predict_step" in str(info.value)
+
+
+def test_a_batch_without_a_tensor_warns_once_that_each_batch_weighs_one():
+    # Lightning refuses it; lightkit keeps the run and says how to weight it.
+    batches = [_Plain(X_VAL[i : i + 8], Y_VAL[i : i + 8]) for i in range(0, 20, 8)]  # 8, 8, 4
+
+    def val(net, batch, batch_idx):
+        lk.log("val/idx", float(batch_idx + 1))
+        lk.log("val/sum", float(batch_idx + 1), reduce="sum")  # no weights: no warning
+        lk.log("val/weighted", float(batch_idx + 1), batch_size=len(batch.x))
+
+    reg = registry(val=val, val_data=lambda: batches)
+    with pytest.warns(lk.LightkitWarning) as record:
+        result = trainer(max_epochs=2, num_sanity_val_steps=0).fit(lk.collect(reg))
+    mine = [w for w in record if getattr(w.message, "code", "") == "unknown-batch-size"]
+    assert len(mine) == 1
+    assert "lk.log('val/idx', ...) is averaged over the epoch weighted by batch size" in str(
+        mine[0].message
+    )
+    assert "Pass lk.log(..., batch_size=n)" in str(mine[0].message)
+    assert mine[0].filename == __file__
+    assert result.metrics["val/idx"] == 2.0
+    assert result.metrics["val/weighted"] == pytest.approx((8 + 16 + 12) / 20)
