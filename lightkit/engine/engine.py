@@ -299,7 +299,14 @@ class Engine:
                     f"is not batches: {exc}",
                     code="bad-data",
                 ) from None
-            out.append(EpochIterator(loader, limit, flag))
+            try:
+                out.append(EpochIterator(loader, limit, flag))
+            except ConfigError as exc:  # the flag does not fit this loader: say whose it is
+                plan = self.spec.plan(role)
+                where = describe_function(plan.fn) if plan else role
+                raise ConfigError(
+                    f"{where} returned a loader that {flag} does not fit: {exc}", code=exc.code
+                ) from None
         return out
 
     def bind_steps(self, stage: str) -> None:

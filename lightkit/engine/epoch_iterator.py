@@ -29,8 +29,9 @@ def resolve_limit(length: int | None, limit: int | float | None, flag: str) -> i
             return length
         if length is None:
             raise ConfigError(
-                f"{flag}={limit} is a fraction, but the loader has no length (an iterable "
-                f"dataset?). Give {flag} an int number of batches instead.",
+                f"{flag}={limit} is a fraction, but the loader has no length (no __len__: a "
+                f"generator, or an IterableDataset without one). Give {flag} an int number "
+                f"of batches instead.",
                 code="fraction-of-unsized-loader",
             )
         return 0 if limit == 0.0 else max(1, int(length * limit))

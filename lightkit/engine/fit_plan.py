@@ -19,6 +19,7 @@ from lightkit.callbacks.checkpoint import ModelCheckpoint
 from lightkit.engine.engine import Engine
 from lightkit.engine.epoch_iterator import val_every
 from lightkit.engine.stepping import checks_loss, window_stepper
+from lightkit.errors import ConfigError, describe_function
 
 Tensor = torch.Tensor
 
@@ -68,7 +69,14 @@ def fit_plan(engine: Engine) -> FitPlan:
     if train.length is None and interval == 1.0 and isinstance(interval, float):
         # An unsized loader's epoch may run out before its limit: validate as it ends.
         num_batches = None
-    every = val_every(num_batches, interval, check_n is not None) if can_validate else math.inf
+    try:
+        every = val_every(num_batches, interval, check_n is not None) if can_validate else math.inf
+    except ConfigError as exc:
+        if exc.code != "fraction-of-unsized-loader":
+            raise
+        data = engine.spec.plan("train_data")
+        where = describe_function(data.fn) if data else "the training data"
+        raise ConfigError(f"{where}: {exc}", code=exc.code) from None
     deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     step_plateaus = not engine.manual and any(

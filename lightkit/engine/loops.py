@@ -72,7 +72,7 @@ from lightkit.engine.stepping import (
     skip_optimizer_step,
     step_schedulers,
 )
-from lightkit.errors import describe_function
+from lightkit.errors import describe_function, user_stacklevel
 from lightkit.utils.seed import isolate_rng
 
 Tensor = torch.Tensor
@@ -104,6 +104,14 @@ def fit_loop(engine: Engine) -> None:
         engine.stopped_by = "max_steps"
     elif num_batches == 0:  # limit_train_batches=0: no epoch runs (Lightning skips fit)
         stop = True
+        if limits.train != 0:
+            data = engine.spec.plan("train_data")
+            warnings.warn(
+                f"{describe_function(data.fn) if data else 'the training data'} gave a "
+                f"loader with no batches, so fit trains nothing. Check the dataset's length "
+                f"(and drop_last with a batch size larger than it).",
+                stacklevel=user_stacklevel(),
+            )
     # The models keep the modes their functions and hooks gave them: a submodule frozen in
     # eval mode stays so, as in Lightning (which does not call train() either).
     for name, m in engine.models.items():

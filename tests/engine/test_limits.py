@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pydantic
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 import lightkit as lk
 from tests.engine.engine_helpers import (
     X_TRAIN,
+    Y_TRAIN,
     assert_same_weights,
     ce,
     raw_fit,
@@ -120,6 +124,35 @@ def test_a_fraction_of_an_unsized_loader_is_a_clear_error():
     with pytest.raises(lk.ConfigError, match=r"limit_train_batches=0\.5 is a fraction") as info:
         trainer(max_epochs=1, limit_train_batches=0.5).fit(lk.collect(registry(train_data=data)))
     assert info.value.code == "fraction-of-unsized-loader"
+    assert str(info.value).startswith(
+        "test_a_fraction_of_an_unsized_loader_is_a_clear_error.<locals>.data() at "
+        "tests/engine/test_limits.py:"
+    )
+    assert "returned a loader that limit_train_batches does not fit" in str(info.value)
+    reg = registry(train_data=data, val=True)
+    with pytest.raises(lk.ConfigError, match=r"data\(\) at .*: val_check_interval=0\.5 is a"):
+        trainer(max_epochs=1, val_check_interval=0.5).fit(lk.collect(reg))
+
+
+@pytest.mark.parametrize("limit", [1.0, 0])
+def test_a_loader_with_no_batches_trains_nothing_and_says_so(limit):
+    def data():
+        return DataLoader(TensorDataset(X_TRAIN[:0], Y_TRAIN[:0]), batch_size=8)
+
+    reg = registry(train_data=data)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        result = trainer(max_epochs=2, limit_train_batches=limit).fit(lk.collect(reg))
+    said = [str(w.message) for w in record if "no batches" in str(w.message)]
+    assert (result.global_step, result.epoch, result.stopped_by) == (0, 0, None)
+    if limit == 0:  # asked for: nothing to say
+        assert said == []
+        return
+    assert said == [
+        f"{data.__qualname__}() at tests/engine/test_limits.py:{data.__code__.co_firstlineno} "
+        "gave a loader with no batches, so fit trains nothing. Check the dataset's length (and "
+        "drop_last with a batch size larger than it)."
+    ]
 
 
 @pytest.mark.parametrize(("flag", "n"), [(True, 1), (3, 3)])
