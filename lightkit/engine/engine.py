@@ -99,6 +99,7 @@ class Engine:
         self.events: Events
         self.train_iter: EpochIterator | None = None
         self.building_models = False  # a @model function runs (fit-only values refuse)
+        self.building_train_data = False  # the train_data function runs
         #: ``(step, epoch)`` of the last row the loggers got (what fit_end logs joins it).
         self.last_row: tuple[int, int] | None = None
         self.eval_loaders: list[Any] = []
@@ -218,9 +219,22 @@ class Engine:
         """The training data, built on first use: by fit's set-up after the optimizers, or
         earlier when :meth:`estimated_stepping_batches` is read (in ``configure_optimizers``)."""
         if self.train_iter is None:
-            self.train_iter = self.build_data(
-                "train_data", self.limits.train, "limit_train_batches"
-            )[0]
+            if self.building_train_data:  # the data function asked for its own count
+                data = self.spec.plan("train_data")
+                raise ConfigError(
+                    f"ctx.estimated_stepping_batches was read by {user_call_site()}, while "
+                    f"{describe_function(data.fn) if data else 'the training data'} builds "
+                    f"the training data it counts. Read it in configure_optimizers or a fit "
+                    f"hook, after the data exists.",
+                    code="fit-only",
+                )
+            self.building_train_data = True
+            try:
+                self.train_iter = self.build_data(
+                    "train_data", self.limits.train, "limit_train_batches"
+                )[0]
+            finally:
+                self.building_train_data = False
         return self.train_iter
 
     def estimated_stepping_batches(self) -> int | float:

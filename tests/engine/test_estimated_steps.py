@@ -183,3 +183,26 @@ def test_a_model_function_cannot_read_it():
     with pytest.raises(lk.ConfigError, match="read during a @model function") as info:
         trainer(max_epochs=1).fit(lk.collect(reg))
     assert info.value.code == "fit-only"
+
+
+def test_the_training_data_function_cannot_read_it():
+    # It counts that function's batches: reading it there would call the function again.
+    def data(ctx):
+        _ = ctx.estimated_stepping_batches
+        return train_loader()
+
+    reg = lk.Registry()
+    reg.model(make_net, name="net")
+    reg.train_data(data)
+    reg.training_step(lambda net, batch: torch.nn.functional.cross_entropy(net(batch[0]), batch[1]))
+    reg.configure_optimizers(lambda net: torch.optim.SGD(net.parameters(), lr=0.1))
+    with pytest.raises(lk.ConfigError) as info:
+        trainer(max_epochs=1).fit(lk.collect(reg))
+    assert info.value.code == "fit-only"
+    message = str(info.value)
+    assert message.startswith(
+        "ctx.estimated_stepping_batches was read by "
+        "test_the_training_data_function_cannot_read_it.<locals>.data() at "
+    )
+    assert "while test_the_training_data_function_cannot_read_it.<locals>.data(ctx) at" in message
+    assert message.endswith("Read it in configure_optimizers or a fit hook, after the data exists.")
