@@ -42,57 +42,59 @@ def evaluate(
         m.eval()
     saved_stage = store.stage
     ctx.stage = store.stage = stage
-    batch_start, batch_end = (
-        events.listeners(f"{prefix}_batch_start"),
-        events.listeners(f"{prefix}_batch_end"),
-    )
-    events.fire(f"{prefix}_epoch_start")
-    no_grad = eval_mode(engine)
-    to_device, autocast = rt.to_device, rt.autocast
-    saved_batch_idx = ctx.batch_idx
-    saved_metrics = store.snapshot() if sanity else None
     try:
-        with no_grad():
-            for dl_idx, loader in enumerate(loaders):
-                store.suffix = f"/dataloader_idx_{dl_idx}" if len(loaders) > 1 else ""
-                ctx.dataloader_idx = dl_idx
-                if sanity:
-                    limit = engine.limits.sanity
-                    loader = EpochIterator(
-                        loader.loader,
-                        loader.num_batches
-                        if limit == -1
-                        else min(limit, loader.num_batches or limit),
-                        "num_sanity_val_steps",
-                    )
-                for batch_idx, batch in loader.epoch(ctx.epoch):
-                    batch = to_device(batch)
-                    ctx.batch_idx = batch_idx
-                    store.batch = batch
-                    for hook in batch_start:
-                        hook(batch, batch_idx, dl_idx)
-                    with autocast():
-                        output = call(batch, batch_idx, dl_idx)
-                    for hook in batch_end:
-                        hook(batch, batch_idx, dl_idx, output)
-    finally:
-        store.suffix = ""
-        ctx.batch_idx = saved_batch_idx
-    results = store.end_epoch((stage,))
-    events.fire(f"{prefix}_epoch_end")
-    results.update(store.end_epoch((stage,)))
-    if saved_metrics is not None:  # hooks saw the sanity check's metrics; nothing keeps them
-        store.restore(saved_metrics)
-        results = {}
-    else:
-        # Lightning's steps: inside fit, the row of the batch that triggered the validation;
-        # on its own (validate/test after fit or from a checkpoint), the weights' step.
-        step = ctx.global_step if engine.stage != "fit" else max(ctx.global_step - 1, 0)
-        engine.log_rows(results, step)
-    for sub, was_training in modes:
-        sub.training = was_training
-    ctx.stage = store.stage = saved_stage
-    return results
+        batch_start, batch_end = (
+            events.listeners(f"{prefix}_batch_start"),
+            events.listeners(f"{prefix}_batch_end"),
+        )
+        events.fire(f"{prefix}_epoch_start")
+        no_grad = eval_mode(engine)
+        to_device, autocast = rt.to_device, rt.autocast
+        saved_batch_idx = ctx.batch_idx
+        saved_metrics = store.snapshot() if sanity else None
+        try:
+            with no_grad():
+                for dl_idx, loader in enumerate(loaders):
+                    store.suffix = f"/dataloader_idx_{dl_idx}" if len(loaders) > 1 else ""
+                    ctx.dataloader_idx = dl_idx
+                    if sanity:
+                        limit = engine.limits.sanity
+                        loader = EpochIterator(
+                            loader.loader,
+                            loader.num_batches
+                            if limit == -1
+                            else min(limit, loader.num_batches or limit),
+                            "num_sanity_val_steps",
+                        )
+                    for batch_idx, batch in loader.epoch(ctx.epoch):
+                        batch = to_device(batch)
+                        ctx.batch_idx = batch_idx
+                        store.batch = batch
+                        for hook in batch_start:
+                            hook(batch, batch_idx, dl_idx)
+                        with autocast():
+                            output = call(batch, batch_idx, dl_idx)
+                        for hook in batch_end:
+                            hook(batch, batch_idx, dl_idx, output)
+        finally:
+            store.suffix = ""
+            ctx.batch_idx = saved_batch_idx
+        results = store.end_epoch((stage,))
+        events.fire(f"{prefix}_epoch_end")
+        results.update(store.end_epoch((stage,)))
+        if saved_metrics is not None:  # hooks saw the sanity check's metrics; nothing keeps them
+            store.restore(saved_metrics)
+            results = {}
+        else:
+            # Lightning's steps: inside fit, the row of the batch that triggered the validation;
+            # on its own (validate/test after fit or from a checkpoint), the weights' step.
+            step = ctx.global_step if engine.stage != "fit" else max(ctx.global_step - 1, 0)
+            engine.log_rows(results, step)
+        return results
+    finally:  # an error leaves the modules as it found them too
+        for sub, was_training in modes:
+            sub.training = was_training
+        ctx.stage = store.stage = saved_stage
 
 
 def predict_loop(engine: Engine, loaders: list[EpochIterator]) -> list[Any]:

@@ -142,6 +142,24 @@ def test_train_mode_is_restored_after_validation_submodule_by_submodule():
     assert modes == [(True, False)] * 14
 
 
+def test_an_error_in_validation_leaves_the_modes_as_it_found_them():
+    held = make_net()  # a module the user keeps a reference to
+
+    def val(net, batch, batch_idx):
+        raise KeyError("no such column")
+
+    reg = lk.Registry()
+    reg.model(lambda: held, name="net")
+    reg.train_data(train_loader)
+    reg.training_step(lambda net, batch: ce(net, batch))
+    reg.configure_optimizers(lambda net: torch.optim.SGD(net.parameters(), lr=0.1))
+    reg.validation_step(val)
+    reg.val_data(val_loader)
+    with pytest.raises(KeyError, match="no such column"):
+        trainer(max_epochs=1, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert [m.training for m in held.modules()] == [True] * len(list(held.modules()))
+
+
 def test_evaluation_inside_fit_leaves_training_gradients_alone():
     grads: list[bool] = []
 
