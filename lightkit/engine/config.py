@@ -60,6 +60,17 @@ class FlagError(AlsoValidationError, ConfigError, ValidationError):
 
     default_code = "invalid-config"
 
+    def __str__(self) -> str:
+        # pydantic's report, then what each refused flag means (its range's sense: -1 = none).
+        names = dict.fromkeys(str(e["loc"][0]) for e in self.errors() if e["loc"])
+        fields = TrainerConfig.model_fields
+        meanings = [
+            f"\n{name}: {fields[name].description}"
+            for name in names
+            if name in fields and fields[name].description
+        ]
+        return super().__str__() + "".join(meanings)
+
 
 _UNSET = object()
 
@@ -72,6 +83,20 @@ def _flag_errors() -> Iterator[None]:
         raise
     except ValidationError as exc:
         raise FlagError.of(exc) from None
+
+
+#: Lightning's strategy names that lightkit does not take, and what to write instead.
+_SPAWNS = "lightkit starts the processes itself, in scripts and notebooks alike"
+_LIGHTNING_STRATEGIES = {
+    "ddp_spawn": f"Lightning's 'ddp_spawn' is strategy='ddp' here: {_SPAWNS}.",
+    "ddp_notebook": f"Lightning's 'ddp_notebook' is strategy='ddp' here: {_SPAWNS}.",
+    "ddp_fork": "Lightning's 'ddp_fork' is strategy=DDPStrategy(start_method='fork') here.",
+    "ddp_find_unused_parameters_true": (
+        "Lightning's 'ddp_find_unused_parameters_true' is "
+        "strategy=DDPStrategy(find_unused_parameters=True) here."
+    ),
+    "dp": "DataParallel ('dp') is not offered: strategy='ddp' runs one process per device.",
+}
 
 
 class TrainerConfig(BaseModel):
@@ -282,9 +307,12 @@ class TrainerConfig(BaseModel):
         if isinstance(value, Strategy):
             return value
         if not isinstance(value, str) or (value != "auto" and value not in STRATEGIES):
+            hint = _LIGHTNING_STRATEGIES.get(value) if isinstance(value, str) else None
+            if hint is None and isinstance(value, str):
+                hint = did_you_mean(value, ["auto", *STRATEGIES]).strip()
             raise ConfigError(
                 f"strategy={value!r} is unknown. Available: auto, {', '.join(STRATEGIES)}; "
-                f"or pass a Strategy instance.",
+                f"or pass a Strategy instance." + (f" {hint}" if hint else ""),
                 code="unknown-strategy",
             )
         return value

@@ -547,7 +547,7 @@ class HparamError(AlsoValidationError, SpecError, ValidationError):
     def __str__(self) -> str:
         # pydantic's report (what a ValidationError prints), then where each name is declared.
         names = [n for n in dict.fromkeys(self._names()) if n in self.sources]
-        return ValidationError.__str__(self) + "".join(f"\n{self._declared(n)}." for n in names)
+        return super().__str__() + "".join(f"\n{self._declared(n)}." for n in names)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_hparam_error, (self.title, self.errors(), self.code, self.sources))

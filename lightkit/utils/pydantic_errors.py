@@ -14,6 +14,9 @@ E = TypeVar("E", bound="AlsoValidationError")
 _KNOWN = frozenset(get_args(ErrorType))
 
 
+_URL_LINE = "For further information visit https://errors.pydantic.dev"
+
+
 class AlsoValidationError:
     """Mixin for ``class X(AlsoValidationError, SomeLightkitError, ValidationError)``."""
 
@@ -26,7 +29,12 @@ class AlsoValidationError:
     def __init__(self, *args: Any) -> None:
         pass  # pydantic makes it from its own arguments (from_exception_data)
 
-    __str__ = ValidationError.__str__
+    def __str__(self) -> str:
+        # pydantic's report, without its documentation links: the fix is lightkit's to give.
+        text = ValidationError.__str__(cast(ValidationError, self))
+        return "\n".join(
+            line for line in text.split("\n") if not line.lstrip().startswith(_URL_LINE)
+        )
 
     @classmethod
     def of(cls: type[E], exc: ValidationError) -> E:

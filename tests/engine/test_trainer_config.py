@@ -61,6 +61,40 @@ def test_a_refused_flag_is_a_config_error_and_a_validation_error(make, code, loc
     assert (type(copy), copy.code, str(copy)) == (type(err), err.code, str(err))
 
 
+def test_a_refused_range_says_what_the_flag_means_and_links_nowhere():
+    with pytest.raises(lk.ConfigError) as info:
+        lk.Trainer(max_epochs=-5, accumulate_grad_batches=0)
+    text = str(info.value)
+    assert text.startswith("2 validation errors for TrainerConfig\nmax_epochs\n")
+    assert "input_value=-5" in text and "errors.pydantic.dev" not in text
+    assert text.endswith(
+        "\nmax_epochs: Stop after this many epochs (-1: no limit)."
+        "\naccumulate_grad_batches: Step the optimizer every k batches."
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        ("dpp", "Did you mean 'ddp'?"),
+        ("fsdb", "Did you mean 'fsdp'?"),
+        ("ddp_spawn", "Lightning's 'ddp_spawn' is strategy='ddp' here: lightkit starts the processes itself"),
+        ("ddp_notebook", "Lightning's 'ddp_notebook' is strategy='ddp' here"),
+        ("ddp_fork", "Lightning's 'ddp_fork' is strategy=DDPStrategy(start_method='fork') here."),
+        ("dp", "DataParallel ('dp') is not offered: strategy='ddp' runs one process per device."),
+        ("ddp_find_unused_parameters_true", "strategy=DDPStrategy(find_unused_parameters=True)"),
+    ],
+)  # fmt: skip
+def test_an_unknown_strategy_gets_the_closest_name_or_lightkits_way(given, hint):
+    with pytest.raises(lk.ConfigError) as info:
+        lk.Trainer(strategy=given)
+    assert info.value.code == "unknown-strategy"
+    assert f"strategy={given!r} is unknown. Available: auto, single_device, ddp, fsdp" in str(
+        info.value
+    )
+    assert hint in str(info.value)
+
+
 def test_a_field_set_to_a_refused_value_is_a_config_error_and_keeps_the_old_value():
     c = lk.TrainerConfig(max_epochs=3)
     with pytest.raises(lk.ConfigError, match="precision='x' is not a precision") as info:
