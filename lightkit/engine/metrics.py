@@ -154,13 +154,12 @@ class MetricStore:
             name = name + suffix
         m = self._current.get(name)
         if m is not None and suffix and m.loader != suffix:
-            raise LightkitError(
+            raise _bad_metric(
                 f"lk.log({name!r}, ..., add_dataloader_idx=False) is logged from evaluation "
                 f"loaders {m.loader.rsplit('_', 1)[-1]} and {suffix.rsplit('_', 1)[-1]} under "
                 f"one name, which would pool their values into one aggregate. Give each "
                 f"loader's value its own name (e.g. f'{name}/{{dataloader_idx}}'), or leave "
                 f"add_dataloader_idx on.",
-                code="bad-metric",
             )
         if m is None:
             # A metric object reduces across processes itself: no sync_dist warning for it.
@@ -180,10 +179,9 @@ class MetricStore:
                 m.epoch_key = f"{base}_epoch{suffix}"
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
-                raise LightkitError(
+                raise _bad_metric(
                     f"lk.log({name!r}, ...) got a tensor of shape {tuple(value.shape)}; a metric "
                     f"is one number. Reduce it first (e.g. `.mean()`).",
-                    code="bad-metric",
                 )
             value = value.detach()
         elif isinstance(value, float):
@@ -199,12 +197,16 @@ class MetricStore:
                 return
         else:
             several = (
-                " Log several values with ctx.log_dict(...)." if isinstance(value, dict) else ""
+                " Log several values with ctx.log_dict(...)."
+                if isinstance(value, dict)
+                else " Text is not a metric: write it through a logger's experiment "
+                "(TensorBoardLogger.experiment.add_text)."
+                if isinstance(value, str)
+                else ""
             )
-            raise LightkitError(
+            raise _bad_metric(
                 f"lk.log({name!r}, {value!r}): a metric must be a number, a one-element "
                 f"tensor or a metric object, got {type(value).__name__}.{several}",
-                code="bad-metric",
             )
         if m.sync_dist and m.on_step and self._all_reduce is not None:
             # A number differs per rank as a tensor does: both are reduced.
@@ -242,29 +244,25 @@ class MetricStore:
                 if name in RESERVED
                 else "must be a non-empty string"
             )
-            raise LightkitError(
+            raise _bad_metric(
                 f"lk.log({name!r}, ...): a metric's name {why}. Name the metric otherwise, "
                 f"e.g. 'train/{name or 'loss'}'.",
-                code="bad-metric",
             )
         if self._stage == "predict":
-            raise LightkitError(
+            raise _bad_metric(
                 f"lk.log({name!r}, ...) in prediction: prediction records no metrics, so the "
                 f"value would go nowhere (Lightning refuses it too). Return it from "
                 f"predict_step, or compute it in a test_step, which logs.",
-                code="bad-metric",
             )
         if rank_zero_only and sync_dist:
-            raise LightkitError(
+            raise _bad_metric(
                 f"lk.log({name!r}, ..., sync_dist=True, rank_zero_only=True): a value logged on "
                 f"rank 0 alone cannot be reduced across the ranks. Drop one of the two.",
-                code="bad-metric",
             )
         if reduce not in REDUCTIONS:
-            raise LightkitError(
+            raise _bad_metric(
                 f"lk.log({name!r}, ..., reduce={reduce!r}): reduce must be one of "
                 f"{', '.join(REDUCTIONS)}.",
-                code="bad-metric",
             )
         training = self.stage == "train"
         step = training if on_step is None else bool(on_step)
@@ -272,12 +270,11 @@ class MetricStore:
         if not (step or epoch):
             where = _STAGE_WORDS.get(self.stage, self.stage)
             default = "on_step=True" if training else "on_epoch=True"
-            raise LightkitError(
+            raise _bad_metric(
                 f"lk.log({name!r}, ..., on_step={on_step}, on_epoch={on_epoch}) in {where} "
                 f"records the value nowhere: neither per step nor per epoch. Pass "
                 f"on_epoch=True for the epoch's {reduce} (in {where} the default is "
                 f"{default}), or on_step=True for each step's value.",
-                code="bad-metric",
             )
         m = Metric(
             name,
@@ -496,12 +493,11 @@ def _batch_value(m: Metric, obj: Any) -> Any:
     value = getattr(obj, "_forward_cache", None)
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise LightkitError(
+            raise _bad_metric(
                 f"lk.log({m.name!r}, {type(obj).__name__}): its batch value has shape "
                 f"{tuple(value.shape)}; a metric is one number. Give it a scalar reduction "
                 f"(e.g. average='micro'), or log it with on_step=False, on_epoch=True for its "
                 f"epoch value alone.",
-                code="bad-metric",
             )
         return value.detach()
     return value
@@ -557,3 +553,8 @@ def _float_list(values: list[Any]) -> list[float]:
 def _floating(value: torch.Tensor) -> torch.Tensor:
     """A metric to reduce across ranks: floating dtypes kept (float64 stays exact)."""
     return value if value.is_floating_point() else value.float()
+
+
+def _bad_metric(message: str) -> LightkitError:
+    """A refused ``lk.log`` call, naming the user's line that made it."""
+    return LightkitError(f"{message} (Logged by {user_call_site()}.)", code="bad-metric")

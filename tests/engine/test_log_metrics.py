@@ -320,6 +320,13 @@ def test_bad_metric_values(value, match):
     with pytest.raises(lk.LightkitError, match=match) as info:
         fit_logging(log)
     assert info.value.code == "bad-metric"
+    line = log.__code__.co_firstlineno + 1  # the lk.log line of the user's function
+    assert str(info.value).endswith(
+        f"(Logged by test_bad_metric_values.<locals>.log() at tests/engine/test_log_metrics.py:"
+        f"{line}.)"
+    )
+    if isinstance(value, str):
+        assert "Text is not a metric: write it through a logger's experiment" in str(info.value)
 
 
 def test_bad_reduce():
