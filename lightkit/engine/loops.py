@@ -72,7 +72,7 @@ from lightkit.engine.stepping import (
     skip_optimizer_step,
     step_schedulers,
 )
-from lightkit.errors import describe_function, user_stacklevel
+from lightkit.errors import LightkitWarning, describe_function, user_stacklevel
 from lightkit.utils.seed import isolate_rng
 
 Tensor = torch.Tensor
@@ -480,8 +480,11 @@ def end_train_epoch(engine: Engine, finished: bool, ran: bool = True) -> None:
         # A whole first epoch without an optimizer step: the step returned None every time.
         plan = engine.spec.plan("training_step")
         warnings.warn(
-            f"{describe_function(plan.fn) if plan else 'the training step'} returned None for "
-            f"every batch of the first epoch, so nothing was trained: None skips a batch. "
-            f"Return the loss (`return loss`, or {{'loss': loss, ...}}).",
-            stacklevel=2,
+            LightkitWarning(
+                f"{describe_function(plan.fn) if plan else 'the training step'} returned None "
+                f"for every batch of the first epoch, so nothing was trained: None skips a "
+                f"batch. Return the loss (`return loss`, or {{'loss': loss, ...}}).",
+                code="nothing-trained",
+            ),
+            stacklevel=user_stacklevel(),
         )

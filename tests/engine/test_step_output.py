@@ -77,8 +77,12 @@ def test_a_window_ending_in_none_steps_what_its_other_batches_accumulated(skippe
 def test_none_everywhere_never_steps():
     torch.manual_seed(0)
     untouched = make_net()
-    with pytest.warns(UserWarning, match="returned None for every batch of the first epoch"):
+    with pytest.warns(
+        lk.LightkitWarning, match="returned None for every batch of the first"
+    ) as seen:
         result = fit_with_step(lambda net, batch: None)
+    assert [w.message.code for w in seen] == ["nothing-trained"]
+    assert all("lightkit/engine" not in w.filename for w in seen)  # the user's line
     assert result.global_step == 0
     assert_same_weights(result.models["net"], untouched)
 
