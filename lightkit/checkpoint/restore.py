@@ -55,6 +55,15 @@ def locate(engine: Engine, ckpt_path: str | Path, full: bool) -> tuple[Path, dic
             )
         return found
     path = Path(ckpt_path)
+    if not path.exists():  # a typo of "last"/"best", or a path that is not there
+        from lightkit.errors import did_you_mean
+
+        close = did_you_mean(str(ckpt_path), ["last", "best"]) if isinstance(ckpt_path, str) else ""
+        raise CheckpointError(
+            f"ckpt_path={str(ckpt_path)!r}: no checkpoint file at {path.resolve()}.{close} "
+            f'ckpt_path takes "last", "best" or the path of a .ckpt file.',
+            code="checkpoint-not-found",
+        )
     return path, engine.runtime.strategy.load_checkpoint(path)
 
 

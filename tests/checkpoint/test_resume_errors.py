@@ -75,6 +75,13 @@ def test_missing_path(tmp_path):
     assert resumable.SEEN == []
     with pytest.raises(lk.CheckpointError, match='ckpt_path="best": no readable checkpoint'):
         lk.Trainer(**flags(tmp_path)).validate(SPEC, ckpt_path="best")
+    with pytest.raises(lk.CheckpointError) as info:  # a typo of "best"
+        lk.Trainer(**flags(tmp_path)).validate(SPEC, ckpt_path="bestt")
+    assert info.value.code == "checkpoint-not-found"
+    assert str(info.value) == (
+        f"ckpt_path='bestt': no checkpoint file at {Path('bestt').resolve()}. Did you mean "
+        f'\'best\'? ckpt_path takes "last", "best" or the path of a .ckpt file.'
+    )
     # Found missing before the run folder is made: no version_N is used up.
     assert not (tmp_path / "lightkit_logs").exists()
 
