@@ -299,13 +299,24 @@ def classify(
                 params.append(Param(p.name, "hparam", annotation, REFERENCE))
         else:
             available = [*models, *loop_values] if gets_models else list(loop_values)
+            close = did_you_mean(p.name, available)
+            if p.name == "self":
+                close = (
+                    " lightkit's functions are plain functions, not methods: drop `self` (a "
+                    "LightningModule's hook becomes a decorated function of its own)."
+                )
+            elif gets_models and not models and not close:  # the model is what is missing
+                close = (
+                    f" To receive a model under this name, give an @lk.model function the "
+                    f"name (def {p.name}(...), or @lk.model(name={p.name!r}))."
+                )
             problems.append(
                 Problem(
                     "unknown-parameter",
                     f"{where}: parameter '{p.name}' is not a model "
                     f"({sorted_list(models) if gets_models and models else 'none here'}), a loop value "
                     f"({sorted_list(loop_values)}) or a hyperparameter (give it a default)."
-                    + did_you_mean(p.name, available),
+                    + close,
                 )
             )
     if problems and not partial:

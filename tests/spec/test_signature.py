@@ -257,6 +257,27 @@ def test_unknown_parameter_message():
     )
 
 
+def test_unknown_parameter_without_any_model_says_how_to_make_one():
+    fn = make("net", "batch")
+    _, problems = classify("validation_step", fn, "fn", ())
+    assert [p.code for p in problems] == ["unknown-parameter"]
+    assert problems[0].message.endswith(
+        "parameter 'net' is not a model (none here), a loop value (batch, batch_idx, ctx, "
+        "dataloader_idx, hparams) or a hyperparameter (give it a default). To receive a model "
+        "under this name, give an @lk.model function the name (def net(...), or "
+        "@lk.model(name='net'))."
+    )
+
+
+def test_self_is_named_a_lightning_habit():
+    fn = make("self", "batch", "batch_idx")
+    problem = only_problem("training_step", fn)
+    assert problem.message.endswith(
+        "lightkit's functions are plain functions, not methods: drop `self` (a "
+        "LightningModule's hook becomes a decorated function of its own)."
+    )
+
+
 def test_unknown_parameter_suggests_a_close_name():
     problem = only_problem("training_step", make("nett", "batch"))
     assert problem.message.endswith(" Did you mean 'net'?")
