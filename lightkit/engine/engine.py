@@ -26,7 +26,7 @@ from lightkit.engine.events import Events
 from lightkit.engine.optim import ManualOptimizer, SchedulerConfig, parse_optimizers
 from lightkit.errors import ConfigError, StepError, describe_function, user_call_site
 from lightkit.loggers.base import Logger, make_version_dir
-from lightkit.runtime.runtime import Runtime
+from lightkit.runtime.runtime import Runtime, given, not_batches
 from lightkit.spec.roles import EVENT_ARGS, EVENTS, ROLE_ARGS
 from lightkit.spec.spec import TrainingSpec
 from lightkit.utils.apply import first_tensor
@@ -302,17 +302,16 @@ class Engine:
         for loader in loaders:
             if role == "train_data" and self.limits.overfit:
                 loader = sequential(loader)
-            try:
-                loader = self.runtime.setup_dataloader(loader, shuffle_default=shuffle_default)
-            except ConfigError as exc:
-                if exc.code != "bad-runtime-argument":
-                    raise
+            problem = not_batches(loader)
+            if problem is not None:
                 plan = self.spec.plan(role)
                 raise ConfigError(
                     f"{describe_function(plan.fn) if plan else role} returned something that "
-                    f"is not batches: {exc}",
+                    f"is not batches: {given(loader)}; expected a DataLoader or another "
+                    f"iterable of batches (a list of batches works).{problem}",
                     code="bad-data",
-                ) from None
+                )
+            loader = self.runtime.setup_dataloader(loader, shuffle_default=shuffle_default)
             try:
                 out.append(EpochIterator(loader, limit, flag))
             except ConfigError as exc:  # the flag does not fit this loader: say whose it is

@@ -167,7 +167,7 @@ class Runtime:
             ConfigError: ``bad-runtime-argument`` for what cannot be iterated as batches: a
                 non-iterable (a map-style ``Dataset`` included), a string, a dict, a module.
         """
-        problem = _not_batches(loader)
+        problem = not_batches(loader)
         if problem is not None:
             raise _bad_argument(
                 "setup_dataloader(loader)",
@@ -419,7 +419,7 @@ def _unchanged(batch: Any) -> Any:
     return batch
 
 
-def _given(obj: Any) -> str:
+def given(obj: Any) -> str:
     """``str 'notamodule'``: the type and a short repr of what a method was given (the type
     alone when the repr is long, spans lines or says nothing)."""
     text = repr(obj)
@@ -430,12 +430,12 @@ def _given(obj: Any) -> str:
 
 def _bad_argument(call: str, expected: str, got: Any, hint: str = "") -> ConfigError:
     return ConfigError(
-        f"Runtime.{call} expects {expected}, got {_given(got)}.{hint}",
+        f"Runtime.{call} expects {expected}, got {given(got)}.{hint}",
         code="bad-runtime-argument",
     )
 
 
-def _not_batches(loader: Any) -> str | None:
+def not_batches(loader: Any) -> str | None:
     """Why iterating ``loader`` cannot give batches (a hint for the error), or ``None``."""
     if isinstance(loader, (str, bytes)):
         return " Iterating a string gives characters, not batches."

@@ -255,8 +255,9 @@ def test_a_data_function_returning_a_dataset_is_named():
     assert info.value.code == "bad-data"
     message = str(info.value)
     assert message.startswith("test_a_data_function_returning_a_dataset_is_named.<locals>.data() ")
-    assert " returned something that is not batches: " in message
+    assert " returned something that is not batches: TensorDataset object; expected a " in message
     assert "wrap it in a DataLoader" in message
+    assert "Runtime." not in message  # the user called no Runtime method
 
 
 def net_registry(net, step=None, val: bool = False) -> lk.Registry:
