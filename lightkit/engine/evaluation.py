@@ -86,9 +86,12 @@ def evaluate(
             store.restore(saved_metrics)
             results = {}
         else:
-            # Lightning's steps: inside fit, the row of the batch that triggered the validation;
+            # Lightning's steps: inside fit, the row of the batch that triggered the validation
+            # (the steps taken before it: a batch inside an accumulation window took none);
             # on its own (validate/test after fit or from a checkpoint), the weights' step.
-            step = ctx.global_step if engine.stage != "fit" else max(ctx.global_step - 1, 0)
+            step = ctx.global_step
+            if engine.stage == "fit":
+                step = engine.row_step if engine.row_step is not None else max(step - 1, 0)
             engine.log_rows(results, step)
         return results
     finally:  # an error leaves the modules as it found them too

@@ -139,3 +139,41 @@ def test_metrics_csv_steps_are_the_real_steps_in_a_run(tmp_path):
     header, rows = read(result.log_dir / "metrics.csv")
     assert header.count("step") == 1
     assert [int(r["step"]) for r in rows] == list(range(8))  # 4 batches x 2 epochs
+
+
+@pytest.mark.parametrize(
+    ("accumulate", "manual", "steps"),
+    [(2, False, [0, 0, 1, 1]), (1, False, [0, 1, 2, 3]), (2, True, [0, 1, 2, 3])],
+)
+def test_a_validation_inside_fit_logs_at_the_steps_taken_before_its_batch(
+    accumulate, manual, steps
+):
+    # Lightning's rule: the batch's row is keyed by the optimizer steps taken before it, so a
+    # batch inside an accumulation window (which steps nothing) shares its window's step.
+    # (Manual optimization counts batches.)
+    import torch
+    from torch import nn
+
+    x = torch.randn(32, 3)
+    reg = lk.Registry()
+    reg.model(lambda: nn.Linear(3, 1), name="net")
+    reg.train_data(lambda: [(x[i : i + 8],) for i in range(0, 32, 8)])
+    reg.val_data(lambda: [(x[:8],)])
+    if manual:
+
+        @reg.training_step(manual=True)
+        def step(net, batch, optimizer, ctx):
+            ctx.backward(net(batch[0]).pow(2).mean())
+            optimizer.step()
+            optimizer.zero_grad()
+    else:
+        reg.training_step(lambda net, batch: net(batch[0]).pow(2).mean())
+    reg.configure_optimizers(lambda net: torch.optim.SGD(net.parameters(), lr=0.1))
+    reg.validation_step(lambda net, batch: lk.log("val/m", net(batch[0]).mean()))
+    logger = Mini()
+    lk.Trainer(
+        max_epochs=1, accumulate_grad_batches=1 if manual else accumulate, val_check_interval=1,
+        logger=logger, num_sanity_val_steps=0, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False,
+    ).fit(lk.collect(reg))  # fmt: skip
+    assert [step for step, row in logger.rows if "val/m" in row] == steps
