@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 IMPLS = ("raw", "lightkit", "lightning")
 #: The hand-written loop in a process that first ran a short lightkit fit (see
-#: :func:`raw_after_lightkit_fit`); measured beside figures a, a-log and b.
+#: :func:`raw_after_lightkit_fit`); measured beside figures a, a-log, b and d.
 RAW_AFTER_LIGHTKIT = "raw-after-lightkit"
 FEATURES_OFF: dict[str, Any] = {
     "logger": False,

@@ -168,7 +168,7 @@ def groups_for(figures: Iterable[str]) -> list[str]:
 
 
 #: The groups that also measure the hand-written loop after a short lightkit fit.
-PROCESS_STATE_GROUPS = ("tiny", "tiny-log", "tiny-defaults")
+PROCESS_STATE_GROUPS = ("tiny", "tiny-log", "tiny-defaults", "ddp")
 
 
 def group_impls(group: Group, impls: list[str]) -> list[str]:
