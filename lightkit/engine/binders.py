@@ -109,15 +109,29 @@ def bind_callback_method(
 
 def check_callback_parameters(method: Callable[..., Any], event: str, supplied: set[str]) -> None:
     """Raise a ``ConfigError`` if a callback's ``on_<event>`` method needs a parameter (one
-    without a default) that is not among the names ``supplied``."""
+    without a default) that is not among the names ``supplied``, or takes ``*args`` or
+    ``**kwargs`` (values go by name, so they would receive nothing)."""
     for param in inspect.signature(method).parameters.values():
+        owner = type(getattr(method, "__self__", None)).__name__
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
+            stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
+            raise ConfigError(
+                f"callback {owner}: {describe_function(method)}: {stars}{param.name} would "
+                f"receive nothing: lightkit passes an event's values by name, to the "
+                f"parameters that name them. List the ones you need; the '{event}' event "
+                f"supplies: {', '.join(sorted(supplied))}.",
+                code="variadic-parameter",
+            )
         if param.name not in supplied and param.default is param.empty:
-            owner = type(getattr(method, "__self__", None)).__name__
+            lightning = (
+                " Lightning's (trainer, pl_module) are not passed: ask for ctx and the models "
+                "by name."
+                if param.name in ("trainer", "pl_module")
+                else ""
+            )
             raise ConfigError(
                 f"callback {owner}: {describe_function(method)}: parameter '{param.name}' "
                 f"is not something the '{event}' event supplies. It supplies: "
-                f"{', '.join(sorted(supplied))}.",
+                f"{', '.join(sorted(supplied))}.{lightning}",
                 code="unknown-parameter",
             )

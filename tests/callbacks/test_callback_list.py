@@ -138,3 +138,40 @@ def test_an_event_method_asking_for_what_no_event_supplies_fails_before_any_mode
     assert info.value.code == "unknown-parameter"
     assert "parameter 'nonexistent_thing' is not something the 'fit_start' event" in str(info.value)
     assert built == []  # refused before any compute, as the spec's own problems are
+
+
+@pytest.mark.parametrize("signature", ["*args, **kwargs", "ctx, **kwargs", "*args"])
+def test_a_catch_all_event_method_is_refused_before_any_model(signature):
+    # Values go by name: *args/**kwargs would silently receive nothing (a Lightning habit).
+    built: list[int] = []
+
+    def net() -> torch.nn.Module:
+        built.append(1)
+        return torch.nn.Linear(4, 1)
+
+    namespace: dict[str, Any] = {}
+    exec(f"def on_train_batch_end(self, {signature}):\n    pass\n", namespace)
+    CatchAll = type(
+        "CatchAll", (lk.Callback,), {"on_train_batch_end": namespace["on_train_batch_end"]}
+    )
+    with pytest.raises(lk.ConfigError) as info:
+        trainer(callbacks=[CatchAll()]).fit(spec(net=net))
+    assert info.value.code == "variadic-parameter"
+    assert "would receive nothing: lightkit passes an event's values by name" in str(info.value)
+    assert "the 'train_batch_end' event supplies: batch, batch_idx, ctx, hparams, net," in str(
+        info.value
+    )
+    assert built == []
+
+
+def test_lightnings_trainer_and_pl_module_parameters_get_the_lightkit_way():
+    class Ported(lk.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            pass
+
+    with pytest.raises(lk.ConfigError) as info:
+        trainer(callbacks=[Ported()]).fit(spec())
+    assert info.value.code == "unknown-parameter"
+    assert str(info.value).endswith(
+        "Lightning's (trainer, pl_module) are not passed: ask for ctx and the models by name."
+    )
