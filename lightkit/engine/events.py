@@ -10,7 +10,7 @@ from typing import Any
 
 from lightkit.callbacks.base import Callback
 from lightkit.engine.binders import bind_callback_method, bind_plan, check_callback_parameters
-from lightkit.spec.roles import EVENT_ARGS, EVENT_SUPPLIES, EVENTS
+from lightkit.spec.roles import EVENT_ARGS, EVENT_SUPPLIES, EVENTS, event_hint
 from lightkit.spec.signature import FunctionPlan
 
 EventCaller = Callable[..., Any]
@@ -20,7 +20,6 @@ def check_callback_methods(callbacks: Iterable[Callback], model_names: Iterable[
     """Before any model is built: raise if an event method asks for a parameter its event can
     never supply (the binding, later, checks against what a run has), and warn about a method
     named like an event that is none (``on_train_batch_endd``): nothing would ever call it."""
-    from lightkit.errors import did_you_mean
 
     known = [f"on_{event}" for event in EVENTS]
     for cb in callbacks:
@@ -34,7 +33,7 @@ def check_callback_methods(callbacks: Iterable[Callback], model_names: Iterable[
             if name.startswith("on_") and name not in known and callable(getattr(cb, name, None)):
                 warnings.warn(
                     f"callback {cls.__name__} defines {name}, which is not an event, so it is "
-                    f"never called.{did_you_mean(name, known)} The events are the on_<event> "
+                    f"never called.{event_hint(name[3:], 'on_')} The events are the on_<event> "
                     f"methods of lk.Callback.",
                     stacklevel=6,  # check, _compile, _run_engine, _run, fit: the user's call
                 )

@@ -23,11 +23,10 @@ from typing_extensions import ParamSpec
 from lightkit.errors import (
     SpecError,
     describe_function,
-    did_you_mean,
     sorted_list,
     user_frame,
 )
-from lightkit.spec.roles import EVENTS
+from lightkit.spec.roles import EVENTS, event_hint
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -212,7 +211,7 @@ def check_event(event: object, decorator: str) -> None:
 def unknown_event(event: str) -> str:
     """What is wrong with an unknown event name, and the likely fix."""
     return (
-        f"@on({event!r}): unknown event.{did_you_mean(event, EVENTS)} "
+        f"@on({event!r}): unknown event.{event_hint(event)} "
         f"Available events: {sorted_list(EVENTS)}."
     )
 

@@ -124,6 +124,29 @@ EVENT_SUPPLIES: Final[dict[str, frozenset[str]]] = {
 
 #: The values the loop passes to each event's hooks at the moment it fires, in order; every
 #: other name a hook asks for is fixed for the whole run and bound once.
+#: Lightning hook names (without ``on_``) that are no event here, and the events to use
+#: (two: the first, or the first time the second fires).
+LIGHTNING_EVENTS: Final[dict[str, tuple[str, ...]]] = {
+    "train_start": ("sanity_check_end", "train_epoch_start"),
+    "train_end": ("fit_end",),
+    **{f"{stage}_start": (f"{stage}_epoch_start",) for stage in ("validation", "test", "predict")},
+    **{f"{stage}_end": (f"{stage}_epoch_end",) for stage in ("validation", "test", "predict")},
+}
+
+
+def event_hint(event: str, prefix: str = "") -> str:
+    """`` Lightning's on_train_end is fit_end here.`` for a Lightning hook name, else the
+    closest event (`` Did you mean ...?``), else nothing. ``prefix``: ``"on_"`` for a
+    callback's method names."""
+    from lightkit.errors import did_you_mean
+
+    if event in LIGHTNING_EVENTS:
+        first, *then = (prefix + e for e in LIGHTNING_EVENTS[event])
+        use = f"{first}, or the first {then[0]}" if then else first
+        return f" Lightning's on_{event} is {use} here."
+    return did_you_mean(prefix + event, [prefix + e for e in EVENTS])
+
+
 EVENT_ARGS: Final[dict[str, tuple[str, ...]]] = {
     **{event: () for event in EVENT_SUPPLIES},
     "train_batch_start": ("batch", "batch_idx"),

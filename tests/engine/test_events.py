@@ -45,7 +45,7 @@ def test_a_callback_method_named_like_no_event_warns():
         "called. Did you mean 'on_train_batch_end'? The events are the on_<event> methods of "
         "lk.Callback.",
         "callback Typo defines on_validation_end, which is not an event, so it is never called. "
-        "Did you mean 'on_validation_epoch_end'? The events are the on_<event> methods of "
-        "lk.Callback.",
+        "Lightning's on_validation_end is on_validation_epoch_end here. The events are the "
+        "on_<event> methods of lk.Callback.",
     ]
     assert record[0].filename == __file__  # points at the call that started the run
