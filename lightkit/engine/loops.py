@@ -190,6 +190,8 @@ def fit_loop(engine: Engine) -> None:
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
     if not stop:
         engine.stopped_by = engine.stopped_by or "max_epochs"
+    elif engine.stopped_by == "should_stop" and max_epochs != -1 and epoch >= max_epochs:
+        engine.stopped_by = "max_epochs"  # the last epoch ended too: Lightning names it first
     for cb in plan.checkpointers:
         cb.train_done(engine, position)
     ctx.stage = store.stage = "train_epoch"

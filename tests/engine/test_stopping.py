@@ -94,6 +94,15 @@ def test_should_stop_at_the_last_batch_completes_the_epoch():
     assert (result.epoch, result.global_step, result.stopped_by) == (1, 7, "should_stop")
 
 
+@pytest.mark.parametrize(("at", "stopped_by"), [((1, 6), "max_epochs"), ((1, 5), "should_stop")])
+def test_a_stop_at_the_last_epochs_end_is_max_epochs_as_in_lightning(at, stopped_by):
+    # Lightning asks max_steps, then max_epochs, then should_stop: a stop that comes as the
+    # last epoch ends anyway is reported as max_epochs; one a batch earlier, as should_stop.
+    reg = registry(step=stopping_step(at))
+    result = trainer(max_epochs=2, seed=0).fit(lk.collect(reg))
+    assert (result.epoch, result.stopped_by) == (2 if stopped_by == "max_epochs" else 1, stopped_by)
+
+
 def test_should_stop_from_a_hook():
     reg = registry()
 
