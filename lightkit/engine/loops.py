@@ -248,7 +248,8 @@ def train_epoch(
         store.batch = batch
         if events.train_batch_start:
             for call in events.train_batch_start:
-                call(batch, batch_idx)
+                if call(batch, batch_idx) is not None:
+                    returned_from_batch_start(engine)
         step_of_row = engine.row_step = ctx.global_step
         if manual:
             if unchecked:
@@ -419,6 +420,23 @@ def close_epoch(
     if preemption is not None and preemption.due(engine.batches_seen, force=True):
         preemption.stop((epoch, 0) if finished else (engine.ctx.epoch, batch_idx + 1))
     return epoch
+
+
+def returned_from_batch_start(engine: Engine) -> None:
+    """A ``train_batch_start`` listener returned a value: warn once that it is ignored
+    (Lightning's ``return -1`` ends the epoch; here ``ctx.should_stop`` stops the run)."""
+    if engine.warned_batch_start:
+        return
+    engine.warned_batch_start = True
+    warnings.warn(
+        LightkitWarning(
+            "a train_batch_start hook returned a value, which lightkit ignores: Lightning's "
+            "`return -1` (skip the rest of the epoch) has no equivalent. To stop training, "
+            "set ctx.should_stop = True.",
+            code="batch-start-return",
+        ),
+        stacklevel=user_stacklevel(),
+    )
 
 
 def no_sync(rt: Any, models: list[Any]) -> contextlib.AbstractContextManager[Any]:

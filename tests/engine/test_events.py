@@ -49,3 +49,18 @@ def test_a_callback_method_named_like_no_event_warns():
         "on_<event> methods of lk.Callback.",
     ]
     assert record[0].filename == __file__  # points at the call that started the run
+
+
+def test_a_value_returned_from_train_batch_start_is_ignored_with_one_warning():
+    # Lightning's `return -1` ends the epoch; here it changes nothing, and says so once.
+    reg = registry()
+    reg.on("train_batch_start")(lambda batch_idx: -1 if batch_idx == 2 else None)
+    reg.on("train_batch_end")(lambda: None)
+    with pytest.warns(lk.LightkitWarning) as record:
+        result = trainer(max_epochs=2).fit(lk.collect(reg))
+    mine = [w for w in record if getattr(w.message, "code", "") == "batch-start-return"]
+    assert len(mine) == 1 and mine[0].filename == __file__
+    assert "Lightning's `return -1` (skip the rest of the epoch) has no equivalent" in str(
+        mine[0].message
+    )
+    assert result.global_step == 14  # every batch of both epochs trained
