@@ -18,10 +18,13 @@ if TYPE_CHECKING:
     from lightkit.engine.engine import Engine
 
 
-def search_dirs(engine: Engine) -> list[Path]:
+def search_dirs(engine: Engine, *, other_runs: bool = True) -> list[Path]:
     """The folders ``ckpt_path="last"|"best"`` search: checkpoint callbacks' folders, then
     ``<default_root_dir>/checkpoints`` (a run without a run folder) and the run folders
-    ``<default_root_dir>/lightkit_logs/<name>/version_*/checkpoints``."""
+    ``<default_root_dir>/lightkit_logs/<name>/version_*/checkpoints``. When this program
+    (``<name>``) has none, ``other_runs`` searches the other programs' folders: an
+    evaluation-only module evaluates what a training module wrote. A resume never does (it
+    would continue another program's training)."""
     from lightkit.callbacks.checkpoint import ModelCheckpoint
     from lightkit.engine.engine import run_name
 
@@ -35,7 +38,10 @@ def search_dirs(engine: Engine) -> list[Path]:
     dirs.append(engine.config.root_dir / "checkpoints")
     logs = engine.config.root_dir / "lightkit_logs"
     own = sorted(logs.glob(f"{run_name(engine.spec)}/version_*/checkpoints"))
-    dirs.extend(own if own else sorted(logs.glob("*/version_*/checkpoints")))
+    if own or not other_runs:
+        dirs.extend(own)
+    else:
+        dirs.extend(sorted(logs.glob("*/version_*/checkpoints")))
     unique: list[Path] = []
     for d in dirs:
         if d.is_dir() and d not in unique:
@@ -71,10 +77,13 @@ def _first_loadable(
     return None
 
 
-def find_checkpoint(engine: Engine, which: str) -> tuple[Path, dict[str, Any]] | None:
+def find_checkpoint(
+    engine: Engine, which: str, *, other_runs: bool = True
+) -> tuple[Path, dict[str, Any]] | None:
     """Resolve ``"last"`` (the newest readable checkpoint) or ``"best"`` (the best one a
-    ``ModelCheckpoint`` recorded) and load it; ``None`` when there is none."""
-    dirs = search_dirs(engine)
+    ``ModelCheckpoint`` recorded) and load it; ``None`` when there is none. ``other_runs``:
+    see :func:`search_dirs`."""
+    dirs = search_dirs(engine, other_runs=other_runs)
     files = _candidates(dirs)
     if which == "best":
         previous = getattr(engine, "previous_best", None)

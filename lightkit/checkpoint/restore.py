@@ -36,9 +36,9 @@ def locate(engine: Engine, ckpt_path: str | Path, full: bool) -> tuple[Path, dic
             newer format.
     """
     if isinstance(ckpt_path, str) and ckpt_path in ("last", "best"):
-        found = find_checkpoint(engine, ckpt_path)
+        found = find_checkpoint(engine, ckpt_path, other_runs=not full)
         if found is None:
-            where = ", ".join(str(d) for d in search_dirs(engine)) or str(
+            where = ", ".join(str(d) for d in search_dirs(engine, other_runs=not full)) or str(
                 engine.config.root_dir / "lightkit_logs"
             )
             if full and ckpt_path == "last":

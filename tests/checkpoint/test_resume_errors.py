@@ -93,6 +93,20 @@ def test_last_without_any_checkpoint_starts_from_scratch(tmp_path):
     assert_same_run(reference(), snapshot(trainer, result))
 
 
+def test_last_never_resumes_another_programs_run_but_evaluation_may_use_it(tmp_path):
+    fit_two_epochs(tmp_path)
+    logs = tmp_path / "lightkit_logs"
+    (logs / "resumable").rename(logs / "another_program")  # its run, not this program's
+    with pytest.warns(UserWarning, match="training starts from scratch"):
+        trainer = lk.Trainer(**flags(tmp_path))
+        result = trainer.fit(SPEC, ckpt_path="last")
+    assert_same_run(reference(), snapshot(trainer, result))
+    # An evaluation-only program evaluates what a training program wrote.
+    (logs / "resumable").rename(logs / "this_one_moved_away")
+    validated = lk.Trainer(**flags(tmp_path)).validate(SPEC, ckpt_path="last")
+    assert validated.global_step > 0  # the other program's weights and counters
+
+
 def test_different_model_shapes(tmp_path):
     result = fit_two_epochs(tmp_path)
     resumable.reset()
