@@ -38,12 +38,21 @@ def _seconds(value: Any) -> float | None:
     return seconds(value, "ModelCheckpoint", "train_time_interval")
 
 
+def _absolute(dirpath: str | Path | None) -> Path | None:
+    # As Lightning: a relative folder is the one under the working directory of the moment
+    # the callback is made. Its paths (best_model_path, ...) are then absolute, and a run
+    # resumed from another working directory does not take that folder's files for its own.
+    return None if dirpath is None else Path(dirpath).expanduser().resolve()
+
+
 @attrs.define
 class ModelCheckpoint(Callback):
     """Save the run (models, optimizers, loop position, random states) as training goes.
 
     Args:
-        dirpath: the folder; default ``<run_dir>/checkpoints``.
+        dirpath: the folder; default ``<run_dir>/checkpoints``. A relative folder is made
+            absolute against the working directory when the callback is made (Lightning's
+            rule), so the paths it reports are absolute.
         filename: a template such as ``"{epoch}-{step}-{val/loss:.3f}"``; each ``{name}`` is
             filled from the logged metrics (plus ``epoch`` and ``step``). With
             ``auto_insert_metric_name`` the name is written before the value, a ``/`` in it
@@ -84,7 +93,7 @@ class ModelCheckpoint(Callback):
 
     monitors: ClassVar[bool] = True
 
-    dirpath: str | Path | None = None
+    dirpath: str | Path | None = attrs.field(default=None, converter=_absolute)
     filename: str | None = None
     monitor: str | None = None
     verbose: bool = False

@@ -155,3 +155,30 @@ def test_replacing_in_place_is_atomic_and_a_failed_write_keeps_the_old_file(tmp_
     assert saved_step(tmp_path / "model.ckpt") == 8
     assert cb.best_model_path == str(tmp_path / "model.ckpt")
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_a_relative_dirpath_is_the_working_directorys_and_its_paths_are_absolute(
+    tmp_path, monkeypatch
+):
+    # As Lightning: resolved when the callback is made. A run resumed from another working
+    # directory then keeps to the first folder, and never deletes the second folder's files.
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    (second / "ck").mkdir(parents=True)
+    monkeypatch.chdir(first)
+    cb = lk.ModelCheckpoint(dirpath="ck", monitor="val/loss", save_last=True)
+    assert cb.dirpath == first / "ck"
+    result = trainer(tmp_path, max_epochs=2, callbacks=[cb]).fit(spec())
+    assert Path(cb.best_model_path).is_absolute() and Path(cb.last_model_path).is_absolute()
+    assert all(Path(p).is_absolute() for p in cb.best_k_models)
+    assert result.best_checkpoint == Path(cb.best_model_path)
+    bystander = second / "ck" / Path(cb.best_model_path).name  # same name, another folder
+    bystander.write_text("someone else's file")
+
+    monkeypatch.chdir(second)
+    again = lk.ModelCheckpoint(dirpath="ck", monitor="val/loss", save_top_k=1, save_last=True)
+    trainer(tmp_path, max_epochs=4, callbacks=[again]).fit(
+        spec(), ckpt_path=first / "ck" / "last.ckpt"
+    )
+    assert bystander.read_text() == "someone else's file"
+    assert Path(again.best_model_path).parent == second / "ck"
