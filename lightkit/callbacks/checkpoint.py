@@ -65,7 +65,8 @@ class ModelCheckpoint(Callback):
             a monitor it may only be -1, 0 or 1 (1: the newest).
         save_last: also keep ``last.ckpt``, replaced at every save. The checkpoint callback
             that ``enable_checkpointing`` adds sets it, so by default the newest checkpoint is
-            always ``last.ckpt``.
+            always ``last.ckpt``. Lightning's ``"link"`` is taken too: ``last.ckpt`` is a hard
+            link to the file just written either way (a copy where links cannot be made).
         save_weights_only: store only the models (plus spec and config): smaller, but cannot
             resume training.
         every_n_train_steps: save every n optimizer steps.
@@ -97,7 +98,9 @@ class ModelCheckpoint(Callback):
     filename: str | None = None
     monitor: str | None = None
     verbose: bool = False
-    save_last: bool | None = None
+    save_last: bool | Literal["link"] | None = attrs.field(
+        default=None, validator=one_of(True, False, None, "link")
+    )
     save_top_k: int = attrs.field(default=1, validator=at_least(-1))
     save_weights_only: bool = False
     mode: Literal["min", "max"] = attrs.field(default="min", validator=one_of("min", "max"))

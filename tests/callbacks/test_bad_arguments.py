@@ -90,6 +90,10 @@ CASES: list[tuple[Callable[[], Any], str]] = [
         "'predict'.",
     ),
     (
+        lambda: lk.ModelCheckpoint(save_last="always"),  # type: ignore[arg-type]
+        "ModelCheckpoint(save_last='always'): save_last must be one of True, False, None, 'link'.",
+    ),
+    (
         lambda: lk.CSVLogger(flush_every_n_steps=0),
         "CSVLogger(flush_every_n_steps=0): flush_every_n_steps must be an integer >= 1.",
     ),

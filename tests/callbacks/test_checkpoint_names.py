@@ -182,3 +182,10 @@ def test_a_relative_dirpath_is_the_working_directorys_and_its_paths_are_absolute
     )
     assert bystander.read_text() == "someone else's file"
     assert Path(again.best_model_path).parent == second / "ck"
+
+
+def test_save_last_link_is_lightnings_spelling_of_a_linked_last(tmp_path):
+    cb, _ = fit(tmp_path / "ck", 2, save_last="link")
+    last = tmp_path / "ck" / "last.ckpt"
+    assert cb.last_model_path == str(last)
+    assert saved_step(last) == saved_step(Path(cb.best_model_path))
