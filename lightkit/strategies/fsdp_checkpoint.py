@@ -98,6 +98,11 @@ def load_sharded(path: Path) -> dict[str, Any]:
             f"{path} is not a readable sharded checkpoint: {type(exc).__name__}: {exc}",
             code="checkpoint-corrupt",
         ) from None
+    # A stateless optimizer's (SGD without momentum) empty "state" is not saved by DCP: put it
+    # back, so that any strategy's optimizer.load_state_dict takes the dict.
+    for optimizer_state in state.get("optimizers") or []:
+        if isinstance(optimizer_state, dict) and "param_groups" in optimizer_state:
+            optimizer_state.setdefault("state", {})
     return state
 
 

@@ -128,6 +128,13 @@ def test_a_stateless_optimizer_resumes_from_a_sharded_checkpoint(
     )
     assert resumed.global_step == alone.global_step
     assert_same_weights(resumed.models["net"], alone.models["net"])
+    # The same sharded checkpoint resumes in one process too (the empty state comes back).
+    single = lk.Trainer(**{**reference_flags(tmp_path / "single"), "max_epochs": 3}).fit(
+        sgd.with_hparams(reference=True, batch_size=64, val_batch_size=64),
+        ckpt_path=first.last_checkpoint,
+    )
+    assert single.global_step == alone.global_step
+    assert_same_weights(single.models["net"], alone.models["net"])
 
 
 def test_a_ddp_checkpoint_resumes_under_fsdp(
