@@ -132,9 +132,19 @@ class Engine:
         self.initial_weights: dict[str, dict[str, Any]] | None = None
 
     # -- building ------------------------------------------------------------------------------
-    def constants(self) -> dict[str, Any]:
-        """Everything fixed for the run that a function may ask for by name."""
-        values: dict[str, Any] = {"ctx": self.ctx, "hparams": self.spec.hparams, **self.models}
+    @property
+    def user_models(self) -> dict[str, nn.Module]:
+        """The models as their functions built them: no strategy wrapper, not compiled."""
+        unwrap = self.runtime.unwrap
+        return {name: unwrap(unwrap_compiled(m)) for name, m in self.models.items()}
+
+    def constants(self, *, steps: bool = False) -> dict[str, Any]:
+        """Everything fixed for the run that a function may ask for by name. The steps get
+        the models their forward must go through (DDP's wrapper: it syncs the gradients;
+        compiled); every other function and hook gets them as their functions built them
+        (``net[0]``, ``net.weight`` and methods work under every strategy)."""
+        models = self.models if steps else self.user_models
+        values: dict[str, Any] = {"ctx": self.ctx, "hparams": self.spec.hparams, **models}
         # validate/test/predict build no optimizers; a load_checkpoint hook asking for them
         # gets none.
         values.update(optimizers=[], optimizer=None, schedulers=[], scheduler=None)
@@ -324,7 +334,7 @@ class Engine:
         return out
 
     def bind_steps(self, stage: str) -> None:
-        constants = self.constants()
+        constants = self.constants(steps=True)
         role = {
             "fit": "training_step",
             "validate": "validation_step",
@@ -343,7 +353,12 @@ class Engine:
             )
         hooks = [p for p in self.spec.plans if p.role == "on"]
         self.events = Events(
-            hooks, self.callbacks, constants, self.models, self.spec.hparams, STAGE_EVENTS[stage]
+            hooks,
+            self.callbacks,
+            self.constants(),
+            self.user_models,
+            self.spec.hparams,
+            STAGE_EVENTS[stage],
         )
 
     # -- outputs -------------------------------------------------------------------------------

@@ -300,12 +300,13 @@ def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
         else:
             ready.append(plan)
     constants, hparams = engine.constants(), engine.spec.hparams
-    callers = list(Events(ready, [], constants, engine.models, hparams, ("exception",)).exception)
+    models = engine.user_models
+    callers = list(Events(ready, [], constants, models, hparams, ("exception",)).exception)
     # The callbacks list is made after the data: before that, the user's own callbacks, each
     # bound alone (one asking for a model never built is skipped, as a hook is).
     for cb in engine.callbacks or engine.config.callbacks:
         try:
-            bound = Events([], [cb], constants, engine.models, hparams, ("exception",))
+            bound = Events([], [cb], constants, models, hparams, ("exception",))
         except LightkitError:
             warnings.warn(
                 f"{type(cb).__name__}.on_exception not called: it asks for something the run "

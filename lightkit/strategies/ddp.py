@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -41,6 +42,10 @@ class DDPStrategy(ParallelStrategy):
         gradient_as_bucket_view: gradients are views into the all-reduce buckets (less memory).
         broadcast_buffers: copy rank 0's buffers (batch norm statistics) at each forward.
         bucket_cap_mb: all-reduce bucket size (DDP's default when ``None``).
+        comm_hook: a DDP communication hook, ``hook(state, bucket) -> Future``, registered
+            on each wrapper (``torch.distributed.algorithms.ddp_comm_hooks``: fp16 or bf16
+            compression, PowerSGD, ...); Lightning's ``ddp_comm_hook``.
+        comm_state: the state the hook receives (Lightning's ``ddp_comm_state``).
         backend, timeout, start_method, failure_timeout, seed: see
             :class:`~lightkit.strategies.parallel.ParallelStrategy`.
 
@@ -54,6 +59,8 @@ class DDPStrategy(ParallelStrategy):
     gradient_as_bucket_view: bool = False
     broadcast_buffers: bool = True
     bucket_cap_mb: float | None = None
+    comm_hook: Callable[..., Any] | None = None
+    comm_state: Any = None
     _wrappers: list[nn.Module] = attrs.field(init=False, factory=list, repr=False)
 
     @property
@@ -91,6 +98,8 @@ class DDPStrategy(ParallelStrategy):
             gradient_as_bucket_view=self.gradient_as_bucket_view,
             **kwargs,
         )
+        if self.comm_hook is not None:
+            wrapped.register_comm_hook(self.comm_state, self.comm_hook)
         self._wrappers.append(wrapped)
         return wrapped
 

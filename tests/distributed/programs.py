@@ -140,22 +140,21 @@ def optim(net, lr: float = 0.05, momentum: float = 0.9):
 _ALLREDUCES = [0]
 
 
+def counting_comm_hook(state, bucket):  # type: ignore[no-untyped-def]
+    """DDP's default all-reduce, counted (one call per bucket per sync): for
+    ``DDPStrategy(comm_hook=...)``."""
+    _ALLREDUCES[0] += 1
+    tensor = bucket.buffer() / torch.distributed.get_world_size()
+    work = torch.distributed.all_reduce(tensor, async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
 @lk.on("fit_start")
-def count_allreduces(net, ctx, count_comm: bool = False, marker_dir: str = ""):
-    """Count DDP's gradient all-reduces with a comm hook (one call per bucket per sync)."""
+def count_allreduces(ctx, count_comm: bool = False, marker_dir: str = ""):
+    """Start counting the comm hook's all-reduces."""
     if marker_dir:
         Path(marker_dir, f"pid-{ctx.rank}").write_text(str(os.getpid()))
-    if not count_comm:
-        return
     _ALLREDUCES[0] = 0
-
-    def hook(state, bucket):  # type: ignore[no-untyped-def]
-        _ALLREDUCES[0] += 1
-        tensor = bucket.buffer() / ctx.world_size
-        work = torch.distributed.all_reduce(tensor, async_op=True)
-        return work.get_future().then(lambda fut: fut.value()[0])
-
-    net.register_comm_hook(None, hook)
 
 
 @lk.on("train_epoch_end")

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 import lightkit as lk
-from tests.distributed.programs import N_TRAIN, N_VAL
+from tests.distributed.programs import N_TRAIN, N_VAL, counting_comm_hook
 from tests.distributed.support import ATOL, assert_same_weights
 
 
@@ -44,7 +44,7 @@ def test_accumulation_all_reduces_once_per_window(
     spec: lk.TrainingSpec, flags: dict[str, Any], reference: dict[str, lk.Result]
 ) -> None:
     # 256 samples, 16 per rank per batch -> 8 batches per epoch; 4 per window -> 2 windows.
-    strategy = lk.DDPStrategy(start_method="fork")
+    strategy = lk.DDPStrategy(start_method="fork", comm_hook=counting_comm_hook)
     result = lk.Trainer(
         **flags,
         devices=2,
@@ -106,7 +106,7 @@ def test_without_accumulation_every_batch_all_reduces(
     result = lk.Trainer(
         **flags,
         devices=2,
-        strategy=lk.DDPStrategy(start_method="fork"),
+        strategy=lk.DDPStrategy(start_method="fork", comm_hook=counting_comm_hook),
         check_val_every_n_epoch=None,
     ).fit(spec.with_hparams(batch_size=16, count_comm=True))
     assert result.metrics["allreduces"] == result.global_step == 16
@@ -287,3 +287,55 @@ def test_a_top_k_file_is_saved_only_when_every_rank_finds_it_better(tmp_path: Pa
     assert [p.name for p in result.best_checkpoint.parent.glob("epoch=*.ckpt")] == [
         "epoch=2-step=6.ckpt"
     ]
+
+
+def test_functions_besides_the_steps_get_the_module_their_function_built() -> None:
+    """Scaling changes a flag, never the functions: configure_optimizers indexing the model,
+    hooks reading its attributes and calling its methods run under DDP as in one process.
+    The training step gets DDP's wrapper (its forward syncs the gradients)."""
+    reg = lk.Registry()
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+
+    class Net(torch.nn.Sequential):
+        def first(self, inputs: torch.Tensor) -> torch.Tensor:
+            return self[0](inputs)
+
+    @reg.model
+    def net():
+        return Net(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+
+    @reg.train_data
+    def data():
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=2)
+
+    @reg.configure_optimizers
+    def optim(net):
+        return torch.optim.SGD(
+            [{"params": net[0].parameters(), "lr": 0.1}, {"params": net[1].parameters()}],
+            lr=0.01,
+        )
+
+    @reg.training_step
+    def train(net, batch):
+        return torch.nn.functional.mse_loss(net(batch[0]), batch[1])
+
+    @reg.on("fit_end")
+    def check(net, ctx):
+        assert type(net) is Net, type(net)
+        assert net.first(x).shape == (8, 2) and net[1].weight.shape == (1, 2)
+        ctx.log("fit_end/checked", 1.0)
+
+    flags = {
+        "accelerator": "cpu",
+        "max_epochs": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    one = lk.Trainer(**flags, seed=0).fit(lk.collect(reg))
+    two = lk.Trainer(
+        **flags, seed=0, devices=2, strategy=lk.DDPStrategy(start_method="fork", timeout=30)
+    ).fit(lk.collect(reg))
+    assert one.metrics["fit_end/checked"] == two.metrics["fit_end/checked"] == 1.0
+    assert two.global_step == 2  # 8 samples, 2 ranks, batches of 2

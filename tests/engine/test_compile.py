@@ -19,14 +19,21 @@ from tests.engine.engine_helpers import assert_same_weights, registry, trainer
 
 
 def fit(**flags):
+    """The result, and the model's type as the training step sees it (hooks always see the
+    module the model function built)."""
     seen = {}
 
-    def peek(net):
+    def step(net, batch):
         seen["type"] = type(net).__name__
+        return torch.nn.functional.cross_entropy(net(batch[0]), batch[1])
 
-    reg = registry()
+    def peek(net):
+        seen["hook"] = type(net).__name__
+
+    reg = registry(step=step)
     reg.on("fit_start", peek)
     result = trainer(max_epochs=1, seed=0, **flags).fit(lk.collect(reg))
+    assert seen["hook"] == "Sequential"
     return result, seen["type"]
 
 
