@@ -112,8 +112,11 @@ class ProcessGroup:
             return
         if self.world_size > 1 and not self.env.joined:
             raise DistributedError(
-                "this process is not a rank of a job: the launcher starts the ranks "
-                "(trainer.fit does so for devices=N).",
+                f"a group of {self.world_size} processes was asked for, but this process "
+                f"is not a rank of a job, and nothing here starts the ranks. "
+                f"lk.Trainer(devices={self.world_size}).fit(...) (validate, test, predict) "
+                f"starts them itself; a Runtime of your own loop runs under "
+                f"torchrun --nproc-per-node {self.world_size} your_script.py.",
                 code="not-launched",
             )
         # Modules whose default arguments capture `group.WORLD` when imported: import them

@@ -36,3 +36,20 @@ def test_two_ranks_refuse_a_bad_all_reduce_exactly_as_one_process(tmp_path: Path
             assert r[name]["type"] == "ConfigError"
             assert r[name] == _one_process(name)
     assert "op='bogus'; expected one of sum, mean, max, min" in results[0]["bad_op"]["msg"]
+
+
+def test_a_runtime_of_several_processes_outside_a_job_says_how_to_start_one(monkeypatch) -> None:
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    runtime = lk.Runtime(accelerator="cpu", devices=2, strategy="ddp")
+    try:
+        runtime.launch()
+    except lk.DistributedError as exc:
+        assert exc.code == "not-launched"
+        assert "a group of 2 processes was asked for, but this process is not a rank" in str(exc)
+        assert "lk.Trainer(devices=2).fit(...)" in str(exc)
+        assert "torchrun --nproc-per-node 2 your_script.py" in str(exc)
+    else:
+        raise AssertionError("a 2-process Runtime launched in a plain process")
+    finally:
+        runtime.teardown()
