@@ -86,10 +86,10 @@ def _flag_errors() -> Iterator[None]:
 
 
 #: Lightning's strategy names that lightkit does not take, and what to write instead.
-_SPAWNS = "lightkit starts the processes itself, in scripts and notebooks alike"
+_SPAWNS = "it starts the processes itself (start_method='spawn' by default), in scripts and notebooks alike"
 _LIGHTNING_STRATEGIES = {
-    "ddp_spawn": f"Lightning's 'ddp_spawn' is strategy='ddp' here: {_SPAWNS}.",
-    "ddp_notebook": f"Lightning's 'ddp_notebook' is strategy='ddp' here: {_SPAWNS}.",
+    "ddp_spawn": f"Lightning's 'ddp_spawn' is not offered: use strategy='ddp', {_SPAWNS}.",
+    "ddp_notebook": f"Lightning's 'ddp_notebook' is not offered: use strategy='ddp', {_SPAWNS}.",
     "ddp_fork": "Lightning's 'ddp_fork' is strategy=DDPStrategy(start_method='fork') here.",
     "ddp_find_unused_parameters_true": (
         "Lightning's 'ddp_find_unused_parameters_true' is "

@@ -78,8 +78,8 @@ def test_a_refused_range_says_what_the_flag_means_and_links_nowhere():
     [
         ("dpp", "Did you mean 'ddp'?"),
         ("fsdb", "Did you mean 'fsdp'?"),
-        ("ddp_spawn", "Lightning's 'ddp_spawn' is strategy='ddp' here: lightkit starts the processes itself"),
-        ("ddp_notebook", "Lightning's 'ddp_notebook' is strategy='ddp' here"),
+        ("ddp_spawn", "Lightning's 'ddp_spawn' is not offered: use strategy='ddp', it starts the processes itself (start_method='spawn' by default)"),
+        ("ddp_notebook", "Lightning's 'ddp_notebook' is not offered: use strategy='ddp'"),
         ("ddp_fork", "Lightning's 'ddp_fork' is strategy=DDPStrategy(start_method='fork') here."),
         ("dp", "DataParallel ('dp') is not offered: strategy='ddp' runs one process per device."),
         ("ddp_find_unused_parameters_true", "strategy=DDPStrategy(find_unused_parameters=True)"),
