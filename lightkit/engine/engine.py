@@ -90,6 +90,8 @@ class Engine:
         self.ctx._engine = self  # built-in callbacks read loaders, models and loggers through it
         self.store = self.ctx._store
         self.models: dict[str, nn.Module] = {}
+        # What evaluation steps get: no DDP wrapper (no gradients to sync), compiled as asked.
+        self.eval_models: dict[str, nn.Module] = {}
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[SchedulerConfig] = []
         self.manual = False
@@ -138,12 +140,13 @@ class Engine:
         unwrap = self.runtime.unwrap
         return {name: unwrap(unwrap_compiled(m)) for name, m in self.models.items()}
 
-    def constants(self, *, steps: bool = False) -> dict[str, Any]:
-        """Everything fixed for the run that a function may ask for by name. The steps get
-        the models their forward must go through (DDP's wrapper: it syncs the gradients;
-        compiled); every other function and hook gets them as their functions built them
-        (``net[0]``, ``net.weight`` and methods work under every strategy)."""
-        models = self.models if steps else self.user_models
+    def constants(self, *, models: dict[str, nn.Module] | None = None) -> dict[str, Any]:
+        """Everything fixed for the run that a function may ask for by name. ``models``: what
+        a step gets (the training step, DDP's wrapper, whose forward syncs the gradients;
+        an evaluation step, ``eval_models``). Every other function and hook gets the models
+        as their functions built them (``net[0]``, ``net.weight`` and methods work under
+        every strategy)."""
+        models = self.user_models if models is None else models
         values: dict[str, Any] = {"ctx": self.ctx, "hparams": self.spec.hparams, **models}
         # validate/test/predict build no optimizers; a load_checkpoint hook asking for them
         # gets none.
@@ -187,9 +190,17 @@ class Engine:
             built = sync_batchnorm(built)
         for name, module in built.items():
             wrapped = self.runtime.setup(module)
+            plain = self.runtime.unwrap(wrapped)  # DDP's module; FSDP's is the module itself
+            evaluated = plain
             if self.config.compile:
-                wrapped = compile_module(wrapped, self.config.compile)
+                compiled = compile_module(wrapped, self.config.compile)
+                if plain is not wrapped:  # evaluation skips the DDP wrapper: compile the module
+                    evaluated = compile_module(plain, self.config.compile)
+                else:
+                    evaluated = compiled
+                wrapped = compiled
             self.models[name] = wrapped
+            self.eval_models[name] = evaluated
 
     def load_weights(self, states: dict[str, dict[str, Any]]) -> None:
         """Load a state into each built model, through the strategy."""
@@ -334,7 +345,8 @@ class Engine:
         return out
 
     def bind_steps(self, stage: str) -> None:
-        constants = self.constants(steps=True)
+        evaluating = self.constants(models=self.eval_models)
+        constants = self.constants(models=self.models) if stage == "fit" else evaluating
         role = {
             "fit": "training_step",
             "validate": "validation_step",
@@ -349,7 +361,7 @@ class Engine:
             self.eval_call = (
                 None
                 if val is None
-                else bind_plan(val, ROLE_ARGS["validation_step"], constants, self.spec.hparams)
+                else bind_plan(val, ROLE_ARGS["validation_step"], evaluating, self.spec.hparams)
             )
         hooks = [p for p in self.spec.plans if p.role == "on"]
         self.events = Events(

@@ -325,6 +325,14 @@ def test_functions_besides_the_steps_get_the_module_their_function_built() -> No
         assert net.first(x).shape == (8, 2) and net[1].weight.shape == (1, 2)
         ctx.log("fit_end/checked", 1.0)
 
+    @reg.val_data
+    def val_data():
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+
+    @reg.validation_step
+    def val(net, batch):  # evaluation syncs no gradients: it gets the module itself
+        lk.log("val/first", net.first(batch[0]).sum() * 0 + 1.0)
+
     flags = {
         "accelerator": "cpu",
         "max_epochs": 1,
@@ -338,4 +346,9 @@ def test_functions_besides_the_steps_get_the_module_their_function_built() -> No
         **flags, seed=0, devices=2, strategy=lk.DDPStrategy(start_method="fork", timeout=30)
     ).fit(lk.collect(reg))
     assert one.metrics["fit_end/checked"] == two.metrics["fit_end/checked"] == 1.0
+    assert one.metrics["val/first"] == two.metrics["val/first"] == 1.0
     assert two.global_step == 2  # 8 samples, 2 ranks, batches of 2
+    validated = lk.Trainer(
+        **flags, devices=2, strategy=lk.DDPStrategy(start_method="fork", timeout=30)
+    ).validate(lk.collect(reg))
+    assert validated.metrics["val/first"] == 1.0
