@@ -216,30 +216,30 @@ def build_hparams_model(
                 + "; ".join(f"{n} in {', '.join(s)}" for n, s in sources.items()),
             )
         ]
-    bad = _bad_defaults(model, seen) or _without_json_form(model, seen)
+    defaults = _checked_defaults(model, seen)
+    if isinstance(defaults, list):
+        return None, defaults
+    bad = _without_json_form(model, seen)
     if bad:
         return None, bad
-    converted = _with_validated_defaults(model)
+    converted = _with_converted_defaults(model, defaults)
     converted.__hparam_sources__ = sources  # type: ignore[attr-defined]
     return converted, []
 
 
-def _with_validated_defaults(model: type[Hparams]) -> type[Hparams]:
+def _with_converted_defaults(model: type[Hparams], defaults: Hparams) -> type[Hparams]:
     """``model`` with each default its annotation converts (``batch_size: int = "4"``,
-    ``root: Path = "data"``, ``norm: Norm = "layer"``) replaced by the converted value, so a
-    function receives the annotated type whether the value is the default or was given
-    (``with_hparams``, a flag, a spec read from JSON), as the annotation promises."""
+    ``root: Path = "data"``, ``norm: Norm = "layer"``) replaced by the converted value
+    (``defaults``, the defaults validated), so a function receives the annotated type whether
+    the value is the default or was given (``with_hparams``, a flag, a spec read from JSON),
+    as the annotation promises."""
     fields = model.model_fields
-    raw = {
-        name: field.default
-        for name, field in fields.items()
-        if field.default_factory is None and not field.is_required()
-    }
-    validated = model.model_validate(raw)
     changed = {
         name: value
-        for name in raw
-        if type(value := getattr(validated, name)) is not type(raw[name])
+        for name, field in fields.items()
+        if field.default_factory is None
+        and not field.is_required()
+        and type(value := getattr(defaults, name)) is not type(field.default)
     }
     if not changed:
         return model
@@ -286,18 +286,17 @@ def _without_json_form(
     return problems
 
 
-def _bad_defaults(
+def _checked_defaults(
     model: type[Hparams], seen: dict[str, tuple[Any, Any, FunctionPlan]]
-) -> list[Problem]:
-    """A problem per default that its own type refuses (``hidden: int = 8.5``)."""
-    # pydantic does not validate defaults: check them here (`_with_validated_defaults` then
-    # stores what they convert to).
+) -> Hparams | list[Problem]:
+    """The defaults validated (pydantic does not validate defaults itself), or a problem per
+    default that its own type refuses (``hidden: int = 8.5``)."""
     defaults = {
         name: field.get_default(call_default_factory=True, validated_data={})
         for name, field in model.model_fields.items()
     }
     try:
-        model.model_validate(defaults)
+        return model.model_validate(defaults)
     except pydantic.ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
@@ -313,8 +312,7 @@ def _bad_defaults(
                     f"({error['msg']}). Change the default or the annotation.",
                 )
             )
-        return problems
-    return []
+        return problems or [Problem("bad-hparam-default", str(exc))]
 
 
 def type_name(annotation: Any) -> str:
