@@ -143,10 +143,20 @@ def monitored(engine: Engine, cfg: SchedulerConfig) -> float | None:
                 stacklevel=2,
             )
             return None
+        plan = engine.spec.plan("configure_optimizers")
+        where = f"{describe_function(plan.fn)}: " if plan else ""
+        skipped = ""
+        check_n = engine.config.check_val_every_n_epoch
+        if cfg.interval == "epoch" and check_n not in (None, 1) and cfg.frequency % check_n:
+            skipped = (
+                f" Validation runs every {check_n} epochs (check_val_every_n_epoch), so a "
+                f"metric it logs is missing in the others: give the scheduler "
+                f'"frequency": {check_n}.'
+            )
         raise ConfigError(
-            f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was never logged. Logged metrics: "
-            f"{sorted_list(metrics)}. Log it with lk.log({cfg.monitor!r}, value), or change "
-            f"'monitor'.",
+            f"{where}the lr_scheduler's ReduceLROnPlateau monitors {cfg.monitor!r}, which was "
+            f"never logged. Logged metrics: {sorted_list(metrics)}. Log it with "
+            f"lk.log({cfg.monitor!r}, value), or change its 'monitor'.{skipped}",
             code="monitor-not-logged",
         )
     return metrics[cfg.monitor]

@@ -213,9 +213,25 @@ def test_a_monitor_that_was_never_logged_names_the_logged_metrics():
         trainer(max_epochs=2, num_sanity_val_steps=0).fit(lk.collect(reg))
     assert info.value.code == "monitor-not-logged"
     message = str(info.value)
-    assert "ReduceLROnPlateau monitors 'val/acc', which was never logged" in message
+    assert "optim(net) at tests/engine/test_optimizers.py:" in message
+    assert "the lr_scheduler's ReduceLROnPlateau monitors 'val/acc', which was never logged" in (
+        message
+    )
     assert "Logged metrics: train/loss, val/loss." in message
     assert "lk.log('val/acc', value)" in message
+
+
+def test_a_monitor_missing_because_validation_skipped_the_epoch_suggests_frequency():
+    reg = plateau_registry([], "val/loss")
+    with pytest.raises(lk.ConfigError) as info:
+        trainer(max_epochs=2, num_sanity_val_steps=0, check_val_every_n_epoch=2).fit(
+            lk.collect(reg)
+        )
+    assert info.value.code == "monitor-not-logged"
+    assert str(info.value).endswith(
+        "Validation runs every 2 epochs (check_val_every_n_epoch), so a metric it logs is "
+        'missing in the others: give the scheduler "frequency": 2.'
+    )
 
 
 def test_plateau_without_monitor():
