@@ -94,6 +94,18 @@ for _field in attrs.fields(Logger):
 del _field
 
 
+def reset_run_state(logger: Any) -> None:
+    """Set an attrs logger's ``init=False`` fields (what it remembers of a run: buffered rows,
+    columns, the last values) back to their defaults: a logger used again starts clean."""
+    for field in attrs.fields(type(logger)):
+        if field.init:
+            continue
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory(logger) if default.takes_self else default.factory()
+        object.__setattr__(logger, field.name, default)
+
+
 def make_version_dir(parent: Path, version: int | str | None = None) -> Path:
     """Create ``parent/version_N`` with the next free N, race-free across processes."""
     parent.mkdir(parents=True, exist_ok=True)

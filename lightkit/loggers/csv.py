@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from lightkit.loggers.base import Logger
+from lightkit.loggers.base import Logger, reset_run_state
 from lightkit.utils.config_file import plain_value
 
 
@@ -49,6 +49,11 @@ class CSVLogger(Logger):
     _last: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
     _last_offset: int | None = attrs.field(default=None, init=False, repr=False)
     _warned_step: bool = attrs.field(default=False, init=False, repr=False)
+
+    def setup(self, run_dir: Path) -> None:
+        # A logger used for a second run (fit, then validate; two fits) starts that run clean.
+        reset_run_state(self)
+        super().setup(run_dir)
 
     @property
     def metrics_file(self) -> Path:

@@ -25,11 +25,12 @@ import re
 import time
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 
-from lightkit.loggers.base import Logger, flatten_params
+from lightkit.loggers.base import Logger, flatten_params, reset_run_state
 
 #: Numbers the event files this process opens.
 _WRITERS = itertools.count()
@@ -78,6 +79,15 @@ class TensorBoardLogger(Logger):
     _tags: dict[str, str] = attrs.field(factory=dict, init=False, repr=False)
     _graph_done: bool = attrs.field(default=False, init=False, repr=False)
     _session_started: bool = attrs.field(default=False, init=False, repr=False)
+
+    def setup(self, run_dir: Path) -> None:
+        # A logger used for a second run (fit, then validate; two fits) starts that run clean,
+        # its writers on the last run's folder (`experiment` used after a fit) closed.
+        for writer in (self._events, self._experiment):
+            if writer is not None:
+                writer.close()
+        reset_run_state(self)
+        super().setup(run_dir)
 
     @property
     def events(self) -> Any:

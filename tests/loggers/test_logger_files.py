@@ -199,6 +199,25 @@ def test_own_save_dir_gets_its_own_versions(tmp_path):
     assert fixed.log_dir == tmp_path / "mine" / "exp" / "best" and scalars(fixed.log_dir)
 
 
+def test_one_logger_used_for_several_runs_writes_each_in_full(tmp_path):
+    # The same seeded run twice, then a validation: each version holds its own run, with no
+    # row, column or event of the one before (a CSVLogger used to crash on the second fit; a
+    # TensorBoardLogger wrote it empty, taking its points for repeats of the first run's).
+    csv_logger = lk.CSVLogger(save_dir=tmp_path / "csv", name="exp")
+    tb_logger = lk.TensorBoardLogger(save_dir=tmp_path / "tb", name="exp")
+    first = trainer(tmp_path / "root", seed=0, logger=[csv_logger, tb_logger])
+    first.fit(spec())
+    trainer(tmp_path / "root", seed=0, logger=[csv_logger, tb_logger]).fit(spec())
+    first.validate(spec())
+    runs = [tmp_path / "csv" / "exp" / f"version_{n}" for n in range(3)]
+    fits = [read_csv(run / "metrics.csv") for run in runs[:2]]
+    assert fits[0] == fits[1] and fits[0]
+    assert "train/loss" not in read_csv(runs[2] / "metrics.csv")[0]  # validation's own columns
+    events = [scalars(tmp_path / "tb" / "exp" / f"version_{n}") for n in range(2)]
+    assert events[0] == events[1] and events[0]
+    assert "session_start_info" in hparams_data(tmp_path / "tb" / "exp" / "version_1")
+
+
 def test_an_empty_name_puts_the_versions_in_save_dir_itself(tmp_path):
     # Lightning's CSVLogger(save_dir, name="") writes save_dir/version_0; no name means
     # lightkit's "default" folder.
