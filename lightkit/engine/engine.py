@@ -114,9 +114,6 @@ class Engine:
         self.batches_seen = 0
         self.epochs_done = 0
         self.stopped_by: str | None = None
-        #: The global step the current training batch began at, which its row is written
-        #: under (set by the fit loop); ``None`` before the first training batch.
-        self.row_step: int | None = None
         self.last_checkpoint: Path | None = None
         #: Handles of the optimizer step pre-hooks a manual fit registered (removed at its end).
         self.step_hooks: list[Any] = []
@@ -420,11 +417,12 @@ class Engine:
             self.last_row = (step, epoch)
 
     def flush_unwritten(self) -> None:
-        """Write the step values not written yet, as an error ends the run: under the step the
-        current training batch began at, like its row had it been written (its optimizer step
-        may have advanced ``global_step`` already), else under ``global_step``."""
-        step = self.ctx.global_step if self.row_step is None else self.row_step
-        self.log_rows(self.store.take_unwritten(), step)
+        """Write the step values not written yet, as an error ends the run: under the step
+        their batch began at, like their row had it been written (an optimizer step may have
+        advanced ``global_step`` since), else under ``global_step``."""
+        store = self.store
+        step = store.unwritten_step if store.unwritten_step is not None else store.row_step
+        self.log_rows(store.take_unwritten(), self.ctx.global_step if step is None else step)
 
     def rebuilt_models(self, states: dict[str, dict[str, Any]]) -> dict[str, nn.Module]:
         """Plain modules on the CPU: each ``@model`` function called again (no strategy, no

@@ -91,7 +91,8 @@ def evaluate(
             # on its own (validate/test after fit or from a checkpoint), the weights' step.
             step = ctx.global_step
             if engine.stage == "fit":
-                step = engine.row_step if engine.row_step is not None else max(step - 1, 0)
+                row = store.row_step
+                step = row if row is not None else max(step - 1, 0)
             engine.log_rows(results, step)
         return results
     finally:  # an error leaves the modules as it found them too

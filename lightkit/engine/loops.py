@@ -250,7 +250,7 @@ def train_epoch(
             for call in events.train_batch_start:
                 if call(batch, batch_idx) is not None:
                     returned_from_batch_start(engine)
-        step_of_row = engine.row_step = ctx.global_step
+        step_of_row = store.row_step = ctx.global_step
         if manual:
             if unchecked:
                 output = checked_manual_step(engine, step, batch, batch_idx)

@@ -109,6 +109,11 @@ class MetricStore:
         self.latest: dict[str, Any] = {}
         #: Step values logged since the last write to the loggers.
         self.unwritten: dict[str, Any] = {}
+        #: The global step the current training batch began at, which its row is written
+        #: under (set by the fit loop); ``None`` before the first training batch.
+        self.row_step: int | None = None
+        #: ``row_step`` when the newest unwritten value was logged (``None``: nothing unwritten).
+        self.unwritten_step: int | None = None
         self.batch: Any = None  # the current batch, to read its size from when needed
         self._unsized = False  # warned that a batch had no tensor to read its size from
         self._all_reduce = all_reduce
@@ -220,6 +225,7 @@ class MetricStore:
             m.value = value
             if m.logger:
                 self.unwritten[m.step_key] = value
+                self.unwritten_step = self.row_step
             if m.on_epoch:
                 self.latest[m.step_key] = value
         if m.on_epoch and m.source is None:  # a metric object's epoch value is its own
@@ -340,6 +346,7 @@ class MetricStore:
             return {}
         out = _floats(self.unwritten)
         self.unwritten = {}
+        self.unwritten_step = None
         return out
 
     def end_epoch(self, stages: tuple[str, ...]) -> dict[str, float]:

@@ -123,6 +123,27 @@ def test_a_crash_leaves_every_earlier_step_on_disk(tmp_path):
     assert end.status == Status.Value("STATUS_FAILURE")
 
 
+@pytest.mark.parametrize("logs_first", [False, True])
+def test_values_not_yet_written_at_a_crash_keep_the_step_they_were_logged_at(tmp_path, logs_first):
+    # log_every_n_steps=50: nothing is due before the crash at step 5, so the values logged
+    # last wait in the buffer; the error writes them under their own step (4 when the
+    # failing step raised before logging, 5 when it logged first).
+    def step(net, batch, ctx):
+        if ctx.global_step == 5 and not logs_first:
+            raise RuntimeError("boom")
+        loss = mse_step(net, batch)
+        if ctx.global_step == 5:
+            raise RuntimeError("boom")
+        return loss
+
+    t = trainer(tmp_path, logger=lk.CSVLogger(), max_epochs=3, log_every_n_steps=50)
+    with pytest.raises(RuntimeError, match="^boom$"):
+        t.fit(spec(step=step, val=None))
+    (run,) = (tmp_path / "lightkit_logs").glob("*/version_0")
+    rows = read_csv(run / "metrics.csv")
+    assert [int(r["step"]) for r in rows if r["train/loss"]][-1] == (5 if logs_first else 4)
+
+
 def test_buffered_rows_are_flushed_every_n_steps(tmp_path):
     seen: list[int] = []
 
