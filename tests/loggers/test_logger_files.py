@@ -137,7 +137,7 @@ def test_values_not_yet_written_at_a_crash_keep_the_step_they_were_logged_at(tmp
         return loss
 
     t = trainer(tmp_path, logger=lk.CSVLogger(), max_epochs=3, log_every_n_steps=50)
-    with pytest.raises(RuntimeError, match="^boom$"):
+    with pytest.raises(RuntimeError, match=r"^boom$"):
         t.fit(spec(step=step, val=None))
     (run,) = (tmp_path / "lightkit_logs").glob("*/version_0")
     rows = read_csv(run / "metrics.csv")
