@@ -384,6 +384,14 @@ def parse(command: str, args: list[str]) -> Parsed:
                 f"{late!r} looks like a TARGET: TARGETs come first, right after the command "
                 f"(lightkit {command} {late} [flags])."
             )
+        if config_path is not None:  # a run folder's file from a script: it has no target
+            raise UsageError(
+                f"{config_path} names no target: its run's functions came from a script run "
+                f"as `python script.py`, which is not importable by name. Add "
+                f'target = ["script.py"] at its top (with the script\'s own fit call under '
+                f'`if __name__ == "__main__":`), or give the target here: '
+                f"lightkit {command} script.py --config {config_path}."
+            )
         raise UsageError(
             f"{command} needs a TARGET right after the command: a .py file or an importable "
             f"module (lightkit {command} examples/digits.py [flags]), or a --config file with "

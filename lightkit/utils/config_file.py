@@ -503,5 +503,22 @@ def write_run_config(run_dir: Path, spec: Any, config: Any, stage: str = "fit") 
             "\nThe functions do not all come from importable modules' registries: add\n"
             'target = ["module", ...] naming what to collect.'
         )
+        script = _main_script(spec)
+        if script is not None:  # a script run as `python train.py`: its own file
+            header += (
+                f'\nThey come from the script {script}: target = ["{script}"] reruns it\n'
+                f'once its own fit call is under `if __name__ == "__main__":`.'
+            )
     path.write_text(to_toml(data, header=header))
     return path
+
+
+def _main_script(spec: Any) -> str | None:
+    """The file of ``__main__`` when the spec's functions come from a script run as
+    ``python train.py`` (not an interactive session); else ``None``."""
+    import sys
+
+    if not any(getattr(e.fn, "__module__", None) == "__main__" for e in spec.functions):
+        return None
+    file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return str(Path(file).resolve()) if file and str(file).endswith(".py") else None

@@ -98,3 +98,45 @@ def test_torchrun_runs_the_command_line_on_two_ranks(tmp_path):
     # 24 samples over 2 ranks in batches of 4: 3 steps each; only rank 0 prints and writes.
     assert result.stdout.count("stopped by max_epochs after 1 epoch(s), 3 step(s)") == 1
     assert [p.name for p in (tmp_path / "lightkit_logs" / "cli_tiny").iterdir()] == ["version_0"]
+
+
+SCRIPT = """\
+import torch, lightkit as lk
+from torch import nn
+
+@lk.model
+def net():
+    return nn.Linear(2, 1)
+
+@lk.train_data
+def data():
+    return [(torch.ones(2, 2), torch.ones(2, 1))]
+
+@lk.training_step
+def step(net, batch):
+    return ((net(batch[0]) - batch[1]) ** 2).mean()
+
+@lk.configure_optimizers
+def optim(net, lr: float = 0.1):
+    return torch.optim.SGD(net.parameters(), lr=lr)
+
+if __name__ == "__main__":
+    lk.Trainer(max_epochs=1, seed=0, default_root_dir=ROOT, logger=False,
+               enable_progress_bar=False, enable_model_summary=False).fit(lk.collect())
+"""
+
+
+def test_a_scripts_run_folder_says_which_target_reruns_it(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT.replace("ROOT", repr(str(tmp_path))))
+    assert run(sys.executable, str(script)).returncode == 0
+    config = tmp_path / "lightkit_logs" / "default" / "version_0" / "config.toml"
+    text = config.read_text()
+    assert f'target = ["{script}"] reruns it' in text  # in the file's header comment
+    refused = run(sys.executable, "-m", "lightkit", "fit", "--config", str(config))
+    assert refused.returncode == 2
+    assert "names no target: its run's functions came from a script" in refused.stderr
+    config.write_text(f'target = ["{script}"]\n' + text)  # what the comment says to do
+    rerun = run(sys.executable, "-m", "lightkit", "fit", "--config", str(config), *QUIET)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (tmp_path / "lightkit_logs" / "train" / "version_0").is_dir()
