@@ -18,6 +18,7 @@ directly (the dial, not the wall)::
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -234,6 +235,8 @@ class Runtime:
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """``loss.backward(*args, **kwargs)`` through the strategy and precision plugins."""
+        if not isinstance(loss, torch.Tensor):
+            raise _bad_argument("backward(loss)", "a torch.Tensor", loss, " Pass the loss tensor.")
         if self._unscaled:  # new gradients: what was unscaled is history
             self._unscaled.clear()
         if self._plain_backward:
@@ -242,6 +245,12 @@ class Runtime:
             self.strategy.backward(loss, *args, **kwargs)
 
     def no_backward_sync(self, module: nn.Module) -> contextlib.AbstractContextManager[Any]:
+        """Skip the gradient sync of ``module`` (what :meth:`setup` returned) in the backward
+        passes inside: the accumulation steps before the one that syncs."""
+        if not isinstance(module, nn.Module):
+            raise _bad_argument(
+                "no_backward_sync(module)", "the module setup() returned", module, ""
+            )
         return self.strategy.no_backward_sync(module)
 
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
@@ -283,7 +292,7 @@ class Runtime:
             )
         if (
             isinstance(max_value, bool)
-            or not isinstance(max_value, (int, float))
+            or not isinstance(max_value, numbers.Real)  # numpy's float32 too
             or not (max_value >= 0)
         ):
             raise ConfigError(
@@ -299,6 +308,10 @@ class Runtime:
         """Step ``optimizer`` through the precision plugin (a scaler may skip the step); return
         whether it really stepped. With several optimizers per iteration pass ``update=False``
         to all but the last, so the loss scale updates once."""
+        if not hasattr(optimizer, "param_groups"):
+            raise _bad_argument(
+                "optimizer_step(optimizer)", "a torch.optim.Optimizer", optimizer, ""
+            )
         if self._unscales:
             self._unscaled.discard(id(unwrap_optimizer(optimizer)))
         if self._plain_step:
@@ -350,9 +363,11 @@ class Runtime:
 
     # -- state ------------------------------------------------------------------------------
     def save(self, state: dict[str, Any], path: str | Path) -> None:
-        """Write ``state`` atomically (rank 0; every rank its shard under FSDP).
+        """Write ``state`` atomically (rank 0; every rank its shard under FSDP), then wait for
+        every rank: a ``load`` right after it reads the file just written, on every rank.
 
-        Modules and optimizers in ``state`` are replaced by their state dicts.
+        Modules, optimizers and anything else with ``state_dict``/``load_state_dict`` (a
+        scheduler, ``rt.precision``'s loss scale) are replaced by their state dicts.
 
         Raises:
             ConfigError: ``bad-runtime-argument`` if ``state`` is not a dict or ``path`` not a
@@ -360,6 +375,7 @@ class Runtime:
         """
         _check_state_and_path("save(state, path)", state, path, required=True)
         self.strategy.save_checkpoint(self._to_state(state), path)
+        self.barrier()  # rank 0 wrote it: the others may read it now (Fabric's save waits too)
 
     def load(
         self, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True
@@ -369,8 +385,9 @@ class Runtime:
 
         Args:
             path: a file written by :meth:`save`.
-            state: name -> module or optimizer to load in place (other values are left as
-                they are; the file's value is in the returned dict).
+            state: name -> module, optimizer or other object with ``load_state_dict`` (a
+                scheduler) to load in place (other values are left as they are; the file's
+                value is in the returned dict).
             strict: every key of ``state`` must be in the file, and each module's parameter
                 names must match the file's (``load_state_dict(strict=True)``). With
                 ``strict=False`` keys the file lacks are skipped and modules load what
@@ -401,6 +418,8 @@ class Runtime:
                 self.strategy.load_module_state_dict(obj, loaded.pop(key), strict=strict)
             elif isinstance(obj, torch.optim.Optimizer):
                 self.strategy.load_optimizer_state_dict(None, obj, loaded.pop(key))
+            elif _has_state(obj):
+                obj.load_state_dict(loaded.pop(key))
         return loaded
 
     def _to_state(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -410,9 +429,21 @@ class Runtime:
                 out[key] = self.strategy.module_state_dict(obj)
             elif isinstance(obj, torch.optim.Optimizer):
                 out[key] = self.strategy.optimizer_state_dict(None, obj)
+            elif _has_state(obj):
+                out[key] = obj.state_dict()
             else:
                 out[key] = obj
         return out
+
+
+def _has_state(obj: Any) -> bool:
+    """A scheduler, a loss scaler, a metric: an object (not a class) that saves and loads its
+    state."""
+    return (
+        not isinstance(obj, type)
+        and callable(getattr(obj, "state_dict", None))
+        and callable(getattr(obj, "load_state_dict", None))
+    )
 
 
 def _unchanged(batch: Any) -> Any:

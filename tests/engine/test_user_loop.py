@@ -406,3 +406,42 @@ def test_parse_devices_accepts_every_form_lightning_takes(devices, parsed):
     from lightkit.utils.devices import parse_devices
 
     assert parse_devices(devices) == parsed
+
+
+def test_save_holds_a_schedulers_state_and_waits_for_every_rank(tmp_path, monkeypatch):
+    # As Fabric: a scheduler (anything with state_dict/load_state_dict) is saved as its
+    # state and loaded in place; every rank waits for the file before going on.
+    import numpy as np
+
+    rt = lk.Runtime(accelerator="cpu")
+    waited: list[int] = []
+    monkeypatch.setattr(rt, "barrier", lambda *a, **k: waited.append(1))
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    rt.save({"model": net, "optimizer": opt, "scheduler": sched}, tmp_path / "s.ckpt")
+    assert waited == [1]
+    opt2 = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)
+    rest = rt.load(tmp_path / "s.ckpt", {"optimizer": opt2, "scheduler": sched2})
+    assert set(rest) == {"model"}
+    assert sched2.last_epoch == 3 and opt2.param_groups[0]["lr"] == 0.125
+    assert rt.clip_gradients(opt, np.float32(1.0)) is not None  # numpy numbers are numbers
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda rt: rt.optimizer_step(torch.nn.Linear(1, 1)), "Runtime.optimizer_step(optimizer) expects a torch.optim.Optimizer, got Linear"),
+        (lambda rt: rt.backward(3.0), "Runtime.backward(loss) expects a torch.Tensor, got float 3.0. Pass the loss tensor."),
+        (lambda rt: rt.no_backward_sync(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)), "Runtime.no_backward_sync(module) expects the module setup() returned, got SGD"),
+    ],
+)  # fmt: skip
+def test_runtime_methods_name_what_they_expect(call, message):
+    with pytest.raises(lk.ConfigError) as info:
+        call(lk.Runtime(accelerator="cpu"))
+    assert info.value.code == "bad-runtime-argument"
+    assert str(info.value).startswith(message)
