@@ -359,6 +359,14 @@ class Runtime:
         self.strategy.barrier(name)
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """``obj`` as rank ``src`` has it, on every rank. ``src`` is checked in one process as
+        in many, so a wrong rank fails in a one-process test, not first at scale."""
+        if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < self.world_size:
+            raise ConfigError(
+                f"Runtime.broadcast got src={src!r}; expected a rank, an int from 0 to "
+                f"{self.world_size - 1} (world_size={self.world_size}).",
+                code="bad-runtime-argument",
+            )
         return self.strategy.broadcast(obj, src)
 
     # -- state ------------------------------------------------------------------------------

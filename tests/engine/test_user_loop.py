@@ -445,3 +445,15 @@ def test_runtime_methods_name_what_they_expect(call, message):
         call(lk.Runtime(accelerator="cpu"))
     assert info.value.code == "bad-runtime-argument"
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("src", [3, -1, "0"])
+def test_broadcast_checks_its_source_rank_in_one_process_too(src):
+    rt = lk.Runtime(accelerator="cpu")
+    assert rt.broadcast({"a": 1}, src=0) == {"a": 1}
+    with pytest.raises(lk.ConfigError) as info:
+        rt.broadcast({"a": 1}, src=src)
+    assert info.value.code == "bad-runtime-argument"
+    assert f"Runtime.broadcast got src={src!r}; expected a rank, an int from 0 to 0" in str(
+        info.value
+    )
