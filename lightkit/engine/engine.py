@@ -158,6 +158,12 @@ class Engine:
             values["scheduler"] = self.schedulers[0].scheduler if self.schedulers else None
         return values
 
+    def describe_role(self, role: str, fallback: str | None = None) -> str:
+        """The function playing ``role`` as errors name it (``train() at x.py:12``), else
+        ``fallback`` (the role's name)."""
+        plan = self.spec.plan(role)
+        return describe_function(plan.fn) if plan else (fallback or role)
+
     def call_role(self, role: str, *args: Any) -> Any:
         plan = self.spec.plan(role)
         assert plan is not None
@@ -239,10 +245,9 @@ class Engine:
         earlier when :meth:`estimated_stepping_batches` is read (in ``configure_optimizers``)."""
         if self.train_iter is None:
             if self.building_train_data:  # the data function asked for its own count
-                data = self.spec.plan("train_data")
                 raise ConfigError(
                     f"ctx.estimated_stepping_batches was read by {user_call_site()}, while "
-                    f"{describe_function(data.fn) if data else 'the training data'} builds "
+                    f"{self.describe_role('train_data', 'the training data')} builds "
                     f"the training data it counts. Read it in configure_optimizers or a fit "
                     f"hook, after the data exists.",
                     code="fit-only",
@@ -306,9 +311,8 @@ class Engine:
             loaders = list(value) if several else [value]
         elif isinstance(value, (list, tuple)) and value and all(is_loader(v) for v in value):
             if len(value) > 1:
-                plan = self.spec.plan(role)
                 raise ConfigError(
-                    f"{describe_function(plan.fn) if plan else role} returned "
+                    f"{self.describe_role(role)} returned "
                     f"{len(value)} DataLoaders; training takes one. Concatenate the datasets "
                     f"(torch.utils.data.ConcatDataset) or interleave the loaders in one iterable.",
                     code="several-train-loaders",
@@ -323,9 +327,8 @@ class Engine:
                 loader = sequential(loader)
             problem = not_batches(loader)
             if problem is not None:
-                plan = self.spec.plan(role)
                 raise ConfigError(
-                    f"{describe_function(plan.fn) if plan else role} returned something that "
+                    f"{self.describe_role(role)} returned something that "
                     f"is not batches: {given(loader)}; expected a DataLoader or another "
                     f"iterable of batches (a list of batches works).{problem}",
                     code="bad-data",
@@ -334,10 +337,9 @@ class Engine:
             try:
                 out.append(EpochIterator(loader, limit, flag))
             except ConfigError as exc:  # the flag does not fit this loader: say whose it is
-                plan = self.spec.plan(role)
-                where = describe_function(plan.fn) if plan else role
                 raise ConfigError(
-                    f"{where} returned a loader that {flag} does not fit: {exc}", code=exc.code
+                    f"{self.describe_role(role)} returned a loader that {flag} does not fit: {exc}",
+                    code=exc.code,
                 ) from None
         return out
 

@@ -19,7 +19,7 @@ from lightkit.callbacks.checkpoint import ModelCheckpoint
 from lightkit.engine.engine import Engine
 from lightkit.engine.epoch_iterator import val_every
 from lightkit.engine.stepping import checks_loss, window_stepper
-from lightkit.errors import ConfigError, describe_function
+from lightkit.errors import ConfigError
 
 Tensor = torch.Tensor
 
@@ -74,8 +74,7 @@ def fit_plan(engine: Engine) -> FitPlan:
     except ConfigError as exc:
         if exc.code != "fraction-of-unsized-loader":
             raise
-        data = engine.spec.plan("train_data")
-        where = describe_function(data.fn) if data else "the training data"
+        where = engine.describe_role("train_data", "the training data")
         raise ConfigError(f"{where}: {exc}", code=exc.code) from None
     deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]

@@ -72,7 +72,7 @@ from lightkit.engine.stepping import (
     skip_optimizer_step,
     step_schedulers,
 )
-from lightkit.errors import LightkitWarning, describe_function, user_stacklevel
+from lightkit.errors import LightkitWarning, user_stacklevel
 from lightkit.utils.seed import isolate_rng
 
 Tensor = torch.Tensor
@@ -105,9 +105,8 @@ def fit_loop(engine: Engine) -> None:
     elif num_batches == 0:  # limit_train_batches=0: no epoch runs (Lightning skips fit)
         stop = True
         if limits.train != 0:
-            data = engine.spec.plan("train_data")
             warnings.warn(
-                f"{describe_function(data.fn) if data else 'the training data'} gave a "
+                f"{engine.describe_role('train_data', 'the training data')} gave a "
                 f"loader with no batches, so fit trains nothing. Check the dataset's length "
                 f"(and drop_last with a batch size larger than it).",
                 stacklevel=user_stacklevel(),
@@ -498,10 +497,9 @@ def end_train_epoch(engine: Engine, finished: bool, ran: bool = True) -> None:
         step_schedulers(engine, "epoch", ctx.epoch + 1)
     if finished and ctx.epoch == 0 and ctx.global_step == 0 and not engine.manual:
         # A whole first epoch without an optimizer step: the step returned None every time.
-        plan = engine.spec.plan("training_step")
         warnings.warn(
             LightkitWarning(
-                f"{describe_function(plan.fn) if plan else 'the training step'} returned None "
+                f"{engine.describe_role('training_step', 'the training step')} returned None "
                 f"for every batch of the first epoch, so nothing was trained: None skips a "
                 f"batch. Return the loss (`return loss`, or {{'loss': loss, ...}}).",
                 code="nothing-trained",

@@ -33,9 +33,8 @@ def loss_of(output: Any, engine: Engine) -> Tensor | None:
         problem = f"a dict without a 'loss' key (keys: {sorted_list(map(str, output))})"
     else:
         problem = f"{type(output).__name__} {output!r:.60}"
-    plan = engine.spec.plan("training_step")
     raise StepError(
-        f"{describe_function(plan.fn) if plan else 'training_step'} returned {problem}; expected "
+        f"{engine.describe_role('training_step')} returned {problem}; expected "
         f"a scalar loss tensor, a dict with a 'loss' key, or None to skip the batch. Reduce the "
         f"loss to one number (e.g. `.mean()`).",
         code="bad-step-output",
@@ -46,10 +45,10 @@ def backward_failed(engine: Engine, exc: RuntimeError) -> Exception:
     """What to raise when backward of the step's loss failed: a loss without a graph, or one
     the step backpropagated itself (autograd's "second time"), gets the fix; anything else
     is raised as it is."""
-    plan = engine.spec.plan("training_step")
+    where = engine.describe_role("training_step", "the training step")
     if "does not require grad and does not have a grad_fn" in str(exc):
         return StepError(
-            f"{describe_function(plan.fn) if plan else 'the training step'} returned a loss "
+            f"{where} returned a loss "
             f"with no graph to backpropagate: it was detached (`.detach()`, `.item()`, a new "
             f"tensor), computed under torch.no_grad(), or no parameter it uses requires grad. "
             f"Return the loss tensor the models computed, or None to skip the batch.",
@@ -58,7 +57,7 @@ def backward_failed(engine: Engine, exc: RuntimeError) -> Exception:
     if "backward through the graph a second time" not in str(exc):
         return exc
     return StepError(
-        f"{describe_function(plan.fn) if plan else 'the training step'} returned a loss "
+        f"{where} returned a loss "
         f"whose graph was already backpropagated: the step calls backward (and the "
         f"optimizer) itself. In automatic optimization lightkit does both with the loss the "
         f"step returns: remove them from the step, or optimize manually with "
@@ -105,7 +104,7 @@ def checked_manual_step(engine: Engine, step: Callable[..., Any], *args: Any) ->
         else f"{len(engine.optimizers)} optimizers from configure_optimizers"
     )
     raise StepError(
-        f"{describe_function(plan.fn) if plan else 'the training step'} returned a loss with a "
+        f"{engine.describe_role('training_step', 'the training step')} returned a loss with a "
         f"graph, but no optimizer stepped in the first batch. With {why}, the step optimizes "
         f"manually: lightkit does not backpropagate what it returns. Ask for `optimizers` and "
         f"call ctx.backward(loss) and opt.step() in the step, or return one optimizer from "
@@ -215,8 +214,7 @@ def nonfinite_loss(engine: Engine, loss: Tensor) -> bool:
     """A NaN/inf loss, after its backward and before any optimizer step: raise (the default),
     or warn and return True so the accumulation window's optimizer step is skipped."""
     ctx, value = engine.ctx, loss.item()
-    plan = engine.spec.plan("training_step")
-    where = describe_function(plan.fn) if plan is not None else "the training step"
+    where = engine.describe_role("training_step", "the training step")
     logged = {name: float(v) for name, v in engine.store.unwritten.items()}
     what = (
         f"non-finite loss: the loss is {value} at global step {ctx.global_step} (epoch "
