@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 import lightkit as lk
 from lightkit.errors import (
@@ -156,3 +159,93 @@ def test_a_distributed_error_always_has_its_attributes():
     # Every path that raises one reads the same way, also those without a failing rank.
     err = DistributedError("the group could not form", code="group-failed")
     assert (err.rank, err.exception_type, dict(err.exitcodes)) == (None, None, {})
+
+
+# -- warnings ---------------------------------------------------------------------------------------
+def _warning_calls() -> list[tuple[str, int, ast.Call]]:
+    found = []
+    for path in sorted((ROOT / "lightkit").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("warn", "warn_explicit")
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "warnings"
+            ):
+                found.append((str(path.relative_to(ROOT)), node.lineno, node))
+    return found
+
+
+def test_every_warning_is_a_lightkit_warning_with_a_code():
+    calls = _warning_calls()
+    assert len(calls) > 40  # the scan sees the package
+    plain = []
+    for where, line, call in calls:
+        first = call.args[0] if call.args else None
+        ok = (
+            isinstance(first, ast.Call)
+            and isinstance(first.func, ast.Name)
+            and first.func.id == "LightkitWarning"
+            and any(
+                kw.arg == "code" and isinstance(kw.value, ast.Constant) for kw in first.keywords
+            )
+        )
+        if not ok:
+            plain.append(f"{where}:{line}")
+    assert not plain, f"warnings that are not LightkitWarning(..., code=...): {plain}"
+
+
+def _validation_without_data() -> lk.Registry:
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    reg = lk.Registry()
+
+    def net():
+        return nn.Linear(3, 1)
+
+    def data():
+        return DataLoader(TensorDataset(torch.ones(4, 3), torch.zeros(4, 1)), batch_size=2)
+
+    def step(net, batch):
+        x, y = batch
+        return nn.functional.mse_loss(net(x), y)
+
+    def val(net, batch):
+        lk.log("val/loss", step(net, batch))
+
+    def optim(net):
+        return torch.optim.SGD(net.parameters(), lr=0.1)
+
+    reg.model(net)
+    reg.train_data(data)
+    reg.training_step(step)
+    reg.validation_step(val)
+    reg.configure_optimizers(optim)
+    return reg
+
+
+QUIET = {
+    "max_epochs": 1,
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
+
+
+def test_a_warning_carries_its_code_and_the_category_silences_it():
+    spec = lk.collect(_validation_without_data())
+    with pytest.warns(lk.LightkitWarning, match="fit skips validation") as record:
+        lk.Trainer(**QUIET).fit(spec)
+    codes = [w.message.code for w in record if isinstance(w.message, lk.LightkitWarning)]
+    assert codes == ["validation-skipped"]
+    assert record[0].filename == __file__  # pointed at the user's call
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=lk.LightkitWarning)
+        result = lk.Trainer(**QUIET).fit(spec)
+    assert result.global_step == 2
+    assert [str(w.message) for w in seen] == []

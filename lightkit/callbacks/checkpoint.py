@@ -24,7 +24,7 @@ import attrs
 
 from lightkit.callbacks.base import Callback
 from lightkit.checkpoint.io import atomic_link, clean_stale_temps
-from lightkit.errors import ConfigError, sorted_list
+from lightkit.errors import ConfigError, LightkitWarning, sorted_list
 from lightkit.strategies.base import Strategy
 from lightkit.utils.validators import at_least, one_of, seconds
 
@@ -429,7 +429,12 @@ class ModelCheckpoint(Callback):
                 raise ConfigError(message, code="monitor-not-logged")
             if message not in self._warned:
                 self._warned.add(message)
-                warnings.warn(message + " (no top-k file saved until it is)", stacklevel=3)
+                warnings.warn(
+                    LightkitWarning(
+                        message + " (no top-k file saved until it is)", code="monitor-not-logged"
+                    ),
+                    stacklevel=3,
+                )
             return None
         if math.isnan(current):
             current = math.inf if self.mode == "min" else -math.inf
@@ -518,8 +523,11 @@ class ModelCheckpoint(Callback):
                 if name not in self._warned:
                     self._warned.add(name)
                     warnings.warn(
-                        f"ModelCheckpoint(filename={self.filename!r}): {name!r} was not logged; "
-                        f"0 is written in its place.",
+                        LightkitWarning(
+                            f"ModelCheckpoint(filename={self.filename!r}): {name!r} was not logged; "
+                            f"0 is written in its place.",
+                            code="filename-metric-missing",
+                        ),
                         stacklevel=4,
                     )
                 values[name] = 0
@@ -559,7 +567,12 @@ def _remove(path: Path) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        warnings.warn(f"ModelCheckpoint: could not delete {path}: {exc}", stacklevel=3)
+        warnings.warn(
+            LightkitWarning(
+                f"ModelCheckpoint: could not delete {path}: {exc}", code="checkpoint-not-deleted"
+            ),
+            stacklevel=3,
+        )
 
 
 __all__ = ["ModelCheckpoint"]

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from lightkit.callbacks.base import Callback
-from lightkit.errors import ConfigError, sorted_list
+from lightkit.errors import ConfigError, LightkitWarning, sorted_list
 from lightkit.utils.validators import at_least, one_of
 
 
@@ -137,7 +137,10 @@ class EarlyStopping(Callback):
             if self.verbose:
                 import warnings
 
-                warnings.warn(message + " Skipping this check.", stacklevel=2)
+                warnings.warn(
+                    LightkitWarning(message + " Skipping this check.", code="monitor-not-logged"),
+                    stacklevel=2,
+                )
             return
         should_stop, reason = self.evaluate(metrics[self.monitor])
         runtime = ctx.runtime

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lightkit.callbacks.base import Callback
+from lightkit.errors import LightkitWarning
 from lightkit.utils.validators import at_least
 
 
@@ -170,8 +171,11 @@ def _output_shapes(
         import warnings
 
         warnings.warn(
-            f"ModelSummary: the forward pass on the example input failed ({exc!r}); output "
-            f"shapes are not shown.",
+            LightkitWarning(
+                f"ModelSummary: the forward pass on the example input failed ({exc!r}); output "
+                f"shapes are not shown.",
+                code="summary-forward-failed",
+            ),
             stacklevel=3,
         )
         shapes = {}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightkit.checkpoint.io import clean_stale_temps
 from lightkit.checkpoint.state import CKPT_SUFFIX, LAST_NAME
-from lightkit.errors import CheckpointError, user_stacklevel
+from lightkit.errors import CheckpointError, LightkitWarning, user_stacklevel
 
 if TYPE_CHECKING:
     from lightkit.engine.engine import Engine
@@ -71,7 +71,10 @@ def _first_loadable(
             return f, engine.runtime.strategy.load_checkpoint(f)
         except CheckpointError as exc:
             warnings.warn(
-                f'ckpt_path="{what}": skipping {f}, which cannot be used: {exc}',
+                LightkitWarning(
+                    f'ckpt_path="{what}": skipping {f}, which cannot be used: {exc}',
+                    code="checkpoint-skipped",
+                ),
                 stacklevel=user_stacklevel(),
             )
     return None
@@ -100,7 +103,10 @@ def find_checkpoint(
             if found is not None:
                 return found
         warnings.warn(
-            f'ckpt_path="best": no checkpoint records a best model; using the newest, {newest[0]}.',
+            LightkitWarning(
+                f'ckpt_path="best": no checkpoint records a best model; using the newest, {newest[0]}.',
+                code="no-best-checkpoint",
+            ),
             stacklevel=3,
         )
         return newest

@@ -19,7 +19,13 @@ from torch import nn
 from lightkit.checkpoint.find import find_checkpoint, search_dirs
 from lightkit.checkpoint.resume import ResumeState
 from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION, sharded
-from lightkit.errors import CheckpointError, SpecError, sorted_list, user_stacklevel
+from lightkit.errors import (
+    CheckpointError,
+    LightkitWarning,
+    SpecError,
+    sorted_list,
+    user_stacklevel,
+)
 from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
@@ -43,8 +49,11 @@ def locate(engine: Engine, ckpt_path: str | Path, full: bool) -> tuple[Path, dic
             )
             if full and ckpt_path == "last":
                 warnings.warn(
-                    f'fit(ckpt_path="last"): no checkpoint found (searched {where}); '
-                    f"training starts from scratch.",
+                    LightkitWarning(
+                        f'fit(ckpt_path="last"): no checkpoint found (searched {where}); '
+                        f"training starts from scratch.",
+                        code="checkpoint-not-found",
+                    ),
                     stacklevel=user_stacklevel(),
                 )
                 return None
@@ -98,12 +107,15 @@ def restore(engine: Engine, found: tuple[Path, dict[str, Any]], full: bool) -> N
         differ = _changed_hparams(engine, ckpt)
         if differ and engine.runtime.is_global_zero:
             warnings.warn(
-                f"resuming from {path}, which was written with {differ}. The resumed run "
-                f"continues that run: its models, optimizer and scheduler states are restored, "
-                f"so a changed value that only set their initial state (a learning rate, "
-                f"say) does not take effect. To train with the new values from the start, "
-                f"fit without ckpt_path (or in another default_root_dir, if ckpt_path='last' "
-                f"found it).",
+                LightkitWarning(
+                    f"resuming from {path}, which was written with {differ}. The resumed run "
+                    f"continues that run: its models, optimizer and scheduler states are restored, "
+                    f"so a changed value that only set their initial state (a learning rate, "
+                    f"say) does not take effect. To train with the new values from the start, "
+                    f"fit without ckpt_path (or in another default_root_dir, if ckpt_path='last' "
+                    f"found it).",
+                    code="resume-changed-values",
+                ),
                 stacklevel=user_stacklevel(),
             )
         _restore_full(engine, ckpt, path)
@@ -280,14 +292,20 @@ def _check_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
     train = engine.train_iter
     if train is not None and loop.get("num_batches") != train.num_batches:
         warnings.warn(
-            f"{path}: the run that wrote it had {loop.get('num_batches')} training batches per "
-            f"epoch, this one has {train.num_batches}; resuming cannot reproduce its data order.",
+            LightkitWarning(
+                f"{path}: the run that wrote it had {loop.get('num_batches')} training batches per "
+                f"epoch, this one has {train.num_batches}; resuming cannot reproduce its data order.",
+                code="resume-data-changed",
+            ),
             stacklevel=4,
         )
     if loop.get("accumulate_grad_batches", 1) != engine.config.accumulate_grad_batches and done:
         warnings.warn(
-            f"{path}: accumulate_grad_batches changed from {loop.get('accumulate_grad_batches')} "
-            f"to {engine.config.accumulate_grad_batches} in the middle of an epoch.",
+            LightkitWarning(
+                f"{path}: accumulate_grad_batches changed from {loop.get('accumulate_grad_batches')} "
+                f"to {engine.config.accumulate_grad_batches} in the middle of an epoch.",
+                code="resume-data-changed",
+            ),
             stacklevel=4,
         )
 
@@ -337,9 +355,12 @@ def _restore_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
     missing = sorted(set(states) - {cb.state_key for cb in engine.callbacks})
     if missing and engine.runtime.is_global_zero:
         warnings.warn(
-            f"{path} holds the state of callbacks this run does not have: "
-            f"{', '.join(missing)}. Their state is not restored; pass the same callbacks "
-            f"(callbacks=[...]) to continue them.",
+            LightkitWarning(
+                f"{path} holds the state of callbacks this run does not have: "
+                f"{', '.join(missing)}. Their state is not restored; pass the same callbacks "
+                f"(callbacks=[...]) to continue them.",
+                code="callback-state-not-restored",
+            ),
             stacklevel=user_stacklevel(),
         )
     _restore_metrics(engine, ckpt.get("metrics"))
@@ -379,9 +400,12 @@ def _window_grads(
     if len(ranks) == rt.world_size:
         return ranks[rt.rank]  # type: ignore[no-any-return]
     warnings.warn(
-        f"{path} was saved inside an accumulation window by {len(ranks)} processes and resumes "
-        f"in {rt.world_size}: each starts the window from the mean of their gradients, so "
-        f"the result is close to, not bitwise equal to, the uninterrupted run.",
+        LightkitWarning(
+            f"{path} was saved inside an accumulation window by {len(ranks)} processes and resumes "
+            f"in {rt.world_size}: each starts the window from the mean of their gradients, so "
+            f"the result is close to, not bitwise equal to, the uninterrupted run.",
+            code="resume-world-size-changed",
+        ),
         stacklevel=4,
     )
     mean: dict[str, dict[str, torch.Tensor]] = {}

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightkit.checkpoint.resume import capture_random
-from lightkit.errors import CheckpointError
+from lightkit.errors import CheckpointError, LightkitWarning
 from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
@@ -176,9 +176,12 @@ def _grads(engine: Engine) -> dict[str, Any]:
     if sharded(strategy):
         if out:  # sharded gradients: not stored
             warnings.warn(
-                f"checkpoint saved inside an accumulation window: under strategy "
-                f"{strategy.name!r} the window's gradients are not stored, so a resumed run "
-                f"recomputes the window from its next batch.",
+                LightkitWarning(
+                    f"checkpoint saved inside an accumulation window: under strategy "
+                    f"{strategy.name!r} the window's gradients are not stored, so a resumed run "
+                    f"recomputes the window from its next batch.",
+                    code="accumulation-not-saved",
+                ),
                 stacklevel=4,
             )
         return {}

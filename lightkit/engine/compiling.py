@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightkit.errors import ConfigError
+from lightkit.errors import ConfigError, LightkitWarning
 
 
 def compile_options() -> list[str]:
@@ -78,8 +78,11 @@ def compile_module(module: nn.Module, options: bool | dict[str, Any]) -> nn.Modu
     why = unavailable(kwargs.get("backend"), device)
     if why is not None:
         warnings.warn(
-            f"compile=True: {why}. The models run eagerly (same results, without the compiled "
-            f"speed-up); set compile=False to silence this.",
+            LightkitWarning(
+                f"compile=True: {why}. The models run eagerly (same results, without the compiled "
+                f"speed-up); set compile=False to silence this.",
+                code="compile-unavailable",
+            ),
             stacklevel=3,
         )
         return module

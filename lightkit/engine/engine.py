@@ -24,7 +24,13 @@ from lightkit.engine.context import RunContext
 from lightkit.engine.epoch_iterator import EpochIterator
 from lightkit.engine.events import Events
 from lightkit.engine.optim import ManualOptimizer, SchedulerConfig, parse_optimizers
-from lightkit.errors import ConfigError, StepError, describe_function, user_call_site
+from lightkit.errors import (
+    ConfigError,
+    LightkitWarning,
+    StepError,
+    describe_function,
+    user_call_site,
+)
 from lightkit.loggers.base import Logger, make_version_dir
 from lightkit.runtime.runtime import Runtime, given, not_batches
 from lightkit.spec.roles import EVENT_ARGS, EVENTS, ROLE_ARGS
@@ -471,14 +477,20 @@ def write_run_files(
     try:
         (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
     except (TypeError, ValueError) as exc:  # a hyperparameter that is not JSON
-        warnings.warn(f"spec.json not written: {exc}", stacklevel=2)
+        warnings.warn(
+            LightkitWarning(f"spec.json not written: {exc}", code="run-file-not-written"),
+            stacklevel=2,
+        )
     (run_dir / "config.json").write_text(
         json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
     )
     try:
         write_run_config(run_dir, spec, config, stage)
     except (TypeError, ValueError) as exc:
-        warnings.warn(f"config.toml not written: {exc}", stacklevel=2)
+        warnings.warn(
+            LightkitWarning(f"config.toml not written: {exc}", code="run-file-not-written"),
+            stacklevel=2,
+        )
 
 
 def needs_closure(optimizer: Any) -> bool:
@@ -528,7 +540,11 @@ def sequential(loader: Any) -> Any:
         and not isinstance(loader.sampler, SequentialSampler)
     ):
         warnings.warn(
-            "overfit_batches: the training loader's shuffling is turned off.", stacklevel=3
+            LightkitWarning(
+                "overfit_batches: the training loader's shuffling is turned off.",
+                code="overfit-shuffle-off",
+            ),
+            stacklevel=3,
         )
         return rebuild_with_sampler(loader, SequentialSampler(loader.dataset))  # type: ignore[arg-type]
     return loader

@@ -10,6 +10,7 @@ from typing import Any
 
 from lightkit.callbacks.base import Callback
 from lightkit.engine.binders import bind_callback_method, bind_plan, check_callback_parameters
+from lightkit.errors import LightkitWarning
 from lightkit.spec.roles import EVENT_ARGS, EVENT_SUPPLIES, EVENTS, event_hint
 from lightkit.spec.signature import FunctionPlan
 
@@ -32,9 +33,12 @@ def check_callback_methods(callbacks: Iterable[Callback], model_names: Iterable[
         for name in sorted(_own_names(cls)):
             if name.startswith("on_") and name not in known and callable(getattr(cb, name, None)):
                 warnings.warn(
-                    f"callback {cls.__name__} defines {name}, which is not an event, so it is "
-                    f"never called.{event_hint(name[3:], 'on_')} The events are the on_<event> "
-                    f"methods of lk.Callback.",
+                    LightkitWarning(
+                        f"callback {cls.__name__} defines {name}, which is not an event, so it is "
+                        f"never called.{event_hint(name[3:], 'on_')} The events are the on_<event> "
+                        f"methods of lk.Callback.",
+                        code="not-an-event",
+                    ),
                     stacklevel=6,  # check, _compile, _run_engine, _run, fit: the user's call
                 )
 

@@ -106,9 +106,12 @@ def fit_loop(engine: Engine) -> None:
         stop = True
         if limits.train != 0:
             warnings.warn(
-                f"{engine.describe_role('train_data', 'the training data')} gave a "
-                f"loader with no batches, so fit trains nothing. Check the dataset's length "
-                f"(and drop_last with a batch size larger than it).",
+                LightkitWarning(
+                    f"{engine.describe_role('train_data', 'the training data')} gave a "
+                    f"loader with no batches, so fit trains nothing. Check the dataset's length "
+                    f"(and drop_last with a batch size larger than it).",
+                    code="empty-loader",
+                ),
                 stacklevel=user_stacklevel(),
             )
     # The models keep the modes their functions and hooks gave them: a submodule frozen in
@@ -116,9 +119,12 @@ def fit_loop(engine: Engine) -> None:
     for name, m in engine.models.items():
         if not m.training:
             warnings.warn(
-                f"model {name!r} is in eval mode as training starts, so its dropout and batch "
-                f"norm layers run as in evaluation. To freeze some layers only, leave the model "
-                f"in train mode and call .eval() on those submodules.",
+                LightkitWarning(
+                    f"model {name!r} is in eval mode as training starts, so its dropout and batch "
+                    f"norm layers run as in evaluation. To freeze some layers only, leave the model "
+                    f"in train mode and call .eval() on those submodules.",
+                    code="model-in-eval-mode",
+                ),
                 stacklevel=3,
             )
     agreed_stop = plan.agreed_stop

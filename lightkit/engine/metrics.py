@@ -301,20 +301,26 @@ class MetricStore:
             and self.stage in ("validate", "test")
         ):
             warnings.warn(
-                f"lk.log({name!r}) in {_STAGE_WORDS[self.stage]} is aggregated per epoch on "
-                f"each process alone (sync_dist=False), so the loggers, result.metrics and "
-                f"the callbacks see rank 0's share of the data. Pass sync_dist=True to reduce "
-                f"it across the processes.",
+                LightkitWarning(
+                    f"lk.log({name!r}) in {_STAGE_WORDS[self.stage]} is aggregated per epoch on "
+                    f"each process alone (sync_dist=False), so the loggers, result.metrics and "
+                    f"the callbacks see rank 0's share of the data. Pass sync_dist=True to reduce "
+                    f"it across the processes.",
+                    code="epoch-metric-not-synced",
+                ),
                 stacklevel=4,
             )
         other = next((k for k, table in self._by_stage.items() if name in table), None)
         if other is not None:
             warnings.warn(
-                f"lk.log({name!r}) in {_STAGE_WORDS.get(self.stage, self.stage)}: the same name "
-                f"is logged in {_STAGE_WORDS.get(other, other)}. Each keeps its own values and "
-                f"epoch aggregate, but they share one column of metrics.csv and one key of "
-                f"result.metrics, where the value written last wins. Name them apart (e.g. "
-                f"'train/{name}' and 'val/{name}') to keep both.",
+                LightkitWarning(
+                    f"lk.log({name!r}) in {_STAGE_WORDS.get(self.stage, self.stage)}: the same name "
+                    f"is logged in {_STAGE_WORDS.get(other, other)}. Each keeps its own values and "
+                    f"epoch aggregate, but they share one column of metrics.csv and one key of "
+                    f"result.metrics, where the value written last wins. Name them apart (e.g. "
+                    f"'train/{name}' and 'val/{name}') to keep both.",
+                    code="metric-name-shared",
+                ),
                 stacklevel=4,
             )
         if reduces_itself:  # its compute() runs at the epoch's end, far from the log call

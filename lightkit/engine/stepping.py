@@ -14,7 +14,7 @@ import torch
 
 from lightkit.engine.engine import Engine
 from lightkit.engine.optim import SchedulerConfig
-from lightkit.errors import ConfigError, StepError, describe_function, sorted_list
+from lightkit.errors import ConfigError, LightkitWarning, StepError, describe_function, sorted_list
 
 Tensor = torch.Tensor
 
@@ -137,8 +137,11 @@ def monitored(engine: Engine, cfg: SchedulerConfig) -> float | None:
     if cfg.monitor not in metrics:
         if not cfg.strict:
             warnings.warn(
-                f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was not logged yet "
-                f"(logged: {sorted_list(metrics)}); the scheduler does not step (strict=False).",
+                LightkitWarning(
+                    f"ReduceLROnPlateau monitors {cfg.monitor!r}, which was not logged yet "
+                    f"(logged: {sorted_list(metrics)}); the scheduler does not step (strict=False).",
+                    code="monitor-not-logged",
+                ),
                 stacklevel=2,
             )
             return None
@@ -223,7 +226,11 @@ def nonfinite_loss(engine: Engine, loss: Tensor) -> bool:
     )
     if engine.config.nonfinite_loss == "skip":
         warnings.warn(
-            f"{what} Its optimizer step is skipped (nonfinite_loss='skip').", stacklevel=3
+            LightkitWarning(
+                f"{what} Its optimizer step is skipped (nonfinite_loss='skip').",
+                code="nonfinite-loss",
+            ),
+            stacklevel=3,
         )
         return True
     params = f"those after step {ctx.global_step - 1}" if ctx.global_step else "the initial ones"

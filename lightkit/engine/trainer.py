@@ -19,7 +19,7 @@ from lightkit.engine.evaluation import evaluate, predict_loop
 from lightkit.engine.events import Events, check_callback_methods
 from lightkit.engine.loops import fit_loop
 from lightkit.engine.result import Result
-from lightkit.errors import ConfigError, LightkitError, user_stacklevel
+from lightkit.errors import ConfigError, LightkitError, LightkitWarning, user_stacklevel
 from lightkit.runtime.connector import connect
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.spec import TrainingSpec
@@ -207,8 +207,11 @@ class Trainer:
             elif (has_step or has_data) and limits.val != 0 and not dry_run:
                 have, lack = ("@validation_step", "@val_data")[:: 1 if has_step else -1]
                 warnings.warn(
-                    f"the spec has a {have} but no {lack}: fit skips validation. Add a {lack} "
-                    f"function to validate during training.",
+                    LightkitWarning(
+                        f"the spec has a {have} but no {lack}: fit skips validation. Add a {lack} "
+                        f"function to validate during training.",
+                        code="validation-skipped",
+                    ),
                     stacklevel=5,  # _compile, _run_engine, _run, fit: the user's call
                 )
         else:
@@ -271,14 +274,23 @@ def _fire_exception(engine: Engine, exc: BaseException) -> None:
     try:
         listeners = events.exception if events is not None else _early_exception_hooks(engine)
     except Exception as bind_error:  # never in place of the user's own error
-        warnings.warn(f"exception hooks not called: {bind_error}", stacklevel=2)
+        warnings.warn(
+            LightkitWarning(
+                f"exception hooks not called: {bind_error}", code="exception-hook-failed"
+            ),
+            stacklevel=2,
+        )
         return
     for call in listeners:
         try:
             call(exc)
         except Exception as hook_error:
             warnings.warn(
-                f"an exception hook raised {hook_error!r} while handling {exc!r}", stacklevel=2
+                LightkitWarning(
+                    f"an exception hook raised {hook_error!r} while handling {exc!r}",
+                    code="exception-hook-failed",
+                ),
+                stacklevel=2,
             )
 
 
@@ -293,8 +305,11 @@ def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
         missing = [n for n in plan.names("model") if n not in engine.models]
         if missing:
             warnings.warn(
-                f"exception hook {plan.where} not called: it asks for {', '.join(missing)}, "
-                f"which the run had not built when the error happened.",
+                LightkitWarning(
+                    f"exception hook {plan.where} not called: it asks for {', '.join(missing)}, "
+                    f"which the run had not built when the error happened.",
+                    code="exception-hook-failed",
+                ),
                 stacklevel=user_stacklevel(),
             )
         else:
@@ -309,8 +324,11 @@ def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
             bound = Events([], [cb], constants, models, hparams, ("exception",))
         except LightkitError:
             warnings.warn(
-                f"{type(cb).__name__}.on_exception not called: it asks for something the run "
-                f"had not built when the error happened (a model, the optimizers).",
+                LightkitWarning(
+                    f"{type(cb).__name__}.on_exception not called: it asks for something the run "
+                    f"had not built when the error happened (a model, the optimizers).",
+                    code="exception-hook-failed",
+                ),
                 stacklevel=user_stacklevel(),
             )
             continue

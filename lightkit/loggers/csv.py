@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from lightkit.errors import LightkitWarning
 from lightkit.loggers.base import Logger, reset_run_state
 from lightkit.utils.config_file import plain_value
 
@@ -87,8 +88,11 @@ class CSVLogger(Logger):
         if not self._warned_step:
             self._warned_step = True
             warnings.warn(
-                "CSVLogger: a metric named 'step' is not written to metrics.csv, whose 'step' "
-                "column is the step each row was logged at. Log it under another name.",
+                LightkitWarning(
+                    "CSVLogger: a metric named 'step' is not written to metrics.csv, whose 'step' "
+                    "column is the step each row was logged at. Log it under another name.",
+                    code="reserved-metric-name",
+                ),
                 stacklevel=3,
             )
         return {k: v for k, v in metrics.items() if k != "step"}

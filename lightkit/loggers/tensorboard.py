@@ -30,6 +30,7 @@ from typing import Any
 
 import attrs
 
+from lightkit.errors import LightkitWarning
 from lightkit.loggers.base import Logger, flatten_params, reset_run_state
 
 #: Numbers the event files this process opens.
@@ -161,9 +162,12 @@ class TensorBoardLogger(Logger):
             example = getattr(model, "example_input_array", None)
         if example is None:
             warnings.warn(
-                f"TensorBoardLogger(log_graph=True): {type(model).__name__} has no "
-                f"example_input_array; set `model.example_input_array = <a batch>` to log "
-                f"its graph.",
+                LightkitWarning(
+                    f"TensorBoardLogger(log_graph=True): {type(model).__name__} has no "
+                    f"example_input_array; set `model.example_input_array = <a batch>` to log "
+                    f"its graph.",
+                    code="graph-not-logged",
+                ),
                 stacklevel=2,
             )
             return
@@ -172,8 +176,11 @@ class TensorBoardLogger(Logger):
         if importlib.util.find_spec("tensorboard") is None:
             # tensorboardX traces graphs through torch.utils.tensorboard, which needs it.
             warnings.warn(
-                "TensorBoardLogger(log_graph=True): tracing the graph needs the tensorboard "
-                "package; pip install tensorboard. The graph is not logged.",
+                LightkitWarning(
+                    "TensorBoardLogger(log_graph=True): tracing the graph needs the tensorboard "
+                    "package; pip install tensorboard. The graph is not logged.",
+                    code="graph-not-logged",
+                ),
                 stacklevel=2,
             )
             self._graph_done = True
@@ -188,7 +195,13 @@ class TensorBoardLogger(Logger):
                 self.experiment.add_graph(model, example)
             self._graph_done = True
         except Exception as exc:  # tracing fails on some models: never stop training for it
-            warnings.warn(f"TensorBoardLogger: the graph was not logged ({exc!r}).", stacklevel=2)
+            warnings.warn(
+                LightkitWarning(
+                    f"TensorBoardLogger: the graph was not logged ({exc!r}).",
+                    code="graph-not-logged",
+                ),
+                stacklevel=2,
+            )
         finally:
             model.train(was_training)
 

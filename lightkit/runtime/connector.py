@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lightkit.errors import ConfigError
+from lightkit.errors import ConfigError, LightkitWarning
 from lightkit.precision import precision_from
 from lightkit.runtime.environment import ClusterEnvironment, detect
 from lightkit.strategies import Strategy, strategy_class
@@ -92,10 +92,13 @@ def connect(
         asked = parse_devices(devices)
         if asked not in ("auto", -1) and len(indices) != env.local_world_size and env.rank == 0:
             warnings.warn(
-                f"devices={devices!r} asks for {len(indices)} process(es) per machine, but this "
-                f"{env.kind} job runs {env.local_world_size} per machine ({env.world_size} in "
-                f"all), and the job's size wins. Set the processes in the launcher "
-                f"(torchrun --nproc-per-node), or leave devices='auto'.",
+                LightkitWarning(
+                    f"devices={devices!r} asks for {len(indices)} process(es) per machine, but this "
+                    f"{env.kind} job runs {env.local_world_size} per machine ({env.world_size} in "
+                    f"all), and the job's size wins. Set the processes in the launcher "
+                    f"(torchrun --nproc-per-node), or leave devices='auto'.",
+                    code="devices-ignored",
+                ),
                 stacklevel=3,
             )
         local_index = indices[env.local_rank % len(indices)] if accel == "cuda" else 0

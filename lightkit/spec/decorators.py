@@ -14,6 +14,7 @@ from typing import Any, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
+from lightkit.errors import LightkitWarning
 from lightkit.spec.registry import check_event, registry_for
 
 P = ParamSpec("P")
@@ -48,11 +49,14 @@ def _module_of(fn: Callable[..., Any], role: str) -> str:
     # decorator (`def my_model(fn): return lk.model(fn)`), applied where fn is defined.
     if top_level and caller is not None and caller != module:
         warnings.warn(
-            f"lk.{role}({fn.__qualname__}) called in {caller!r} records {fn.__qualname__} "
-            f"in the registry of {module!r}, the module that defines it, so lk.collect() in "
-            f"{caller!r} does not see it. Collect that module too (lk.collect({module!r}, "
-            f"...)), or register on an explicit registry: reg = lk.Registry(); "
-            f"reg.{role}({fn.__qualname__}); lk.collect(reg).",
+            LightkitWarning(
+                f"lk.{role}({fn.__qualname__}) called in {caller!r} records {fn.__qualname__} "
+                f"in the registry of {module!r}, the module that defines it, so lk.collect() in "
+                f"{caller!r} does not see it. Collect that module too (lk.collect({module!r}, "
+                f"...)), or register on an explicit registry: reg = lk.Registry(); "
+                f"reg.{role}({fn.__qualname__}); lk.collect(reg).",
+                code="registered-elsewhere",
+            ),
             stacklevel=depth,
         )
     return module

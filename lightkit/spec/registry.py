@@ -21,6 +21,7 @@ from typing import Any, TypeVar, overload
 from typing_extensions import ParamSpec
 
 from lightkit.errors import (
+    LightkitWarning,
     SpecError,
     describe_function,
     sorted_list,
@@ -273,10 +274,13 @@ class Registry:
             if entry.event:
                 role = f"@on({entry.event!r}) hook"
             warnings.warn_explicit(
-                f"{describe_function(new)} replaces {describe_function(origin(old.fn))} as "
-                f"{role}: a file that defines one name twice keeps the later, as Python does. "
-                f"Rename one if both are meant.",
-                UserWarning,
+                LightkitWarning(
+                    f"{describe_function(new)} replaces {describe_function(origin(old.fn))} as "
+                    f"{role}: a file that defines one name twice keeps the later, as Python does. "
+                    f"Rename one if both are meant.",
+                    code="function-replaced",
+                ),
+                LightkitWarning,
                 filename=code.co_filename,
                 lineno=code.co_firstlineno,
             )

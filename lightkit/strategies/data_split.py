@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lightkit.errors import LightkitWarning
+
 if TYPE_CHECKING:
     from lightkit.strategies.process_group import ProcessGroup
 
@@ -69,19 +71,25 @@ def distribute(group: ProcessGroup, loader: Any, evaluation: bool = False) -> An
             padded = split.total_size - len(loader.dataset)  # type: ignore[arg-type]
             if evaluation and padded > 0 and group.rank == 0:
                 warnings.warn(
-                    f"{len(loader.dataset)} evaluation samples over {group.world_size} ranks: "  # type: ignore[arg-type]
-                    f"DistributedSampler repeats {padded} of them so that every rank runs "
-                    f"the same batches, and epoch metrics count those twice. Evaluate with "
-                    f"devices=1 for exact figures, or use a dataset whose size is a multiple "
-                    f"of {group.world_size}.",
+                    LightkitWarning(
+                        f"{len(loader.dataset)} evaluation samples over {group.world_size} ranks: "  # type: ignore[arg-type]
+                        f"DistributedSampler repeats {padded} of them so that every rank runs "
+                        f"the same batches, and epoch metrics count those twice. Evaluate with "
+                        f"devices=1 for exact figures, or use a dataset whose size is a multiple "
+                        f"of {group.world_size}.",
+                        code="uneven-eval-split",
+                    ),
                     stacklevel=3,
                 )
             return rebuild_with_sampler(loader, split)
         why = f"uses a {type(batch_sampler or sampler).__name__}, which cannot be split"
     if group.rank == 0:
         warnings.warn(
-            f"the loader {why}; every rank iterates all of it. Give a DataLoader over a "
-            f"map-style dataset to have it split across the {group.world_size} ranks.",
+            LightkitWarning(
+                f"the loader {why}; every rank iterates all of it. Give a DataLoader over a "
+                f"map-style dataset to have it split across the {group.world_size} ranks.",
+                code="loader-not-split",
+            ),
             stacklevel=3,
         )
     return even(group, loader)
@@ -100,8 +108,11 @@ def even(group: ProcessGroup, loader: Any) -> Any:
         return loader
     if group.rank == 0:
         warnings.warn(
-            f"the ranks' loaders have different lengths {lengths}; every rank runs "
-            f"{min(lengths)} batches per epoch so that none waits forever.",
+            LightkitWarning(
+                f"the ranks' loaders have different lengths {lengths}; every rank runs "
+                f"{min(lengths)} batches per epoch so that none waits forever.",
+                code="uneven-loaders",
+            ),
             stacklevel=4,
         )
     return EvenBatches(loader, length=min(lengths))

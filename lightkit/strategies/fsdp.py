@@ -25,7 +25,7 @@ import attrs
 import torch
 from torch import nn
 
-from lightkit.errors import CheckpointError
+from lightkit.errors import CheckpointError, LightkitWarning
 from lightkit.strategies.fsdp_checkpoint import is_sharded
 from lightkit.strategies.parallel import ParallelStrategy
 from lightkit.utils.modules import optimizer_owner
@@ -114,8 +114,11 @@ class FSDPStrategy(ParallelStrategy):
         if self.cpu_offload and self.device.type == "cpu":
             if self.rank == 0:
                 warnings.warn(
-                    "FSDPStrategy(cpu_offload=True) on the CPU: the parameters are in CPU "
-                    "memory already, so nothing is offloaded.",
+                    LightkitWarning(
+                        "FSDPStrategy(cpu_offload=True) on the CPU: the parameters are in CPU "
+                        "memory already, so nothing is offloaded.",
+                        code="nothing-to-offload",
+                    ),
                     stacklevel=4,
                 )
             return False

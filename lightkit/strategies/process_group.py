@@ -20,7 +20,7 @@ import attrs
 import torch
 import torch.distributed as dist
 
-from lightkit.errors import ConfigError, DistributedError
+from lightkit.errors import ConfigError, DistributedError, LightkitWarning
 from lightkit.runtime.environment import ClusterEnvironment
 
 _OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}
@@ -175,7 +175,12 @@ class ProcessGroup:
             try:
                 dist.destroy_process_group()
             except Exception as exc:  # a broken group must not mask the run's own error
-                warnings.warn(f"destroy_process_group() failed: {exc}", stacklevel=2)
+                warnings.warn(
+                    LightkitWarning(
+                        f"destroy_process_group() failed: {exc}", code="distributed-failure"
+                    ),
+                    stacklevel=2,
+                )
         self._owns = False
 
     # -- collectives ------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
+from lightkit.errors import LightkitWarning
+
 _KEEP = (
     "num_workers",
     "collate_fn",
@@ -42,14 +44,20 @@ def rebuild_with_sampler(loader: DataLoader[Any], sampler: Sampler[Any]) -> Data
     batch_sampler = loader.batch_sampler
     if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
         warnings.warn(
-            f"the loader uses a custom batch_sampler ({type(batch_sampler).__name__}); its "
-            f"sampler cannot be replaced, so it is used as is.",
+            LightkitWarning(
+                f"the loader uses a custom batch_sampler ({type(batch_sampler).__name__}); its "
+                f"sampler cannot be replaced, so it is used as is.",
+                code="sampler-not-replaced",
+            ),
             stacklevel=3,
         )
         return loader
     if type(loader) is not DataLoader:
         warnings.warn(
-            f"{type(loader).__name__} is rebuilt as a plain DataLoader to change its sampler.",
+            LightkitWarning(
+                f"{type(loader).__name__} is rebuilt as a plain DataLoader to change its sampler.",
+                code="loader-rebuilt",
+            ),
             stacklevel=3,
         )
     kwargs: dict[str, Any] = {k: getattr(loader, k) for k in _KEEP if hasattr(loader, k)}

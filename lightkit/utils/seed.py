@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from lightkit.errors import LightkitWarning
+
 
 def seed_everything(seed: int, workers: bool = False) -> int:
     """Seed python's ``random``, numpy (if installed) and torch (CPU and every GPU); return
@@ -45,10 +47,13 @@ def seed_everything(seed: int, workers: bool = False) -> int:
         import warnings
 
         warnings.warn(
-            "seed_everything(workers=True): lightkit installs no worker_init_fn. PyTorch "
-            "already seeds each DataLoader worker's random, numpy and torch generators from "
-            "the seeded main generator, the same on every rank; for different augmentations "
-            "per rank, seed in your own worker_init_fn with torch.distributed.get_rank().",
+            LightkitWarning(
+                "seed_everything(workers=True): lightkit installs no worker_init_fn. PyTorch "
+                "already seeds each DataLoader worker's random, numpy and torch generators from "
+                "the seeded main generator, the same on every rank; for different augmentations "
+                "per rank, seed in your own worker_init_fn with torch.distributed.get_rank().",
+                code="seed-workers",
+            ),
             stacklevel=2,
         )
     random.seed(seed)
