@@ -497,8 +497,16 @@ def end_train_epoch(engine: Engine, finished: bool, ran: bool = True) -> None:
     ctx.stage = store.stage = "train_epoch"
     engine.events.fire("train_epoch_end")
     rows.update(store.end_epoch(("train_epoch",)))
-    step = max(ctx.global_step - 1, 0) if ran else ctx.global_step
-    engine.log_rows({**store.take_unwritten(), **rows}, step)
+    if not ran:
+        step = ctx.global_step
+    else:  # the last batch's row; it differs from global_step - 1 when that batch stepped none
+        step = store.row_step if store.row_step is not None else max(ctx.global_step - 1, 0)
+    pending_step = store.unwritten_step
+    pending = store.take_unwritten()
+    if pending and pending_step is not None and pending_step != step:
+        engine.log_rows(pending, pending_step)  # under the step their batch began at
+        pending = {}
+    engine.log_rows({**pending, **rows}, step)
     if finished and engine.schedulers and not engine.manual:
         step_schedulers(engine, "epoch", ctx.epoch + 1)
     if finished and ctx.epoch == 0 and ctx.global_step == 0 and not engine.manual:

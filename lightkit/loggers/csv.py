@@ -67,7 +67,10 @@ class CSVLogger(Logger):
         if "step" in metrics:  # the column is the row's real step: never a metric's value
             metrics = self._without_step(metrics)
         last = self._last
-        if last is not None and last["step"] == step:
+        # One row per step and epoch: a batch that stepped no optimizer (its step returned
+        # None) shares its step with the next epoch's first batch, whose values must not
+        # replace its own.
+        if last is not None and last["step"] == step and last.get("epoch") == metrics.get("epoch"):
             if self._last_offset is not None:  # already on disk: take it back
                 os.truncate(self.metrics_file, self._last_offset)
                 self._last_offset = None

@@ -172,6 +172,63 @@ def test_log_every_n_steps_counts_optimizer_steps_as_lightning_does(tmp_path):
     assert [s for s, _ in csv_scalars(rows)["train/loss"]] == [1, 3]
 
 
+def _batch_logger(stop_at: int | None = None, skip_last: bool = False):
+    def step(net, batch, batch_idx, ctx):
+        lk.log("v", float(batch_idx))
+        lk.log("e", float(batch_idx), on_step=False, on_epoch=True)
+        if batch_idx == stop_at:
+            ctx.should_stop = True
+        if skip_last and batch_idx == 3:
+            return None
+        return mse_step(net, batch)
+
+    return step
+
+
+def test_a_last_batch_that_steps_no_optimizer_keeps_its_row(tmp_path):
+    # 4 batches an epoch; the last returns None, so it begins and ends at the same global
+    # step as the next epoch's first batch. Its values are written under that step, after
+    # the batch before it kept its own, and the next epoch's first batch does not replace
+    # them: one row per step and epoch, in order, and no value lost.
+    result = trainer(tmp_path, logger=True, max_epochs=2, log_every_n_steps=1).fit(
+        spec(step=_batch_logger(skip_last=True))
+    )
+    assert result.global_step == 6
+    rows = read_csv(result.log_dir / "metrics.csv")
+    assert [(r["step"], r["epoch"], r["v"]) for r in rows] == [
+        ("0", "0", "0.0"), ("1", "0", "1.0"), ("2", "0", "2.0"), ("3", "0", "3.0"),
+        ("3", "1", "0.0"), ("4", "1", "1.0"), ("5", "1", "2.0"), ("6", "1", "3.0"),
+    ]  # fmt: skip
+    # The epoch's aggregate and its validation share the last batch's row.
+    assert [(r["step"], r["e"] != "", r["val/loss"] != "") for r in rows if r["e"]] == [
+        ("3", True, True),
+        ("6", True, True),
+    ]
+    tb = scalars(result.log_dir)
+    assert tb["v"] == [
+        (0, 0.0),
+        (1, 1.0),
+        (2, 2.0),
+        (3, 3.0),
+        (3, 0.0),
+        (4, 1.0),
+        (5, 2.0),
+        (6, 3.0),
+    ]
+
+
+def test_a_stop_inside_an_accumulation_window_writes_the_batch_under_its_own_step(tmp_path):
+    # A window of 2: batches 0-1 are optimizer step 0; batch 2 begins step 1 and asks to
+    # stop, so that window never steps. Its value goes under step 1, not over step 0's.
+    result = trainer(
+        tmp_path, logger=True, max_epochs=1, log_every_n_steps=1, accumulate_grad_batches=2
+    ).fit(spec(step=_batch_logger(stop_at=2), val=None, n_train=64))
+    assert result.global_step == 1
+    rows = read_csv(result.log_dir / "metrics.csv")
+    assert [(r["step"], r["v"], r["e"]) for r in rows] == [("0", "1.0", ""), ("1", "2.0", "1.0")]
+    assert scalars(result.log_dir)["v"] == [(0, 1.0), (1, 2.0)]
+
+
 @pytest.mark.parametrize("entry", ["validate", "test", "predict"])
 def test_evaluation_without_loggers_writes_nothing(tmp_path, entry):
     # Checkpointing stays on (the default), but evaluation writes no checkpoints either.
