@@ -70,7 +70,7 @@ import attrs
 from lightkit.errors import ConfigError, DistributedError
 from lightkit.runtime.environment import free_port, local_rank_env
 from lightkit.runtime.pickling import dumps
-from lightkit.runtime.rank import FD_VAR, PARENT_VAR, forked_main
+from lightkit.runtime.rank import FD_VAR, PARENT_VAR, forked_main, user_loggers
 from lightkit.utils.validators import one_of
 
 if TYPE_CHECKING:
@@ -133,6 +133,10 @@ class Launcher:
         for callback, state in zip(trainer.config.callbacks, states, strict=False):
             if state is not None:  # the caller's objects end as rank 0's did
                 callback.load_state_dict(state)
+        dirs = result.extras.pop("logger_dirs", None) or []
+        for logger, log_dir in zip(user_loggers(trainer), dirs, strict=False):
+            if log_dir is not None and hasattr(logger, "log_dir"):
+                logger.log_dir = log_dir
         return result
 
 

@@ -88,7 +88,18 @@ def _dumps_result(result: Result, trainer: Trainer) -> bytes:
     # The user's callback objects stay in the calling process: send what each would save in a
     # checkpoint (ModelCheckpoint's best_model_path, EarlyStopping's stopped_epoch, ...).
     result.extras["callback_states"] = [_state_of(cb) for cb in trainer.config.callbacks]
+    # And the folder each of the user's loggers chose (a new version_N), so that
+    # `logger.log_dir` after fit names it as in one process.
+    result.extras["logger_dirs"] = [getattr(lg, "log_dir", None) for lg in user_loggers(trainer)]
     return dumps(result)
+
+
+def user_loggers(trainer: Trainer) -> list[Any]:
+    """The logger objects the caller passed (none for ``logger=True``, which makes its own)."""
+    from lightkit.loggers import check_loggers
+
+    value = trainer.config.logger
+    return [] if value is True else check_loggers(value)
 
 
 def _state_of(callback: Any) -> Any:

@@ -200,6 +200,25 @@ def test_the_callers_callback_objects_end_as_rank_zeros(
     assert checkpoint.kth_best_model_path in checkpoint.best_k_models
 
 
+def test_the_callers_loggers_learn_the_folder_they_wrote(
+    spec: lk.TrainingSpec, flags: dict[str, Any], tmp_path: Path
+) -> None:
+    # As in one process, `logger.log_dir` after fit names the version folder rank 0 chose,
+    # also for a logger with a save_dir of its own (not the run folder); `experiment` opens
+    # a writer there.
+    own = lk.CSVLogger(save_dir=tmp_path / "exp", name="base")
+    run = lk.TensorBoardLogger()
+    result = lk.Trainer(
+        **{**flags, "logger": [own, run]}, devices=2, strategy=lk.DDPStrategy(start_method="fork")
+    ).fit(spec)
+    assert own.log_dir == tmp_path / "exp" / "base" / "version_0"
+    assert (own.log_dir / "metrics.csv").is_file()
+    assert run.log_dir == result.log_dir
+    run.experiment.add_scalar("after", 1.0, 0)
+    run.experiment.close()
+    assert len(list(result.log_dir.glob("events.out.tfevents.*"))) == 2
+
+
 def linear_program(n: int, validate: bool = False) -> lk.Registry:
     """A registry with a Linear(3, 1) model, ``n`` random samples in batches of 2 (and of 4 to
     validate on) and SGD; the test adds its steps."""
