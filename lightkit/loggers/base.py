@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from lightkit.utils.validators import at_least
+from lightkit.utils.validators import at_least, kind_of
 
 
 # Not slotted: a subclass may be a plain class with its own ``__init__`` that never calls
@@ -50,9 +50,16 @@ class Logger:
                 print(step, metrics)
     """
 
-    save_dir: str | Path | None = None
-    name: str | None = None
-    version: int | str | None = None
+    save_dir: str | Path | None = attrs.field(
+        default=None, validator=kind_of((str, os.PathLike, type(None)), "a folder path or None")
+    )
+    name: str | None = attrs.field(
+        default=None, validator=kind_of((str, type(None)), "a folder name or None")
+    )
+    version: int | str | None = attrs.field(
+        default=None,
+        validator=kind_of((int, str, type(None)), "an int (version_<int>), a folder name or None"),
+    )
     flush_every_n_steps: int = attrs.field(default=100, validator=at_least(1))
     log_dir: Path | None = attrs.field(default=None, init=False)
 

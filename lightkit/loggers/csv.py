@@ -70,7 +70,11 @@ class CSVLogger(Logger):
         # One row per step and epoch: a batch that stepped no optimizer (its step returned
         # None) shares its step with the next epoch's first batch, whose values must not
         # replace its own.
-        if last is not None and last["step"] == step and last.get("epoch") == metrics.get("epoch"):
+        if (
+            last is not None
+            and last["step"] == step
+            and metrics.get("epoch", last.get("epoch")) == last.get("epoch")
+        ):
             if self._last_offset is not None:  # already on disk: take it back
                 os.truncate(self.metrics_file, self._last_offset)
                 self._last_offset = None

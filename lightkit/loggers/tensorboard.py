@@ -32,6 +32,7 @@ import attrs
 
 from lightkit.errors import LightkitWarning
 from lightkit.loggers.base import Logger, flatten_params, reset_run_state
+from lightkit.utils.validators import kind_of
 
 #: Numbers the event files this process opens.
 _WRITERS = itertools.count()
@@ -66,7 +67,9 @@ class TensorBoardLogger(Logger):
         tb.experiment.add_image(...)  # a tensorboardX SummaryWriter on the same run folder
     """
 
-    _log_graph: bool = attrs.field(default=False, alias="log_graph")
+    _log_graph: bool = attrs.field(
+        default=False, alias="log_graph", validator=kind_of(bool, "True or False")
+    )
     _events: Any = attrs.field(default=None, init=False, repr=False)
     _experiment: Any = attrs.field(default=None, init=False, repr=False)
     _steps_since_flush: int = attrs.field(default=0, init=False, repr=False)

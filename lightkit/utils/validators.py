@@ -19,7 +19,7 @@ import attrs
 from lightkit.errors import ConfigError, did_you_mean
 from lightkit.utils.duration import parse_duration
 
-__all__ = ["at_least", "bad_argument", "bad_choice", "one_of", "seconds"]
+__all__ = ["at_least", "bad_argument", "bad_choice", "kind_of", "one_of", "seconds"]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -67,6 +67,20 @@ def at_least(minimum: float, *, integer: bool = True, optional: bool = False) ->
             return
         call, name = _call(instance, attribute, value)
         expected = f"{kind} >= {minimum:g}" + (" or None" if optional else "")
+        raise bad_argument(call, f"{name} must be {expected}.")
+
+    return check
+
+
+def kind_of(types: type | tuple[type, ...], expected: str) -> Validator:
+    """The value must be an instance of ``types`` (a ``bool`` only where ``bool`` is named:
+    ``True`` is no version number); ``expected`` says so in words."""
+    allowed = types if isinstance(types, tuple) else (types,)
+
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
+            return
+        call, name = _call(instance, attribute, value)
         raise bad_argument(call, f"{name} must be {expected}.")
 
     return check

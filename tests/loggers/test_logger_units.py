@@ -72,6 +72,19 @@ def test_one_row_per_step_the_later_value_wins(tmp_path, every):
     ]
 
 
+@pytest.mark.parametrize("every", [1, 100])
+def test_the_same_step_in_another_epoch_is_a_row_of_its_own(tmp_path, every):
+    # A last batch whose step returned None shares its step with the next epoch's first.
+    log = csv_logger(tmp_path, every)
+    log.log_metrics({"v": 5.0, "epoch": 0}, 5)
+    log.log_metrics({"v": 0.0, "epoch": 1}, 5)
+    log.finalize("success")
+    assert [tuple(r.values()) for r in read(tmp_path / "metrics.csv")[1]] == [
+        ("5", "5.0", "0"),
+        ("5", "0.0", "1"),
+    ]
+
+
 @pytest.mark.parametrize("every", [1, 2, 100])
 def test_a_merge_pending_when_the_run_fails_reaches_the_file(tmp_path, every):
     """The row taken back from the file for a merge is written again by ``finalize``."""
@@ -195,6 +208,29 @@ def test_version_folders(tmp_path):
     assert make_version_dir(tmp_path / "x").name == "version_8"
     assert make_version_dir(tmp_path / "x", 3).name == "version_3"
     assert make_version_dir(tmp_path / "x", "final").name == "final"
+
+
+@pytest.mark.parametrize(
+    ("cls", "option", "value", "expected"),
+    [
+        (lk.CSVLogger, "version", 1.5, "an int (version_<int>), a folder name or None"),
+        (lk.CSVLogger, "version", True, "an int (version_<int>), a folder name or None"),
+        (lk.TensorBoardLogger, "name", 3, "a folder name or None"),
+        (lk.CSVLogger, "save_dir", 5, "a folder path or None"),
+        (lk.TensorBoardLogger, "log_graph", "yes", "True or False"),
+    ],
+)
+def test_bad_options_are_refused_by_name(cls, option, value, expected):
+    with pytest.raises(lk.ConfigError) as err:
+        cls(**{option: value})
+    assert err.value.code == "bad-plugin-argument"
+    assert str(err.value) == f"{cls.__name__}({option}={value!r}): {option} must be {expected}."
+
+
+def test_good_options_are_kept(tmp_path):
+    log = lk.CSVLogger(save_dir=tmp_path, name="", version=3)
+    assert (log.save_dir, log.name, log.version) == (tmp_path, "", 3)
+    assert lk.TensorBoardLogger(save_dir=str(tmp_path), version="final", log_graph=True)
 
 
 # Each process gets ready (imports done), says so with a file, and spins until the "go" file
