@@ -165,40 +165,40 @@ class EarlyStopping(Callback):
         monitor = self.monitor
         if self.check_finite and not math.isfinite(current):
             return True, (
-                f"monitored metric {monitor} = {current} is not finite. Previous best value "
-                f"was {self.best_score:.3f}. Signaling the trainer to stop."
+                f"Monitored metric {monitor} = {current} is not finite. Previous best value "
+                f"was {self.best_score:.3f}. Signaling Trainer to stop."
             )
         if self.stopping_threshold is not None and self._better(current, self.stopping_threshold):
             return True, (
-                f"stopping threshold reached: {monitor} = {current} "
-                f"{'<' if self.mode == 'min' else '>'} {self.stopping_threshold}. Signaling the "
-                f"trainer to stop."
+                f"Stopping threshold reached: {monitor} = {current} "
+                f"{'<' if self.mode == 'min' else '>'} {self.stopping_threshold}. Signaling "
+                f"Trainer to stop."
             )
         if self.divergence_threshold is not None and self._better(
             -current, -self.divergence_threshold
         ):
             return True, (
-                f"divergence threshold reached: {monitor} = {current} "
+                f"Divergence threshold reached: {monitor} = {current} "
                 f"{'>' if self.mode == 'min' else '<'} {self.divergence_threshold}. Signaling "
-                f"the trainer to stop."
+                f"Trainer to stop."
             )
         # Signed, as Lightning's: a negative min_delta tolerates a worse value as improvement.
         delta = -self.min_delta if self.mode == "min" else self.min_delta
         if self._better(current - delta, self.best_score):
             if math.isfinite(self.best_score):
                 why = (
-                    f"metric {monitor} improved by {abs(self.best_score - current):.3f} >= "
-                    f"min_delta = {self.min_delta}. New best score: {current:.3f}"
+                    f"Metric {monitor} improved by {abs(self.best_score - current):.3f} >= "
+                    f"min_delta = {abs(self.min_delta)}. New best score: {current:.3f}"
                 )
             else:
-                why = f"metric {monitor} improved. New best score: {current:.3f}"
+                why = f"Metric {monitor} improved. New best score: {current:.3f}"
             self.best_score = current
             self.wait_count = 0
             return False, why
         self.wait_count += 1
         if self.wait_count >= self.patience:
             return True, (
-                f"monitored metric {monitor} did not improve in the last {self.wait_count} "
-                f"records. Best score: {self.best_score:.3f}. Signaling the trainer to stop."
+                f"Monitored metric {monitor} did not improve in the last {self.wait_count} "
+                f"records. Best score: {self.best_score:.3f}. Signaling Trainer to stop."
             )
         return False, None

@@ -49,8 +49,9 @@ class GradientNormMonitor(Callback):
     and ``grad_norm/<model>`` per model.
 
     Gradients are unscaled first under ``16-mixed``, so the values are the true ones (and a
-    later clip sees the same). Runs in automatic optimization (a manual step calls
-    ``opt.step()`` itself, so there is no moment to hook).
+    later clip sees the same). In manual optimization it runs before each ``opt.step()`` the
+    step calls, over every model: with several optimizers in one batch, the row holds the
+    last one's values.
 
     Args:
         norm_type: the p of the p-norm (``2.0``; ``"inf"`` for the largest magnitude).

@@ -29,6 +29,7 @@ class LayerRow:
     params: int | None  # None: lazy parameters not materialized yet
     trainable: int | None
     out_shape: str = "?"
+    numbered: bool = True  # False: the "other params" row, which is no layer
 
 
 @attrs.define
@@ -53,7 +54,7 @@ class Summary:
         if self.has_shapes:
             header.append("Out shape")
         lines = [
-            [str(i), r.name, r.type, _count(r.params), _count(r.trainable)]
+            [str(i) if r.numbered else "", r.name, r.type, _count(r.params), _count(r.trainable)]
             + ([r.out_shape] if self.has_shapes else [])
             for i, r in enumerate(self.rows)
         ]
@@ -76,12 +77,14 @@ class Summary:
 
 
 def _count(n: int | None) -> str:
-    """``1234567`` → ``1.2 M`` (Lightning's style); small numbers as they are."""
+    """``1234567`` → ``1.2 M``, ``122303`` → ``122 K``: a decimal below 100 of a unit, as
+    Lightning's ``get_human_readable_count``; small numbers as they are."""
     if n is None:
         return "?"
-    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+    for scale, unit in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
         if n >= scale:
-            return f"{n / scale:.1f} {unit}"
+            value = n / scale
+            return f"{int(value):,d} {unit}" if value >= 100 else f"{value:,.1f} {unit}"
     return str(n)
 
 
@@ -128,6 +131,10 @@ def summarize(
         rows.append(
             LayerRow(layer_name, type(sub).__name__, params, trainable, shapes.get(layer_name, "?"))
         )
+    own = list(module.parameters(recurse=False))
+    if own and layers[0][1] is not module:  # parameters of the model itself, in no layer
+        params, trainable = _param_counts(own)
+        rows.append(LayerRow("other params", "n/a", params, trainable, "n/a", numbered=False))
     all_params = list(module.parameters())
     total, trainable = _param_counts(all_params)
     size = sum(

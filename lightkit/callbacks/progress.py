@@ -67,8 +67,9 @@ class ProgressBar(Callback):
     (``enable_progress_bar=False`` turns it off).
 
     Args:
-        refresh_rate: batches between updates (Lightning's name). The bar is also redrawn
-            at most every ``min_interval`` seconds, so a fast loop pays almost nothing.
+        refresh_rate: batches between updates (Lightning's name); ``0`` shows nothing, as
+            Lightning's. The bar is also redrawn at most every ``min_interval`` seconds, so a
+            fast loop pays almost nothing.
         leave: keep each finished epoch's bar on screen instead of reusing one bar.
         mode: ``"auto"``, ``"bar"`` (tqdm, widget in notebooks) or ``"text"`` (plain lines).
         text_lines_per_epoch: in text mode, the most lines a training epoch prints.
@@ -82,7 +83,7 @@ class ProgressBar(Callback):
 
     starts_resumed_epoch: ClassVar[bool] = True
 
-    refresh_rate: int = attrs.field(default=1, validator=at_least(1))
+    refresh_rate: int = attrs.field(default=1, validator=at_least(0))
     leave: bool = False
     mode: Literal["auto", "bar", "text"] = attrs.field(
         default="auto", validator=one_of("auto", "bar", "text")
@@ -117,7 +118,7 @@ class ProgressBar(Callback):
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, ctx: Any, stage: str) -> None:
-        self._enabled = bool(ctx.is_global_zero)
+        self._enabled = bool(ctx.is_global_zero) and self.refresh_rate > 0
         self._engine = ctx._engine
         self._stage = stage
         self._stream = self.file if self.file is not None else sys.stdout

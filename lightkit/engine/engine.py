@@ -103,6 +103,8 @@ class Engine:
         self.manual = False
         self.callbacks: list[Callback] = []
         self.loggers: list[Logger] = []
+        #: The callbacks whose ``setup`` returned: only they are torn down.
+        self.callbacks_set_up: list[Callback] = []
         self.run_dir: Path | None = None
         self.events: Events
         self.train_iter: EpochIterator | None = None

@@ -236,6 +236,7 @@ class Trainer:
             engine.setup_outputs()
             for cb in engine.callbacks:
                 cb.setup(engine.ctx, stage)
+                engine.callbacks_set_up.append(cb)
         engine.bind_steps(stage)
         if stage == "fit" and engine.manual and engine.events.before_optimizer_step:
             # A manual step calls opt.step() itself: the event fires from torch's own step
@@ -346,7 +347,7 @@ def _finish(engine: Engine, stage: str, status: str) -> None:
             engine.flush_unwritten()
         except Exception:
             pass
-    for cb in engine.callbacks:
+    for cb in engine.callbacks_set_up:  # as a context manager: no exit without an enter
         try:
             cb.teardown(engine.ctx, stage)
         except Exception:

@@ -79,6 +79,31 @@ def test_a_set_up_error_reaches_the_callbacks_on_exception(where):
     assert seen == [f"bad {where}"]
 
 
+def test_teardown_only_for_the_callbacks_set_up():
+    calls: list[str] = []
+
+    @attrs.define
+    class Track(lk.Callback):
+        name: str
+        fail: bool = False
+
+        def setup(self, ctx: Any, stage: str) -> None:
+            calls.append(f"setup {self.name}")
+            if self.fail:
+                raise RuntimeError(f"{self.name} cannot start")
+
+        def teardown(self, ctx: Any, stage: str) -> None:
+            calls.append(f"teardown {self.name}")
+
+    callbacks = [Track("a"), Track("b", fail=True), Track("c")]
+    with pytest.raises(RuntimeError, match=r"^b cannot start$"):
+        trainer(callbacks=callbacks).fit(spec())
+    assert calls == ["setup a", "setup b", "teardown a"]
+    calls.clear()
+    trainer(callbacks=[Track("a"), Track("c")]).fit(spec())
+    assert calls == ["setup a", "setup c", "teardown a", "teardown c"]
+
+
 @pytest.mark.parametrize("event", ["fit_start", "train_epoch_start"])
 def test_should_stop_before_an_epochs_first_batch_runs_no_batch(event):
     ran: list[str] = []

@@ -73,8 +73,8 @@ def test_runs_to_the_end_while_improving():
 
 
 REASON = (
-    "monitored metric score did not improve in the last 2 records. Best score: 1.000. "
-    "Signaling the trainer to stop."
+    "Monitored metric score did not improve in the last 2 records. Best score: 1.000. "
+    "Signaling Trainer to stop."
 )
 
 
@@ -91,7 +91,7 @@ def test_verbose_prints_why_it_stopped(capsys):
     _, es = fit_scripted([1.0, 2.0, 3.0], patience=2, verbose=True)
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
-        "EarlyStopping: metric score improved. New best score: 1.000",
+        "EarlyStopping: Metric score improved. New best score: 1.000",
         f"EarlyStopping: {REASON}",
     ]
     assert es.stopping_reason == REASON
@@ -100,7 +100,7 @@ def test_verbose_prints_why_it_stopped(capsys):
 def test_verbose_prints_improvements(capsys):
     fit_scripted([2.0, 1.0, 1.5, 1.5], patience=2, verbose=True)
     out = capsys.readouterr().out
-    assert "metric score improved by 1.000 >= min_delta = 0.0. New best score: 1.000" in out
+    assert "Metric score improved by 1.000 >= min_delta = 0.0. New best score: 1.000" in out
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 import lightkit as lk
-from lightkit.callbacks.model_summary import summarize
+from lightkit.callbacks.model_summary import _count, summarize
 from tests.callbacks.cb_helpers import spec, trainer
 
 
@@ -53,6 +54,35 @@ def test_big_counts_are_abbreviated_and_lazy_ones_unknown():
     assert "1.5 M" in str(s)
     assert s.rows[1].params is None and s.total_params is None
     assert "?          Total params" in str(s)
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(999, "999"), (1234, "1.2 K"), (99_949, "99.9 K"), (122_303, "122 K"), (2 * 10**6, "2.0 M"),
+     (5 * 10**15, "5,000 T")],
+)  # fmt: skip
+def test_counts_read_as_lightnings(n, text):
+    # The figures of Lightning's get_human_readable_count, which pads the small ones with a
+    # blank unit: a decimal only below 100 of a unit.
+    assert _count(n) == text
+
+
+def test_parameters_of_the_model_itself_get_a_row_of_their_own():
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(3, 2)
+            self.scale = nn.Parameter(torch.ones(4))
+            self.frozen = nn.Parameter(torch.ones(5), requires_grad=False)
+
+    for depth in (1, -1):
+        s = summarize(Scaled(), depth)
+        assert [(r.name, r.type, r.params, r.trainable) for r in s.rows] == [
+            ("layer", "Linear", 8, 8),
+            ("other params", "n/a", 9, 4),
+        ]
+        assert s.total_params == sum(r.params for r in s.rows) == 17
+        assert "\n  | other params | n/a " in str(s)  # no row number: it is no layer
 
 
 def test_printed_at_fit_start_for_every_model(capsys):

@@ -173,9 +173,17 @@ def test_unknown_length_loader_prints_doubling_lines():
     ]
 
 
+def test_refresh_rate_zero_shows_nothing_as_lightnings():
+    out = io.StringIO()
+    bar = ProgressBar(refresh_rate=0, mode="text", file=out)
+    result = trainer(max_epochs=2, callbacks=[bar]).fit(spec())
+    assert result.global_step == 8
+    assert out.getvalue() == "" and bar.lines_written == 0
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError):
-        ProgressBar(refresh_rate=0)
+        ProgressBar(refresh_rate=-1)
     with pytest.raises(ValueError):
         ProgressBar(mode="fancy")  # type: ignore[arg-type]
 
