@@ -121,9 +121,9 @@ def restore(engine: Engine, found: tuple[Path, dict[str, Any]], full: bool) -> N
         _restore_full(engine, ckpt, path)
     elif isinstance(ckpt.get("global_step"), int):
         # Evaluating a checkpoint judges the step it was saved at: rows and Result say so.
-        # (Its "epoch" is where a resume continues: the epochs done, also mid-epoch.)
+        # Files before "epochs_done" kept it in "epoch".
         engine.ctx.global_step = ckpt["global_step"]
-        engine.ctx.epoch = engine.epochs_done = int(ckpt.get("epoch", 0))
+        engine.ctx.epoch = engine.epochs_done = int(ckpt.get("epochs_done", ckpt.get("epoch", 0)))
 
 
 def _unwrap_compiled(module: nn.Module) -> nn.Module:

@@ -90,7 +90,10 @@ def build_checkpoint(
         FORMAT_KEY: FORMAT_VERSION,
         "kind": "weights" if weights_only else "full",
         "versions": {"lightkit": __version__, "torch": str(torch.__version__)},
-        "epoch": epoch,
+        # Lightning's `epoch`: the epoch the save happened in (its `{epoch}` in file names).
+        "epoch": ctx.epoch,
+        # The epochs complete: where a resume continues, and what evaluating the file reports.
+        "epochs_done": epoch,
         "global_step": ctx.global_step,
         "models": {
             name: strategy.module_state_dict(unwrap_compiled(m))

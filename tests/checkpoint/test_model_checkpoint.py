@@ -91,6 +91,28 @@ def test_every_n_epochs_and_every_n_train_steps(tmp_path):
     assert mid["epoch_start"] is not None
 
 
+def test_a_files_epoch_is_the_one_in_its_name_and_evaluation_reports_the_epochs_done(tmp_path):
+    # Lightning's `epoch`: the epoch the save happened in, end-of-epoch saves included (the
+    # loop's position and `epochs_done` say where a resume continues).
+    ends = lk.ModelCheckpoint(save_top_k=-1, filename="{epoch}")
+    mids = lk.ModelCheckpoint(every_n_train_steps=7, save_top_k=-1, filename="mid-{epoch}-{step}")
+    lk.Trainer(**flags(tmp_path, max_epochs=2, callbacks=[ends, mids])).fit(SPEC)
+    seen = {}
+    for path in (tmp_path / CKPT_DIR).glob("*.ckpt"):
+        ckpt = torch.load(path, weights_only=True)
+        seen[path.stem] = (ckpt["epoch"], ckpt["epochs_done"], ckpt["global_step"])
+    assert seen == {
+        "epoch=0": (0, 1, 10),
+        "epoch=1": (1, 2, 20),
+        "mid-epoch=0-step=7": (0, 0, 7),
+        "mid-epoch=1-step=14": (1, 1, 14),
+    }
+    result = lk.Trainer(**flags(tmp_path)).validate(
+        SPEC, ckpt_path=tmp_path / CKPT_DIR / "epoch=0.ckpt"
+    )
+    assert (result.epoch, result.global_step) == (1, 10)
+
+
 def test_train_time_interval_saves(tmp_path):
     cb = lk.ModelCheckpoint(train_time_interval=timedelta(microseconds=1), save_top_k=-1)
     lk.Trainer(**flags(tmp_path, max_epochs=1, callbacks=[cb])).fit(SPEC)
