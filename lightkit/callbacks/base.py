@@ -63,6 +63,12 @@ class Callback:
     def on_fit_end(self, *args: Any, **kwargs: Any) -> None:
         """Can ask for: ctx."""
 
+    def on_train_start(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
+
+    def on_train_end(self, *args: Any, **kwargs: Any) -> None:
+        """Can ask for: ctx."""
+
     def on_train_epoch_start(self, *args: Any, **kwargs: Any) -> None:
         """Can ask for: ctx."""
 

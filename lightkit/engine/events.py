@@ -83,6 +83,8 @@ class Events:
     test_batch_end: tuple[EventCaller, ...]
     predict_batch_start: tuple[EventCaller, ...]
     predict_batch_end: tuple[EventCaller, ...]
+    train_start: tuple[EventCaller, ...]
+    train_end: tuple[EventCaller, ...]
 
     def __init__(
         self,

@@ -128,10 +128,16 @@ def fit_loop(engine: Engine) -> None:
                 stacklevel=3,
             )
     agreed_stop = plan.agreed_stop
+    # Lightning's on_train_start/on_train_end: after the sanity check, around the epochs,
+    # also in a resumed fit; not at all when no epoch can run.
+    training = not stop
+    if training:
+        events.fire("train_start")
 
     def stop_asked() -> bool:
         # At an epoch's end, and before an epoch's first batch: a should_stop set in
-        # fit_start, sanity_check_end or train_epoch_start runs no batch, as in Lightning.
+        # fit_start, sanity_check_end, train_start or train_epoch_start runs no batch, as in
+        # Lightning.
         # (With several processes, one small collective: the ranks agree.)
         asked = ctx.should_stop if agreed_stop is None else agreed_stop()
         return asked and can_stop(engine, epoch)
@@ -202,6 +208,8 @@ def fit_loop(engine: Engine) -> None:
     ctx.stage = store.stage = "train_epoch"
     trained = ctx.epoch
     ctx.epoch = epoch  # as Lightning's current_epoch at fit's end: the epochs completed
+    if training:
+        events.fire("train_end")
     events.fire("fit_end")
     # What fit_end hooks logged reaches the loggers too, in the last row written (its step
     # and epoch unchanged).

@@ -228,7 +228,8 @@ def _structure(schedule: Schedule, runs: dict[str, list[str]]) -> list[str]:
         if not isinstance(item, _Run) and item.what == "train_epoch_start":
             j = i + 1
             while j < len(items) and (
-                isinstance(items[j], _Run) or items[j].what not in ("train_epoch_start", "fit_end")  # type: ignore[union-attr]
+                isinstance(items[j], _Run)
+                or items[j].what not in ("train_epoch_start", "train_end", "fit_end")  # type: ignore[union-attr]
             ):
                 j += 1
             stretch = items[i:j]

@@ -54,6 +54,8 @@ EVENTS: Final[tuple[str, ...]] = (
     "test_batch_end",
     "predict_batch_start",
     "predict_batch_end",
+    "train_start",
+    "train_end",
 )
 
 #: Every name the loop can inject besides the models and the hyperparameters.
@@ -120,30 +122,29 @@ EVENT_SUPPLIES: Final[dict[str, frozenset[str]]] = {
     "test_batch_end": _EVAL | {"outputs"},
     "predict_batch_start": _EVAL,
     "predict_batch_end": _EVAL | {"outputs"},
+    "train_start": _FIT,
+    "train_end": _FIT,
 }
 
 #: The values the loop passes to each event's hooks at the moment it fires, in order; every
 #: other name a hook asks for is fixed for the whole run and bound once.
-#: Lightning hook names (without ``on_``) that are no event here, and the events to use
-#: (two: the first, or the first time the second fires).
-LIGHTNING_EVENTS: Final[dict[str, tuple[str, ...]]] = {
-    "train_start": ("sanity_check_end", "train_epoch_start"),
-    "train_end": ("fit_end",),
-    **{f"{stage}_start": (f"{stage}_epoch_start",) for stage in ("validation", "test", "predict")},
-    **{f"{stage}_end": (f"{stage}_epoch_end",) for stage in ("validation", "test", "predict")},
+#: Lightning hook names (without ``on_``) that are no event here, and the event to use: an
+#: evaluation run is one epoch.
+LIGHTNING_EVENTS: Final[dict[str, str]] = {
+    f"{stage}_{edge}": f"{stage}_epoch_{edge}"
+    for stage in ("validation", "test", "predict")
+    for edge in ("start", "end")
 }
 
 
 def event_hint(event: str, prefix: str = "") -> str:
-    """`` Lightning's on_train_end is fit_end here.`` for a Lightning hook name, else the
+    """`` Lightning's on_test_end is test_epoch_end here.`` for a Lightning hook name, else the
     closest event (`` Did you mean ...?``), else nothing. ``prefix``: ``"on_"`` for a
     callback's method names."""
     from lightkit.errors import did_you_mean
 
     if event in LIGHTNING_EVENTS:
-        first, *then = (prefix + e for e in LIGHTNING_EVENTS[event])
-        use = f"{first}, or the first {then[0]}" if then else first
-        return f" Lightning's on_{event} is {use} here."
+        return f" Lightning's on_{event} is {prefix}{LIGHTNING_EVENTS[event]} here."
     return did_you_mean(prefix + event, [prefix + e for e in EVENTS])
 
 

@@ -60,8 +60,8 @@ CASES: list[tuple[Callable[[], Any], str]] = [
         "EarlyStopping(patience=-1): patience must be an integer >= 0.",
     ),
     (
-        lambda: lk.ProgressBar(refresh_rate=0),
-        "ProgressBar(refresh_rate=0): refresh_rate must be an integer >= 1.",
+        lambda: lk.ProgressBar(refresh_rate=-1),
+        "ProgressBar(refresh_rate=-1): refresh_rate must be an integer >= 0.",
     ),
     (
         lambda: lk.ProgressBar(min_interval=-0.5),

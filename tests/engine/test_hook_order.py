@@ -74,10 +74,33 @@ def test_fit_event_order_is_the_documented_one():
         + both("sanity_check_start")
         + validation(1)
         + both("sanity_check_end")
+        + both("train_start")
         + epoch * 2
-        + both("fit_end")
+        + both("train_end", "fit_end")
     )
     assert seq == expected
+
+
+def test_train_start_and_end_fire_once_a_fit_and_not_when_no_epoch_can_run(tmp_path):
+    # Lightning's on_train_start / on_train_end: after the sanity check, in a resumed fit
+    # too, and not at all when the fit loop is skipped (max_steps reached, no batches).
+    seq: list[str] = []
+    reg = registry()
+    flags = {"default_root_dir": tmp_path, "enable_checkpointing": True, "max_steps": 4}
+    trainer(**flags, callbacks=[record_everything(reg, seq)]).fit(lk.collect(reg))
+    outer = [s for s in seq if "train_start" in s or "train_end" in s or "fit_" in s]
+    assert outer == both("fit_start", "train_start", "train_end", "fit_end")
+    seq.clear()
+    more = {**flags, "max_steps": 6}
+    trainer(**more, callbacks=[record_everything(reg, seq)]).fit(lk.collect(reg), ckpt_path="last")
+    assert seq.count("fn:train_start") == seq.count("cb:train_end") == 1
+    assert seq.index("fn:train_start") < seq.index("fn:train_batch_start")
+    seq.clear()  # resumed at max_steps: nothing to train
+    trainer(**more, callbacks=[record_everything(reg, seq)]).fit(lk.collect(reg), ckpt_path="last")
+    assert both("fit_start", "fit_end") == [s for s in seq if "_start" in s or "_end" in s]
+    seq.clear()
+    trainer(limit_train_batches=0, callbacks=[record_everything(reg, seq)]).fit(lk.collect(reg))
+    assert "fn:train_start" not in seq and "cb:train_end" not in seq
 
 
 def test_the_optimizer_events_fire_when_a_window_ends():
@@ -91,11 +114,11 @@ def test_the_optimizer_events_fire_when_a_window_ends():
         "train_batch_start", "before_backward", "after_backward", "train_batch_end"
     )
     expected = (
-        both("fit_start", "train_epoch_start")
+        both("fit_start", "train_start", "train_epoch_start")
         + inside_window
         + TRAIN_BATCH
         + TRAIN_BATCH  # the last, partial window still steps
-        + both("train_epoch_end", "fit_end")
+        + both("train_epoch_end", "train_end", "fit_end")
     )
     assert seq == expected
 
@@ -122,7 +145,9 @@ def test_mid_epoch_validation_sits_after_train_batch_end():
     val = ["validation_epoch_start", "validation_batch_start", "validation_batch_end"]
     val += ["validation_epoch_end"]
     assert fn_only == (
-        ["fit_start", "train_epoch_start"] + (batch * 2 + val) * 2 + ["train_epoch_end", "fit_end"]
+        ["fit_start", "train_start", "train_epoch_start"]
+        + (batch * 2 + val) * 2
+        + ["train_epoch_end", "train_end", "fit_end"]
     )
 
 
@@ -142,9 +167,9 @@ def test_manual_optimization_event_order():
     # opt.step() before_optimizer_step.
     per_batch = ["before_backward", "after_backward", "before_optimizer_step"]
     assert fn_only == (
-        ["fit_start", "train_epoch_start"]
+        ["fit_start", "train_start", "train_epoch_start"]
         + ["train_batch_start", *per_batch, "train_batch_end"] * 2
-        + ["train_epoch_end", "fit_end"]
+        + ["train_epoch_end", "train_end", "fit_end"]
     )
 
 

@@ -257,14 +257,12 @@ def test_unknown_events_are_reported_by_collect_with_the_other_problems(registry
 @pytest.mark.parametrize(
     ("event", "hint"),
     [
-        ("train_end", "Lightning's on_train_end is fit_end here."),
-        ("train_start", "Lightning's on_train_start is sanity_check_end, or the first train_epoch_start here."),
         ("test_end", "Lightning's on_test_end is test_epoch_end here."),
         ("validation_start", "Lightning's on_validation_start is validation_epoch_start here."),
     ],
 )  # fmt: skip
 def test_a_lightning_hook_name_gets_the_event_it_maps_to(event, hint):
-    # Not the closest spelling: on_train_end is once a fit, train_epoch_end once an epoch.
+    # Not the closest spelling: on_test_end is once a run, test_epoch_end once an epoch.
     registry = lk.Registry()
     registry.on(event)(lambda: None)
     with pytest.raises(lk.SpecError) as info:
