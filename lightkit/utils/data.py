@@ -33,6 +33,8 @@ def loader_length(loader: Any) -> int | None:
         return len(loader)
     except (TypeError, NotImplementedError):  # IterableDataset loaders raise either
         return None
+    except RuntimeError:  # a length known once iterated (Lightning's CombinedLoader)
+        return None
 
 
 def rebuild_with_sampler(loader: DataLoader[Any], sampler: Sampler[Any]) -> DataLoader[Any]:

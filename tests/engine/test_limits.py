@@ -17,6 +17,7 @@ from tests.engine.engine_helpers import (
     ce,
     raw_fit,
     registry,
+    train_loader,
     trainer,
     val_loader,
 )
@@ -246,6 +247,38 @@ def test_an_unsized_loader_shorter_than_its_limit_ends_its_epoch_when_it_runs_ou
     assert seen == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     assert (result.global_step, result.epoch, result.stopped_by) == (6, 2, "max_epochs")
     assert validated == [3, 6]
+
+
+class KnownOnceIterated:
+    """Batches whose length is an error until the first iteration, as Lightning's
+    ``CombinedLoader``'s: an unsized loader to lightkit."""
+
+    def __init__(self, loader):
+        self.loader, self.started = loader, False
+
+    def __iter__(self):
+        self.started = True
+        return iter(self.loader)
+
+    def __len__(self):
+        if not self.started:
+            raise RuntimeError("Please call iter(combined_loader) first.")
+        return len(self.loader)
+
+
+def test_a_loader_whose_length_needs_an_iteration_first_trains_as_unsized():
+    seen: list[tuple[int, int]] = []
+
+    def data():
+        return KnownOnceIterated(train_loader(batch_size=10))
+
+    def train(net, batch, ctx, batch_idx):
+        seen.append((ctx.epoch, batch_idx))
+        return ce(net, batch)
+
+    result = trainer(max_epochs=2).fit(lk.collect(registry(step=train, train_data=data)))
+    assert seen == [(e, i) for e in range(2) for i in range(5)]
+    assert result.global_step == 10
 
 
 def test_fast_dev_run_on_a_shorter_unsized_loader_runs_what_there_is():
