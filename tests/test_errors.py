@@ -197,6 +197,21 @@ def test_every_warning_is_a_lightkit_warning_with_a_code():
     assert not plain, f"warnings that are not LightkitWarning(..., code=...): {plain}"
 
 
+def test_every_warning_points_at_the_users_code():
+    # A fixed stacklevel lands in lightkit whenever the call chain changes; the first frame
+    # outside lightkit is the line a user can act on.
+    fixed = [
+        where
+        for where, _, call in _warning_calls()
+        for kw in call.keywords
+        if kw.arg == "stacklevel"
+        and not (
+            isinstance(kw.value, ast.Call) and getattr(kw.value.func, "id", "") == "user_stacklevel"
+        )
+    ]
+    assert fixed == ["lightkit/spec/decorators.py"]  # its depth is computed
+
+
 def _validation_without_data() -> lk.Registry:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset

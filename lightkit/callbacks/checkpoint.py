@@ -24,7 +24,7 @@ import attrs
 
 from lightkit.callbacks.base import Callback
 from lightkit.checkpoint.io import atomic_link, clean_stale_temps
-from lightkit.errors import ConfigError, LightkitWarning, sorted_list
+from lightkit.errors import ConfigError, LightkitWarning, sorted_list, user_stacklevel
 from lightkit.strategies.base import Strategy
 from lightkit.utils.validators import at_least, one_of, seconds
 
@@ -433,7 +433,7 @@ class ModelCheckpoint(Callback):
                     LightkitWarning(
                         message + " (no top-k file saved until it is)", code="monitor-not-logged"
                     ),
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
             return None
         if math.isnan(current):
@@ -528,7 +528,7 @@ class ModelCheckpoint(Callback):
                             f"0 is written in its place.",
                             code="filename-metric-missing",
                         ),
-                        stacklevel=4,
+                        stacklevel=user_stacklevel(),
                     )
                 values[name] = 0
         for group in groups:
@@ -571,7 +571,7 @@ def _remove(path: Path) -> None:
             LightkitWarning(
                 f"ModelCheckpoint: could not delete {path}: {exc}", code="checkpoint-not-deleted"
             ),
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 

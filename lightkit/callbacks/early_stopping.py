@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from lightkit.callbacks.base import Callback
-from lightkit.errors import ConfigError, LightkitWarning, sorted_list
+from lightkit.errors import ConfigError, LightkitWarning, sorted_list, user_stacklevel
 from lightkit.utils.validators import at_least, one_of
 
 
@@ -139,7 +139,7 @@ class EarlyStopping(Callback):
 
                 warnings.warn(
                     LightkitWarning(message + " Skipping this check.", code="monitor-not-logged"),
-                    stacklevel=2,
+                    stacklevel=user_stacklevel(),
                 )
             return
         should_stop, reason = self.evaluate(metrics[self.monitor])

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lightkit.callbacks.base import Callback
-from lightkit.errors import LightkitWarning
+from lightkit.errors import LightkitWarning, user_stacklevel
 from lightkit.utils.validators import at_least
 
 
@@ -183,7 +183,7 @@ def _output_shapes(
                 f"shapes are not shown.",
                 code="summary-forward-failed",
             ),
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         shapes = {}
     finally:

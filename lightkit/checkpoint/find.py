@@ -107,7 +107,7 @@ def find_checkpoint(
                 f'ckpt_path="best": no checkpoint records a best model; using the newest, {newest[0]}.',
                 code="no-best-checkpoint",
             ),
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return newest
     return _first_loadable(engine, files, which)

@@ -142,10 +142,20 @@ def check_format(ckpt: dict[str, Any], path: Path) -> None:
     version = ckpt.get(FORMAT_KEY)
     if version is None:
         keys = sorted_list(map(str, list(ckpt)[:12]))
+        if "pytorch-lightning_version" in ckpt and isinstance(ckpt.get("state_dict"), dict):
+            fix = (
+                "It is a Lightning checkpoint: load its weights in the @model function, "
+                "state = torch.load(path, weights_only=True)['state_dict'], then "
+                "net.load_state_dict({k.removeprefix('net.'): v for k, v in state.items() "
+                "if k.startswith('net.')}), 'net' being the LightningModule's attribute."
+            )
+        else:
+            fix = (
+                "A bare state_dict loads with module.load_state_dict(torch.load(path, "
+                "weights_only=True))."
+            )
         raise CheckpointError(
-            f"{path} is not a lightkit checkpoint (no '{FORMAT_KEY}' key; it has: {keys}). "
-            f"A bare state_dict loads with module.load_state_dict(torch.load(path, "
-            f"weights_only=True)).",
+            f"{path} is not a lightkit checkpoint (no '{FORMAT_KEY}' key; it has: {keys}). " + fix,
             code="not-a-checkpoint",
         )
     if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -297,7 +307,7 @@ def _check_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
                 f"epoch, this one has {train.num_batches}; resuming cannot reproduce its data order.",
                 code="resume-data-changed",
             ),
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
     if loop.get("accumulate_grad_batches", 1) != engine.config.accumulate_grad_batches and done:
         warnings.warn(
@@ -306,7 +316,7 @@ def _check_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
                 f"to {engine.config.accumulate_grad_batches} in the middle of an epoch.",
                 code="resume-data-changed",
             ),
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -406,7 +416,7 @@ def _window_grads(
             f"the result is close to, not bitwise equal to, the uninterrupted run.",
             code="resume-world-size-changed",
         ),
-        stacklevel=4,
+        stacklevel=user_stacklevel(),
     )
     mean: dict[str, dict[str, torch.Tensor]] = {}
     for model in {m for grads in ranks for m in grads}:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightkit.checkpoint.resume import capture_random
-from lightkit.errors import CheckpointError, LightkitWarning
+from lightkit.errors import CheckpointError, LightkitWarning, user_stacklevel
 from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def _grads(engine: Engine) -> dict[str, Any]:
                     f"recomputes the window from its next batch.",
                     code="accumulation-not-saved",
                 ),
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
         return {}
     if engine.runtime.world_size == 1:

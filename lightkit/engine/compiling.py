@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightkit.errors import ConfigError, LightkitWarning
+from lightkit.errors import ConfigError, LightkitWarning, user_stacklevel
 
 
 def compile_options() -> list[str]:
@@ -83,7 +83,7 @@ def compile_module(module: nn.Module, options: bool | dict[str, Any]) -> nn.Modu
                 f"speed-up); set compile=False to silence this.",
                 code="compile-unavailable",
             ),
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return module
     try:

@@ -30,6 +30,7 @@ from lightkit.errors import (
     StepError,
     describe_function,
     user_call_site,
+    user_stacklevel,
 )
 from lightkit.loggers.base import Logger, make_version_dir
 from lightkit.runtime.runtime import Runtime, given, not_batches
@@ -240,11 +241,26 @@ class Engine:
             )
         if self.manual:
             why = "manual=True" if step_plan.manual else f"{len(self.optimizers)} optimizers"
-            if self.config.accumulate_grad_batches > 1 or self.config.gradient_clip_val:
+            cfg = self.config
+            flags = [
+                f"{name}={value!r}"
+                for name, value, unset in (
+                    ("accumulate_grad_batches", cfg.accumulate_grad_batches, 1),
+                    ("gradient_clip_val", cfg.gradient_clip_val, None),
+                )
+                if value != unset and value != 0
+            ]
+            if flags:
+                hows = {
+                    "accumulate_grad_batches": "step the optimizer every n batches",
+                    "gradient_clip_val": "clip with ctx.runtime.clip_gradients(opt, value) "
+                    "before opt.step()",
+                }
+                fixes = "; ".join(hows[f.split("=")[0]] for f in flags)
                 raise ConfigError(
-                    f"the training step optimizes manually ({why}), so accumulate_grad_batches "
-                    f"and gradient_clip_val cannot apply: accumulate and clip inside the step "
-                    f"(ctx.runtime.clip_gradients(opt, value)).",
+                    f"{describe_function(step_plan.fn)} optimizes manually ({why}), so "
+                    f"{' and '.join(flags)} cannot apply. Do it inside the step: {fixes}; or "
+                    f"drop the flag.",
                     code="manual-optimization-flags",
                 )
 
@@ -481,7 +497,7 @@ def write_run_files(
     except (TypeError, ValueError) as exc:  # a hyperparameter that is not JSON
         warnings.warn(
             LightkitWarning(f"spec.json not written: {exc}", code="run-file-not-written"),
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     (run_dir / "config.json").write_text(
         json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
@@ -491,7 +507,7 @@ def write_run_files(
     except (TypeError, ValueError) as exc:
         warnings.warn(
             LightkitWarning(f"config.toml not written: {exc}", code="run-file-not-written"),
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -546,7 +562,7 @@ def sequential(loader: Any) -> Any:
                 "overfit_batches: the training loader's shuffling is turned off.",
                 code="overfit-shuffle-off",
             ),
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return rebuild_with_sampler(loader, SequentialSampler(loader.dataset))  # type: ignore[arg-type]
     return loader

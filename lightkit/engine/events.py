@@ -10,7 +10,7 @@ from typing import Any
 
 from lightkit.callbacks.base import Callback
 from lightkit.engine.binders import bind_callback_method, bind_plan, check_callback_parameters
-from lightkit.errors import LightkitWarning
+from lightkit.errors import LightkitWarning, user_stacklevel
 from lightkit.spec.roles import EVENT_ARGS, EVENT_SUPPLIES, EVENTS, event_hint
 from lightkit.spec.signature import FunctionPlan
 
@@ -39,7 +39,7 @@ def check_callback_methods(callbacks: Iterable[Callback], model_names: Iterable[
                         f"methods of lk.Callback.",
                         code="not-an-event",
                     ),
-                    stacklevel=6,  # check, _compile, _run_engine, _run, fit: the user's call
+                    stacklevel=user_stacklevel(),
                 )
 
 

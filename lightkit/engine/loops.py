@@ -72,7 +72,7 @@ from lightkit.engine.stepping import (
     skip_optimizer_step,
     step_schedulers,
 )
-from lightkit.errors import LightkitWarning, user_stacklevel
+from lightkit.errors import LightkitWarning, describe_function, user_stacklevel
 from lightkit.utils.seed import isolate_rng
 
 Tensor = torch.Tensor
@@ -118,14 +118,25 @@ def fit_loop(engine: Engine) -> None:
     # eval mode stays so, as in Lightning (which does not call train() either).
     for name, m in engine.models.items():
         if not m.training:
+            made_by = next(
+                (
+                    describe_function(p.fn)
+                    for p in engine.spec.plans
+                    if p.role == "model" and p.name == name
+                ),
+                "its @model function",
+            )
             warnings.warn(
                 LightkitWarning(
-                    f"model {name!r} is in eval mode as training starts, so its dropout and batch "
-                    f"norm layers run as in evaluation. To freeze some layers only, leave the model "
-                    f"in train mode and call .eval() on those submodules.",
+                    f"model {name!r} (built by {made_by}) is in eval mode as training starts, so "
+                    f"its dropout and batch norm layers run as in evaluation. To freeze some "
+                    f"layers only, leave the model in train mode and call .eval() on those "
+                    f"submodules. If the whole model is frozen on purpose, silence this with "
+                    f"warnings.filterwarnings('ignore', message='model {name!r}', "
+                    f"category=lk.LightkitWarning).",
                     code="model-in-eval-mode",
                 ),
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
     agreed_stop = plan.agreed_stop
     # Lightning's on_train_start/on_train_end: after the sanity check, around the epochs,

@@ -308,7 +308,7 @@ class MetricStore:
                     f"it across the processes.",
                     code="epoch-metric-not-synced",
                 ),
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
         other = next((k for k, table in self._by_stage.items() if name in table), None)
         if other is not None:
@@ -321,7 +321,7 @@ class MetricStore:
                     f"'train/{name}' and 'val/{name}') to keep both.",
                     code="metric-name-shared",
                 ),
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
         if reduces_itself:  # its compute() runs at the epoch's end, far from the log call
             m.where = user_call_site()

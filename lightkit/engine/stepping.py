@@ -14,7 +14,14 @@ import torch
 
 from lightkit.engine.engine import Engine
 from lightkit.engine.optim import SchedulerConfig
-from lightkit.errors import ConfigError, LightkitWarning, StepError, describe_function, sorted_list
+from lightkit.errors import (
+    ConfigError,
+    LightkitWarning,
+    StepError,
+    describe_function,
+    sorted_list,
+    user_stacklevel,
+)
 
 Tensor = torch.Tensor
 
@@ -142,7 +149,7 @@ def monitored(engine: Engine, cfg: SchedulerConfig) -> float | None:
                     f"(logged: {sorted_list(metrics)}); the scheduler does not step (strict=False).",
                     code="monitor-not-logged",
                 ),
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             return None
         plan = engine.spec.plan("configure_optimizers")
@@ -230,7 +237,7 @@ def nonfinite_loss(engine: Engine, loss: Tensor) -> bool:
                 f"{what} Its optimizer step is skipped (nonfinite_loss='skip').",
                 code="nonfinite-loss",
             ),
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return True
     params = f"those after step {ctx.global_step - 1}" if ctx.global_step else "the initial ones"

@@ -212,7 +212,7 @@ class Trainer:
                         f"function to validate during training.",
                         code="validation-skipped",
                     ),
-                    stacklevel=5,  # _compile, _run_engine, _run, fit: the user's call
+                    stacklevel=user_stacklevel(),
                 )
         else:
             role, limit, flag = {
@@ -279,7 +279,7 @@ def _fire_exception(engine: Engine, exc: BaseException) -> None:
             LightkitWarning(
                 f"exception hooks not called: {bind_error}", code="exception-hook-failed"
             ),
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
         return
     for call in listeners:
@@ -291,7 +291,7 @@ def _fire_exception(engine: Engine, exc: BaseException) -> None:
                     f"an exception hook raised {hook_error!r} while handling {exc!r}",
                     code="exception-hook-failed",
                 ),
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from lightkit.errors import LightkitWarning
+from lightkit.errors import LightkitWarning, user_stacklevel
 from lightkit.loggers.base import Logger, reset_run_state
 from lightkit.utils.config_file import plain_value
 
@@ -100,7 +100,7 @@ class CSVLogger(Logger):
                     "column is the step each row was logged at. Log it under another name.",
                     code="reserved-metric-name",
                 ),
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return {k: v for k, v in metrics.items() if k != "step"}
 

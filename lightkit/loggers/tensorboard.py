@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from lightkit.errors import LightkitWarning
+from lightkit.errors import LightkitWarning, user_stacklevel
 from lightkit.loggers.base import Logger, flatten_params, reset_run_state
 from lightkit.utils.validators import kind_of
 
@@ -171,7 +171,7 @@ class TensorBoardLogger(Logger):
                     f"its graph.",
                     code="graph-not-logged",
                 ),
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             return
         import importlib.util
@@ -184,7 +184,7 @@ class TensorBoardLogger(Logger):
                     "package; pip install tensorboard. The graph is not logged.",
                     code="graph-not-logged",
                 ),
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             self._graph_done = True
             return
@@ -203,7 +203,7 @@ class TensorBoardLogger(Logger):
                     f"TensorBoardLogger: the graph was not logged ({exc!r}).",
                     code="graph-not-logged",
                 ),
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         finally:
             model.train(was_training)

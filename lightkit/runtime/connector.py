@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lightkit.errors import ConfigError, LightkitWarning
+from lightkit.errors import ConfigError, LightkitWarning, user_stacklevel
 from lightkit.precision import precision_from
 from lightkit.runtime.environment import ClusterEnvironment, detect
 from lightkit.strategies import Strategy, strategy_class
@@ -99,7 +99,7 @@ def connect(
                     f"(torchrun --nproc-per-node), or leave devices='auto'.",
                     code="devices-ignored",
                 ),
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         local_index = indices[env.local_rank % len(indices)] if accel == "cuda" else 0
     else:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lightkit.errors import LightkitWarning
+from lightkit.errors import LightkitWarning, user_stacklevel
 
 if TYPE_CHECKING:
     from lightkit.strategies.process_group import ProcessGroup
@@ -79,7 +79,7 @@ def distribute(group: ProcessGroup, loader: Any, evaluation: bool = False) -> An
                         f"of {group.world_size}.",
                         code="uneven-eval-split",
                     ),
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
             return rebuild_with_sampler(loader, split)
         why = f"uses a {type(batch_sampler or sampler).__name__}, which cannot be split"
@@ -90,7 +90,7 @@ def distribute(group: ProcessGroup, loader: Any, evaluation: bool = False) -> An
                 f"map-style dataset to have it split across the {group.world_size} ranks.",
                 code="loader-not-split",
             ),
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return even(group, loader)
 
@@ -113,7 +113,7 @@ def even(group: ProcessGroup, loader: Any) -> Any:
                 f"{min(lengths)} batches per epoch so that none waits forever.",
                 code="uneven-loaders",
             ),
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
     return EvenBatches(loader, length=min(lengths))
 

@@ -25,7 +25,7 @@ import attrs
 import torch
 from torch import nn
 
-from lightkit.errors import CheckpointError, LightkitWarning
+from lightkit.errors import CheckpointError, LightkitWarning, user_stacklevel
 from lightkit.strategies.fsdp_checkpoint import is_sharded
 from lightkit.strategies.parallel import ParallelStrategy
 from lightkit.utils.modules import optimizer_owner
@@ -119,7 +119,7 @@ class FSDPStrategy(ParallelStrategy):
                         "memory already, so nothing is offloaded.",
                         code="nothing-to-offload",
                     ),
-                    stacklevel=4,
+                    stacklevel=user_stacklevel(),
                 )
             return False
         return self.cpu_offload

@@ -20,7 +20,7 @@ import attrs
 import torch
 import torch.distributed as dist
 
-from lightkit.errors import ConfigError, DistributedError, LightkitWarning
+from lightkit.errors import ConfigError, DistributedError, LightkitWarning, user_stacklevel
 from lightkit.runtime.environment import ClusterEnvironment
 
 _OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}
@@ -179,7 +179,7 @@ class ProcessGroup:
                     LightkitWarning(
                         f"destroy_process_group() failed: {exc}", code="distributed-failure"
                     ),
-                    stacklevel=2,
+                    stacklevel=user_stacklevel(),
                 )
         self._owns = False
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
-from lightkit.errors import LightkitWarning
+from lightkit.errors import LightkitWarning, user_stacklevel
 
 _KEEP = (
     "num_workers",
@@ -51,7 +51,7 @@ def rebuild_with_sampler(loader: DataLoader[Any], sampler: Sampler[Any]) -> Data
                 f"sampler cannot be replaced, so it is used as is.",
                 code="sampler-not-replaced",
             ),
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return loader
     if type(loader) is not DataLoader:
@@ -60,7 +60,7 @@ def rebuild_with_sampler(loader: DataLoader[Any], sampler: Sampler[Any]) -> Data
                 f"{type(loader).__name__} is rebuilt as a plain DataLoader to change its sampler.",
                 code="loader-rebuilt",
             ),
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     kwargs: dict[str, Any] = {k: getattr(loader, k) for k in _KEEP if hasattr(loader, k)}
     if kwargs.get("num_workers", 0) == 0:

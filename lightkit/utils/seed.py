@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from lightkit.errors import LightkitWarning
+from lightkit.errors import LightkitWarning, user_stacklevel
 
 
 def seed_everything(seed: int, workers: bool = False) -> int:
@@ -54,7 +54,7 @@ def seed_everything(seed: int, workers: bool = False) -> int:
                 "per rank, seed in your own worker_init_fn with torch.distributed.get_rank().",
                 code="seed-workers",
             ),
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     random.seed(seed)
     try:

@@ -215,6 +215,11 @@ def test_not_a_lightkit_checkpoint_and_a_newer_format(tmp_path):
     with pytest.raises(lk.CheckpointError, match="is not a lightkit checkpoint") as info:
         lk.Trainer(**flags(tmp_path)).fit(SPEC, ckpt_path=path)
     assert info.value.code == "not-a-checkpoint"
+    assert "A bare state_dict loads with module.load_state_dict" in str(info.value)
+    lightning = {"state_dict": {"net.0.weight": torch.ones(1)}, "pytorch-lightning_version": "2.6"}
+    torch.save(lightning, path)
+    with pytest.raises(lk.CheckpointError, match="It is a Lightning checkpoint: load its weights"):
+        lk.Trainer(**flags(tmp_path)).validate(SPEC, ckpt_path=path)
     result = fit_two_epochs(tmp_path)
     ckpt = torch.load(result.last_checkpoint, weights_only=True)
     ckpt["lightkit_checkpoint"] = 99

@@ -246,8 +246,15 @@ def test_manual_optimization_refuses_automatic_flags():
         return None
 
     reg = registry(step=train, manual=True)
-    with pytest.raises(lk.ConfigError, match="manual=True"):
+    with pytest.raises(lk.ConfigError) as info:
         trainer(max_epochs=1, gradient_clip_val=1.0).fit(lk.collect(reg))
+    line = train.__code__.co_firstlineno
+    assert str(info.value) == (
+        f"{train.__qualname__}(net, batch) at tests/engine/test_manual.py:{line} optimizes "
+        f"manually "
+        f"(manual=True), so gradient_clip_val=1.0 cannot apply. Do it inside the step: clip "
+        f"with ctx.runtime.clip_gradients(opt, value) before opt.step(); or drop the flag."
+    )
 
 
 def test_manual_schedulers_are_the_steps_to_step():
