@@ -8,7 +8,9 @@ signature or look a name up.
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -473,7 +475,9 @@ class Engine:
 
 
 def run_name(spec: TrainingSpec) -> str:
-    """The run's folder name under ``lightkit_logs``: the training module's short name."""
+    """The run's folder name under ``lightkit_logs``: the training module's short name; for
+    a script run as ``__main__`` its file's (``python train.py``: ``train``, as ``lightkit fit
+    train.py`` names it), for a notebook its file's where Jupyter says it, else ``default``."""
     for role in ("training_step", "validation_step", "test_step", "predict_step", "model"):
         entry = spec.get(role) or (spec.models[0] if role == "model" and spec.models else None)
         if entry is not None:
@@ -481,8 +485,19 @@ def run_name(spec: TrainingSpec) -> str:
             short = module.rsplit(".", 1)[-1]
             if short and short != "__main__":
                 return short
-            break
+            return _main_name(entry.fn)
     return "default"
+
+
+def _main_name(fn: Any) -> str:
+    """The name of the program that defines ``fn`` in ``__main__``. The code's file name is
+    kept when a function travels to the rank processes, where ``__main__`` is another."""
+    path = Path(getattr(getattr(inspect.unwrap(fn), "__code__", None), "co_filename", "") or "")
+    # A notebook cell's code names a kernel's file that is no script (ipykernel_<pid>/...).
+    if path.suffix == ".py" and not path.parent.name.startswith("ipykernel_") and path.is_file():
+        return path.stem
+    session = os.environ.get("JPY_SESSION_NAME")  # the notebook's path, from Jupyter
+    return Path(session).stem if session else "default"
 
 
 def write_run_files(

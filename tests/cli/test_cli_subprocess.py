@@ -130,7 +130,7 @@ def test_a_scripts_run_folder_says_which_target_reruns_it(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT.replace("ROOT", repr(str(tmp_path))))
     assert run(sys.executable, str(script)).returncode == 0
-    config = tmp_path / "lightkit_logs" / "default" / "version_0" / "config.toml"
+    config = tmp_path / "lightkit_logs" / "train" / "version_0" / "config.toml"  # the script's name
     text = config.read_text()
     assert f'target = ["{script}"] reruns it' in text  # in the file's header comment
     refused = run(sys.executable, "-m", "lightkit", "fit", "--config", str(config))
@@ -139,4 +139,30 @@ def test_a_scripts_run_folder_says_which_target_reruns_it(tmp_path):
     config.write_text(f'target = ["{script}"]\n' + text)  # what the comment says to do
     rerun = run(sys.executable, "-m", "lightkit", "fit", "--config", str(config), *QUIET)
     assert rerun.returncode == 0, rerun.stderr
-    assert (tmp_path / "lightkit_logs" / "train" / "version_0").is_dir()
+    assert (
+        tmp_path / "lightkit_logs" / "train" / "version_1"
+    ).is_dir()  # beside the script's own run
+
+
+def test_two_scripts_in_one_folder_keep_their_runs_apart(tmp_path):
+    # Each script's run folder is named after its file, so `ckpt_path="last"` in one never
+    # resumes the other's training, as a module's runs never mix with another module's.
+    fit_last = (
+        SCRIPT.replace("ROOT", repr(str(tmp_path)))
+        .replace("fit(lk.collect())", 'fit(lk.collect(), ckpt_path="last"); print(r.global_step)')
+        .replace("lk.Trainer(", "r = lk.Trainer(")
+    )
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.py").write_text(fit_last)
+    first = run(sys.executable, str(tmp_path / "a.py"))
+    again = run(sys.executable, str(tmp_path / "a.py"))
+    other = run(sys.executable, str(tmp_path / "b.py"))
+    assert [p.stdout.split()[-1] for p in (first, again, other)] == ["1", "1", "1"]
+    assert "no checkpoint found" in other.stderr  # b starts from scratch
+    assert "no checkpoint found" not in again.stderr  # a resumed its own: nothing left
+    runs = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("lightkit_logs/*/*"))
+    assert runs == [
+        "lightkit_logs/a/version_0",
+        "lightkit_logs/a/version_1",
+        "lightkit_logs/b/version_0",
+    ]

@@ -146,7 +146,7 @@ def test_sigterm_to_the_calling_process_saves_and_exits_143_as_one_process_does(
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 143, err
-        last = tmp_path / "lightkit_logs/default/version_0/checkpoints/last.ckpt"
+        last = tmp_path / "lightkit_logs/fit_preempted/version_0/checkpoints/last.ckpt"
         assert f"SIGTERM received; saved {last}; exiting with status 143" in err
         assert "finished" not in out and "DistributedError" not in err
         ckpt = torch.load(last, weights_only=True)
