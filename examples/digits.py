@@ -105,8 +105,9 @@ def train(cnn, batch):
 def evaluate(cnn: nn.Module, batch: Any, stage: str) -> None:
     x, y = batch
     logits = cnn(x)
-    lk.log(f"{stage}/loss", F.cross_entropy(logits.float(), y))
-    lk.log(f"{stage}/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
+    # sync_dist: with --devices 2, the epoch's figures cover both ranks' shares of the data.
+    lk.log(f"{stage}/loss", F.cross_entropy(logits.float(), y), sync_dist=True)
+    lk.log(f"{stage}/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True, sync_dist=True)
 
 
 @lk.validation_step

@@ -471,6 +471,15 @@ def test_error_sections_are_sorted_and_unique() -> None:
     assert documented == sorted(documented)
 
 
+# -- public names ---------------------------------------------------------------------------
+def test_every_public_name_is_in_the_index():
+    import lightkit as lk
+
+    index = (ROOT / "docs" / "index.md").read_text()
+    missing = [name for name in lk.__all__ if f"`lk.{name}`" not in index]
+    assert not missing, f"public names not in docs/index.md's table: {missing}"
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--update"]:
         update(GENERATED_FILES)

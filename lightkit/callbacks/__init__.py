@@ -40,8 +40,6 @@ __all__ = [
     "ModelSummary",
     "ProgressBar",
     "Timer",
-    "check_callbacks",
-    "default_callbacks",
 ]
 
 

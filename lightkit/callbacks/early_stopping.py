@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from lightkit.callbacks.base import Callback
-from lightkit.errors import ConfigError, LightkitWarning, sorted_list, user_stacklevel
+from lightkit.errors import ConfigError, LightkitWarning, did_you_mean, sorted_list, user_stacklevel
 from lightkit.utils.validators import at_least, one_of
 
 
@@ -129,8 +129,8 @@ class EarlyStopping(Callback):
         if self.monitor not in metrics:
             message = (
                 f"EarlyStopping(monitor={self.monitor!r}): the metric was never logged. Logged "
-                f"metrics: {sorted_list(metrics)}. Log it with lk.log({self.monitor!r}, value) "
-                f"or change `monitor`."
+                f"metrics: {sorted_list(metrics)}.{did_you_mean(self.monitor, metrics)} Log it "
+                f"with lk.log({self.monitor!r}, value) or change `monitor`."
             )
             if self.strict:
                 raise ConfigError(message, code="monitor-not-logged")

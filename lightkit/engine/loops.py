@@ -132,7 +132,7 @@ def fit_loop(engine: Engine) -> None:
                     f"its dropout and batch norm layers run as in evaluation. To freeze some "
                     f"layers only, leave the model in train mode and call .eval() on those "
                     f"submodules. If the whole model is frozen on purpose, silence this with "
-                    f"warnings.filterwarnings('ignore', message='model {name!r}', "
+                    f"warnings.filterwarnings('ignore', message=\"model {name!r}\", "
                     f"category=lk.LightkitWarning).",
                     code="model-in-eval-mode",
                 ),

@@ -16,7 +16,7 @@ __getattr__ = lazy_attributes(
     globals(),
 )
 
-__all__ = ["CSVLogger", "Logger", "TensorBoardLogger", "check_loggers", "default_loggers"]
+__all__ = ["CSVLogger", "Logger", "TensorBoardLogger"]
 
 
 def default_loggers(config: Any) -> list[Logger]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from lightkit.utils.validators import at_least, kind_of
+from lightkit.utils.validators import at_least, bad_argument, kind_of
 
 
 # Not slotted: a subclass may be a plain class with its own ``__init__`` that never calls
@@ -62,6 +62,17 @@ class Logger:
     )
     flush_every_n_steps: int = attrs.field(default=100, validator=at_least(1))
     log_dir: Path | None = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.save_dir is None and (self.name is not None or self.version is not None):
+            given = "name" if self.name is not None else "version"
+            raise bad_argument(
+                f"{type(self).__name__}({given}={getattr(self, given)!r})",
+                f"{given} picks a folder under save_dir, and there is none: without save_dir "
+                f"the logger writes into the run folder, which the trainer names "
+                f"(<default_root_dir>/lightkit_logs/<module>/version_N). Pass save_dir too, "
+                f"or drop {given}.",
+            )
 
     def setup(self, run_dir: Path) -> None:
         """Choose the folder to write into: ``run_dir``, or a version folder of ``save_dir``."""

@@ -165,6 +165,13 @@ def test_monitor_never_logged_is_an_error_once_validation_ran(tmp_path):
     with pytest.raises(lk.ConfigError, match=r"could not find 'val/acc'.*val/loss") as info:
         lk.Trainer(**flags(tmp_path, callbacks=[cb])).fit(SPEC)
     assert info.value.code == "monitor-not-logged"
+    # The file name's own fields are no logged metrics; a near miss is named.
+    cb = lk.ModelCheckpoint(monitor="val/los")
+    with pytest.raises(lk.ConfigError) as info:
+        lk.Trainer(**flags(tmp_path, callbacks=[cb])).fit(SPEC)
+    message = str(info.value)
+    assert "Did you mean 'val/loss'?" in message
+    assert "epoch" not in message.split("logged metrics:")[1].split(".")[0]
 
 
 def test_state_key_and_state_round_trip():

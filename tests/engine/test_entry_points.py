@@ -3,6 +3,9 @@ models run in."""
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -312,5 +315,27 @@ def test_a_model_in_eval_mode_at_the_start_of_training_warns():
     def net():
         return make_net().eval()
 
-    with pytest.warns(UserWarning, match="model 'net' is in eval mode as training starts"):
+    with pytest.warns(lk.LightkitWarning, match=r"model 'net' \(built by .*net\(\) at") as seen:
         trainer(seed=0, max_epochs=1).fit(lk.collect(net_registry(net)))
+    message = str(seen[0].message)
+    assert "is in eval mode as training starts" in message
+    # The filter the message offers silences it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message="model 'net'", category=lk.LightkitWarning)
+        assert """warnings.filterwarnings('ignore', message="model 'net'", """ in message
+        trainer(seed=0, max_epochs=1).fit(lk.collect(net_registry(net)))
+
+
+def test_a_notebooks_runs_are_named_after_its_file_where_jupyter_says_it(monkeypatch):
+    from lightkit.engine.engine import _main_name
+
+    namespace: dict[str, Any] = {}
+    exec(compile("def step(net, batch): pass", "/tmp/ipykernel_4242/123456.py", "exec"), namespace)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert _main_name(namespace["step"]) == "default"
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/work/sweep 3.ipynb")
+    assert _main_name(namespace["step"]) == "sweep 3"
+    assert _main_name(test_a_notebooks_runs_are_named_after_its_file_where_jupyter_says_it) == (
+        "test_entry_points"  # a script's function: its file's name
+    )

@@ -227,6 +227,17 @@ def test_bad_options_are_refused_by_name(cls, option, value, expected):
     assert str(err.value) == f"{cls.__name__}({option}={value!r}): {option} must be {expected}."
 
 
+@pytest.mark.parametrize("option", [{"name": "baseline"}, {"version": 7}])
+def test_name_and_version_need_a_save_dir(option):
+    # Without save_dir the logger writes into the run folder, which the trainer numbers:
+    # a pinned name or version would be dropped without a word.
+    ((key, value),) = option.items()
+    with pytest.raises(
+        lk.ConfigError, match=rf"^CSVLogger\({key}={value!r}\): {key} picks a folder "
+    ):
+        lk.CSVLogger(**option)
+
+
 def test_good_options_are_kept(tmp_path):
     log = lk.CSVLogger(save_dir=tmp_path, name="", version=3)
     assert (log.save_dir, log.name, log.version) == (tmp_path, "", 3)
