@@ -65,7 +65,21 @@ class Trainer:
     def fit(self, spec: TrainingSpec, ckpt_path: str | Path | None = None) -> Result:
         """Train. ``ckpt_path`` (a path, ``"last"`` or ``"best"``) resumes a run exactly."""
         self._fitted = None
-        result = self._run("fit", spec, ckpt_path)
+        before = self.last_engine
+        try:
+            result = self._run("fit", spec, ckpt_path)
+        except BaseException:
+            # As a LightningModule keeps what it learned when fit raises (Ctrl-C in a
+            # notebook): validate/test/predict then start where this process's run stopped.
+            engine = self.last_engine
+            if engine is not None and engine is not before and engine.models:
+                stopped = Result(
+                    models=engine.unwrapped_models(),
+                    global_step=engine.ctx.global_step,
+                    epoch=engine.epochs_done,
+                )
+                self._fitted = (spec, stopped)
+            raise
         self._fitted = (spec, result)
         return result
 
@@ -74,7 +88,8 @@ class Trainer:
 
         The weights: ``ckpt_path``'s (a path, ``"last"`` or ``"best"``); else, after a ``fit``
         of the same spec on this trainer, the weights that fit ended with (as Lightning's
-        ``trainer.validate(model)`` after ``fit``); else the ``@model`` functions' fresh ones.
+        ``trainer.validate(model)`` after ``fit``), also where a fit that raised in this
+        process stopped (Ctrl-C); else the ``@model`` functions' fresh ones.
         """
         return self._run("validate", spec, ckpt_path, self._fitted_weights(spec, ckpt_path))
 

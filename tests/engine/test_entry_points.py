@@ -3,6 +3,7 @@ models run in."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
@@ -196,6 +197,32 @@ def test_after_fit_validate_test_and_predict_use_the_weights_fit_ended_with():
     assert t.test(spec).metrics["test/acc"] == pytest.approx(accuracy, rel=1e-6)
     # The trained modules themselves are not touched by the evaluation runs.
     assert torch.equal(_outputs_of(fitted), expected)
+
+
+def test_after_an_interrupted_fit_evaluation_starts_where_it_stopped():
+    # A LightningModule keeps what it learned when Ctrl-C stops fit; so does the trainer.
+    record: list[tuple[str, bool, bool]] = []
+    reg = eval_registry(record)
+    stopped: dict[str, Any] = {}
+
+    def interrupt(net, ctx):
+        if ctx.global_step == 5:
+            stopped["net"] = copy.deepcopy(net)
+            raise KeyboardInterrupt
+
+    reg.on("train_batch_start")(interrupt)
+    spec = lk.collect(reg)
+    t = trainer(seed=0, max_epochs=3, num_sanity_val_steps=0)
+    with pytest.raises(KeyboardInterrupt):
+        t.fit(spec)
+    expected = _outputs_of(stopped["net"])
+    torch.manual_seed(0)
+    assert not torch.equal(_outputs_of(make_net()), expected)
+    after = t.validate(spec)
+    assert (after.global_step, after.epoch) == (5, 0)
+    loss = float(torch.nn.functional.cross_entropy(expected, Y_VAL))
+    assert after.metrics["val/loss"] == pytest.approx(loss, rel=1e-6)
+    assert torch.equal(torch.cat(t.predict(spec)), expected)
 
 
 def test_evaluation_reports_the_step_its_weights_come_from(tmp_path):
