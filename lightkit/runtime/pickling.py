@@ -8,6 +8,8 @@ plain subclasses of lightkit's slotted plugins whole.
 from __future__ import annotations
 
 import io
+import linecache
+import os
 import pickle
 import types
 from typing import Any
@@ -55,7 +57,18 @@ def _code_reduce(code: types.CodeType) -> Any:
     if reduce is None:
         return NotImplemented
     constructor, args = reduce(code)
-    return constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+    args = tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+    # A notebook cell's "file" exists only in the kernel's line cache: send its lines too, so
+    # a rank's traceback shows the failing line as the notebook's own does.
+    entry = linecache.cache.get(code.co_filename)
+    if entry is not None and not os.path.isfile(code.co_filename):
+        return _code_with_lines, (constructor, args, code.co_filename, entry)
+    return constructor, args
+
+
+def _code_with_lines(constructor: Any, args: tuple[Any, ...], filename: str, entry: Any) -> Any:
+    linecache.cache.setdefault(filename, entry)
+    return constructor(*args)
 
 
 def _slot_names(cls: type) -> list[str]:

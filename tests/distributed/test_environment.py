@@ -192,3 +192,34 @@ def test_functions_sent_by_value_keep_their_file_for_tracebacks(tmp_path):
     with pytest.raises(ValueError, match="in the step") as info:
         received()
     assert info.traceback[-1].path == script
+
+
+def test_a_notebook_cells_lines_travel_with_its_function(tmp_path):
+    # A cell's "file" lives only in the kernel's line cache: a rank (a fresh process) gets
+    # the lines with the function, so its traceback shows the failing line.
+    import linecache
+    import subprocess
+    import sys
+
+    from lightkit.runtime.pickling import dumps
+
+    cell = "/tmp/ipykernel_4242/98765.py"  # no such file
+    source = "def step():\n    raise ValueError('bad batch on rank 1')\n"
+    linecache.cache[cell] = (len(source), None, source.splitlines(True), cell)
+    try:
+        namespace = {"__name__": "__main__"}
+        exec(compile(source, cell, "exec"), namespace)
+        (tmp_path / "job.pkl").write_bytes(dumps(namespace["step"]))
+    finally:
+        del linecache.cache[cell]
+    rank = (
+        "import pickle, sys, traceback\n"
+        "step = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "try:\n    step()\nexcept ValueError:\n    print(traceback.format_exc())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", rank, str(tmp_path / "job.pkl")],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert f'File "{cell}", line 2, in step' in out
+    assert "raise ValueError('bad batch on rank 1')" in out
