@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import inspect
 import multiprocessing
 import multiprocessing.connection as mpc
 import os
@@ -171,12 +172,56 @@ def _dumps_job(job: Job) -> bytes:
     try:
         return dumps(job)
     except Exception as exc:
+        culprit = _culprit(job)
         raise ConfigError(
-            f"the run cannot be sent to the rank processes: {type(exc).__name__}: {exc}. "
-            f"Create such objects inside the decorated functions, or use "
+            f"the run cannot be sent to the rank processes: {culprit}{type(exc).__name__}: "
+            f"{exc}. Create such objects inside the decorated functions, or use "
             f"DDPStrategy(start_method='fork') (POSIX), which copies nothing.",
             code="unpicklable-run",
         ) from exc
+
+
+def _culprit(job: Job) -> str:
+    """What in ``job`` cannot be pickled, named for a person: a function's global or
+    closure variable (with the function's file:line), a callback, a logger, or a flag."""
+    from lightkit.errors import describe_function
+
+    def fails(obj: Any) -> bool:
+        try:
+            dumps(obj)
+        except Exception:
+            return True
+        return False
+
+    for entry in getattr(job.spec, "functions", ()):
+        fn = inspect.unwrap(entry.fn)
+        if not fails(fn):
+            continue
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            globals_ = getattr(fn, "__globals__", {})
+            for name in code.co_names:
+                if name in globals_ and fails(globals_[name]):
+                    value = globals_[name]
+                    return (
+                        f"{describe_function(fn)} uses the global {name!r} (a "
+                        f"{type(value).__name__}), which cannot be sent. "
+                    )
+            cells = getattr(fn, "__closure__", None) or ()
+            for name, cell in zip(code.co_freevars, cells, strict=False):
+                if fails(cell.cell_contents):
+                    return (
+                        f"{describe_function(fn)} uses the variable {name!r} (a "
+                        f"{type(cell.cell_contents).__name__}) of the function around it, "
+                        f"which cannot be sent. "
+                    )
+        return f"{describe_function(fn)} cannot be sent. "
+    config = job.config
+    for what, items in (("callback", config.callbacks), ("logger", config.logger)):
+        for item in items if isinstance(items, (list, tuple)) else [items]:
+            if not isinstance(item, bool) and fails(item):
+                return f"the {what} {type(item).__name__} cannot be sent. "
+    return ""
 
 
 class _Rank(abc.ABC):

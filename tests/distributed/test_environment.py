@@ -116,7 +116,7 @@ def test_several_nodes_need_an_outside_launcher() -> None:
     assert info.value.code == "impossible-config"
 
 
-def test_a_run_that_cannot_be_pickled_fails_before_any_process() -> None:
+def test_a_run_that_cannot_be_pickled_fails_before_any_process(tmp_path) -> None:
     from tests.distributed import programs
 
     pending = (i for i in range(3))  # a generator: no pickler can send it to a rank
@@ -130,6 +130,27 @@ def test_a_run_that_cannot_be_pickled_fails_before_any_process() -> None:
     with pytest.raises(lk.ConfigError, match="cannot be sent to the rank processes") as info:
         trainer.fit(lk.collect(programs, extra))
     assert info.value.code == "unpicklable-run"
+    # It names the culprit: the function (file:line) and the variable it uses.
+    line = take_one.__code__.co_firstlineno
+    assert (
+        f"take_one() at tests/distributed/test_environment.py:{line} uses the variable "
+        f"'pending' (a generator) of the function around it, which cannot be sent."
+    ) in str(info.value)
+    # A global of a script or notebook (an open file, say) is named the same way.
+    namespace: dict = {"__name__": "__main__", "lk": lk}
+    source = "log = open(LOG, 'w')\n\ndef write_log(ctx):\n    log.write('x')\n"
+    namespace["LOG"] = str(tmp_path / "hook.log")
+    exec(compile(source, "notebook_cell.py", "exec"), namespace)
+    other = lk.Registry()
+    other.on("fit_start")(namespace["write_log"])
+    try:
+        with pytest.raises(lk.ConfigError) as info:
+            trainer.fit(lk.collect(programs, other))
+    finally:
+        namespace["log"].close()
+    assert "write_log(ctx) at notebook_cell.py:3 uses the global 'log' (a TextIOWrapper)" in str(
+        info.value
+    )
 
 
 def test_even_batches() -> None:
