@@ -138,7 +138,28 @@ def _location(fn: Callable[..., Any]) -> str:
     code = getattr(fn, "__code__", None)
     if code is None:
         return getattr(fn, "__module__", "?") or "?"
-    return f"{_relative(code.co_filename)}:{code.co_firstlineno}"
+    return _place(code.co_filename, code.co_firstlineno)
+
+
+def _place(path: str, line: int) -> str:
+    """``x.py:12``, or IPython's own ``Cell In[5], line 2`` for a notebook cell (whose file
+    name is a kernel's temporary one, which tells the reader nothing)."""
+    cell = _notebook_cell(path)
+    return f"Cell In[{cell}], line {line}" if cell is not None else f"{_relative(path)}:{line}"
+
+
+def _notebook_cell(path: str) -> int | None:
+    """The execution count of the IPython cell compiled under ``path``, if any."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return None
+    try:
+        shell = ipython.get_ipython()
+        # IPython's {filename: execution_count}, which its own tracebacks read.
+        found = shell.compile._filename_map.get(path) if shell is not None else None
+    except Exception:
+        return None
+    return found if isinstance(found, int) else None
 
 
 def _relative(path: str) -> str:
@@ -200,7 +221,7 @@ def user_call_site() -> str:
     frame = user_frame() or sys._getframe(1)
     code = frame.f_code
     name = getattr(code, "co_qualname", code.co_name)  # co_qualname: Python 3.11+
-    return f"{name}() at {_relative(code.co_filename)}:{frame.f_lineno}"
+    return f"{name}() at {_place(code.co_filename, frame.f_lineno)}"
 
 
 def user_stacklevel() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import pickle
+import sys
 import warnings
 from pathlib import Path
 
@@ -264,3 +265,21 @@ def test_a_warning_carries_its_code_and_the_category_silences_it():
         result = lk.Trainer(**QUIET).fit(spec)
     assert result.global_step == 2
     assert [str(w.message) for w in seen] == []
+
+
+def test_a_notebook_functions_place_reads_as_ipythons_cell(monkeypatch):
+    # A cell's code has a kernel's temporary file name; IPython's tracebacks say
+    # "Cell In[5], line 2", and so do lightkit's messages.
+    import types
+
+    cell_file = "/tmp/ipykernel_4242/2718281828.py"
+    namespace: dict = {}
+    exec(compile("\n\ndef val(net, batch):\n    pass\n", cell_file, "exec"), namespace)
+    assert describe_function(namespace["val"]) == f"val(net, batch) at {cell_file}:3"
+    shell = types.SimpleNamespace(compile=types.SimpleNamespace(_filename_map={cell_file: 5}))
+    fake = types.ModuleType("IPython")
+    fake.get_ipython = lambda: shell  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    assert describe_function(namespace["val"]) == "val(net, batch) at Cell In[5], line 3"
+    shell.compile._filename_map = {}  # another cell's file: the path as it is
+    assert describe_function(namespace["val"]) == f"val(net, batch) at {cell_file}:3"
