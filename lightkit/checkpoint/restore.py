@@ -44,14 +44,28 @@ def locate(engine: Engine, ckpt_path: str | Path, full: bool) -> tuple[Path, dic
     if isinstance(ckpt_path, str) and ckpt_path in ("last", "best"):
         found = find_checkpoint(engine, ckpt_path, other_runs=not full)
         if found is None:
+            from lightkit.engine.engine import run_name
+
+            logs = engine.config.root_dir / "lightkit_logs"
             where = ", ".join(str(d) for d in search_dirs(engine, other_runs=not full)) or str(
-                engine.config.root_dir / "lightkit_logs"
+                logs / run_name(engine.spec) / "version_*" / "checkpoints"
             )
             if full and ckpt_path == "last":
+                # Another program's runs are never resumed; say where they are, in case.
+                others = sorted(
+                    {d.parent.parent.name for d in logs.glob("*/version_*/checkpoints")}
+                    - {run_name(engine.spec)}
+                )
+                hint = (
+                    f" Runs of other programs ({', '.join(others)}) are in {logs}: pass a "
+                    f"file's path to continue one."
+                    if others
+                    else ""
+                )
                 warnings.warn(
                     LightkitWarning(
                         f'fit(ckpt_path="last"): no checkpoint found (searched {where}); '
-                        f"training starts from scratch.",
+                        f"training starts from scratch.{hint}",
                         code="checkpoint-not-found",
                     ),
                     stacklevel=user_stacklevel(),

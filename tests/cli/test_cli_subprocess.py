@@ -158,7 +158,11 @@ def test_two_scripts_in_one_folder_keep_their_runs_apart(tmp_path):
     again = run(sys.executable, str(tmp_path / "a.py"))
     other = run(sys.executable, str(tmp_path / "b.py"))
     assert [p.stdout.split()[-1] for p in (first, again, other)] == ["1", "1", "1"]
-    assert "no checkpoint found" in other.stderr  # b starts from scratch
+    assert "no checkpoint found" in other.stderr  # b starts from scratch, and says where a's are
+    assert (
+        "/b/version_*/checkpoints); training starts from scratch. Runs of other programs (a)"
+        in (other.stderr)
+    )
     assert "no checkpoint found" not in again.stderr  # a resumed its own: nothing left
     runs = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("lightkit_logs/*/*"))
     assert runs == [
