@@ -352,6 +352,16 @@ class Parsed:
         self.refs: dict[int, Any] = {}
 
 
+def _script_named_in(config_path: str) -> str | None:
+    """The script a run folder's config file names in its header comment, if it does."""
+    try:
+        text = Path(config_path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = re.search(r'target = \["([^"]+)"\] reruns it', text)
+    return found.group(1) if found else None
+
+
 def parse(command: str, args: list[str]) -> Parsed:
     """Both phases: targets and config file, then every flag, all validated."""
     from pydantic import ValidationError
@@ -385,12 +395,13 @@ def parse(command: str, args: list[str]) -> Parsed:
                 f"(lightkit {command} {late} [flags])."
             )
         if config_path is not None:  # a run folder's file from a script: it has no target
+            script = _script_named_in(config_path) or "script.py"
             raise UsageError(
                 f"{config_path} names no target: its run's functions came from a script run "
-                f"as `python script.py`, which is not importable by name. Add "
-                f'target = ["script.py"] at its top (with the script\'s own fit call under '
+                f"as `python {Path(script).name}`, which is not importable by name. Add "
+                f'target = ["{script}"] at its top (with the script\'s own fit call under '
                 f'`if __name__ == "__main__":`), or give the target here: '
-                f"lightkit {command} script.py --config {config_path}."
+                f"lightkit {command} {script} --config {config_path}."
             )
         raise UsageError(
             f"{command} needs a TARGET right after the command: a .py file or an importable "

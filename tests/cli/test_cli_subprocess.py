@@ -136,6 +136,7 @@ def test_a_scripts_run_folder_says_which_target_reruns_it(tmp_path):
     refused = run(sys.executable, "-m", "lightkit", "fit", "--config", str(config))
     assert refused.returncode == 2
     assert "names no target: its run's functions came from a script" in refused.stderr
+    assert f'Add target = ["{script}"] at its top' in refused.stderr  # the script it names
     config.write_text(f'target = ["{script}"]\n' + text)  # what the comment says to do
     rerun = run(sys.executable, "-m", "lightkit", "fit", "--config", str(config), *QUIET)
     assert rerun.returncode == 0, rerun.stderr
