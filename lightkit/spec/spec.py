@@ -492,6 +492,10 @@ class TrainingSpec(BaseModel):
     def __str__(self) -> str:
         return self.describe()
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """A spec as a notebook cell's last line: the table ``print(spec)`` shows."""
+        printer.text("TrainingSpec(...)" if cycle else self.describe())
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TrainingSpec):
             return NotImplemented

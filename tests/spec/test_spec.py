@@ -426,6 +426,10 @@ def test_describe():
     assert "    optimizer_name: Literal['adam', 'rmsprop'] = 'rmsprop'  (used by optim)" in lines
     assert "    hidden: int = 64  (used by generator, build_discriminator)" in lines
     assert str(lk.collect(realistic)) == lk.collect(realistic).describe()
+    # A notebook cell ending in `spec` shows the same table (IPython's pretty printer).
+    from IPython.lib.pretty import pretty
+
+    assert pretty(lk.collect(realistic)) == lk.collect(realistic).describe()
 
 
 def test_describe_without_hparams():
