@@ -35,6 +35,11 @@ def evaluate(
     epoch aggregates. ``stage`` is ``"validate"`` or ``"test"``."""
     ctx, store, events, rt = engine.ctx, engine.store, engine.events, engine.runtime
     prefix = "validation" if stage == "validate" else stage
+    pending = store.unwritten_step
+    if engine.stage == "fit" and pending is not None and pending < (store.row_step or 0):
+        # Step values of an earlier batch than the one this validation follows (its step
+        # returned None before logging): their row comes first, so the rows stay in order.
+        engine.log_rows(store.take_unwritten(), pending)
     # Every submodule's mode, not just the top one's: a submodule the user keeps in eval mode
     # (frozen batch norm) stays so after validation, as in Lightning.
     modes = [(sub, sub.training) for m in engine.models.values() for sub in m.modules()]

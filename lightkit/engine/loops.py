@@ -16,6 +16,7 @@ spec and config; ``tests/engine/test_hook_order.py`` pins it)::
 
     fit_start
     sanity_check_start, validation (num_sanity_val_steps batches), sanity_check_end
+    train_start (when an epoch can start)
     per epoch:
         train_epoch_start
         per batch:
@@ -30,6 +31,7 @@ spec and config; ``tests/engine/test_hook_order.py`` pins it)::
         train_epoch_end
         epoch schedulers
         save point (the epoch is complete)
+    train_end (when train_start fired)
     fit_end
 
     validation (its own events): see ``evaluation.py``.
@@ -114,36 +116,8 @@ def fit_loop(engine: Engine) -> None:
                 ),
                 stacklevel=user_stacklevel(),
             )
-    # The models keep the modes their functions and hooks gave them: a submodule frozen in
-    # eval mode stays so, as in Lightning (which does not call train() either).
-    for name, m in engine.models.items():
-        if not m.training:
-            made_by = next(
-                (
-                    describe_function(p.fn)
-                    for p in engine.spec.plans
-                    if p.role == "model" and p.name == name
-                ),
-                "its @model function",
-            )
-            warnings.warn(
-                LightkitWarning(
-                    f"model {name!r} (built by {made_by}) is in eval mode as training starts, so "
-                    f"its dropout and batch norm layers run as in evaluation. To freeze some "
-                    f"layers only, leave the model in train mode and call .eval() on those "
-                    f"submodules. If the whole model is frozen on purpose, silence this with "
-                    f"warnings.filterwarnings('ignore', message=\"model {name!r}\", "
-                    f"category=lk.LightkitWarning).",
-                    code="model-in-eval-mode",
-                ),
-                stacklevel=user_stacklevel(),
-            )
+    warn_models_in_eval(engine)
     agreed_stop = plan.agreed_stop
-    # Lightning's on_train_start/on_train_end: after the sanity check, around the epochs,
-    # also in a resumed fit; not at all when no epoch can run.
-    training = not stop
-    if training:
-        events.fire("train_start")
 
     def stop_asked() -> bool:
         # At an epoch's end, and before an epoch's first batch: a should_stop set in
@@ -152,6 +126,14 @@ def fit_loop(engine: Engine) -> None:
         # (With several processes, one small collective: the ranks agree.)
         asked = ctx.should_stop if agreed_stop is None else agreed_stop()
         return asked and can_stop(engine, epoch)
+
+    # Lightning's on_train_start/on_train_end: after the sanity check, around the epochs, in
+    # a resumed fit too; not at all when no epoch can start (Lightning skips its fit loop).
+    training = not stop and (max_epochs == -1 or epoch < max_epochs)
+    if training and stop_asked():  # asked in fit_start or the sanity check
+        engine.stopped_by, stop, training = engine.stopped_by or "should_stop", True, False
+    if training:
+        events.fire("train_start")
 
     position = (epoch, engine.skip_batches)  # where a resumed run would continue
     first = True
@@ -493,6 +475,35 @@ def validate_in_epoch(
     engine.store.stage = "train"
     ctx = engine.ctx
     return (ctx.should_stop if agreed_stop is None else agreed_stop()) and can_stop(engine, epoch)
+
+
+def warn_models_in_eval(engine: Engine) -> None:
+    """The models keep the modes their functions and hooks gave them, as in Lightning (which
+    does not call train() either): a submodule frozen in eval mode stays so. A whole model in
+    eval mode is more likely a slip."""
+    for name, m in engine.models.items():
+        if m.training:
+            continue
+        made_by = next(
+            (
+                describe_function(p.fn)
+                for p in engine.spec.plans
+                if p.role == "model" and p.name == name
+            ),
+            "its @model function",
+        )
+        warnings.warn(
+            LightkitWarning(
+                f"model {name!r} (built by {made_by}) is in eval mode as training starts, so "
+                f"its dropout and batch norm layers run as in evaluation. To freeze some "
+                f"layers only, leave the model in train mode and call .eval() on those "
+                f"submodules. If the whole model is frozen on purpose, silence this with "
+                f"warnings.filterwarnings('ignore', message=\"model {name!r}\", "
+                f"category=lk.LightkitWarning).",
+                code="model-in-eval-mode",
+            ),
+            stacklevel=user_stacklevel(),
+        )
 
 
 def can_stop(engine: Engine, epochs_done: int) -> bool:

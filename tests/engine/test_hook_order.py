@@ -101,6 +101,20 @@ def test_train_start_and_end_fire_once_a_fit_and_not_when_no_epoch_can_run(tmp_p
     seq.clear()
     trainer(limit_train_batches=0, callbacks=[record_everything(reg, seq)]).fit(lk.collect(reg))
     assert "fn:train_start" not in seq and "cb:train_end" not in seq
+    # Nor when the epochs are done (a fit resumed at max_epochs, max_epochs=0), or a stop was
+    # asked before the first (in fit_start).
+    epochs = {"default_root_dir": tmp_path / "e", "enable_checkpointing": True, "max_epochs": 1}
+    trainer(**epochs).fit(lk.collect(reg))
+    seq.clear()
+    trainer(**epochs, callbacks=[record_everything(reg, seq)]).fit(
+        lk.collect(reg), ckpt_path="last"
+    )
+    trainer(max_epochs=0, callbacks=[record_everything(reg, seq)]).fit(lk.collect(reg))
+    stopper = registry()
+    stopper.on("fit_start")(lambda ctx: setattr(ctx, "should_stop", True))
+    trainer(max_epochs=2, callbacks=[record_everything(stopper, seq)]).fit(lk.collect(stopper))
+    assert [s for s in seq if "train_" in s] == []
+    assert seq.count("fn:fit_start") == 3
 
 
 def test_the_optimizer_events_fire_when_a_window_ends():

@@ -217,6 +217,31 @@ def test_a_last_batch_that_steps_no_optimizer_keeps_its_row(tmp_path):
     ]
 
 
+def test_values_of_a_batch_before_a_last_one_that_logs_nothing_come_before_the_validation(
+    tmp_path,
+):
+    # No row is due before the epoch ends (log_every_n_steps=50); the last batch returns
+    # None before logging, so the pending values are the batch before's, at its step: their
+    # row comes before the validation's, which the epoch aggregate then joins.
+    def step(net, batch, batch_idx):
+        if batch_idx == 3:
+            return None
+        loss = mse_step(net, batch)
+        lk.log("e", float(batch_idx), on_step=False, on_epoch=True)
+        return loss
+
+    result = trainer(tmp_path, logger=True, max_epochs=2, log_every_n_steps=50).fit(spec(step=step))
+    rows = read_csv(result.log_dir / "metrics.csv")
+    assert [
+        (r["step"], r["epoch"], bool(r["train/loss"]), bool(r["val/loss"]), r["e"]) for r in rows
+    ] == [
+        ("2", "0", True, False, ""),
+        ("3", "0", False, True, "1.0"),
+        ("5", "1", True, False, ""),
+        ("6", "1", False, True, "1.0"),
+    ]
+
+
 def test_a_stop_inside_an_accumulation_window_writes_the_batch_under_its_own_step(tmp_path):
     # A window of 2: batches 0-1 are optimizer step 0; batch 2 begins step 1 and asks to
     # stop, so that window never steps. Its value goes under step 1, not over step 0's.
