@@ -86,6 +86,14 @@ class LightkitWarning(UserWarning):
         super().__init__(message)
         self.code = code
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Under -W error it is raised, and may cross to another process or be copied.
+        return _warning, (str(self), self.code)
+
+
+def _warning(message: str, code: str) -> LightkitWarning:
+    return LightkitWarning(message, code=code)
+
 
 class ConfigError(LightkitError, ValueError):
     """The trainer's configuration cannot work (impossible flag combination, unknown plugin)."""
@@ -146,6 +154,17 @@ def _place(path: str, line: int) -> str:
     name is a kernel's temporary one, which tells the reader nothing)."""
     cell = _notebook_cell(path)
     return f"Cell In[{cell}], line {line}" if cell is not None else f"{_relative(path)}:{line}"
+
+
+def file_label(fn: Callable[..., Any]) -> str:
+    """The file that defines ``fn`` as messages name it: ``x.py`` or ``Cell In[5]``."""
+    fn = _code_owner(fn)
+    fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return getattr(fn, "__module__", "?") or "?"
+    cell = _notebook_cell(code.co_filename)
+    return f"Cell In[{cell}]" if cell is not None else _relative(code.co_filename)
 
 
 def _notebook_cell(path: str) -> int | None:

@@ -281,5 +281,27 @@ def test_a_notebook_functions_place_reads_as_ipythons_cell(monkeypatch):
     fake.get_ipython = lambda: shell  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "IPython", fake)
     assert describe_function(namespace["val"]) == "val(net, batch) at Cell In[5], line 3"
+    # A SpecError's head names the cell once, as the file it stands for.
+    exec(compile("def train(net, batch, foo):\n    pass\n", cell_file, "exec"), namespace)
+    reg = lk.Registry()
+    reg.model(lambda: torch.nn.Linear(1, 1), name="net")
+    reg.training_step(namespace["train"])
+    reg.validation_step(lambda net, batch, bar: None)
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert str(info.value).startswith("2 problems in Cell In[5], tests/test_errors.py:\n")
     shell.compile._filename_map = {}  # another cell's file: the path as it is
     assert describe_function(namespace["val"]) == f"val(net, batch) at {cell_file}:3"
+
+
+def test_a_lightkit_warning_survives_pickling_and_copying():
+    # Under -W error it is raised, and may cross to another process.
+    import copy
+
+    warning = lk.LightkitWarning("the loader is rebuilt", code="loader-rebuilt")
+    for back in (pickle.loads(pickle.dumps(warning)), copy.copy(warning)):
+        assert (type(back), str(back), back.code) == (
+            lk.LightkitWarning,
+            "the loader is rebuilt",
+            "loader-rebuilt",
+        )

@@ -244,25 +244,30 @@ class Engine:
         if self.manual:
             why = "manual=True" if step_plan.manual else f"{len(self.optimizers)} optimizers"
             cfg = self.config
-            flags = [
-                f"{name}={value!r}"
-                for name, value, unset in (
-                    ("accumulate_grad_batches", cfg.accumulate_grad_batches, 1),
-                    ("gradient_clip_val", cfg.gradient_clip_val, None),
+            given = [
+                (f"{name}={value!r}", fix)
+                for name, value, unset, fix in (
+                    (
+                        "accumulate_grad_batches",
+                        cfg.accumulate_grad_batches,
+                        1,
+                        "step the optimizer every n batches",
+                    ),
+                    (
+                        "gradient_clip_val",
+                        cfg.gradient_clip_val,
+                        None,
+                        "clip with ctx.runtime.clip_gradients(opt, value) before opt.step()",
+                    ),
                 )
                 if value != unset and value != 0
             ]
-            if flags:
-                hows = {
-                    "accumulate_grad_batches": "step the optimizer every n batches",
-                    "gradient_clip_val": "clip with ctx.runtime.clip_gradients(opt, value) "
-                    "before opt.step()",
-                }
-                fixes = "; ".join(hows[f.split("=")[0]] for f in flags)
+            if given:
+                flags = " and ".join(flag for flag, _ in given)
                 raise ConfigError(
-                    f"{describe_function(step_plan.fn)} optimizes manually ({why}), so "
-                    f"{' and '.join(flags)} cannot apply. Do it inside the step: {fixes}; or "
-                    f"drop the flag.",
+                    f"{describe_function(step_plan.fn)} optimizes manually ({why}), so {flags} "
+                    f"cannot apply. Do it inside the step: {'; '.join(fix for _, fix in given)}; "
+                    f"or drop {'the flags' if len(given) > 1 else 'the flag'}.",
                     code="manual-optimization-flags",
                 )
 

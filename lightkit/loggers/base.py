@@ -64,14 +64,16 @@ class Logger:
     log_dir: Path | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.save_dir is None and (self.name is not None or self.version is not None):
-            given = "name" if self.name is not None else "version"
+        given = [n for n in ("name", "version") if getattr(self, n) is not None]
+        if self.save_dir is None and given:
+            args = ", ".join(f"{n}={getattr(self, n)!r}" for n in given)
+            what = " and ".join(given)
             raise bad_argument(
-                f"{type(self).__name__}({given}={getattr(self, given)!r})",
-                f"{given} picks a folder under save_dir, and there is none: without save_dir "
-                f"the logger writes into the run folder, which the trainer names "
-                f"(<default_root_dir>/lightkit_logs/<module>/version_N). Pass save_dir too, "
-                f"or drop {given}.",
+                f"{type(self).__name__}({args})",
+                f"{what} {'pick' if len(given) > 1 else 'picks'} a folder under save_dir, and "
+                f"there is none: without save_dir the logger writes into the run folder, which "
+                f"the trainer names (<default_root_dir>/lightkit_logs/<module>/version_N). Pass "
+                f"save_dir too, or drop {what}.",
             )
 
     def setup(self, run_dir: Path) -> None:

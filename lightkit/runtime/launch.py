@@ -62,6 +62,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -181,6 +182,14 @@ def _dumps_job(job: Job) -> bytes:
         ) from exc
 
 
+def _global_names(code: types.CodeType) -> Iterator[str]:
+    """The global names ``code`` reads, its nested functions' and comprehensions' too."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _global_names(const)
+
+
 def _culprit(job: Job) -> str:
     """What in ``job`` cannot be pickled, named for a person: a function's global or
     closure variable (with the function's file:line), a callback, a logger, or a flag."""
@@ -200,7 +209,7 @@ def _culprit(job: Job) -> str:
         code = getattr(fn, "__code__", None)
         if code is not None:
             globals_ = getattr(fn, "__globals__", {})
-            for name in code.co_names:
+            for name in dict.fromkeys(_global_names(code)):
                 if name in globals_ and fails(globals_[name]):
                     value = globals_[name]
                     return (
@@ -209,11 +218,15 @@ def _culprit(job: Job) -> str:
                     )
             cells = getattr(fn, "__closure__", None) or ()
             for name, cell in zip(code.co_freevars, cells, strict=False):
-                if fails(cell.cell_contents):
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # a cell not yet bound
+                    continue
+                if fails(value):
                     return (
                         f"{describe_function(fn)} uses the variable {name!r} (a "
-                        f"{type(cell.cell_contents).__name__}) of the function around it, "
-                        f"which cannot be sent. "
+                        f"{type(value).__name__}) of the function around it, which cannot be "
+                        f"sent. "
                     )
         return f"{describe_function(fn)} cannot be sent. "
     config = job.config

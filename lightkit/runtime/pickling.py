@@ -61,7 +61,9 @@ def _code_reduce(code: types.CodeType) -> Any:
     # A notebook cell's "file" exists only in the kernel's line cache: send its lines too, so
     # a rank's traceback shows the failing line as the notebook's own does.
     entry = linecache.cache.get(code.co_filename)
-    if entry is not None and not os.path.isfile(code.co_filename):
+    # A full entry (size, mtime, lines, name); a lazy one holds a loader, which need not pickle.
+    full = isinstance(entry, tuple) and len(entry) == 4 and isinstance(entry[2], list)
+    if full and not os.path.isfile(code.co_filename):
         return _code_with_lines, (constructor, args, code.co_filename, entry)
     return constructor, args
 

@@ -126,8 +126,6 @@ EVENT_SUPPLIES: Final[dict[str, frozenset[str]]] = {
     "train_end": _FIT,
 }
 
-#: The values the loop passes to each event's hooks at the moment it fires, in order; every
-#: other name a hook asks for is fixed for the whole run and bound once.
 #: Lightning hook names (without ``on_``) that are no event here, and the event to use: an
 #: evaluation run is one epoch.
 LIGHTNING_EVENTS: Final[dict[str, str]] = {
@@ -148,6 +146,8 @@ def event_hint(event: str, prefix: str = "") -> str:
     return did_you_mean(prefix + event, [prefix + e for e in EVENTS])
 
 
+#: The values the loop passes to each event's hooks at the moment it fires, in order; every
+#: other name a hook asks for is fixed for the whole run and bound once.
 EVENT_ARGS: Final[dict[str, tuple[str, ...]]] = {
     **{event: () for event in EVENT_SUPPLIES},
     "train_batch_start": ("batch", "batch_idx"),

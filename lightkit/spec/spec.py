@@ -28,7 +28,14 @@ from pydantic import (
     model_validator,
 )
 
-from lightkit.errors import Problem, SpecError, describe_function, did_you_mean, sorted_list
+from lightkit.errors import (
+    Problem,
+    SpecError,
+    describe_function,
+    did_you_mean,
+    file_label,
+    sorted_list,
+)
 from lightkit.spec.hparams import (
     Hparams,
     build_hparams_model,
@@ -606,7 +613,4 @@ def _unwrap_spec_errors(exc: ValidationError, *, validating: bool = True) -> Exc
 
 def source_files(entries: Sequence[SpecEntry]) -> str:
     """The files that define ``entries``, for the head of an error message."""
-    files = sorted(
-        {describe_function(e.fn).rsplit(" at ", 1)[-1].rsplit(":", 1)[0] for e in entries}
-    )
-    return ", ".join(files)
+    return ", ".join(sorted({file_label(e.fn) for e in entries}))

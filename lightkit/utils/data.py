@@ -34,6 +34,8 @@ def loader_length(loader: Any) -> int | None:
     except (TypeError, NotImplementedError):  # IterableDataset loaders raise either
         return None
     except RuntimeError:  # a length known once iterated (Lightning's CombinedLoader)
+        if isinstance(loader, DataLoader):
+            raise  # a dataset's own __len__ failed (a file it reads): not "no length"
         return None
 
 

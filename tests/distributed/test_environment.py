@@ -244,3 +244,38 @@ def test_a_notebook_cells_lines_travel_with_its_function(tmp_path):
     ).stdout  # fmt: skip
     assert f'File "{cell}", line 2, in step' in out
     assert "raise ValueError('bad batch on rank 1')" in out
+
+
+def test_only_a_full_line_cache_entry_travels(tmp_path):
+    # A lazy entry (a loader to call) holds objects that need not pickle: it stays behind.
+    import linecache
+    import pickle
+    import threading
+
+    from lightkit.runtime.pickling import dumps
+
+    name = str(tmp_path / "archive.zip" / "train.py")  # no such file
+    linecache.cache[name] = (threading.Lock(),)  # a 1-tuple, as linecache.lazycache makes
+    try:
+        namespace = {"__name__": "__main__"}
+        exec(compile("def step():\n    return 1\n", name, "exec"), namespace)
+        assert pickle.loads(dumps(namespace["step"]))() == 1
+    finally:
+        del linecache.cache[name]
+
+
+def test_a_global_used_in_a_nested_function_is_named_as_the_culprit(tmp_path) -> None:
+    from lightkit.runtime.launch import Job, _culprit
+
+    namespace: dict = {"__name__": "__main__", "LOG": str(tmp_path / "x.log")}
+    source = (
+        "log = open(LOG, 'w')\n\ndef hook(ctx):\n    return [log.write(str(i)) for i in range(2)]\n"
+    )
+    exec(compile(source, "cell.py", "exec"), namespace)
+    reg = lk.Registry()
+    reg.on("fit_start")(namespace["hook"])
+    try:
+        found = _culprit(Job(lk.TrainerConfig(), "fit", lk.collect(reg), None))
+    finally:
+        namespace["log"].close()
+    assert found.startswith("hook(ctx) at cell.py:3 uses the global 'log' (a TextIOWrapper)")

@@ -281,6 +281,23 @@ def test_a_loader_whose_length_needs_an_iteration_first_trains_as_unsized():
     assert result.global_step == 10
 
 
+def test_a_datasets_own_length_error_is_not_taken_for_no_length():
+    # A map-style dataset whose __len__ fails (a file it reads) raises as it is, where a
+    # wrapper whose length needs an iteration first (above) is unsized.
+    class Broken(torch.utils.data.Dataset):
+        def __getitem__(self, i):
+            return X_TRAIN[i], Y_TRAIN[i]
+
+        def __len__(self):
+            raise RuntimeError("cannot read the index file")
+
+    def data():
+        return torch.utils.data.DataLoader(Broken(), batch_size=10)
+
+    with pytest.raises(RuntimeError, match=r"^cannot read the index file$"):
+        trainer(max_epochs=1).fit(lk.collect(registry(train_data=data)))
+
+
 def test_fast_dev_run_on_a_shorter_unsized_loader_runs_what_there_is():
     seen: list[tuple[int, int]] = []
     result = trainer(fast_dev_run=5).fit(lk.collect(stream_registry(4, seen, [])))
