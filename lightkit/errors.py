@@ -140,12 +140,17 @@ def _code_owner(fn: Any) -> Any:
     return fn
 
 
-def _location(fn: Callable[..., Any]) -> str:
+def _code_of(fn: Callable[..., Any]) -> Any:
+    """The code object behind ``fn`` (``None`` for a builtin or a class without one)."""
     fn = _code_owner(fn)
     fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
-    code = getattr(fn, "__code__", None)
+    return getattr(fn, "__code__", None)
+
+
+def _location(fn: Callable[..., Any]) -> str:
+    code = _code_of(fn)
     if code is None:
-        return getattr(fn, "__module__", "?") or "?"
+        return getattr(_code_owner(fn), "__module__", "?") or "?"
     return _place(code.co_filename, code.co_firstlineno)
 
 
@@ -158,11 +163,9 @@ def _place(path: str, line: int) -> str:
 
 def file_label(fn: Callable[..., Any]) -> str:
     """The file that defines ``fn`` as messages name it: ``x.py`` or ``Cell In[5]``."""
-    fn = _code_owner(fn)
-    fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
-    code = getattr(fn, "__code__", None)
+    code = _code_of(fn)
     if code is None:
-        return getattr(fn, "__module__", "?") or "?"
+        return getattr(_code_owner(fn), "__module__", "?") or "?"
     cell = _notebook_cell(code.co_filename)
     return f"Cell In[{cell}]" if cell is not None else _relative(code.co_filename)
 
