@@ -4,6 +4,7 @@ then parse and validate every flag, the config file included, before anything is
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import traceback
@@ -96,6 +97,14 @@ def collect_targets(targets: Sequence[str]) -> Any:
 
 
 def _import(name: str, target: str, import_target: Any) -> Any:
+    runs_at = _unguarded_run(name)
+    if runs_at is not None:
+        raise TargetError(
+            f"{name}:{runs_at} runs a Trainer at the file's top level, so importing it (as the "
+            f"command line does) would train before this command runs, and again in each "
+            f'process with --devices. Put that call under `if __name__ == "__main__":`; '
+            f"`python {Path(name).name}` still runs it."
+        )
     try:
         return import_target(name)
     except SyntaxError as exc:
@@ -127,6 +136,69 @@ def _import(name: str, target: str, import_target: Any) -> Any:
         raise TargetError(
             f"importing {target!r} raised {type(exc).__name__}: {exc}{_user_frame(exc)}"
         ) from exc
+
+
+_RUNS = ("fit", "validate", "test", "predict")
+
+
+def _unguarded_run(name: str) -> int | None:
+    """The line of a ``Trainer(...).fit(...)`` (or validate, test, predict) that a ``.py``
+    target runs at its top level, outside ``if __name__ == "__main__":``; read, not run."""
+    if not name.endswith(".py") or not os.path.isfile(name):
+        return None
+    try:
+        tree = ast.parse(Path(name).read_text(), filename=name)
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return None  # the import reports it
+
+    def is_trainer(node: ast.AST) -> bool:
+        func = node.func if isinstance(node, ast.Call) else None
+        return (isinstance(func, ast.Attribute) and func.attr == "Trainer") or (
+            isinstance(func, ast.Name) and func.id == "Trainer"
+        )
+
+    def is_main_guard(node: ast.If) -> bool:
+        return "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test)
+
+    trainers: set[str] = set()
+
+    def run_in(node: ast.AST) -> int | None:
+        for sub in ast.walk(node):
+            if (
+                isinstance(sub, ast.Call)
+                and isinstance(sub.func, ast.Attribute)
+                and sub.func.attr in _RUNS
+                and (
+                    is_trainer(sub.func.value)
+                    or (isinstance(sub.func.value, ast.Name) and sub.func.value.id in trainers)
+                )
+            ):
+                return sub.lineno
+        return None
+
+    def scan(body: list[ast.stmt]) -> int | None:
+        for stmt in body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue  # runs only when called
+            if isinstance(stmt, ast.If) and is_main_guard(stmt):
+                continue
+            blocks = [getattr(stmt, f, None) or [] for f in ("body", "orelse", "finalbody")]
+            blocks += [h.body for h in getattr(stmt, "handlers", [])]
+            if not any(blocks):  # a simple statement
+                if isinstance(stmt, ast.Assign) and is_trainer(stmt.value):
+                    trainers.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+                found = run_in(stmt)
+            else:  # a compound one: its head (an if's test, a for's iterable), then its blocks
+                heads = [getattr(stmt, f, None) for f in ("test", "iter")]
+                heads += [item.context_expr for item in getattr(stmt, "items", [])]
+                found = next((n for h in heads if h is not None for n in [run_in(h)] if n), None)
+                for block in blocks:
+                    found = found or scan(block)
+            if found is not None:
+                return found
+        return None
+
+    return scan(tree.body)
 
 
 def _where_modules_are_looked_for() -> str:

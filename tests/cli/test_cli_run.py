@@ -334,3 +334,20 @@ def test_a_run_without_seed_draws_one_and_its_config_repeats_it(run_cli, tmp_pat
     assert code == 0, err
     again = first.parent / "version_1"
     assert last_row(again, "val/loss") == last_row(first, "val/loss")
+
+
+def test_a_script_that_trains_at_its_top_level_is_refused_before_its_import(run_cli, tmp_path):
+    # Importing it would train once before the command's run (and again in each rank).
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import lightkit as lk\n"
+        "open(__file__ + '.imported', 'w').close()\n"
+        "trainer = lk.Trainer(max_epochs=1)\n"
+        "for _ in range(1):\n"
+        "    trainer.fit(lk.collect())\n"
+    )
+    code, _, err = run_cli("fit", str(script))
+    assert code == 1
+    assert f"{script}:5 runs a Trainer at the file's top level" in err
+    assert 'Put that call under `if __name__ == "__main__":`' in err
+    assert not (tmp_path / "train.py.imported").exists()  # refused before importing
