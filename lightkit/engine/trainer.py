@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,13 @@ from lightkit.engine.evaluation import evaluate, predict_loop
 from lightkit.engine.events import Events, check_callback_methods
 from lightkit.engine.loops import fit_loop
 from lightkit.engine.result import Result
-from lightkit.errors import ConfigError, LightkitError, LightkitWarning, user_stacklevel
+from lightkit.errors import (
+    CheckpointError,
+    ConfigError,
+    LightkitError,
+    LightkitWarning,
+    user_stacklevel,
+)
 from lightkit.runtime.connector import connect
 from lightkit.runtime.runtime import Runtime
 from lightkit.spec.spec import TrainingSpec
@@ -125,6 +132,19 @@ class Trainer:
                 f"trainer.{stage}() takes a TrainingSpec (from lk.collect()), got "
                 f"{type(spec).__name__}.",
                 code="not-a-spec",
+            )
+        if ckpt_path is not None and not isinstance(ckpt_path, (str, os.PathLike)):
+            data = {"fit": "train_data", "validate": "val_data", "test": "test_data"}
+            hint = (
+                f" Data comes from the spec's @lk.{data.get(stage, 'predict_data')} function, "
+                f"not from an argument (Lightning's trainer.{stage}(model, loader))."
+                if not isinstance(ckpt_path, (int, float, bool))
+                else ""
+            )
+            raise CheckpointError(
+                f"trainer.{stage}(spec, ckpt_path=...) takes a checkpoint: a path, 'last' or "
+                f"'best'; got {type(ckpt_path).__name__}.{hint}",
+                code="not-a-checkpoint",
             )
         spec.require(stage)
         cfg = self.config

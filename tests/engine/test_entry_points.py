@@ -366,3 +366,22 @@ def test_a_notebooks_runs_are_named_after_its_file_where_jupyter_says_it(monkeyp
     assert _main_name(test_a_notebooks_runs_are_named_after_its_file_where_jupyter_says_it) == (
         "test_entry_points"  # a script's function: its file's name
     )
+
+
+@pytest.mark.parametrize("entry", ["fit", "predict"])
+def test_a_loader_in_ckpt_paths_place_is_refused_before_any_model_is_built(entry):
+    # Lightning's trainer.fit(model, train_loader): the second argument here is ckpt_path.
+    built: list[int] = []
+
+    def net():
+        built.append(1)
+        return make_net()
+
+    reg = eval_registry([])
+    spec = lk.collect(net_registry(net) if entry == "fit" else reg)
+    with pytest.raises(lk.CheckpointError) as info:
+        getattr(trainer(max_epochs=1), entry)(spec, train_loader())
+    assert info.value.code == "not-a-checkpoint"
+    assert f"trainer.{entry}(spec, ckpt_path=...) takes a checkpoint" in str(info.value)
+    assert "got DataLoader. Data comes from the spec's @lk." in str(info.value)
+    assert built == []
