@@ -305,3 +305,17 @@ def test_a_lightkit_warning_survives_pickling_and_copying():
             "the loader is rebuilt",
             "loader-rebuilt",
         )
+
+
+def test_a_spec_errors_head_names_only_the_files_with_problems():
+    from tests.engine.engine_helpers import registry
+
+    reg = registry()  # good functions, defined in engine_helpers.py
+
+    @reg.on("train_batch_end")
+    def hook(trainer, pl_module):
+        pass
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert str(info.value).startswith("2 problems in tests/test_errors.py:\n")

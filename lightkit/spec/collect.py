@@ -214,7 +214,7 @@ def collect(*sources: Source) -> TrainingSpec:
         for p in problems:
             if p.code == "unknown-parameter" and any(f"'{e.name}'" in p.message for e in models):
                 p.message += "\n" + left_out_note(running, models)
-        raise SpecError(problems, where=source_files(spec_entries))
+        raise SpecError(problems, where=source_files(spec_entries, problems))
     assert model is not None
     spec = TrainingSpec._analysed(spec_entries, plans, model)
     if left_out:

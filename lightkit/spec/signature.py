@@ -88,6 +88,17 @@ class FunctionPlan:
         return tuple(p.name for p in self.params if p.kind == kind)
 
 
+#: Parameters of Lightning's hooks that lightkit's functions never receive, and what to do.
+LIGHTNING_PARAMS = {
+    name: "Lightning's (trainer, pl_module) are not passed: ask for ctx (ctx.epoch, "
+    "ctx.global_step, ctx.should_stop, ...) and the models by name."
+    for name in ("trainer", "pl_module")
+} | {
+    "optimizer_idx": "Lightning 1.x's optimizer_idx has no counterpart: with several "
+    "optimizers the step optimizes itself and receives `optimizers` (from_lightning.md).",
+}
+
+
 def role_label(role: str, event: str | None = None) -> str:
     return f"'{event}' hooks" if role == "on" else _ROLE_LABEL[role]
 
@@ -274,13 +285,21 @@ def classify(
             p.name in EVENT_VALUES
             and (role == "on" or (p.default is p.empty and p.name not in hparam_names))
         ):
+            hint = ""
+            if p.name == "outputs" and event is not None and event.endswith("_epoch_end"):
+                stage = event.removesuffix("_epoch_end")
+                hint = (
+                    f" Lightning 1.x's epoch-end outputs are gone, as in Lightning 2: collect "
+                    f"them in a {stage}_batch_end hook, which receives `outputs`."
+                )
             problems.append(
                 Problem(
                     "unsupplied-loop-value",
                     f"{where}: parameter '{p.name}' is a loop value that {label} never "
                     f"receive. They receive: {sorted_list(loop_values)}"
                     + (f" and the models ({sorted_list(models)})" if gets_models and models else "")
-                    + f". Remove '{p.name}' or rename it.",
+                    + f". Remove '{p.name}' or rename it."
+                    + hint,
                 )
             )
         elif p.default is not p.empty and not (
@@ -303,7 +322,20 @@ def classify(
             if p.name == "self":
                 close = (
                     " lightkit's functions are plain functions, not methods: drop `self` (a "
-                    "LightningModule's hook becomes a decorated function of its own)."
+                    "LightningModule's hook becomes a decorated function of its own"
+                    + (
+                        f"; self(x) becomes {models[0]}(x)"
+                        if gets_models and len(models) == 1
+                        else ""
+                    )
+                    + ")."
+                )
+            elif p.name in LIGHTNING_PARAMS:
+                close = " " + LIGHTNING_PARAMS[p.name]
+            elif gets_models and len(models) == 1 and not close and models[0] not in sig.parameters:
+                close = (
+                    f" The model here is {models[0]!r}: name the parameter {models[0]}, or name "
+                    f"the model @lk.model(name={p.name!r})."
                 )
             elif gets_models and not models and not close:  # the model is what is missing
                 close = (

@@ -357,7 +357,7 @@ class TrainingSpec(BaseModel):
     def _analyse(self) -> TrainingSpec:
         plans, model, problems = analyse(self.functions)
         if problems:
-            raise SpecError(problems, where=source_files(self.functions))
+            raise SpecError(problems, where=source_files(self.functions, problems))
         assert model is not None
         values = self.hparams
         if isinstance(values, BaseModel):
@@ -611,6 +611,8 @@ def _unwrap_spec_errors(exc: ValidationError, *, validating: bool = True) -> Exc
     return SpecError([p for e in spec_errors for p in e.problems])
 
 
-def source_files(entries: Sequence[SpecEntry]) -> str:
-    """The files that define ``entries``, for the head of an error message."""
-    return ", ".join(sorted({file_label(e.fn) for e in entries}))
+def source_files(entries: Sequence[SpecEntry], problems: Sequence[Problem] = ()) -> str:
+    """The files that define ``entries``, for the head of an error message: those of the
+    functions the ``problems`` name, when they name any."""
+    named = [e for e in entries if any(describe_function(e.fn) in p.message for p in problems)]
+    return ", ".join(sorted({file_label(e.fn) for e in named or entries}))

@@ -278,6 +278,30 @@ def test_self_is_named_a_lightning_habit():
     )
 
 
+@pytest.mark.parametrize(
+    ("role", "event", "param", "hint"),
+    [
+        ("on", "train_batch_end", "trainer", "and the models by name."),
+        ("on", "train_batch_end", "pl_module", "and the models by name."),
+        ("training_step", None, "optimizer_idx", "receives `optimizers` (from_lightning.md)."),
+        ("on", "validation_epoch_end", "outputs", "collect them in a validation_batch_end hook, which receives `outputs`."),
+    ],
+)  # fmt: skip
+def test_lightnings_hook_parameters_get_their_port(role, event, param, hint):
+    problem = only_problem(role, make("net", param), event=event)
+    assert problem.message.endswith(hint)
+
+
+def test_a_misnamed_single_model_is_named():
+    _, problems = classify("training_step", make("model", "batch"), "fn", ("net",))
+    assert problems[0].message.endswith(
+        "The model here is 'net': name the parameter net, or name the model "
+        "@lk.model(name='model')."
+    )
+    problem = classify("training_step", make("self", "batch"), "fn", ("net",))[1][0]
+    assert "; self(x) becomes net(x))." in problem.message
+
+
 def test_unknown_parameter_suggests_a_close_name():
     problem = only_problem("training_step", make("nett", "batch"))
     assert problem.message.endswith(" Did you mean 'net'?")
