@@ -565,9 +565,13 @@ def _unknown_message(unknown: list[str], parser: Any, command: str) -> str:
                 f"only (it trains nothing): leave it out.{also} `lightkit {command} TARGET "
                 f"--help` lists every flag."
             )
+    from lightkit.engine.config import LIGHTNING_FLAGS
+
+    lightning = LIGHTNING_FLAGS.get(first.lstrip("-").replace("-", "_"))
+    hint = f" {lightning}" if lightning else did_you_mean(first, options)
     return (
-        f"unknown flag{'s' if len(flags) > 1 else ''} {', '.join(flags)}."
-        f"{did_you_mean(first, options)} `lightkit {command} TARGET --help` lists every flag."
+        f"unknown flag{'s' if len(flags) > 1 else ''} {', '.join(flags)}.{hint} "
+        f"`lightkit {command} TARGET --help` lists every flag."
     )
 
 

@@ -99,6 +99,30 @@ _LIGHTNING_STRATEGIES = {
 }
 
 
+#: Lightning Trainer flags lightkit does not take (most removed in Lightning 2), and their port.
+LIGHTNING_FLAGS = {
+    "gpus": "Lightning 1.x's gpus=N is accelerator='gpu', devices=N.",
+    "tpu_cores": "TPUs are not supported (lightkit runs on torch.distributed).",
+    "num_processes": "Lightning 1.x's num_processes=N is devices=N (with strategy='ddp').",
+    "auto_lr_find": "There is no learning-rate finder: sweep lr with spec.with_hparams(lr=...).",
+    "auto_scale_batch_size": "There is no batch-size finder: sweep the data function's "
+    "batch_size hyperparameter.",
+    "resume_from_checkpoint": "Resume with trainer.fit(spec, ckpt_path=...) (a path, 'last' "
+    "or 'best').",
+    "progress_bar_refresh_rate": "Pass callbacks=[lk.ProgressBar(refresh_rate=n)], or "
+    "enable_progress_bar=False.",
+    "reload_dataloaders_every_n_epochs": "Data functions run once per run: make the dataset "
+    "or sampler change with the epoch (from_lightning.md).",
+    "amp_backend": "Mixed precision is torch.autocast: precision='16-mixed' or 'bf16-mixed'.",
+    "weights_summary": "Use enable_model_summary, or callbacks=[lk.ModelSummary(max_depth=n)].",
+    "profiler": "There is no profiler flag: run torch.profiler in a train_batch_start / "
+    "train_batch_end callback.",
+    "plugins": "Pass a Precision instance as precision= and a Strategy instance as strategy=.",
+    "barebones": "Turn off logger, enable_progress_bar, enable_checkpointing and "
+    "enable_model_summary.",
+}
+
+
 class TrainerConfig(BaseModel):
     """Every flag of :class:`~lightkit.Trainer`. Invalid values raise :class:`FlagError`, a
     ``ConfigError`` that is also pydantic's ``ValidationError``, naming each field."""
@@ -366,7 +390,12 @@ class TrainerConfig(BaseModel):
             unknown = [k for k in data if isinstance(k, str) and k not in cls.model_fields]
             if unknown:
                 each = " ".join(
-                    f"{name!r} is not a Trainer flag.{did_you_mean(name, cls.model_fields)}"
+                    f"{name!r} is not a Trainer flag."
+                    + (
+                        f" {LIGHTNING_FLAGS[name]}"
+                        if name in LIGHTNING_FLAGS
+                        else did_you_mean(name, cls.model_fields)
+                    )
                     for name in unknown
                 )
                 raise ConfigError(

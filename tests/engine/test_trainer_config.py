@@ -24,13 +24,34 @@ def test_defaults_are_lightnings():
     assert c.enable_checkpointing and c.enable_progress_bar and c.enable_model_summary
 
 
+@pytest.mark.parametrize(
+    ("flag", "port"),
+    [
+        ("gpus", "Lightning 1.x's gpus=N is accelerator='gpu', devices=N."),
+        ("resume_from_checkpoint", "Resume with trainer.fit(spec, ckpt_path=...)"),
+        ("num_processes", "num_processes=N is devices=N"),
+        ("progress_bar_refresh_rate", "lk.ProgressBar(refresh_rate=n)"),
+    ],
+)
+def test_a_flag_lightning_removed_gets_its_port_not_a_near_spelling(flag, port, capsys):
+    with pytest.raises(lk.ConfigError) as info:
+        lk.Trainer(**{flag: 1})
+    assert f"'{flag}' is not a Trainer flag. " in str(info.value)
+    assert port in str(info.value) and "Did you mean" not in str(info.value)
+    from lightkit import cli
+
+    code = cli.main(["fit", "examples/digits.py", f"--{flag.replace('_', '-')}", "1"])
+    assert code == 2 and port in capsys.readouterr().err
+
+
 def test_unknown_flag_names_itself_and_the_likely_fix():
     with pytest.raises(pydantic.ValidationError) as info:
         lk.Trainer(max_epoch=3, gpus=2)
     text = str(info.value)
     assert (
         "'max_epoch' is not a Trainer flag. Did you mean 'max_epochs'? 'gpus' is not a "
-        "Trainer flag. Flags: accelerator, accumulate_grad_batches, " in text
+        "Trainer flag. Lightning 1.x's gpus=N is accelerator='gpu', devices=N. Flags: "
+        "accelerator, accumulate_grad_batches, " in text
     )
 
 
