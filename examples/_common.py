@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,27 +58,33 @@ def command_line(
     smoke_hparams: Mapping[str, Any] | None = None,
     smoke_trainer: Mapping[str, Any] | None = None,
     extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    omit: Sequence[str] = (),
 ) -> tuple[lk.TrainingSpec, dict[str, Any], argparse.Namespace]:
     """Parse ``argv`` into (spec with hyperparameters set, trainer flags, all arguments).
 
     Precedence: the example's defaults, then its smoke settings (under ``LIGHTKIT_SMOKE=1``),
-    then the command line.
+    then the command line. ``omit``: trainer flags the example sets itself.
     """
     parser = argparse.ArgumentParser(description=(doc or "").strip().split("\n\n")[0])
     group = parser.add_argument_group("hyperparameters (from the functions' signatures)")
     for name, field in spec.hparams_model.model_fields.items():
         value = getattr(spec.hparams, name)
         annotation = getattr(field.annotation, "__name__", None) or repr(field.annotation)
+        choices = typing.get_args(field.annotation)
+        if typing.get_origin(field.annotation) is typing.Literal:  # the choices, as lightkit's CLI
+            annotation = "{" + ",".join(map(str, choices)) + "}"
         group.add_argument(
             "--" + name.replace("_", "-"),
             dest="hp_" + name,
-            metavar=annotation.upper(),
+            metavar=annotation if annotation.startswith("{") else annotation.upper(),
             default=None,
             help=f"default: {value!r}",
         )
     group = parser.add_argument_group("trainer flags (lk.TrainerConfig)")
     fields = lk.TrainerConfig.model_fields
     for name, convert in TRAINER_FLAGS.items():
+        if name in omit:
+            continue
         default = trainer.get(name, fields[name].default)
         group.add_argument(
             "--" + name.replace("_", "-"),

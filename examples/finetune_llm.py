@@ -348,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         smoke_hparams={"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 32},
         smoke_trainer={"limit_val_batches": 2, "log_every_n_steps": 1},
         extra=extra,
+        omit=("max_steps",),  # two runs: --pretrain-steps and --finetune-steps
     )
     if _common.smoke():
         args.pretrain_steps, args.finetune_steps = (

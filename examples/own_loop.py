@@ -44,17 +44,24 @@ def accuracy(rt: lk.Runtime, model: nn.Module, loader: Any) -> float:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from examples import _common, digits
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--strategy", default="auto")
-    parser.add_argument("--devices", default="auto")
-    parser.add_argument("--precision", default="32-true")
-    parser.add_argument("--epochs", type=int, default=2 if _common.smoke() else 12)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--subset", type=int, default=256 if _common.smoke() else 0)
-    parser.add_argument("--checkpoint", type=Path, default=Path("own_loop.ckpt"))
-    parser.add_argument("--results", type=Path)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto")
+    parser.add_argument("--strategy", default="auto", help="single_device, ddp, fsdp or auto")
+    parser.add_argument("--devices", default="auto", help="processes (or GPU indices)")
+    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, ...")
+    epochs = 2 if _common.smoke() else 12
+    parser.add_argument("--epochs", type=int, default=epochs, help="training epochs (int)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate (float)")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size (int)")
+    subset = 256 if _common.smoke() else 0
+    parser.add_argument("--subset", type=int, default=subset, help="samples used; 0: all")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=Path("own_loop.ckpt"), help="checkpoint file"
+    )
+    parser.add_argument("--results", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()

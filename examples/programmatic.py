@@ -120,13 +120,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from examples import _common
 
     smoke = _common.smoke()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lr", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2])
-    parser.add_argument("--width", type=int, nargs="+", default=[8, 64] if smoke else [16, 64])
-    parser.add_argument("--max-epochs", type=int, default=1 if smoke else 60)
-    parser.add_argument("--points", type=int, default=200 if smoke else 2000)
-    parser.add_argument("--default-root-dir", default=None)
-    parser.add_argument("--results", type=Path)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--lr", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2], help="learning rates (floats)"
+    )
+    widths = [8, 64] if smoke else [16, 64]
+    parser.add_argument("--width", type=int, nargs="+", default=widths, help="widths (ints)")
+    epochs = 1 if smoke else 60
+    parser.add_argument("--max-epochs", type=int, default=epochs, help="epochs per point (int)")
+    points = 200 if smoke else 2000
+    parser.add_argument("--points", type=int, default=points, help="spiral points (int)")
+    parser.add_argument("--default-root-dir", default=None, help="where runs are written")
+    parser.add_argument("--results", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
 
     spec = build_spec().with_hparams(points=args.points)
