@@ -404,8 +404,9 @@ class Engine:
         )
 
     # -- outputs -------------------------------------------------------------------------------
-    def setup_outputs(self) -> None:
-        """Create the run folder and set the loggers up (global rank 0 only writes)."""
+    def setup_outputs(self, ckpt_path: str | None = None) -> None:
+        """Create the run folder and set the loggers up (global rank 0 only writes).
+        ``ckpt_path``: the checkpoint the run starts from, as its ``config.toml`` records it."""
         config = self.config
         # Evaluation writes no checkpoints: without loggers it writes nothing at all.
         checkpoints = config.enable_checkpointing and self.stage == "fit"
@@ -421,7 +422,7 @@ class Engine:
             return
         for logger in self.loggers:
             logger.setup(self.run_dir)
-        write_run_files(self.run_dir, self.spec, config, self.stage)
+        write_run_files(self.run_dir, self.spec, config, self.stage, ckpt_path)
 
     @property
     def checkpoint_callback(self) -> ModelCheckpoint | None:
@@ -506,7 +507,11 @@ def _main_name(fn: Any) -> str:
 
 
 def write_run_files(
-    run_dir: Path, spec: TrainingSpec, config: TrainerConfig, stage: str = "fit"
+    run_dir: Path,
+    spec: TrainingSpec,
+    config: TrainerConfig,
+    stage: str = "fit",
+    ckpt_path: str | None = None,
 ) -> None:
     """``spec.json``, ``config.json`` and ``config.toml`` (targets + hyperparameters + trainer
     flags, for ``lightkit fit --config``): what ran, reproducible from the folder."""
@@ -523,7 +528,7 @@ def write_run_files(
         json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
     )
     try:
-        write_run_config(run_dir, spec, config, stage)
+        write_run_config(run_dir, spec, config, stage, ckpt_path)
     except (TypeError, ValueError) as exc:
         warnings.warn(
             LightkitWarning(f"config.toml not written: {exc}", code="run-file-not-written"),

@@ -268,7 +268,7 @@ class Trainer:
 
             found = locate(engine, ckpt_path, full=stage == "fit")
         if not dry_run:
-            engine.setup_outputs()
+            engine.setup_outputs(_recorded_checkpoint(stage, ckpt_path, found))
             for cb in engine.callbacks:
                 cb.setup(engine.ctx, stage)
                 engine.callbacks_set_up.append(cb)
@@ -370,6 +370,17 @@ def _early_exception_hooks(engine: Engine) -> tuple[Any, ...]:
             continue
         callers.extend(bound.exception)
     return tuple(callers)
+
+
+def _recorded_checkpoint(stage: str, ckpt_path: Any, found: Any) -> str | None:
+    """The checkpoint a run folder's config.toml names: what fit resumes from as given
+    ("last" stays "last": the rerun continues the newest run), the very file an evaluation
+    judged (a later fit must not change what "best" reruns)."""
+    if ckpt_path is None:
+        return None
+    if stage != "fit" and found is not None:
+        return str(Path(found[0]).resolve())
+    return str(ckpt_path)
 
 
 def _finish(engine: Engine, stage: str, status: str) -> None:

@@ -485,8 +485,11 @@ def _unset_if_default_none(value: Any, field: Any) -> Any:
 RUN_FILE_HEADER = "lightkit run configuration: `lightkit {command} --config {name}` runs it again."
 
 
-def write_run_config(run_dir: Path, spec: Any, config: Any, stage: str = "fit") -> Path:
-    """Write ``config.toml`` (targets, hyperparameters, trainer flags) into a run folder."""
+def write_run_config(
+    run_dir: Path, spec: Any, config: Any, stage: str = "fit", ckpt_path: str | None = None
+) -> Path:
+    """Write ``config.toml`` (targets, hyperparameters, trainer flags and the checkpoint the
+    run started from) into a run folder."""
     path = Path(run_dir) / "config.toml"
     # A run started from the command line names its targets as given there (a registry
     # target such as `pkg.mod:reg` included; a file by its absolute path, so the file runs
@@ -495,7 +498,7 @@ def write_run_config(run_dir: Path, spec: Any, config: Any, stage: str = "fit") 
     if targets:
         targets = [absolute_file_target(t) for t in targets]
     refs = {id(obj): ref for obj, ref in getattr(config, "_cli_refs", ())}
-    ckpt_path = getattr(config, "_cli_ckpt_path", None)
+    ckpt_path = ckpt_path or getattr(config, "_cli_ckpt_path", None)
     data = run_config(spec, config, targets, ckpt_path, refs=refs)
     header = RUN_FILE_HEADER.format(command=stage, name=path.name)
     if "target" not in data:

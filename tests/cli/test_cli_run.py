@@ -351,3 +351,18 @@ def test_a_script_that_trains_at_its_top_level_is_refused_before_its_import(run_
     assert f"{script}:5 runs a Trainer at the file's top level" in err
     assert 'Put that call under `if __name__ == "__main__":`' in err
     assert not (tmp_path / "train.py.imported").exists()  # refused before importing
+
+
+def test_a_run_folders_config_names_the_checkpoint_it_started_from_in_python_too(tmp_path):
+    # From the Python API as from the command line: fit keeps "last" as given (a rerun
+    # continues the newest run); an evaluation names the very file it judged, so a later
+    # fit cannot change what "best" reruns.
+    spec = lk.collect(cli_tiny)
+    flags = {"default_root_dir": tmp_path, "enable_progress_bar": False, "max_epochs": 1}
+    fitted = lk.Trainer(**flags).fit(spec)
+    again = lk.Trainer(**{**flags, "max_epochs": 2}).fit(spec, ckpt_path="last")
+    tested = lk.Trainer(**flags).test(spec, ckpt_path="best")
+    assert tomllib.loads((again.log_dir / "config.toml").read_text())["ckpt_path"] == "last"
+    recorded = tomllib.loads((tested.log_dir / "config.toml").read_text())["ckpt_path"]
+    assert recorded == str(again.best_checkpoint.resolve())
+    assert "ckpt_path" not in tomllib.loads((fitted.log_dir / "config.toml").read_text())
