@@ -364,7 +364,18 @@ class Engine:
                     f"iterable of batches (a list of batches works).{problem}",
                     code="bad-data",
                 )
-            loader = self.runtime.setup_dataloader(loader, shuffle_default=shuffle_default)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                loader = self.runtime.setup_dataloader(loader, shuffle_default=shuffle_default)
+            for w in caught:  # what splitting it across ranks found: say whose loader it is
+                message = w.message
+                if isinstance(message, LightkitWarning):
+                    message = LightkitWarning(
+                        f"{self.describe_role(role)}: {message}", code=message.code
+                    )
+                    warnings.warn(message, stacklevel=user_stacklevel())
+                else:
+                    warnings.warn_explicit(message, w.category, w.filename, w.lineno)
             try:
                 out.append(EpochIterator(loader, limit, flag))
             except ConfigError as exc:  # the flag does not fit this loader: say whose it is

@@ -385,3 +385,28 @@ def test_a_loader_in_ckpt_paths_place_is_refused_before_any_model_is_built(entry
     assert f"trainer.{entry}(spec, ckpt_path=...) takes a checkpoint" in str(info.value)
     assert "got DataLoader. Data comes from the spec's @lk." in str(info.value)
     assert built == []
+
+
+def test_what_splitting_a_loader_finds_names_the_data_function(monkeypatch):
+    # Under DDP the split warns from inside the rank (where no frame is the user's): the
+    # message itself says whose loader it is.
+    from lightkit.runtime.runtime import Runtime
+
+    split = Runtime.setup_dataloader
+
+    def warns(self, loader, *, shuffle_default=True):
+        if not shuffle_default:
+            warnings.warn(
+                lk.LightkitWarning("11 evaluation samples over 2 ranks", code="x"), stacklevel=2
+            )
+        return split(self, loader, shuffle_default=shuffle_default)
+
+    monkeypatch.setattr(Runtime, "setup_dataloader", warns)
+    with pytest.warns(lk.LightkitWarning) as seen:
+        trainer().validate(lk.collect(eval_registry([])))
+    (warning,) = seen
+    assert str(warning.message).startswith(
+        "registry.<locals>.vdata() at tests/engine/engine_helpers.py:"
+    )
+    assert str(warning.message).endswith(": 11 evaluation samples over 2 ranks")
+    assert warning.message.code == "x" and warning.filename == __file__
