@@ -32,18 +32,30 @@ def loss_of(output: Any, engine: Engine) -> Tensor | None:
         if output.dim() == 0 or output.numel() == 1:
             return output.reshape(()) if output.dim() else output
         problem = f"a tensor of shape {tuple(output.shape)}"
+        fix = "Reduce the loss to one number (e.g. `.mean()`)."
     elif output is None:
         return None
     elif isinstance(output, dict):
         if "loss" in output:
             return loss_of(output["loss"], engine)
         problem = f"a dict without a 'loss' key (keys: {sorted_list(map(str, output))})"
+        fix = "Put the loss under 'loss'" + (
+            "; log values with lk.log (Lightning 1.x's 'log' key is gone)."
+            if "log" in output
+            else "."
+        )
+    elif isinstance(output, (int, float)):
+        problem = f"the number {output!r}"
+        fix = "Return the loss tensor itself: `.item()` cuts it from the graph."
+    elif isinstance(output, (tuple, list)):
+        problem = f"a {type(output).__name__} of {len(output)}"
+        fix = "Return {'loss': loss, ...} to pass other values to train_batch_end."
     else:
         problem = f"{type(output).__name__} {output!r:.60}"
+        fix = "Return the loss tensor."
     raise StepError(
         f"{engine.describe_role('training_step')} returned {problem}; expected "
-        f"a scalar loss tensor, a dict with a 'loss' key, or None to skip the batch. Reduce the "
-        f"loss to one number (e.g. `.mean()`).",
+        f"a scalar loss tensor, a dict with a 'loss' key, or None to skip the batch. {fix}",
         code="bad-step-output",
     )
 

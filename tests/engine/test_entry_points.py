@@ -410,3 +410,26 @@ def test_what_splitting_a_loader_finds_names_the_data_function(monkeypatch):
     )
     assert str(warning.message).endswith(": 11 evaluation samples over 2 ranks")
     assert warning.message.code == "x" and warning.filename == __file__
+
+
+def test_lightnings_names_on_ctx_say_what_they_are_here():
+    seen: list[str] = []
+
+    def step(net, batch, ctx):
+        for name in ("current_epoch", "global_rank", "trainer", "epoc"):
+            try:
+                getattr(ctx, name)
+            except AttributeError as exc:
+                seen.append(str(exc))
+        return ce(net, batch)
+
+    trainer(max_epochs=1, limit_train_batches=1).fit(lk.collect(registry(step=step)))
+    assert seen == [
+        "RunContext has no attribute 'current_epoch'. Lightning's trainer.current_epoch is "
+        "ctx.epoch.",
+        "RunContext has no attribute 'global_rank'. Lightning's global_rank is ctx.rank.",
+        "RunContext has no attribute 'trainer'. There is no trainer in a run: ctx holds what a "
+        "function needs (ctx.epoch, ctx.global_step, ctx.should_stop, ctx.metrics, "
+        "ctx.runtime).",
+        "RunContext has no attribute 'epoc'. Did you mean 'epoch'?",
+    ]

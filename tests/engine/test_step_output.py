@@ -88,17 +88,20 @@ def test_none_everywhere_never_steps():
 
 
 @pytest.mark.parametrize(
-    ("output", "problem"),
+    ("output", "problem", "fix"),
     [
-        (lambda loss, logits: logits, r"returned a tensor of shape \(8, 3\)"),
-        (lambda loss, logits: {"logits": logits, "aux": 1}, "a dict without a 'loss' key"),
-        (lambda loss, logits: "done", "returned str 'done'"),
-        (lambda loss, logits: [loss], "returned list"),
-        (lambda loss, logits: {"loss": logits}, r"returned a tensor of shape \(8, 3\)"),
+        (lambda loss, logits: logits, r"returned a tensor of shape \(8, 3\)", "Reduce the loss to one number"),
+        (lambda loss, logits: {"logits": logits, "aux": 1}, "a dict without a 'loss' key", "Put the loss under 'loss'."),
+        (lambda loss, logits: {"log": {"l": loss}}, "a dict without a 'loss' key", "log values with lk.log (Lightning 1.x's 'log' key is gone)."),
+        (lambda loss, logits: "done", "returned str 'done'", "Return the loss tensor."),
+        (lambda loss, logits: [loss], "returned a list of 1", "Return {'loss': loss, ...}"),
+        (lambda loss, logits: (loss, logits), "returned a tuple of 2", "to pass other values to train_batch_end."),
+        (lambda loss, logits: loss.item(), "returned the number ", "`.item()` cuts it from the graph."),
+        (lambda loss, logits: {"loss": logits}, r"returned a tensor of shape \(8, 3\)", "Reduce"),
     ],
-    ids=["non-scalar", "dict-without-loss", "string", "list", "dict-non-scalar"],
-)
-def test_bad_outputs_are_clear_errors(output, problem):
+    ids=["non-scalar", "dict-without-loss", "log-dict", "string", "list", "tuple", "item", "dict-non-scalar"],
+)  # fmt: skip
+def test_bad_outputs_are_clear_errors(output, problem, fix):
     def train(net, batch):
         x, y = batch
         logits = net(x)
@@ -110,6 +113,7 @@ def test_bad_outputs_are_clear_errors(output, problem):
     assert info.value.code == "bad-step-output"
     assert "train(net, batch) at tests/engine/test_step_output.py:" in message.replace("\\", "/")
     assert "expected a scalar loss tensor, a dict with a 'loss' key, or None" in message
+    assert fix in message
 
 
 def test_dict_without_loss_lists_its_keys():
