@@ -66,9 +66,19 @@ def check_callbacks(given: Any) -> list[Callback]:
                 if isinstance(cb, str)
                 else ""
             )
+            name = type(cb).__name__
+            module = type(cb).__module__ or ""
+            if module.split(".")[0] in ("lightning", "pytorch_lightning"):
+                ours = ", ".join(n for n in __all__ if n != "Callback")
+                fix = (
+                    f"Lightning's own callbacks do not run here: use lk.{name}(...), with the "
+                    f"same arguments, where lightkit has one ({ours}); port others to an "
+                    f"lk.Callback (from_lightning.md)."
+                )
+            else:
+                fix = "Subclass lk.Callback and override the on_<event> methods you need."
             raise ConfigError(
-                f"callbacks=[..., {cb!r}]: {type(cb).__name__} is not a lk.Callback. Subclass "
-                f"lk.Callback and override the on_<event> methods you need.{written}",
+                f"callbacks=[..., {cb!r:.80}]: {name} is not a lk.Callback. {fix}{written}",
                 code="not-a-callback",
             )
         _check_setup_signatures(cb)

@@ -175,3 +175,14 @@ def test_lightnings_trainer_and_pl_module_parameters_get_the_lightkit_way():
     assert str(info.value).endswith(
         "Lightning's (trainer, pl_module) are not passed: ask for ctx and the models by name."
     )
+
+
+def test_a_lightning_callback_is_pointed_at_lightkits_own():
+    # A class of Lightning's (by its module): the port is lk.<Name>(...), same arguments.
+    EarlyStopping = type("EarlyStopping", (), {"__module__": "pytorch_lightning.callbacks"})
+    with pytest.raises(lk.ConfigError) as info:
+        lk.Trainer(callbacks=[EarlyStopping()])
+    assert (
+        "Lightning's own callbacks do not run here: use lk.EarlyStopping(...), with the same arguments"
+        in str(info.value)
+    )
