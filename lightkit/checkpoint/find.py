@@ -64,11 +64,22 @@ def _candidates(dirs: list[Path]) -> list[Path]:
 
 
 def _first_loadable(
-    engine: Engine, files: list[Path], what: str
+    engine: Engine, files: list[Path], what: str, *, resume: bool = False
 ) -> tuple[Path, dict[str, Any]] | None:
+    """The first of ``files`` that loads. To ``resume``, only a full checkpoint of this
+    program: a weights-only export beside it cannot continue a run, and a file in the shared
+    ``<root>/checkpoints`` may be another program's."""
+    from lightkit.engine.engine import program_of
+
+    program = program_of(engine.spec)
     for f in files:
         try:
-            return f, engine.runtime.strategy.load_checkpoint(f)
+            ckpt = engine.runtime.strategy.load_checkpoint(f)
+            if resume and (
+                ckpt.get("kind") == "weights" or ckpt.get("program", program) != program
+            ):
+                continue
+            return f, ckpt
         except CheckpointError as exc:
             warnings.warn(
                 LightkitWarning(
@@ -81,7 +92,7 @@ def _first_loadable(
 
 
 def find_checkpoint(
-    engine: Engine, which: str, *, other_runs: bool = True
+    engine: Engine, which: str, *, other_runs: bool = True, resume: bool = False
 ) -> tuple[Path, dict[str, Any]] | None:
     """Resolve ``"last"`` (the newest readable checkpoint) or ``"best"`` (the best one a
     ``ModelCheckpoint`` recorded) and load it; ``None`` when there is none. ``other_runs``:
@@ -91,15 +102,15 @@ def find_checkpoint(
     if which == "best":
         previous = getattr(engine, "previous_best", None)
         if previous is not None and Path(previous).exists():
-            found = _first_loadable(engine, [Path(previous)], which)
+            found = _first_loadable(engine, [Path(previous)], which, resume=resume)
             if found is not None:
                 return found
-        newest = _first_loadable(engine, files, which)
+        newest = _first_loadable(engine, files, which, resume=resume)
         if newest is None:
             return None
         best = _recorded_best(newest[0], newest[1])
         if best is not None:
-            found = _first_loadable(engine, [best], which)
+            found = _first_loadable(engine, [best], which, resume=resume)
             if found is not None:
                 return found
         warnings.warn(
@@ -110,7 +121,7 @@ def find_checkpoint(
             stacklevel=user_stacklevel(),
         )
         return newest
-    return _first_loadable(engine, files, which)
+    return _first_loadable(engine, files, which, resume=resume)
 
 
 def _recorded_best(path: Path, ckpt: dict[str, Any]) -> Path | None:

@@ -42,7 +42,7 @@ def locate(engine: Engine, ckpt_path: str | Path, full: bool) -> tuple[Path, dic
             newer format.
     """
     if isinstance(ckpt_path, str) and ckpt_path in ("last", "best"):
-        found = find_checkpoint(engine, ckpt_path, other_runs=not full)
+        found = find_checkpoint(engine, ckpt_path, other_runs=not full, resume=full)
         if found is None:
             from lightkit.engine.engine import run_name
 

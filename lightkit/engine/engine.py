@@ -495,23 +495,52 @@ def run_name(spec: TrainingSpec) -> str:
     """The run's folder name under ``lightkit_logs``: the training module's short name; for
     a script run as ``__main__`` its file's (``python train.py``: ``train``, as ``lightkit fit
     train.py`` names it), for a notebook its file's where Jupyter says it, else ``default``."""
+    # A script's own functions name it, also when its training step comes from a shared
+    # module that other scripts import: their runs must not mix.
+    script = next(
+        (e for e in spec.functions if getattr(e.fn, "__module__", "") == "__main__"), None
+    )
+    if script is not None:
+        return _main_name(script.fn)
     for role in ("training_step", "validation_step", "test_step", "predict_step", "model"):
         entry = spec.get(role) or (spec.models[0] if role == "model" and spec.models else None)
         if entry is not None:
             module = getattr(entry.fn, "__module__", "") or ""
-            short = module.rsplit(".", 1)[-1]
-            if short and short != "__main__":
-                return short
-            return _main_name(entry.fn)
+            return module.rsplit(".", 1)[-1] or "default"
     return "default"
+
+
+def program_of(spec: TrainingSpec) -> str:
+    """Which program a run is: the file of a script's own functions (two ``train.py`` in two
+    folders are two programs; ``python train.py`` and ``lightkit fit train.py`` one), else of
+    the training module, else a notebook's name. Checkpoints record it, and a resume takes only
+    its own program's files."""
+    entry = next((e for e in spec.functions if getattr(e.fn, "__module__", "") == "__main__"), None)
+    for role in ("training_step", "validation_step", "test_step", "predict_step", "model"):
+        if entry is None:
+            entry = spec.get(role) or (spec.models[0] if role == "model" and spec.models else None)
+    if entry is None:
+        return "default"
+    path = _code_file(entry.fn)
+    if path is not None:
+        return str(path.resolve())
+    return os.environ.get("JPY_SESSION_NAME") or getattr(entry.fn, "__module__", "") or "default"
+
+
+def _code_file(fn: Any) -> Path | None:
+    """The ``.py`` file ``fn``'s code comes from (``None`` for a notebook cell's)."""
+    path = Path(getattr(getattr(inspect.unwrap(fn), "__code__", None), "co_filename", "") or "")
+    # A notebook cell's code names a kernel's file that is no script (ipykernel_<pid>/...).
+    if path.suffix == ".py" and not path.parent.name.startswith("ipykernel_") and path.is_file():
+        return path
+    return None
 
 
 def _main_name(fn: Any) -> str:
     """The name of the program that defines ``fn`` in ``__main__``. The code's file name is
     kept when a function travels to the rank processes, where ``__main__`` is another."""
-    path = Path(getattr(getattr(inspect.unwrap(fn), "__code__", None), "co_filename", "") or "")
-    # A notebook cell's code names a kernel's file that is no script (ipykernel_<pid>/...).
-    if path.suffix == ".py" and not path.parent.name.startswith("ipykernel_") and path.is_file():
+    path = _code_file(fn)
+    if path is not None:
         return path.stem
     session = os.environ.get("JPY_SESSION_NAME")  # the notebook's path, from Jupyter
     return Path(session).stem if session else "default"

@@ -5,6 +5,8 @@ evaluation and into rebuilt models."""
 from __future__ import annotations
 
 import math
+import os
+import time
 import warnings
 from pathlib import Path
 
@@ -366,3 +368,46 @@ def test_non_primitive_hyperparameters_are_refused_before_training(tmp_path):
     assert resumable.SEEN == []
     result = lk.Trainer(**flags(tmp_path, enable_checkpointing=False, max_epochs=1)).fit(spec)
     assert result.global_step == 10 and not math.isnan(result.metrics["train/loss"])
+
+
+def _other_program() -> lk.TrainingSpec:
+    from tests.engine.engine_helpers import registry
+
+    return lk.collect(registry())  # another module: another program (run name)
+
+
+def test_a_resume_takes_a_full_file_over_a_newer_weights_only_export(tmp_path):
+    def callbacks():
+        return [
+            lk.ModelCheckpoint(save_last=True),
+            lk.ModelCheckpoint(
+                save_weights_only=True, dirpath=tmp_path / "export", every_n_train_steps=5
+            ),
+        ]
+
+    lk.Trainer(**flags(tmp_path, max_epochs=1, callbacks=callbacks())).fit(SPEC)
+    for export in (tmp_path / "export").glob("*.ckpt"):  # the newest files there
+        os.utime(export, (time.time() + 60, time.time() + 60))
+    resumed = lk.Trainer(**flags(tmp_path, max_epochs=2, callbacks=callbacks())).fit(
+        SPEC, ckpt_path="last"
+    )
+    assert resumed.global_step == 20 and resumed.epoch == 2
+
+
+def test_last_and_best_never_take_another_programs_file(tmp_path):
+    # A shared <root>/checkpoints folder, and a trainer reused for another program: the
+    # files there are the first program's, which a resume of the second must not take.
+    shared = {"logger": False, "enable_checkpointing": False, "max_epochs": 1}
+    trainer = lk.Trainer(**flags(tmp_path, **shared, callbacks=[lk.ModelCheckpoint()]))
+    trainer.fit(SPEC)
+    assert list((tmp_path / "checkpoints").glob("*.ckpt"))
+    other = _other_program()
+    for which in ("best", "last"):  # "last" trains, and then has a file of its own
+        with (
+            pytest.warns(lk.LightkitWarning, match="no checkpoint found")
+            if which == "last"
+            else (pytest.raises(lk.CheckpointError, match="no readable checkpoint found"))
+        ):
+            result = trainer.fit(other, ckpt_path=which)
+        if which == "last":
+            assert result.global_step == 7  # trained from scratch: 50 samples, batches of 8

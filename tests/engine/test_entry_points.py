@@ -433,3 +433,17 @@ def test_lightnings_names_on_ctx_say_what_they_are_here():
         "ctx.runtime).",
         "RunContext has no attribute 'epoc'. Did you mean 'epoch'?",
     ]
+
+
+def test_a_script_that_imports_a_shared_step_is_named_after_itself(tmp_path):
+    # a.py and b.py import one training step from steps.py: each keeps its own runs.
+    from lightkit.engine.engine import run_name
+
+    script = tmp_path / "a.py"
+    script.write_text("def net():\n    pass\n")
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(script.read_text(), str(script), "exec"), namespace)
+    reg = registry()  # its training step lives in tests.engine.engine_helpers
+    reg.model(namespace["net"], name="net")
+    assert run_name(lk.collect(reg)) == "a"
+    assert run_name(lk.collect(registry())) == "engine_helpers"
