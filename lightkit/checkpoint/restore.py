@@ -443,6 +443,23 @@ def _window_grads(
 
 
 # -- models from a file ---------------------------------------------------------------------
+def _models_only(spec_json: str, stored_hparams: dict[str, Any]) -> TrainingSpec | None:
+    """The stored spec's @model functions alone, with the stored values of their
+    hyperparameters; ``None`` when they cannot be imported either."""
+    import json
+
+    from lightkit.spec.spec import TrainingSpec
+
+    data = json.loads(spec_json)
+    functions = [f for f in data.get("functions", []) if f.get("role") == "model"]
+    try:
+        spec = TrainingSpec.model_validate_json(json.dumps({"functions": functions}))
+    except SpecError:
+        return None
+    known = spec.hparams_model.model_fields
+    return spec.with_hparams(**{k: v for k, v in stored_hparams.items() if k in known})
+
+
 def load_models(
     path: str | Path,
     *,
@@ -484,14 +501,20 @@ def load_models(
 
             if not any(p.code == "unimportable-function" for p in exc.problems):
                 raise  # the stored spec is invalid for another reason: its problems say which
-            # Functions renamed or moved since the file was written.
-            *first, last = exc.problems
-            fix = (
-                f"\nThe spec stored in {path} names functions that cannot be imported now. "
-                f"Pass them as they are: lk.load_models(path, spec=lk.collect(<your module>)); "
-                f"only the @model functions must match the checkpoint."
-            )
-            raise SpecError([*first, Problem(last.code, last.message + fix)]) from None
+            # Only the @model functions are needed (a script's steps and data may not import).
+            models_only = _models_only(ckpt["spec"], stored_hparams)
+            if models_only is not None:
+                spec = models_only
+            else:
+                # Functions renamed or moved since the file was written.
+                *first, last = exc.problems
+                fix = (
+                    f"\nThe spec stored in {path} names @model functions that cannot be "
+                    f"imported now. Pass them as they are: lk.load_models(path, "
+                    f"spec=lk.collect(<your module>)); only the @model functions must match the "
+                    f"checkpoint."
+                )
+                raise SpecError([*first, Problem(last.code, last.message + fix)]) from None
     else:
         known = spec.hparams_model.model_fields
         spec = spec.with_hparams(**{k: v for k, v in stored_hparams.items() if k in known})

@@ -344,6 +344,24 @@ def test_load_models_says_what_to_do_when_the_stored_functions_moved(tmp_path):
     assert list(lk.load_models(moved, spec=SPEC)) == ["net"]  # the fix the message gives
 
 
+def test_load_models_needs_only_the_model_functions(tmp_path):
+    # The data, step and optimizer of a script that is not importable do not matter.
+    result = lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(SPEC)
+    ckpt = torch.load(result.last_checkpoint, weights_only=True)
+    for name in ("train_loader", "val_loader", "train", "val", "optim"):
+        ckpt["spec"] = ckpt["spec"].replace(
+            f'"tests.checkpoint.resumable:{name}"', f'"a_script_gone:{name}"'
+        )
+    assert "a_script_gone" in ckpt["spec"]
+    ckpt["hparams"]["hidden"] = result.models["net"][0].out_features
+    path = tmp_path / "script.ckpt"
+    torch.save(ckpt, path)
+    models = lk.load_models(path)
+    assert list(models) == ["net"]
+    for a, b in zip(models["net"].parameters(), result.models["net"].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 class Activation:
     """Not a JSON value."""
 
