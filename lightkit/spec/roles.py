@@ -129,9 +129,24 @@ EVENT_SUPPLIES: Final[dict[str, frozenset[str]]] = {
 #: Lightning hook names (without ``on_``) that are no event here, and the event to use: an
 #: evaluation run is one epoch.
 LIGHTNING_EVENTS: Final[dict[str, str]] = {
-    f"{stage}_{edge}": f"{stage}_epoch_{edge}"
-    for stage in ("validation", "test", "predict")
-    for edge in ("start", "end")
+    **{
+        f"{stage}_{edge}": f"{stage}_epoch_{edge}"
+        for stage in ("validation", "test", "predict")
+        for edge in ("start", "end")
+    },
+    "before_zero_grad": "before_optimizer_step",
+    "after_optimizer_step": "train_batch_end",
+}
+
+#: Lightning hooks with no event at all, and what to do instead.
+LIGHTNING_HOOKS: Final[dict[str, str]] = {
+    "setup": "build things in the @lk.model and data functions, which run once per entry "
+    "point; an lk.Callback has setup(ctx, stage)",
+    "teardown": "an lk.Callback has teardown(ctx, stage), which runs after errors too",
+    "prepare_data": "download inside the data function on one process: if ctx.local_rank == 0: "
+    "download(), then ctx.runtime.barrier()",
+    "before_batch_transfer": "transform batches in the collate_fn or the step",
+    "after_batch_transfer": "transform batches in the collate_fn or the step",
 }
 
 
@@ -141,8 +156,11 @@ def event_hint(event: str, prefix: str = "") -> str:
     callback's method names."""
     from lightkit.errors import did_you_mean
 
-    if event in LIGHTNING_EVENTS:
-        return f" Lightning's on_{event} is {prefix}{LIGHTNING_EVENTS[event]} here."
+    bare = event.removeprefix("on_")  # @lk.on("on_before_zero_grad"), copied as written
+    if bare in LIGHTNING_EVENTS:
+        return f" Lightning's on_{bare} is {prefix}{LIGHTNING_EVENTS[bare]} here."
+    if bare in LIGHTNING_HOOKS:
+        return f" Lightning's {bare} has no event here: {LIGHTNING_HOOKS[bare]}."
     return did_you_mean(prefix + event, [prefix + e for e in EVENTS])
 
 

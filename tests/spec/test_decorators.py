@@ -258,6 +258,12 @@ def test_unknown_events_are_reported_by_collect_with_the_other_problems(registry
     ("event", "hint"),
     [
         ("test_end", "Lightning's on_test_end is test_epoch_end here."),
+        ("on_before_zero_grad", "Lightning's on_before_zero_grad is before_optimizer_step here."),
+        ("setup", "Lightning's setup has no event here: build things in the @lk.model and data "
+                  "functions, which run once per entry point; an lk.Callback has setup(ctx, stage)."),
+        ("prepare_data", "Lightning's prepare_data has no event here: download inside the data "
+                         "function on one process: if ctx.local_rank == 0: download(), then "
+                         "ctx.runtime.barrier()."),
         ("validation_start", "Lightning's on_validation_start is validation_epoch_start here."),
     ],
 )  # fmt: skip
