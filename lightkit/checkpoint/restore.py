@@ -26,6 +26,7 @@ from lightkit.errors import (
     sorted_list,
     user_stacklevel,
 )
+from lightkit.precision.base import unwrap_optimizer
 from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
@@ -301,6 +302,16 @@ def _check_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
         )
     stored_opts = ckpt.get("optimizers", [])
     _same_count(path, "optimizer", stored_opts, engine.optimizers)
+    kinds = [type(unwrap_optimizer(o)).__name__ for o in engine.optimizers]
+    stored_kinds = ckpt.get("optimizer_types") or kinds  # files before it: not checked
+    if list(stored_kinds) != kinds:
+        raise _mismatch(
+            path,
+            f"its optimizers are {', '.join(stored_kinds)}; configure_optimizers returned "
+            f"{', '.join(kinds)}, whose states do not fit.",
+            "Resume with the optimizers that wrote it, or start a new fit without ckpt_path "
+            "(lk.load_models reads its weights).",
+        )
     if type(engine.runtime.strategy).optimizer_state_dict is Strategy.optimizer_state_dict:
         for i, (opt, state) in enumerate(zip(engine.optimizers, stored_opts, strict=True)):
             groups = state.get("param_groups", [])

@@ -23,6 +23,7 @@ import torch
 
 from lightkit.checkpoint.resume import capture_random
 from lightkit.errors import CheckpointError, LightkitWarning, user_stacklevel
+from lightkit.precision.base import unwrap_optimizer
 from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ def build_checkpoint(
             strategy.optimizer_state_dict(optimizer_owner(opt, engine.models.values()), opt)
             for opt in engine.optimizers
         ]
+        ckpt["optimizer_types"] = [type(unwrap_optimizer(o)).__name__ for o in engine.optimizers]
         ckpt["schedulers"] = [cfg.scheduler.state_dict() for cfg in engine.schedulers]
         ckpt["precision"] = engine.runtime.precision.state_dict()
         ckpt["loop"] = {

@@ -429,3 +429,17 @@ def test_last_and_best_never_take_another_programs_file(tmp_path):
             result = trainer.fit(other, ckpt_path=which)
         if which == "last":
             assert result.global_step == 7  # trained from scratch: 50 samples, batches of 8
+
+
+def test_a_resume_with_another_optimizer_class_is_refused_before_any_step(tmp_path):
+    # SGD's state into AdamW would fail at the first step with torch's KeyError: 'betas'.
+    result = lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(SPEC)
+    ckpt = torch.load(result.last_checkpoint, weights_only=True)
+    assert ckpt["optimizer_types"] == ["AdamW"]
+    ckpt["optimizer_types"] = ["SGD"]
+    path = tmp_path / "sgd.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(lk.CheckpointError) as info:
+        lk.Trainer(**flags(tmp_path, max_epochs=2)).fit(SPEC, ckpt_path=path)
+    assert info.value.code == "checkpoint-mismatch"
+    assert "its optimizers are SGD; configure_optimizers returned AdamW" in str(info.value)
