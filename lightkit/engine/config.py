@@ -102,7 +102,7 @@ _LIGHTNING_STRATEGIES = {
 #: Lightning Trainer flags lightkit does not take (most removed in Lightning 2), and their port.
 LIGHTNING_FLAGS = {
     "gpus": "Lightning 1.x's gpus=N is accelerator='gpu', devices=N.",
-    "tpu_cores": "TPUs are not supported (lightkit runs on torch.distributed).",
+    "tpu_cores": "TPUs are not supported: lightkit runs on CPUs, CUDA GPUs and MPS.",
     "num_processes": "Lightning 1.x's num_processes=N is devices=N (with strategy='ddp').",
     "auto_lr_find": "There is no learning-rate finder: sweep lr with spec.with_hparams(lr=...).",
     "auto_scale_batch_size": "There is no batch-size finder: sweep the data function's "
