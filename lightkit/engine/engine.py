@@ -368,14 +368,15 @@ class Engine:
                 warnings.simplefilter("always")
                 loader = self.runtime.setup_dataloader(loader, shuffle_default=shuffle_default)
             for w in caught:  # what splitting it across ranks found: say whose loader it is
-                message = w.message
-                if isinstance(message, LightkitWarning):
-                    message = LightkitWarning(
-                        f"{self.describe_role(role)}: {message}", code=message.code
+                if isinstance(w.message, LightkitWarning):
+                    warnings.warn(
+                        LightkitWarning(
+                            f"{self.describe_role(role)}: {w.message}", code=w.message.code
+                        ),
+                        stacklevel=user_stacklevel(),
                     )
-                    warnings.warn(message, stacklevel=user_stacklevel())
-                else:
-                    warnings.warn_explicit(message, w.category, w.filename, w.lineno)
+                else:  # another library's, as it was
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             try:
                 out.append(EpochIterator(loader, limit, flag))
             except ConfigError as exc:  # the flag does not fit this loader: say whose it is
