@@ -68,18 +68,15 @@ def _first_loadable(
 ) -> tuple[Path, dict[str, Any]] | None:
     """The first of ``files`` that loads. To ``resume``, only a full checkpoint of this
     program: a weights-only export beside it cannot continue a run, and a file in the shared
-    ``<root>/checkpoints`` may be another program's."""
-    from lightkit.engine.engine import program_of
+    ``<root>/checkpoints`` may be another program's. What is passed over is said."""
+    from lightkit.engine.engine import run_name
 
-    program = program_of(engine.spec)
+    program = run_name(engine.spec)
+    passed_over: list[str] = []
+    found = None
     for f in files:
         try:
             ckpt = engine.runtime.strategy.load_checkpoint(f)
-            if resume and (
-                ckpt.get("kind") == "weights" or ckpt.get("program", program) != program
-            ):
-                continue
-            return f, ckpt
         except CheckpointError as exc:
             warnings.warn(
                 LightkitWarning(
@@ -88,7 +85,26 @@ def _first_loadable(
                 ),
                 stacklevel=user_stacklevel(),
             )
-    return None
+            continue
+        if resume and ckpt.get("kind") == "weights":
+            passed_over.append(f"{f} (weights only)")
+        elif resume and ckpt.get("program", program) != program:
+            passed_over.append(f"{f} (program {ckpt['program']!r}, this is {program!r})")
+        else:
+            found = f, ckpt
+            break
+    if passed_over:
+        warnings.warn(
+            LightkitWarning(
+                f'ckpt_path="{what}": passed over {len(passed_over)} checkpoint(s) a resume of '
+                f"this program cannot continue from: {'; '.join(passed_over[:3])}"
+                f"{'; ...' if len(passed_over) > 3 else ''}. Pass a full checkpoint's path to "
+                f"resume from it anyway.",
+                code="checkpoint-skipped",
+            ),
+            stacklevel=user_stacklevel(),
+        )
+    return found
 
 
 def find_checkpoint(

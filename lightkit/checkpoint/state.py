@@ -68,10 +68,10 @@ def _run_record(engine: Engine) -> dict[str, Any]:
     fixed for a run, so they are serialized once (the spec's JSON schema is not cheap)."""
     record = engine.checkpoint_record
     if record is None:
-        from lightkit.engine.engine import program_of
+        from lightkit.engine.engine import run_name
 
         record = engine.checkpoint_record = {
-            "program": program_of(engine.spec),  # a resume never takes another program's file
+            "program": run_name(engine.spec),  # a resume never takes another program's file
             "spec": spec_json(engine.spec),
             "hparams": json.loads(engine.spec.hparams.model_dump_json()),
             "config": json.dumps(engine.config.model_dump(mode="json")),

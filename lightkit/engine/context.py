@@ -20,21 +20,6 @@ from lightkit.errors import ConfigError, LightkitWarning, user_call_site, user_s
 _CURRENT: ContextVar[RunContext | None] = ContextVar("lightkit_run", default=None)
 
 
-#: Lightning's trainer and module attributes a ported function reaches for, and their names here.
-_LIGHTNING_NAMES = {
-    "current_epoch": "Lightning's trainer.current_epoch is ctx.epoch.",
-    "global_rank": "Lightning's global_rank is ctx.rank.",
-    "num_devices": "Lightning's num_devices is ctx.world_size (processes in all).",
-    "callback_metrics": "Lightning's trainer.callback_metrics is ctx.metrics.",
-    "logged_metrics": "Lightning's trainer.logged_metrics is ctx.metrics.",
-    "trainer": "There is no trainer in a run: ctx holds what a function needs (ctx.epoch, "
-    "ctx.global_step, ctx.should_stop, ctx.metrics, ctx.runtime).",
-    "lightning_module": "Ask for the model by its name as a parameter.",
-    "optimizers": "Ask for `optimizers` (or `optimizer`) as a parameter.",
-    "lr_schedulers": "Ask for `schedulers` (or `scheduler`) as a parameter.",
-}
-
-
 class RunContext:
     """What a user function can know about the run and do to it.
 
@@ -97,16 +82,6 @@ class RunContext:
         self.hparams = hparams
         self.should_stop = False
         self.log_dir: Path | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        # Only for names the class lacks: a Lightning habit gets its port.
-        port = _LIGHTNING_NAMES.get(name)
-        if port is None:
-            from lightkit.errors import did_you_mean
-
-            known = [n for n in dir(type(self)) if not n.startswith("_")]
-            port = did_you_mean(name, known).strip()
-        raise AttributeError(f"RunContext has no attribute {name!r}. {port}".rstrip())
 
     def __repr__(self) -> str:
         return (

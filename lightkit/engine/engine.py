@@ -8,6 +8,7 @@ signature or look a name up.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -364,19 +365,9 @@ class Engine:
                     f"iterable of batches (a list of batches works).{problem}",
                     code="bad-data",
                 )
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                loader = self.runtime.setup_dataloader(loader, shuffle_default=shuffle_default)
-            for w in caught:  # what splitting it across ranks found: say whose loader it is
-                if isinstance(w.message, LightkitWarning):
-                    warnings.warn(
-                        LightkitWarning(
-                            f"{self.describe_role(role)}: {w.message}", code=w.message.code
-                        ),
-                        stacklevel=user_stacklevel(),
-                    )
-                else:  # another library's, as it was
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            loader = self.runtime.setup_dataloader(
+                loader, shuffle_default=shuffle_default, name=self.describe_role(role)
+            )
             try:
                 out.append(EpochIterator(loader, limit, flag))
             except ConfigError as exc:  # the flag does not fit this loader: say whose it is
@@ -493,39 +484,32 @@ class Engine:
 
 
 def run_name(spec: TrainingSpec) -> str:
-    """The run's folder name under ``lightkit_logs``: the training module's short name; for
-    a script run as ``__main__`` its file's (``python train.py``: ``train``, as ``lightkit fit
-    train.py`` names it), for a notebook its file's where Jupyter says it, else ``default``."""
-    # A script's own functions name it, also when its training step comes from a shared
-    # module that other scripts import: their runs must not mix.
-    script = next(
-        (e for e in spec.functions if getattr(e.fn, "__module__", "") == "__main__"), None
-    )
-    if script is not None:
-        return _main_name(script.fn)
+    """The program's name: its run folder's under ``lightkit_logs``, recorded in each of its
+    checkpoints (a resume takes only its own program's files). It is the module that defines
+    most of the spec's functions, ties going to the training step's: a script that imports a
+    shared training step is still itself. A script run as ``python train.py`` is ``train``,
+    as ``lightkit fit train.py`` names it; a notebook takes its file's name where Jupyter
+    says it, else ``default``."""
+    names = [_program_name(e.fn) for e in spec.functions]
+    if not names:
+        return "default"
+    counts = {n: names.count(n) for n in names}
+    top = max(counts.values())
     for role in ("training_step", "validation_step", "test_step", "predict_step", "model"):
         entry = spec.get(role) or (spec.models[0] if role == "model" and spec.models else None)
-        if entry is not None:
-            module = getattr(entry.fn, "__module__", "") or ""
-            return module.rsplit(".", 1)[-1] or "default"
-    return "default"
+        if entry is not None and counts[_program_name(entry.fn)] == top:
+            return _program_name(entry.fn)
+    return next(n for n in names if counts[n] == top)
 
 
-def program_of(spec: TrainingSpec) -> str:
-    """Which program a run is: the file of a script's own functions (two ``train.py`` in two
-    folders are two programs; ``python train.py`` and ``lightkit fit train.py`` one), else of
-    the training module, else a notebook's name. Checkpoints record it, and a resume takes only
-    its own program's files."""
-    entry = next((e for e in spec.functions if getattr(e.fn, "__module__", "") == "__main__"), None)
-    for role in ("training_step", "validation_step", "test_step", "predict_step", "model"):
-        if entry is None:
-            entry = spec.get(role) or (spec.models[0] if role == "model" and spec.models else None)
-    if entry is None:
-        return "default"
-    path = _code_file(entry.fn)
-    if path is not None:
-        return str(path.resolve())
-    return os.environ.get("JPY_SESSION_NAME") or getattr(entry.fn, "__module__", "") or "default"
+def _program_name(fn: Any) -> str:
+    """The short name of the module (or script, or notebook) that defines ``fn``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    module = getattr(fn, "__module__", "") or ""
+    if module == "__main__":
+        return _main_name(fn)
+    return module.rsplit(".", 1)[-1] or "default"
 
 
 def _code_file(fn: Any) -> Path | None:

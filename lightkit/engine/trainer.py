@@ -15,7 +15,7 @@ import torch
 from lightkit.checkpoint.preemption import preemption_guard
 from lightkit.engine.config import TrainerConfig
 from lightkit.engine.context import _CURRENT
-from lightkit.engine.engine import Engine, program_of
+from lightkit.engine.engine import Engine, run_name
 from lightkit.engine.evaluation import evaluate, predict_loop
 from lightkit.engine.events import Events, check_callback_methods
 from lightkit.engine.loops import fit_loop
@@ -185,7 +185,8 @@ class Trainer:
             engine.ctx.global_step = weights.global_step
             engine.ctx.epoch = engine.epochs_done = weights.epoch
         if self.last_engine is not None:  # ckpt_path="best" prefers this trainer's last best
-            if program_of(self.last_engine.spec) == program_of(spec):  # never another program's
+            # ... but a fit never resumes another program's.
+            if stage != "fit" or run_name(self.last_engine.spec) == run_name(spec):
                 engine.previous_best = self.last_engine.best_checkpoint
         self.last_engine = engine
         token = _CURRENT.set(engine.ctx)

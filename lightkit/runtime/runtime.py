@@ -18,6 +18,7 @@ directly (the dial, not the wall)::
 from __future__ import annotations
 
 import contextlib
+import inspect
 import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -157,12 +158,15 @@ class Runtime:
             )
         return self.strategy.setup_optimizer(optimizer)
 
-    def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
+    def setup_dataloader(
+        self, loader: Any, *, shuffle_default: bool = True, name: str | None = None
+    ) -> Any:
         """Give each rank its share of ``loader`` (a ``DistributedSampler`` when distributed).
 
         ``loader`` is a ``DataLoader`` or any other iterable of batches (a list of ready
         batches, a generator); only a ``DataLoader`` over a map-style dataset can be split
-        across ranks.
+        across ranks. ``name`` says whose loader it is in a warning (``"val_data() at
+        x.py:12"``): inside a rank process no frame is the caller's.
 
         Raises:
             ConfigError: ``bad-runtime-argument`` for what cannot be iterated as batches: a
@@ -176,7 +180,11 @@ class Runtime:
                 loader,
                 problem,
             )
-        return self.strategy.setup_dataloader(loader, shuffle_default=shuffle_default)
+        method = self.strategy.setup_dataloader
+        # A Strategy of one's own written before `name` existed still works.
+        if name is not None and "name" in inspect.signature(method).parameters:
+            return method(loader, shuffle_default=shuffle_default, name=name)
+        return method(loader, shuffle_default=shuffle_default)
 
     def unwrap(self, module: nn.Module) -> nn.Module:
         return self.strategy.unwrap(module)

@@ -57,7 +57,9 @@ class Strategy:
     def setup_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         return optimizer
 
-    def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
+    def setup_dataloader(
+        self, loader: Any, *, shuffle_default: bool = True, name: str | None = None
+    ) -> Any:
         return loader
 
     def unwrap(self, module: nn.Module) -> nn.Module:

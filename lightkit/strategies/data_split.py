@@ -24,9 +24,13 @@ if TYPE_CHECKING:
     from lightkit.strategies.process_group import ProcessGroup
 
 
-def distribute(group: ProcessGroup, loader: Any, evaluation: bool = False) -> Any:
+def distribute(
+    group: ProcessGroup, loader: Any, evaluation: bool = False, name: str | None = None
+) -> Any:
     """This rank's share of ``loader`` (see the module docstring); ``evaluation``: a
-    validation, test or predict loader, whose padding repeats samples in the figures."""
+    validation, test or predict loader, whose padding repeats samples in the figures;
+    ``name``: whose loader it is, for the warnings."""
+    whose = f"{name}: " if name else ""
     if group.world_size == 1 or not group.active:
         return loader
     from torch.utils.data import (
@@ -72,7 +76,7 @@ def distribute(group: ProcessGroup, loader: Any, evaluation: bool = False) -> An
             if evaluation and padded > 0 and group.rank == 0:
                 warnings.warn(
                     LightkitWarning(
-                        f"{len(loader.dataset)} evaluation samples over {group.world_size} ranks: "  # type: ignore[arg-type]
+                        f"{whose}{len(loader.dataset)} evaluation samples over {group.world_size} ranks: "  # type: ignore[arg-type]
                         f"DistributedSampler repeats {padded} of them so that every rank runs "
                         f"the same batches, and epoch metrics count those twice. Evaluate with "
                         f"devices=1 for exact figures, or use a dataset whose size is a multiple "
@@ -86,16 +90,16 @@ def distribute(group: ProcessGroup, loader: Any, evaluation: bool = False) -> An
     if group.rank == 0:
         warnings.warn(
             LightkitWarning(
-                f"the loader {why}; every rank iterates all of it. Give a DataLoader over a "
+                f"{whose}the loader {why}; every rank iterates all of it. Give a DataLoader over a "
                 f"map-style dataset to have it split across the {group.world_size} ranks.",
                 code="loader-not-split",
             ),
             stacklevel=user_stacklevel(),
         )
-    return even(group, loader)
+    return even(group, loader, whose)
 
 
-def even(group: ProcessGroup, loader: Any) -> Any:
+def even(group: ProcessGroup, loader: Any, whose: str = "") -> Any:
     """``loader`` cut so that every rank runs the same number of batches."""
     from lightkit.utils.data import EvenBatches, loader_length
 
@@ -109,7 +113,7 @@ def even(group: ProcessGroup, loader: Any) -> Any:
     if group.rank == 0:
         warnings.warn(
             LightkitWarning(
-                f"the ranks' loaders have different lengths {lengths}; every rank runs "
+                f"{whose}the ranks' loaders have different lengths {lengths}; every rank runs "
                 f"{min(lengths)} batches per epoch so that none waits forever.",
                 code="uneven-loaders",
             ),

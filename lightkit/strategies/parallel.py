@@ -76,10 +76,12 @@ class ParallelStrategy(Strategy):
     def teardown(self) -> None:
         self.group.destroy()
 
-    def setup_dataloader(self, loader: Any, *, shuffle_default: bool = True) -> Any:
+    def setup_dataloader(
+        self, loader: Any, *, shuffle_default: bool = True, name: str | None = None
+    ) -> Any:
         from lightkit.strategies.data_split import distribute
 
-        return distribute(self.group, loader, evaluation=not shuffle_default)
+        return distribute(self.group, loader, evaluation=not shuffle_default, name=name)
 
     # -- collectives -----------------------------------------------------------------------
     def all_reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:

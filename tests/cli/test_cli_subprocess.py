@@ -171,20 +171,3 @@ def test_two_scripts_in_one_folder_keep_their_runs_apart(tmp_path):
         "lightkit_logs/a/version_1",
         "lightkit_logs/b/version_0",
     ]
-
-
-def test_two_scripts_of_one_name_in_two_folders_are_two_programs(tmp_path):
-    # Both write to lightkit_logs/train; each checkpoint records its script's path, and a
-    # resume takes only its own program's files.
-    fit_last = SCRIPT.replace("ROOT", repr(str(tmp_path))).replace(
-        "fit(lk.collect())", 'fit(lk.collect(), ckpt_path="last")'
-    )
-    for folder in ("exp1", "exp2"):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / "train.py").write_text(fit_last)
-    first = run(sys.executable, str(tmp_path / "exp1" / "train.py"))
-    other = run(sys.executable, str(tmp_path / "exp2" / "train.py"))
-    again = run(sys.executable, str(tmp_path / "exp1" / "train.py"))
-    assert first.returncode == other.returncode == again.returncode == 0
-    assert "no checkpoint found" in first.stderr and "no checkpoint found" in other.stderr
-    assert "no checkpoint found" not in again.stderr  # exp1 resumed its own run

@@ -389,61 +389,45 @@ def test_a_loader_in_ckpt_paths_place_is_refused_before_any_model_is_built(entry
 
 def test_what_splitting_a_loader_finds_names_the_data_function(monkeypatch):
     # Under DDP the split warns from inside the rank (where no frame is the user's): the
-    # message itself says whose loader it is.
-    from lightkit.runtime.runtime import Runtime
+    # engine names each loader's data function, which the warnings then carry.
+    from types import SimpleNamespace
 
+    from lightkit.runtime.runtime import Runtime
+    from lightkit.strategies.data_split import distribute
+
+    names: list[str | None] = []
     split = Runtime.setup_dataloader
 
-    def warns(self, loader, *, shuffle_default=True):
-        if not shuffle_default:
-            warnings.warn(
-                lk.LightkitWarning("11 evaluation samples over 2 ranks", code="x"), stacklevel=2
-            )
-        return split(self, loader, shuffle_default=shuffle_default)
+    def record(self, loader, *, shuffle_default=True, name=None):
+        names.append(name)
+        return split(self, loader, shuffle_default=shuffle_default, name=name)
 
-    monkeypatch.setattr(Runtime, "setup_dataloader", warns)
+    monkeypatch.setattr(Runtime, "setup_dataloader", record)
+    trainer().validate(lk.collect(eval_registry([])))
+    assert len(names) == 1 and names[0].startswith("registry.<locals>.vdata() at tests/engine/")
+    group = SimpleNamespace(world_size=2, rank=0, active=True, seed=0)
     with pytest.warns(lk.LightkitWarning) as seen:
-        trainer().validate(lk.collect(eval_registry([])))
-    (warning,) = seen
-    assert str(warning.message).startswith(
-        "registry.<locals>.vdata() at tests/engine/engine_helpers.py:"
-    )
-    assert str(warning.message).endswith(": 11 evaluation samples over 2 ranks")
-    assert warning.message.code == "x" and warning.filename == __file__
-
-
-def test_lightnings_names_on_ctx_say_what_they_are_here():
-    seen: list[str] = []
-
-    def step(net, batch, ctx):
-        for name in ("current_epoch", "global_rank", "trainer", "epoc"):
-            try:
-                getattr(ctx, name)
-            except AttributeError as exc:
-                seen.append(str(exc))
-        return ce(net, batch)
-
-    trainer(max_epochs=1, limit_train_batches=1).fit(lk.collect(registry(step=step)))
-    assert seen == [
-        "RunContext has no attribute 'current_epoch'. Lightning's trainer.current_epoch is "
-        "ctx.epoch.",
-        "RunContext has no attribute 'global_rank'. Lightning's global_rank is ctx.rank.",
-        "RunContext has no attribute 'trainer'. There is no trainer in a run: ctx holds what a "
-        "function needs (ctx.epoch, ctx.global_step, ctx.should_stop, ctx.metrics, "
-        "ctx.runtime).",
-        "RunContext has no attribute 'epoc'. Did you mean 'epoch'?",
-    ]
+        odd = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(11)))
+        distribute(group, odd, evaluation=True, name=names[0])  # type: ignore[arg-type]
+    assert str(seen[0].message).startswith(f"{names[0]}: 11 evaluation samples over 2 ranks")
 
 
 def test_a_script_that_imports_a_shared_step_is_named_after_itself(tmp_path):
-    # a.py and b.py import one training step from steps.py: each keeps its own runs.
+    # a.py and b.py import one training step from a shared module: each keeps its own runs,
+    # named after the module that defines most of the spec's functions.
     from lightkit.engine.engine import run_name
+    from tests.engine.engine_helpers import ce as shared_step
 
     script = tmp_path / "a.py"
-    script.write_text("def net():\n    pass\n")
+    script.write_text(
+        "def net():\n    pass\n\ndef data():\n    pass\n\ndef optim(net):\n    pass\n"
+    )
     namespace: dict[str, Any] = {"__name__": "__main__"}
     exec(compile(script.read_text(), str(script), "exec"), namespace)
-    reg = registry()  # its training step lives in tests.engine.engine_helpers
-    reg.model(namespace["net"], name="net")
+    reg = lk.Registry()
+    reg.model(namespace["net"])
+    reg.train_data(namespace["data"])
+    reg.configure_optimizers(namespace["optim"])
+    reg.training_step(shared_step)
     assert run_name(lk.collect(reg)) == "a"
     assert run_name(lk.collect(registry())) == "engine_helpers"
