@@ -10,7 +10,7 @@ import re
 import traceback
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,37 +143,71 @@ _RUNS = ("fit", "validate", "test", "predict")
 
 def _unguarded_run(name: str) -> int | None:
     """The line of a ``Trainer(...).fit(...)`` (or validate, test, predict) that a ``.py``
-    target runs at its top level, outside ``if __name__ == "__main__":``; read, not run."""
+    target runs at its top level, outside ``if __name__ == "__main__":``, directly or through
+    a top-level call of one of its own functions (``main()``); read, not run."""
     if not name.endswith(".py") or not os.path.isfile(name):
         return None
     try:
-        tree = ast.parse(Path(name).read_text(), filename=name)
-    except (SyntaxError, UnicodeDecodeError, ValueError):
+        tree = ast.parse(Path(name).read_bytes(), filename=name)
+    except (SyntaxError, ValueError):
         return None  # the import reports it
 
-    def is_trainer(node: ast.AST) -> bool:
+    def is_trainer(node: ast.AST | None) -> bool:
         func = node.func if isinstance(node, ast.Call) else None
         return (isinstance(func, ast.Attribute) and func.attr == "Trainer") or (
             isinstance(func, ast.Name) and func.id == "Trainer"
         )
 
     def is_main_guard(node: ast.If) -> bool:
-        return "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test)
+        test = node.test
+        return (
+            isinstance(test, ast.Compare)
+            and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)
+            and {"__name__", "'__main__'"}
+            <= {ast.unparse(test.left), ast.unparse(test.comparators[0]).replace('"', "'")}
+        )
+
+    def calls(node: ast.AST) -> Iterator[ast.Call]:
+        """The calls ``node`` makes when it runs: not those inside a lambda or a def."""
+        if isinstance(node, (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return
+        if isinstance(node, ast.Call):
+            yield node
+        for child in ast.iter_child_nodes(node):
+            yield from calls(child)
 
     trainers: set[str] = set()
+    functions = {
+        f.name: f for f in tree.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+
+    def runs(call: ast.Call, names: set[str]) -> bool:
+        func = call.func
+        return (
+            isinstance(func, ast.Attribute)
+            and func.attr in _RUNS
+            and (
+                is_trainer(func.value)
+                or (isinstance(func.value, ast.Name) and func.value.id in names)
+            )
+        )
+
+    def trains(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+        local = {
+            t.id
+            for stmt in ast.walk(fn)
+            if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and is_trainer(stmt.value)
+            for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
+            if isinstance(t, ast.Name)
+        }
+        return any(runs(c, trainers | local) for stmt in fn.body for c in calls(stmt))
 
     def run_in(node: ast.AST) -> int | None:
-        for sub in ast.walk(node):
-            if (
-                isinstance(sub, ast.Call)
-                and isinstance(sub.func, ast.Attribute)
-                and sub.func.attr in _RUNS
-                and (
-                    is_trainer(sub.func.value)
-                    or (isinstance(sub.func.value, ast.Name) and sub.func.value.id in trainers)
-                )
-            ):
-                return sub.lineno
+        for call in calls(node):
+            own = functions.get(call.func.id) if isinstance(call.func, ast.Name) else None
+            if runs(call, trainers) or (own is not None and trains(own)):
+                return call.lineno
         return None
 
     def scan(body: list[ast.stmt]) -> int | None:
@@ -185,8 +219,10 @@ def _unguarded_run(name: str) -> int | None:
             blocks = [getattr(stmt, f, None) or [] for f in ("body", "orelse", "finalbody")]
             blocks += [h.body for h in getattr(stmt, "handlers", [])]
             if not any(blocks):  # a simple statement
-                if isinstance(stmt, ast.Assign) and is_trainer(stmt.value):
-                    trainers.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+                value = getattr(stmt, "value", None)
+                if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and is_trainer(value):
+                    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                    trainers.update(t.id for t in targets if isinstance(t, ast.Name))
                 found = run_in(stmt)
             else:  # a compound one: its head (an if's test, a for's iterable), then its blocks
                 heads = [getattr(stmt, f, None) for f in ("test", "iter")]

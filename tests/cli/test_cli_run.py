@@ -366,3 +366,22 @@ def test_a_run_folders_config_names_the_checkpoint_it_started_from_in_python_too
     recorded = tomllib.loads((tested.log_dir / "config.toml").read_text())["ckpt_path"]
     assert recorded == str(again.best_checkpoint.resolve())
     assert "ckpt_path" not in tomllib.loads((fitted.log_dir / "config.toml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("source", "line"),
+    [
+        ("def main():\n    t = lk.Trainer()\n    t.fit(lk.collect())\nmain()\n", 4),
+        ("t: lk.Trainer = lk.Trainer()\nif __name__ != '__main__':\n    t.fit(lk.collect())\n", 3),
+        ("t = lk.Trainer()\nrun = lambda: t.fit(lk.collect())\n", None),
+        ("def main():\n    lk.Trainer().fit(lk.collect())\nif __name__ == '__main__':\n    main()\n", None),
+        ("from sklearn.linear_model import LinearRegression\nLinearRegression().fit([[1]], [1])\n", None),
+    ],
+    ids=["main-call", "annotated-and-not-guard", "lambda", "guarded-main", "not-a-trainer"],
+)  # fmt: skip
+def test_which_top_levels_train_on_import(tmp_path, source, line):
+    from lightkit.cli.parse import _unguarded_run
+
+    script = tmp_path / "train.py"
+    script.write_text("import lightkit as lk\n" + source, encoding="utf-8")
+    assert _unguarded_run(str(script)) == (None if line is None else line + 1)
