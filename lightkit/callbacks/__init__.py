@@ -70,11 +70,12 @@ def check_callbacks(given: Any) -> list[Callback]:
             module = type(cb).__module__ or ""
             if module.split(".")[0] in ("lightning", "pytorch_lightning"):
                 ours = ", ".join(n for n in __all__ if n != "Callback")
-                fix = (
-                    f"Lightning's own callbacks do not run here: use lk.{name}(...), with the "
-                    f"same arguments, where lightkit has one ({ours}); port others to an "
-                    f"lk.Callback (from_lightning.md)."
+                use = (
+                    f"use lk.{name}(...), with the same arguments"
+                    if name in __all__
+                    else f"lightkit has no {name}: port it to an lk.Callback (from_lightning.md)"
                 )
+                fix = f"Lightning's own callbacks do not run here: {use}. lightkit's: {ours}."
             else:
                 fix = "Subclass lk.Callback and override the on_<event> methods you need."
             raise ConfigError(

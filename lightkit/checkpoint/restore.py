@@ -18,7 +18,7 @@ from torch import nn
 
 from lightkit.checkpoint.find import find_checkpoint, search_dirs
 from lightkit.checkpoint.resume import ResumeState
-from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION, sharded
+from lightkit.checkpoint.state import FORMAT_KEY, FORMAT_VERSION, optimizer_types, sharded
 from lightkit.errors import (
     CheckpointError,
     LightkitWarning,
@@ -26,7 +26,6 @@ from lightkit.errors import (
     sorted_list,
     user_stacklevel,
 )
-from lightkit.precision.base import unwrap_optimizer
 from lightkit.utils.modules import optimizer_owner
 
 if TYPE_CHECKING:
@@ -302,13 +301,15 @@ def _check_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
         )
     stored_opts = ckpt.get("optimizers", [])
     _same_count(path, "optimizer", stored_opts, engine.optimizers)
-    kinds = [type(unwrap_optimizer(o)).__name__ for o in engine.optimizers]
+    kinds = optimizer_types(engine.optimizers)
     stored_kinds = ckpt.get("optimizer_types") or kinds  # files before it: not checked
-    if list(stored_kinds) != kinds:
+    # A class shared (AdamW over Adam, a subclass of one's own) keeps the state's layout.
+    if any(not set(a) & set(b) for a, b in zip(stored_kinds, kinds, strict=False)):
         raise _mismatch(
             path,
-            f"its optimizers are {', '.join(stored_kinds)}; configure_optimizers returned "
-            f"{', '.join(kinds)}, whose states do not fit.",
+            f"its optimizers are {', '.join(k[0] for k in stored_kinds)}; "
+            f"configure_optimizers returned {', '.join(k[0] for k in kinds)}, whose states do "
+            f"not fit.",
             "Resume with the optimizers that wrote it, or start a new fit without ckpt_path "
             "(lk.load_models reads its weights).",
         )
@@ -454,19 +455,20 @@ def _window_grads(
 
 
 # -- models from a file ---------------------------------------------------------------------
-def _models_only(spec_json: str, stored_hparams: dict[str, Any]) -> TrainingSpec | None:
+def _models_only(spec_json: str, stored_hparams: dict[str, Any]) -> TrainingSpec:
     """The stored spec's @model functions alone, with the stored values of their
-    hyperparameters; ``None`` when they cannot be imported either."""
+    hyperparameters.
+
+    Raises:
+        SpecError: the @model functions themselves cannot be imported or collected.
+    """
     import json
 
     from lightkit.spec.spec import TrainingSpec
 
     data = json.loads(spec_json)
     functions = [f for f in data.get("functions", []) if f.get("role") == "model"]
-    try:
-        spec = TrainingSpec.model_validate_json(json.dumps({"functions": functions}))
-    except SpecError:
-        return None
+    spec = TrainingSpec.model_validate_json(json.dumps({"functions": functions}))
     known = spec.hparams_model.model_fields
     return spec.with_hparams(**{k: v for k, v in stored_hparams.items() if k in known})
 
@@ -507,21 +509,18 @@ def load_models(
     if spec is None:
         try:
             spec = TrainingSpec.model_validate_json(ckpt["spec"])
-        except SpecError as exc:
-            from lightkit.errors import Problem
+        except SpecError:
+            # Only the @model functions are needed: a script's steps and data may not import
+            # now, or no longer form a valid spec.
+            try:
+                spec = _models_only(ckpt["spec"], stored_hparams)
+            except SpecError as exc:
+                from lightkit.errors import Problem
 
-            if not any(p.code == "unimportable-function" for p in exc.problems):
-                raise  # the stored spec is invalid for another reason: its problems say which
-            # Only the @model functions are needed (a script's steps and data may not import).
-            models_only = _models_only(ckpt["spec"], stored_hparams)
-            if models_only is not None:
-                spec = models_only
-            else:
-                # Functions renamed or moved since the file was written.
                 *first, last = exc.problems
                 fix = (
-                    f"\nThe spec stored in {path} names @model functions that cannot be "
-                    f"imported now. Pass them as they are: lk.load_models(path, "
+                    f"\nThe @model functions stored in {path} cannot be rebuilt now (renamed, "
+                    f"moved or changed). Pass them as they are: lk.load_models(path, "
                     f"spec=lk.collect(<your module>)); only the @model functions must match the "
                     f"checkpoint."
                 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -79,6 +80,19 @@ def _run_record(engine: Engine) -> dict[str, Any]:
     return copy.deepcopy(record)  # save_checkpoint hooks may edit what they are given
 
 
+def optimizer_types(optimizers: Sequence[Any]) -> list[list[str]]:
+    """Each optimizer's class and its optimizer bases, by name (``["AdamW", "Adam"]``): a
+    resume refuses an optimizer that shares none of them, whose state would not fit."""
+    return [
+        [
+            c.__name__
+            for c in type(unwrap_optimizer(o)).__mro__
+            if issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
+        ]
+        for o in optimizers
+    ]
+
+
 def build_checkpoint(
     engine: Engine, *, position: tuple[int, int], weights_only: bool = False
 ) -> dict[str, Any]:
@@ -111,7 +125,7 @@ def build_checkpoint(
             strategy.optimizer_state_dict(optimizer_owner(opt, engine.models.values()), opt)
             for opt in engine.optimizers
         ]
-        ckpt["optimizer_types"] = [type(unwrap_optimizer(o)).__name__ for o in engine.optimizers]
+        ckpt["optimizer_types"] = optimizer_types(engine.optimizers)
         ckpt["schedulers"] = [cfg.scheduler.state_dict() for cfg in engine.schedulers]
         ckpt["precision"] = engine.runtime.precision.state_dict()
         ckpt["loop"] = {

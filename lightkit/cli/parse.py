@@ -603,12 +603,21 @@ def _unknown_message(unknown: list[str], parser: Any, command: str) -> str:
             )
     from lightkit.engine.config import LIGHTNING_FLAGS
 
-    lightning = LIGHTNING_FLAGS.get(first.lstrip("-").replace("-", "_"))
+    flag = first.lstrip("-").replace("-", "_")
+    lightning = _LIGHTNING_CLI_FLAGS.get(flag) or LIGHTNING_FLAGS.get(flag)
     hint = f" {lightning}" if lightning else did_you_mean(first, options)
     return (
         f"unknown flag{'s' if len(flags) > 1 else ''} {', '.join(flags)}.{hint} "
         f"`lightkit {command} TARGET --help` lists every flag."
     )
+
+
+#: The command line's own words for the ports of Lightning flags whose Python form differs.
+_LIGHTNING_CLI_FLAGS = {
+    "gpus": "Lightning 1.x's --gpus N is --accelerator gpu --devices N.",
+    "resume_from_checkpoint": "Resume with --ckpt-path (a path, last or best).",
+    "num_processes": "Lightning 1.x's --num-processes N is --devices N.",
+}
 
 
 def _code_of(error: Mapping[str, Any]) -> str | None:

@@ -382,7 +382,9 @@ def _recorded_checkpoint(stage: str, ckpt_path: Any, found: Any) -> str | None:
         return None
     if stage != "fit" and found is not None:
         return str(Path(found[0]).resolve())
-    return str(ckpt_path)
+    if str(ckpt_path) in ("last", "best"):
+        return str(ckpt_path)
+    return str(Path(ckpt_path).resolve())  # the file reruns from any folder, as targets do
 
 
 def _finish(engine: Engine, stage: str, status: str) -> None:

@@ -435,8 +435,12 @@ def test_a_resume_with_another_optimizer_class_is_refused_before_any_step(tmp_pa
     # SGD's state into AdamW would fail at the first step with torch's KeyError: 'betas'.
     result = lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(SPEC)
     ckpt = torch.load(result.last_checkpoint, weights_only=True)
-    assert ckpt["optimizer_types"] == ["AdamW"]
-    ckpt["optimizer_types"] = ["SGD"]
+    assert ckpt["optimizer_types"] == [["AdamW", "Adam"]]
+    ckpt["optimizer_types"] = [["Adam"]]  # AdamW over Adam: the state fits
+    path = tmp_path / "adam.ckpt"
+    torch.save(ckpt, path)
+    lk.Trainer(**flags(tmp_path, max_epochs=2)).fit(SPEC, ckpt_path=path)
+    ckpt["optimizer_types"] = [["SGD"]]
     path = tmp_path / "sgd.ckpt"
     torch.save(ckpt, path)
     with pytest.raises(lk.CheckpointError) as info:
