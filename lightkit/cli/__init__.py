@@ -124,7 +124,6 @@ def _run_command(command: str, parsed: Parsed) -> int:
     config._cli_refs = [
         (obj, parsed.refs[id(obj)]) for obj in _objects(config) if id(obj) in parsed.refs
     ]
-    config._cli_ckpt_path = None if parsed.ckpt_path is None else str(parsed.ckpt_path)
     trainer = lk.Trainer(config)
     if command == "predict":
         predictions = trainer.predict(spec, parsed.ckpt_path)

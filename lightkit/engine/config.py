@@ -139,7 +139,6 @@ class TrainerConfig(BaseModel):
     # can run it again. Not a flag: the Python API sets neither.
     _cli_targets: list[str] | None = PrivateAttr(default=None)
     _cli_refs: list[tuple[Any, Any]] = PrivateAttr(default_factory=list)
-    _cli_ckpt_path: str | None = PrivateAttr(default=None)
 
     if not TYPE_CHECKING:  # the pydantic plugin's signature, with every flag, for mypy
 

@@ -493,12 +493,12 @@ def write_run_config(
     path = Path(run_dir) / "config.toml"
     # A run started from the command line names its targets as given there (a registry
     # target such as `pkg.mod:reg` included; a file by its absolute path, so the file runs
-    # from any folder), its checkpoint and its objects by the references they came from.
+    # from any folder) and its objects by the references they came from. The checkpoint comes
+    # from the entry point, from Python as from the command line.
     targets = getattr(config, "_cli_targets", None)
     if targets:
         targets = [absolute_file_target(t) for t in targets]
     refs = {id(obj): ref for obj, ref in getattr(config, "_cli_refs", ())}
-    ckpt_path = ckpt_path or getattr(config, "_cli_ckpt_path", None)
     data = run_config(spec, config, targets, ckpt_path, refs=refs)
     header = RUN_FILE_HEADER.format(command=stage, name=path.name)
     if "target" not in data:
