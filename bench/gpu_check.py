@@ -45,7 +45,8 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 import lightkit as lk  # noqa: E402
 from lightkit.precision import precision_from  # noqa: E402
 
-#: "cuda"; the hidden ``--cpu-dry-run`` flag sets "cpu" to try the script's paths without a GPU.
+#: "cuda"; the hidden ``--cpu-dry-run`` flag sets "cpu": every check runs at a tiny size on the
+#: CPU (the two-rank checks on gloo), so the script's paths are tried without a GPU.
 ACCEL = "cuda"
 PRECISIONS = ["32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
 QUIET: dict[str, Any] = {
@@ -122,7 +123,7 @@ def add_clock(reg: lk.Registry, clock: Clock) -> None:
 
 
 # -- 1. every precision on one GPU ---------------------------------------------------------------
-def mlp_registry(samples: int, batch: int) -> lk.Registry:
+def mlp_registry(samples: int, batch: int, width: int) -> lk.Registry:
     reg = lk.Registry()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(samples, 256, generator=g)
@@ -130,7 +131,11 @@ def mlp_registry(samples: int, batch: int) -> lk.Registry:
 
     def net():
         return nn.Sequential(
-            nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 1024), nn.GELU(), nn.Linear(1024, 10)
+            nn.Linear(256, width),
+            nn.GELU(),
+            nn.Linear(width, width),
+            nn.GELU(),
+            nn.Linear(width, 10),
         )
 
     def data():
@@ -153,11 +158,11 @@ def mlp_registry(samples: int, batch: int) -> lk.Registry:
 
 def check_precisions(steps: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    batch = 256
+    batch, width, warmup = (256, 1024, 10) if ACCEL == "cuda" else (32, 64, 2)
     for name in PRECISIONS:
         try:
-            clock = Clock(warmup=10)
-            reg = mlp_registry(samples=batch * 40, batch=batch)
+            clock = Clock(warmup=warmup)
+            reg = mlp_registry(samples=batch * 40, batch=batch, width=width)
             add_clock(reg, clock)
             plugin = precision_from(name)
             flags = {"accelerator": ACCEL, "devices": 1, "precision": plugin, "seed": 0}
@@ -209,17 +214,18 @@ def dist_optim(dist_net):
 
 
 def run_dist_child(strategy: str) -> int:
-    """Inside the child: train on two GPUs and print one ``DIST`` line from rank 0."""
+    """Inside the child: train on two GPUs (dry run: two CPU ranks on gloo, in fp32) and print
+    one ``DIST`` line from rank 0."""
     reg = lk.Registry()
     reg.model(dist_net)
     reg.train_data(dist_data)
     reg.training_step(dist_train)
     reg.configure_optimizers(dist_optim)
     trainer = lk.Trainer(
-        accelerator="cuda",
+        accelerator=ACCEL,
         devices=2,
         strategy=strategy,
-        precision="bf16-mixed",
+        precision="bf16-mixed" if ACCEL == "cuda" else "32-true",
         max_steps=DIST_STEPS,
         seed=0,
         **QUIET,
@@ -241,12 +247,14 @@ def run_dist_child(strategy: str) -> int:
 
 def check_distributed(timeout: float) -> dict[str, Any]:
     gpus = torch.cuda.device_count()
-    if gpus < 2:
+    if gpus < 2 and ACCEL == "cuda":
         print(f"[distributed] skipped: {gpus} GPU (two needed)", flush=True)
         return {"skipped": f"{gpus} GPU; DDP/FSDP need 2"}
     out: dict[str, Any] = {}
     for strategy in ("ddp", "fsdp"):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--dist-child", strategy]
+        if ACCEL == "cpu":
+            cmd.append("--cpu-dry-run")
         try:
             proc = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
@@ -322,6 +330,8 @@ def check_throughput(args: argparse.Namespace) -> dict[str, Any]:
     if ACCEL == "cpu":
         d, layers, heads, seq, vocab = 64, 2, 4, 32, 256
     batch, steps, warmup = args.batch or default_batch(), (10 if args.quick else 25), 5
+    if ACCEL == "cpu":
+        steps, warmup = 4, 2
     samples = batch * (steps + warmup)
     tokens = torch.randint(0, vocab, (samples, seq + 1), generator=torch.Generator().manual_seed(0))
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -411,27 +421,32 @@ def main() -> int:
     parser.add_argument("--dist-child", choices=["ddp", "fsdp"], help=argparse.SUPPRESS)
     parser.add_argument("--cpu-dry-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cpu_dry_run:
+        global ACCEL, DIST_STEPS
+        ACCEL, DIST_STEPS = "cpu", 6
+        args.quick, args.batch = True, 4
     if args.dist_child:
         return run_dist_child(args.dist_child)
-    if args.cpu_dry_run:
-        global ACCEL
-        ACCEL = "cpu"
-        args.quick, args.batch = True, 4
-    elif not torch.cuda.is_available():
+    if ACCEL == "cuda" and not torch.cuda.is_available():
         print("no CUDA: this machine has no GPU torch can use; nothing to check (exit 0).")
         print("SUMMARY " + json.dumps({"cuda": False, "torch": torch.__version__}))
         return 0
 
     began = time.perf_counter()
     summary: dict[str, Any] = {
-        "cuda": True,
+        "cuda": ACCEL == "cuda",
         "device": torch.cuda.get_device_name() if ACCEL == "cuda" else "cpu (dry run)",
         "gpus": torch.cuda.device_count(),
         "torch": torch.__version__,
         "lightkit": lk.__version__,
     }
     sections = [
-        ("precisions", lambda: check_precisions(steps=60 if args.quick else 200)),
+        (
+            "precisions",
+            lambda: check_precisions(
+                steps=200 if not args.quick else 60 if ACCEL == "cuda" else 12
+            ),
+        ),
         ("distributed", lambda: check_distributed(args.dist_timeout)),
         ("throughput", lambda: check_throughput(args)),
     ]

@@ -144,3 +144,47 @@ def test_the_verdict_says_when_the_target_is_inside_the_noise():
     assert "cannot tell" in run._noise(entry((0.99, 1.04)), "cpu")
     assert "outside it" in run._noise(entry((1.00, 1.015)), "cpu")
     assert run._noise(entry(None), "cpu") == ""  # one repetition: nothing to say
+
+
+def test_the_gpu_check_tries_every_path_on_the_cpu():
+    """``bench/gpu_check.py --cpu-dry-run``: the GPU check's code at a tiny size on the CPU
+    (its two-rank DDP and FSDP children on gloo), so a script that only a GPU machine runs
+    cannot rot unseen. Its figures are not checked, only that every check ran and passed."""
+    cmd = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--cpu-dry-run"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    summary = json.loads(proc.stdout.splitlines()[-1].removeprefix("SUMMARY "))
+    assert summary["failed"] == [] and summary["cuda"] is False
+    precisions = summary["precisions"]
+    assert list(precisions) == [
+        "32-true",
+        "64-true",
+        "16-mixed",
+        "bf16-mixed",
+        "16-true",
+        "bf16-true",
+    ]
+    dtypes = {name: row["param_dtype"] for name, row in precisions.items()}
+    assert dtypes == {
+        "32-true": "float32",
+        "64-true": "float64",
+        "16-mixed": "float32",
+        "bf16-mixed": "float32",
+        "16-true": "float16",
+        "bf16-true": "bfloat16",
+    }
+    assert all(row["last_loss"] < row["first_loss"] for row in precisions.values())
+    for strategy in ("ddp", "fsdp"):
+        assert summary["distributed"][strategy]["global_step"] == 6
+    assert summary["throughput"]["ok"] and summary["throughput"]["raw_tokens_per_s"] > 0
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="the no-GPU answer needs a machine without one"
+)
+def test_the_gpu_check_says_it_has_nothing_to_do_without_a_gpu():
+    cmd = [sys.executable, str(ROOT / "bench" / "gpu_check.py")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nothing to check" in proc.stdout
+    assert json.loads(proc.stdout.splitlines()[-1].removeprefix("SUMMARY "))["cuda"] is False
