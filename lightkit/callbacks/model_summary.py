@@ -9,6 +9,7 @@ then the totals and the parameters' size in MB.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -117,13 +118,20 @@ def _layers(module: nn.Module, max_depth: int) -> list[tuple[str, nn.Module]]:
 
 
 def summarize(
-    module: nn.Module, max_depth: int = 1, example_input: Any = None, name: str = "model"
+    module: nn.Module,
+    max_depth: int = 1,
+    example_input: Any = None,
+    name: str = "model",
+    convert: Callable[[Any], Any] | None = None,
 ) -> Summary:
     """Summarize ``module``; with ``example_input``, run one forward pass (eval mode, no
-    grad, random generators restored) to record each layer's output shape."""
+    grad, random generators restored) to record each layer's output shape. ``convert``: what
+    the precision does to a batch (``-true`` precisions cast its floating tensors)."""
     layers = _layers(module, max_depth) or [(name, module)]  # a bare layer: one row
     shapes: dict[str, str] = {}
     if example_input is not None:
+        if convert is not None:
+            example_input = convert(example_input)
         shapes = _output_shapes(module, layers, example_input)
     rows = []
     for layer_name, sub in layers:
@@ -218,10 +226,11 @@ class ModelSummary(Callback):
             return
         engine = ctx._engine
         models = engine.unwrapped_models() if engine is not None else {}
+        convert = engine.runtime.precision.convert_input if engine is not None else None
         self.summaries = {}
         for name, module in models.items():
             example = self.example_inputs.get(name, getattr(module, "example_input_array", None))
-            self.summaries[name] = summarize(module, self.max_depth, example, name)
+            self.summaries[name] = summarize(module, self.max_depth, example, name, convert)
         if self.summaries:
             text = "\n\n".join(str(s) for s in self.summaries.values())
             print(text, file=sys.stdout, flush=True)

@@ -11,7 +11,6 @@ errors and raise.
 from __future__ import annotations
 
 import inspect
-import os
 import shutil
 import warnings
 from typing import Any
@@ -39,11 +38,18 @@ def unavailable(backend: Any, device: torch.device) -> str | None:
     if backend not in (None, "inductor"):
         return None  # another backend checks for itself
     if device.type == "cpu":
-        candidates = [os.environ.get("CXX"), "g++", "c++", "clang++"]
-        if not any(c and shutil.which(c) for c in candidates):
+        # Inductor compiles with the first of its own candidates that runs: $CXX when set
+        # (then g++ is not tried), else g++; None stands for a conda download it makes only
+        # when asked to.
+        from torch._inductor import config as inductor_config
+
+        cxx = inductor_config.cpp.cxx
+        candidates = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
+        if not any(shutil.which(c) for c in candidates):
+            named = " or ".join(candidates) or "none configured"
             return (
-                "inductor on CPU needs a C++ compiler and none was found (CXX, g++, c++, "
-                "clang++); install one (e.g. `apt install g++`)"
+                f"inductor on CPU needs a C++ compiler and found none ({named}; it reads "
+                f"$CXX, else g++); install one (e.g. `apt install g++`) or point CXX at it"
             )
     elif device.type == "cuda":
         try:
@@ -92,3 +98,17 @@ def compile_module(module: nn.Module, options: bool | dict[str, Any]) -> nn.Modu
         raise ConfigError(
             f"compile={options!r}: torch.compile refused it: {exc}", code="bad-compile-option"
         ) from exc
+
+
+def note_compile_failure(exc: BaseException, options: bool | dict[str, Any]) -> None:
+    """Add a note naming the flag to an error ``torch.compile`` raised while compiling (at a
+    model's first forward, after the check above passed): its type and message stay torch's."""
+    module = type(exc).__module__
+    if not module.startswith(("torch._dynamo", "torch._inductor")):
+        return
+    note = (
+        f"lightkit: this error came from torch.compile, which the trainer's "
+        f"compile={options!r} applied to the models; compile=False runs them eagerly."
+    )
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)

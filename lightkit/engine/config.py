@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,24 @@ def _built(value: Any, field: str) -> Any:
     if isinstance(value, (list, tuple)):
         return [build(v) for v in value]
     return build(value)
+
+
+def _imported(value: Any, key: str) -> Any:
+    """The function a ``{"function": "module:qualname"}`` value names (how a function among
+    the options is written to ``config.json``); any other value as it is."""
+    if not (isinstance(value, Mapping) and set(value) == {"function"}):
+        return value
+    from lightkit.errors import SpecError
+    from lightkit.spec.spec import import_function
+
+    try:
+        return import_function(str(value["function"]))
+    except SpecError as exc:
+        raise ConfigError(
+            f"compile[{key!r}] is the function {value['function']!r}, which this process "
+            f"cannot import: {exc} Or pass the function itself: compile={{{key!r}: fn}}.",
+            code="bad-compile-option",
+        ) from None
 
 
 class FlagError(AlsoValidationError, ConfigError, ValidationError):
@@ -358,6 +377,14 @@ class TrainerConfig(BaseModel):
             return "auto"
         return _built(value, info.field_name)
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _import_functions(cls, value: Any) -> Any:
+        # A function among the options (a custom backend) is written as {"function": path}.
+        if not isinstance(value, Mapping):
+            return value
+        return {k: _imported(v, k) for k, v in value.items()}
+
     @field_validator("logger", "callbacks")
     @classmethod
     def _check_plugins(cls, value: Any, info: Any) -> Any:
@@ -440,6 +467,10 @@ class TrainerConfig(BaseModel):
                 return [plain(x) for x in v]
             if isinstance(v, dict):
                 return {str(k): plain(x) for k, x in v.items()}
+            if inspect.isroutine(v):  # compile={"backend": fn}: the function, not its class
+                from lightkit.spec.spec import function_ref
+
+                return {"function": function_ref(v)}
             ref = object_ref(v)
             if isinstance(ref, str):
                 return {"class_path": ref, "init_args": {}}

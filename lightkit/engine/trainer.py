@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from lightkit.checkpoint.preemption import preemption_guard
+from lightkit.engine.compiling import note_compile_failure
 from lightkit.engine.config import TrainerConfig
 from lightkit.engine.context import _CURRENT
 from lightkit.engine.engine import Engine, run_name
@@ -197,6 +198,8 @@ class Trainer:
                     self._compile(engine, stage, ckpt_path)
                     predictions = self._loop(engine, stage)
                 except BaseException as exc:
+                    if cfg.compile:
+                        note_compile_failure(exc, cfg.compile)
                     interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
                     status = "interrupted" if interrupted else "failed"
                     _fire_exception(engine, exc)
@@ -294,7 +297,7 @@ class Trainer:
                 logger.log_hparams(engine.spec.hparams.as_dict())
                 if stage == "fit":
                     for model in engine.unwrapped_models().values():
-                        logger.log_graph(model)
+                        logger.log_graph(model, _graph_input(engine, model))
 
     def _loop(self, engine: Engine, stage: str) -> Any:
         if stage == "fit":
@@ -304,6 +307,20 @@ class Trainer:
             return predict_loop(engine, engine.eval_loaders)
         evaluate(engine, stage, engine.eval_loaders, engine.step_call)
         return None
+
+
+def _graph_input(engine: Engine, model: torch.nn.Module) -> Any:
+    """``model.example_input_array`` as a batch reaches the model: on its device, and cast
+    as the precision casts batches; ``None`` without one (the logger says so)."""
+    example = getattr(model, "example_input_array", None)
+    if example is None:
+        return None
+    from lightkit.utils.apply import apply_to_tensors
+
+    device = next((p.device for p in model.parameters()), None)
+    if device is not None:
+        example = apply_to_tensors(example, lambda t: t.to(device))
+    return engine.runtime.precision.convert_input(example)
 
 
 def _fire_exception(engine: Engine, exc: BaseException) -> None:

@@ -114,3 +114,12 @@ def test_example_inputs_argument_and_depth_zero(capsys):
     capsys.readouterr()
     trainer(max_epochs=1, callbacks=[lk.ModelSummary(max_depth=0)]).fit(spec())
     assert "Total params" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true"])
+def test_the_example_input_is_cast_as_batches_are(capsys, precision):
+    """Under a ``-true`` precision the model's parameters are float64 (bfloat16); the float32
+    example input is cast as each batch is, so the forward pass works and shapes are shown."""
+    summary = lk.ModelSummary()
+    trainer(max_epochs=1, precision=precision, callbacks=[summary]).fit(spec(net=net_with_example))
+    assert [r.out_shape for r in summary.summaries["net"].rows] == ["[5, 8]", "[5, 8]", "[5, 1]"]

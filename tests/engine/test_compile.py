@@ -71,3 +71,50 @@ def test_the_check_names_what_is_missing():
     cpu = torch.device("cpu")
     assert compiling.unavailable("eager", cpu) is None  # other backends check for themselves
     assert "mode" in compiling.compile_options()
+
+
+def test_inductor_is_checked_for_the_compiler_it_will_use(monkeypatch):
+    """Inductor compiles with $CXX alone when it is set: a g++ elsewhere on PATH does not
+    help it, so the check must not count it either."""
+    from torch._inductor import config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++-13"))
+    monkeypatch.setattr(shutil, "which", lambda name: None if "nonexistent" in name else name)
+    why = compiling.unavailable(None, torch.device("cpu"))
+    assert why is not None and "/nonexistent/g++-13" in why and "CXX" in why
+
+
+def failing_backend(gm, example_inputs):
+    raise RuntimeError("this backend cannot compile anything")
+
+
+def test_a_compile_error_at_the_first_forward_is_torchs_with_a_note_naming_the_flag():
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    with pytest.raises(BackendCompilerFailed, match="cannot compile anything") as info:
+        fit(compile={"backend": failing_backend})
+    (note,) = info.value.__notes__
+    assert "compile={'backend': <function failing_backend" in note
+    assert "compile=False runs them eagerly" in note
+
+
+def passthrough_backend(gm, example_inputs):
+    return gm.forward
+
+
+def test_a_function_among_the_compile_options_survives_the_config_json():
+    config = lk.TrainerConfig(compile={"backend": passthrough_backend, "dynamic": False})
+    text = config.model_dump_json()
+    path = f"{passthrough_backend.__module__}:passthrough_backend"
+    assert f'"backend":{{"function":"{path}"}}' in text
+    again = lk.TrainerConfig.model_validate_json(text)
+    assert again.compile == {"backend": passthrough_backend, "dynamic": False}
+    result, seen = fit(compile=again.compile)
+    assert seen == "OptimizedModule"
+    assert_same_weights(fit()[0].models["net"], result.models["net"])
+
+    broken = text.replace("passthrough_backend", "no_such_backend")
+    with pytest.raises(lk.ConfigError, match="cannot import") as info:
+        lk.TrainerConfig.model_validate_json(broken)
+    assert info.value.code == "bad-compile-option"
+    assert "compile={'backend': fn}" in str(info.value)

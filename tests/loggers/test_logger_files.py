@@ -355,6 +355,23 @@ def test_graph_is_logged_on_request(tmp_path):
     assert not has_graph(plain.log_dir)
 
 
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("tensorboard") is None,
+    reason="tracing a graph needs the tensorboard package",
+)
+def test_the_graph_is_traced_on_an_input_cast_as_batches_are(tmp_path):
+    def double_net():
+        from tests.callbacks.cb_helpers import make_net
+
+        net = make_net()
+        net.example_input_array = torch.zeros(2, 4)  # float32, the model float64
+        return net
+
+    logger = lk.TensorBoardLogger(log_graph=True)
+    result = trainer(tmp_path, logger=logger, precision="64-true").fit(spec(net=double_net))
+    assert has_graph(result.log_dir)
+
+
 def test_tensorboard_writes_without_a_background_thread(tmp_path):
     """Events are written by the training thread itself: no writer thread (nor a queue's
     feeder thread) runs while training, and the scalars are all in the file."""
