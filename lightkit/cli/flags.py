@@ -262,27 +262,29 @@ def _json(text: str) -> Any:
 
 
 def hparam_flags(spec: Any, taken: set[str]) -> list[Flag]:
-    """A flag per hyperparameter; one whose name a trainer or CLI flag has is ``--hparams.X``."""
+    """A flag per hyperparameter; one whose name a trainer or CLI flag has, or the ``--no-X``
+    of a bool hyperparameter ``X`` (``no_bias`` beside ``bias``), is ``--hparams.X``."""
     from lightkit.spec.hparams import source_name
 
     sources = spec.hparam_sources()
     flags = []
     for name, field in spec.hparams_model.model_fields.items():
-        option = "--" + name.replace("_", "-")
-        if option in taken:
-            option = "--hparams." + name.replace("_", "-")
         used = ", ".join(source_name(s) for s in sources.get(name, []))
         flags.append(
             Flag(
                 "hparams",
                 name,
-                option,
+                "--" + name.replace("_", "-"),
                 field.annotation,
                 getattr(spec.hparams, name),
                 field.description,
                 extra=f"used by {used}" if used else "",
             )
         )
+    negatives = {"--no-" + f.option[2:] for f in flags if f.kind == "bool"}
+    for flag in flags:
+        if flag.option in taken or flag.option in negatives:
+            flag.option = "--hparams." + flag.name.replace("_", "-")
     return flags
 
 

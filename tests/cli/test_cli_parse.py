@@ -246,6 +246,27 @@ def test_a_hyperparameter_named_like_a_negated_trainer_flag_gets_a_prefixed_flag
     assert config["trainer"]["enable_checkpointing"] is False
 
 
+def test_a_bool_hyperparameter_beside_its_negation_gets_a_prefixed_flag(run_cli, tmp_path):
+    """``bias`` makes ``--bias``/``--no-bias``; ``no_bias`` would make ``--no-bias`` too, so it
+    is ``--hparams.no-bias``, and every command (``hparams`` and ``--help`` as well) works."""
+    target = tmp_path / "negations.py"
+    target.write_text(
+        "import torch\n"
+        "import lightkit as lk\n\n\n"
+        "@lk.model\n"
+        "def net(bias: bool = True, no_bias: bool = False):\n"
+        "    return torch.nn.Linear(1, 1, bias=bias and not no_bias)\n"
+    )
+    config = print_config(run_cli, str(target), "--no-bias", "--hparams.no-bias")
+    assert config["hparams"] == {"bias": False, "no_bias": True}
+    code, out, err = run_cli("hparams", str(target))
+    assert code == 0, err
+    assert [line.split()[:3] for line in out.splitlines()[2:]] == [
+        ["bias", "bool", "True"],
+        ["no_bias", "bool", "False"],
+    ]
+
+
 def test_underscore_spellings_of_flags_work(run_cli):
     config = print_config(run_cli, TINY, "--max_epochs", "2", "--batch_size=8")
     assert config["trainer"]["max_epochs"] == 2 and config["hparams"]["batch_size"] == 8
