@@ -75,7 +75,7 @@ def _run_record(engine: Engine) -> dict[str, Any]:
             "program": run_name(engine.spec),  # a resume never takes another program's file
             "spec": spec_json(engine.spec),
             "hparams": json.loads(engine.spec.hparams.model_dump_json()),
-            "config": json.dumps(engine.config.model_dump(mode="json")),
+            "config": engine.config_json or json.dumps(engine.config.model_dump(mode="json")),
         }
     return copy.deepcopy(record)  # save_checkpoint hooks may edit what they are given
 

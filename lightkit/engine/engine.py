@@ -136,6 +136,9 @@ class Engine:
         self.epoch_start: dict[str, Any] | None = None
         #: The spec, hparams and config as checkpoints store them (built at the first save).
         self.checkpoint_record: dict[str, Any] | None = None
+        #: The flags as JSON when the run's outputs were set up, before callbacks resolve
+        #: their folders: what ``config.json`` and every checkpoint's ``config`` hold.
+        self.config_json: str | None = None
         self.restored_from: Path | None = None
         self.previous_best: Path | None = None
         self.preemption: Any = None
@@ -411,6 +414,7 @@ class Engine:
         """Create the run folder and set the loggers up (global rank 0 only writes).
         ``ckpt_path``: the checkpoint the run starts from, as its ``config.toml`` records it."""
         config = self.config
+        self.config_json = json.dumps(config.model_dump(mode="json"))
         # Evaluation writes no checkpoints: without loggers it writes nothing at all.
         checkpoints = config.enable_checkpointing and self.stage == "fit"
         wants_dir = (config.logger is not False or checkpoints) and not self.limits.dev_run

@@ -353,6 +353,16 @@ class TrainingSpec(BaseModel):
         spec._hparams_model = model
         return spec
 
+    @field_validator("functions")
+    @classmethod
+    def _once_each(cls, functions: tuple[SpecEntry, ...]) -> tuple[SpecEntry, ...]:
+        # The same function in the same role listed twice (a spec.json edited or joined by
+        # hand) counts once, as collect() counts a function reached through two sources.
+        seen: dict[tuple[Any, ...], SpecEntry] = {}
+        for e in functions:
+            seen.setdefault((e.role, e.name, e.event, e.manual, id(e.fn)), e)
+        return tuple(seen.values())
+
     @model_validator(mode="after")
     def _analyse(self) -> TrainingSpec:
         plans, model, problems = analyse(self.functions)

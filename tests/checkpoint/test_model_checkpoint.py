@@ -77,6 +77,23 @@ def test_default_keeps_the_newest_and_save_last_links_it(tmp_path):
     assert set(ckpt["random"]["rng"]) >= {"python", "torch"}
 
 
+def test_every_checkpoint_holds_the_flags_config_json_holds(tmp_path):
+    """The callback resolves its folder when the run starts (Lightning's ModelCheckpoint
+    does too); the flags stored in each checkpoint are those the run was given, as in
+    config.json, so a trainer rebuilt from either does not pin the old run's folder."""
+    import json
+
+    cb = lk.ModelCheckpoint(save_top_k=-1, filename="{epoch}")
+    result = lk.Trainer(**flags(tmp_path, callbacks=[cb])).fit(SPEC)
+    assert Path(cb.dirpath) == tmp_path / CKPT_DIR
+    written = json.loads((result.log_dir / "config.json").read_text())
+    (stored,) = written["callbacks"]
+    assert "dirpath" not in stored["init_args"]
+    for path in sorted((tmp_path / CKPT_DIR).iterdir()):
+        ckpt = torch.load(path, weights_only=True)
+        assert json.loads(ckpt["config"]) == written, path.name
+
+
 def test_every_n_epochs_and_every_n_train_steps(tmp_path):
     cb = lk.ModelCheckpoint(every_n_epochs=2, save_top_k=-1)
     lk.Trainer(**flags(tmp_path / "a", max_epochs=5, callbacks=[cb])).fit(SPEC)

@@ -150,6 +150,17 @@ def test_a_hand_edited_unknown_role_is_named_with_a_did_you_mean():
     assert "role 'modle' is not a role. Did you mean 'model'?" in str(info.value)
 
 
+def test_a_function_listed_twice_in_the_json_counts_once_as_collect_counts_it():
+    spec = lk.collect(realistic)
+    data = json.loads(spec.model_dump_json())
+    hook = next(f for f in data["functions"] if f["role"] == "on")
+    data["functions"] += [dict(data["functions"][0]), dict(hook)]  # the model, a hook again
+    loaded = lk.TrainingSpec.model_validate_json(json.dumps(data))
+    assert loaded.model_names == spec.model_names
+    assert [(e.role, e.fn) for e in loaded.functions] == [(e.role, e.fn) for e in spec.functions]
+    assert loaded.model_dump_json() == spec.model_dump_json()
+
+
 def test_a_hand_edited_hparam_value_is_refused_as_with_hparams_refuses_it():
     # The same error from JSON as from with_hparams: a SpecError with its code that is also
     # pydantic's ValidationError naming the field; the message names the declaring function.
