@@ -7,6 +7,7 @@ The model remembers which functions declared each field, so errors can name them
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 import warnings
@@ -269,21 +270,35 @@ def _without_json_form(
         return []
     config = ConfigDict(arbitrary_types_allowed=True)
     problems = []
-    for name, (annotation, _, plan) in seen.items():
+    for name, (annotation, default, plan) in seen.items():
         try:
             pydantic.TypeAdapter(annotation, config=config).json_schema()
         except pydantic.PydanticInvalidForJsonSchema:
+            if _annotated(plan, name):
+                what = f"is annotated {type_name(annotation)}, which has"
+            else:  # its type is its default's (`act=nn.ReLU`, Lightning's save_hyperparameters)
+                kind = "a class" if isinstance(default, type) else f"a {type(default).__name__}"
+                what = f"has no annotation, and its default {default!r:.60} ({kind}) has"
             problems.append(
                 Problem(
                     "bad-hparam-type",
-                    f"{plan.where}: hyperparameter '{name}' is annotated "
-                    f"{type_name(annotation)}, which has no JSON form, so the spec could not "
-                    f"be written as data (spec.json, checkpoints). Annotate it with a JSON type "
-                    f"(a string or Literal naming the choice, numbers, lists) and build the "
-                    f"object inside the function.",
+                    f"{plan.where}: hyperparameter '{name}' {what} no JSON form, so the spec "
+                    f"could not be written as data (spec.json, checkpoints). Make it a JSON "
+                    f"value (a string or Literal naming the choice, numbers, lists) and build "
+                    f"the object inside the function, e.g. `act: Literal['relu', 'gelu'] = 'relu'`, "
+                    f"then `{{'relu': nn.ReLU, 'gelu': nn.GELU}}[act]()`.",
                 )
             )
     return problems
+
+
+def _annotated(plan: FunctionPlan, name: str) -> bool:
+    """Whether ``plan``'s function annotates its parameter ``name`` (or another declares it)."""
+    try:
+        param = inspect.signature(plan.fn).parameters.get(name)
+    except (TypeError, ValueError):
+        return True
+    return param is None or param.annotation is not inspect.Parameter.empty
 
 
 def _checked_defaults(

@@ -12,7 +12,7 @@ import functools
 import importlib
 import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import (
@@ -372,6 +372,8 @@ class TrainingSpec(BaseModel):
         values = self.hparams
         if isinstance(values, BaseModel):
             values = dict(values)
+        elif isinstance(values, dict):  # given as data (spec.json): names checked first
+            _check_names(values, model)
         try:
             hparams = model.model_validate(values or {})
         except ValidationError as exc:
@@ -446,16 +448,7 @@ class TrainingSpec(BaseModel):
             HparamError: a value does not fit its type or constraints; a ``SpecError``
                 (``bad-hparam-value``) and pydantic's ``ValidationError`` naming the field.
         """
-        known = self.hparams_model.model_fields
-        unknown = [k for k in overrides if k not in known]
-        if unknown:
-            first = unknown[0]
-            raise SpecError(
-                f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} "
-                f"{', '.join(map(repr, unknown))}.{did_you_mean(first, known)} "
-                f"Known hyperparameters: {sorted_list(known)}.",
-                code="unknown-hparam",
-            )
+        _check_names(overrides, self.hparams_model)
         values = {**dict(self.hparams), **overrides}
         try:
             hparams = self.hparams_model.model_validate(values)
@@ -587,6 +580,19 @@ def _from_cells(entries: Sequence[SpecEntry]) -> bool:
             return False
         files.add(code.co_filename)
     return len(files) > 1
+
+
+def _check_names(values: Mapping[str, Any], model: type[Hparams]) -> None:
+    """``unknown-hparam`` for a name no function declares, with the near ones."""
+    known = model.model_fields
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise SpecError(
+            f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}.{did_you_mean(unknown[0], known)} "
+            f"Known hyperparameters: {sorted_list(known)}.",
+            code="unknown-hparam",
+        )
 
 
 class _HparamsRefused(SpecError):

@@ -522,6 +522,24 @@ def test_an_annotation_without_a_json_form_is_refused_at_collect():
     assert "test_hparams.py:" in message and "width" not in message.split("'thing'")[1]
 
 
+def test_an_unannotated_default_without_a_json_form_is_named_as_the_default():
+    # Lightning's save_hyperparameters takes `act=nn.ReLU`; here the default is the type's
+    # only source, so the message speaks of the default, not of an annotation never written.
+    reg = lk.Registry()
+
+    @reg.model
+    def net(act=torch.nn.ReLU):
+        return torch.nn.Sequential(torch.nn.Linear(1, 1), act())
+
+    with pytest.raises(lk.SpecError) as info:
+        lk.collect(reg)
+    assert info.value.codes == ["bad-hparam-type"]
+    message = str(info.value)
+    assert "hyperparameter 'act' has no annotation, and its default <class " in message
+    assert "ReLU'> (a class) has no JSON form" in message and " is annotated" not in message
+    assert "act: Literal['relu', 'gelu'] = 'relu'" in message
+
+
 class Coded(ValueError):
     code = "E42"
 

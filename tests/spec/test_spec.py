@@ -161,6 +161,23 @@ def test_a_function_listed_twice_in_the_json_counts_once_as_collect_counts_it():
     assert loaded.model_dump_json() == spec.model_dump_json()
 
 
+def test_a_hand_edited_unknown_hparam_is_refused_as_with_hparams_refuses_it():
+    data = json.loads(lk.collect(simple).model_dump_json())
+    data["hparams"]["lrr"] = 0.1
+    for load in (
+        lambda: lk.TrainingSpec.model_validate_json(json.dumps(data)),
+        lambda: lk.TrainingSpec.model_validate(data),
+        lambda: lk.collect(simple).with_hparams(lrr=0.1),
+    ):
+        with pytest.raises(lk.SpecError) as info:
+            load()
+        assert info.value.code == "unknown-hparam"
+        assert str(info.value) == (
+            "unknown hyperparameter 'lrr'. Did you mean 'lr'? Known hyperparameters: "
+            "batch_size, hidden, lr."
+        )
+
+
 def test_a_hand_edited_hparam_value_is_refused_as_with_hparams_refuses_it():
     # The same error from JSON as from with_hparams: a SpecError with its code that is also
     # pydantic's ValidationError naming the field; the message names the declaring function.
