@@ -550,7 +550,7 @@ def parse(command: str, args: list[str]) -> Parsed:
         except _BadValue as exc:
             raise UsageError(
                 f"{config_path}: [{flag.section}] {flag.name}: expected {flag.type_text}, got "
-                f"{value!r}: {exc}"
+                f"{value!r}: {exc}{_declared_by(spec, flag)}"
             ) from None
         (hp if flag.section == "hparams" else tr)[flag.name] = checked
     for dest, value in vars(ns).items():
@@ -561,7 +561,10 @@ def parse(command: str, args: list[str]) -> Parsed:
             checked = _check(flag, flag.from_text(value), spec, base, out.refs)
         except _BadValue as exc:
             shown = " ".join(value) if isinstance(value, list) else value
-            parser.error(f"argument {flag.option}: expected {flag.type_text}, got {shown!r}: {exc}")
+            parser.error(
+                f"argument {flag.option}: expected {flag.type_text}, got {shown!r}: {exc}"
+                f"{_declared_by(spec, flag)}"
+            )
         (hp if flag.section == "hparams" else tr)[flag.name] = checked
 
     try:
@@ -664,3 +667,11 @@ def _user_frame(exc: BaseException) -> str:
                 pass
             found = f" (in {frame.name} at {path}:{frame.lineno})"
     return found
+
+
+def _declared_by(spec: Any, flag: Flag) -> str:
+    """`` (declared by optim(net, lr) at train.py:6)`` for a hyperparameter's flag."""
+    if flag.section != "hparams":
+        return ""
+    sources = spec.hparam_sources().get(flag.name, [])
+    return f" ({flag.name!r} is declared by {' and '.join(sources)})" if sources else ""

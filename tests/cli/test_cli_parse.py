@@ -4,6 +4,7 @@ refused with status 2 (usage) or 1 (target, spec) and one clear message, before 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -411,6 +412,22 @@ def test_a_yaml_config_file(run_cli, tmp_path):
     config = print_config(run_cli, TINY, "--config", str(path))
     assert config["hparams"]["lr"] == 0.125
     assert config["trainer"]["accumulate_grad_batches"] == 3
+
+
+def test_a_bad_hyperparameter_value_names_the_function_that_declares_it(
+    run_cli, nothing_runs, tmp_path
+):
+    code, _, err = run_cli("fit", TINY, "--lr", "abc")
+    assert code == 2
+    assert re.search(
+        r"Input should be a valid number.*\('lr' is declared by \w+\(.*lr.*\) at \S+\.py:\d+\)", err
+    )
+    path = tmp_path / "run.toml"
+    path.write_text("[hparams]\nlr = 'fast'\n")
+    code, _, err = run_cli("fit", TINY, "--config", str(path))
+    assert code == 2 and "('lr' is declared by " in err
+    code, _, err = run_cli("fit", TINY, "--max-epochs", "two")
+    assert code == 2 and "declared by" not in err  # a trainer flag: the message is enough
 
 
 @pytest.mark.parametrize(
