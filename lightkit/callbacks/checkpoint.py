@@ -421,9 +421,11 @@ class ModelCheckpoint(Callback):
         current = metrics.get(self.monitor)
         if current is None:
             logged = [k for k in metrics if k not in ("epoch", "step")]  # the filename's own
+            no_val = engine.without_validation()
+            near = "" if no_val else did_you_mean(self.monitor, logged)
             message = (
                 f"ModelCheckpoint(monitor={self.monitor!r}) could not find {self.monitor!r} in "
-                f"the logged metrics: {sorted_list(logged)}.{did_you_mean(self.monitor, logged)} "
+                f"the logged metrics: {sorted_list(logged)}.{near}{no_val} "
                 f"Log it with lk.log({self.monitor!r}, value), or change monitor."
             )
             if self._val_ran:

@@ -127,10 +127,13 @@ class EarlyStopping(Callback):
     def _check(self, ctx: Any) -> None:
         metrics = ctx.metrics
         if self.monitor not in metrics:
+            engine = ctx._engine
+            no_val = engine.without_validation() if engine is not None else ""
+            near = "" if no_val else did_you_mean(self.monitor, metrics)
             message = (
                 f"EarlyStopping(monitor={self.monitor!r}): the metric was never logged. Logged "
-                f"metrics: {sorted_list(metrics)}.{did_you_mean(self.monitor, metrics)} Log it "
-                f"with lk.log({self.monitor!r}, value) or change `monitor`."
+                f"metrics: {sorted_list(metrics)}.{near}{no_val} Log it with "
+                f"lk.log({self.monitor!r}, value) or change `monitor`."
             )
             if self.strict:
                 raise ConfigError(message, code="monitor-not-logged")

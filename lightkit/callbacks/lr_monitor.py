@@ -67,6 +67,20 @@ class LearningRateMonitor(Callback):
         factory=list, init=False, repr=False
     )
     _engine: Any = attrs.field(default=None, init=False, repr=False)
+    #: ``(name, optimizer, where)`` per optimizer, and each one's number of parameter groups
+    #: when the items were made: a group added later (a backbone unfrozen) adds its keys.
+    _entries: list[tuple[str, Any, str]] = attrs.field(factory=list, init=False, repr=False)
+    _group_counts: list[int] = attrs.field(factory=list, init=False, repr=False)
+    #: Every learning rate logged, by key, in order (Lightning's ``lrs``).
+    lrs: dict[str, list[float]] = attrs.field(factory=dict, init=False, repr=False)
+    #: The latest momentum and weight decay logged, by key (with ``log_momentum`` /
+    #: ``log_weight_decay``), as Lightning's attributes of these names.
+    last_momentum_values: dict[str, float | None] = attrs.field(
+        factory=dict, init=False, repr=False
+    )
+    last_weight_decay_values: dict[str, float | None] = attrs.field(
+        factory=dict, init=False, repr=False
+    )
 
     @property
     def keys(self) -> list[str]:
@@ -75,7 +89,8 @@ class LearningRateMonitor(Callback):
 
     def setup(self, ctx: Any, stage: str) -> None:
         self._items = {"step": [], "epoch": [], "start": []}
-        self._on_logging_steps = []
+        self._on_logging_steps, self._entries = [], []
+        self.lrs, self.last_momentum_values, self.last_weight_decay_values = {}, {}, {}
         engine = self._engine = ctx._engine
         if stage != "fit" or engine is None:
             return
@@ -97,16 +112,45 @@ class LearningRateMonitor(Callback):
                 base = f"lr-{type(getattr(opt, 'optimizer', opt)).__name__}"
                 seen[base] += 1
                 name = base if seen[base] == 1 else f"{base}-{seen[base] - 1}"
-            where = self.logging_interval or interval
+            self._entries.append((name, opt, self.logging_interval or interval))
+        self._make_items()
+
+    def _make_items(self) -> None:
+        self._items = {"step": [], "epoch": [], "start": []}
+        self._group_counts = []
+        for name, opt, where in self._entries:
             groups = opt.param_groups
+            self._group_counts.append(len(groups))
             for i in range(len(groups)):
                 key = _suffix(name, groups, i)
                 self._items[where].append((key, (opt, i), "lr"))
+                if key.endswith("/pg1") and key not in self.lrs and key[:-4] in self.lrs:
+                    self.lrs[key] = self.lrs.pop(key[:-4])  # its first group, as Lightning
+                self.lrs.setdefault(key, [])
                 if self.log_momentum:
                     self._items[where].append((f"{key}-momentum", (opt, i), "momentum"))
+                    self.last_momentum_values.setdefault(f"{key}-momentum", None)
                 if self.log_weight_decay:
                     self._items[where].append((f"{key}-weight_decay", (opt, i), "weight_decay"))
+                    self.last_weight_decay_values.setdefault(f"{key}-weight_decay", None)
         self._on_logging_steps = [*self._items["step"], *self._items["start"]]
+
+    def _groups_changed(self) -> None:
+        """Remake the keys when an optimizer gained (or lost) a parameter group since."""
+        for (_, opt, _), count in zip(self._entries, self._group_counts, strict=True):
+            if len(opt.param_groups) != count:
+                self._make_items()
+                return
+
+    def _read(self, key: str, source: tuple[Any, int], field: str) -> float:
+        value = self._value(source, field)
+        if field == "lr":
+            self.lrs.setdefault(key, []).append(value)
+        elif field == "momentum":
+            self.last_momentum_values[key] = value
+        else:
+            self.last_weight_decay_values[key] = value
+        return value
 
     def teardown(self, ctx: Any, stage: str) -> None:
         self._engine = None
@@ -123,16 +167,18 @@ class LearningRateMonitor(Callback):
         # The rows the trainer writes: every `log_every_n_steps` optimizer steps.
         if (ctx.global_step + 1) % self._every:
             return
+        self._groups_changed()
         for key, source, field in self._on_logging_steps:
-            ctx.log(key, self._value(source, field), on_step=True, on_epoch=False)
+            ctx.log(key, self._read(key, source, field), on_step=True, on_epoch=False)
 
     def on_train_epoch_start(self, ctx: Any) -> None:
-        epoch = {key: self._value(source, field) for key, source, field in self._items["epoch"]}
+        self._groups_changed()
+        epoch = {key: self._read(key, source, field) for key, source, field in self._items["epoch"]}
         for key, value in epoch.items():  # for the metrics; the loggers get the row below
             ctx.log(
                 key, value, on_step=False, on_epoch=True, reduce="max", batch_size=1, logger=False
             )
-        start = {key: self._value(source, field) for key, source, field in self._items["start"]}
+        start = {key: self._read(key, source, field) for key, source, field in self._items["start"]}
         # As Lightning writes them: a row at the step the epoch starts at, whatever
         # log_every_n_steps, with the rates the epoch trains at. The optimizers without a
         # scheduler are in the metrics from here on too (Lightning's callback_metrics), not

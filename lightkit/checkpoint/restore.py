@@ -94,8 +94,9 @@ def restore(engine: Engine, found: tuple[Path, dict[str, Any]], full: bool) -> N
     """Load the checkpoint :func:`locate` read into ``engine``.
 
     ``full`` (fit): models, optimizers, schedulers, precision, callbacks, loop position and
-    random states; otherwise the models' weights only. Everything is checked before anything
-    changes, so a mismatch fails before any step.
+    random states; otherwise the models' weights only. The ``load_checkpoint`` hooks run
+    first; then everything is checked before anything is loaded, so a mismatch fails before
+    any step.
 
     Raises:
         CheckpointError: weights-only for a full resume, or it does not fit this spec and
@@ -103,14 +104,16 @@ def restore(engine: Engine, found: tuple[Path, dict[str, Any]], full: bool) -> N
     """
     path, ckpt = found
     engine.restored_from = path
-    models = _model_states(engine, ckpt, path, full)
-    _check_models(engine, models, ckpt, path)
-    if full:
-        _check_full(engine, ckpt, path)
+    # The hooks first, as Lightning's on_load_checkpoint: they may edit the checkpoint
+    # (rename a model's keys) or the run (add back the parameter groups it had gained).
     events = getattr(engine, "events", None)
     if events is not None:
         for call in events.load_checkpoint:
             call(ckpt)
+    models = _model_states(engine, ckpt, path, full)
+    _check_models(engine, models, ckpt, path)
+    if full:
+        _check_full(engine, ckpt, path)
     strategy = engine.runtime.strategy
     for name, module in engine.models.items():
         try:
@@ -319,10 +322,20 @@ def _check_full(engine: Engine, ckpt: dict[str, Any], path: Path) -> None:
             own = [len(g["params"]) for g in opt.param_groups]
             theirs = [len(g["params"]) for g in groups]
             if own != theirs:
+                fix = ""
+                if len(theirs) > len(own):
+                    fix = (
+                        "The run that wrote it added parameter groups while training (a "
+                        "backbone unfrozen with optimizer.add_param_group): add them back in "
+                        "a load_checkpoint hook, which runs before this check, e.g. "
+                        "`if len(checkpoint['optimizers'][0]['param_groups']) > "
+                        "len(optimizer.param_groups): optimizer.add_param_group(...)`."
+                    )
                 raise _mismatch(
                     path,
                     f"optimizer {i} has parameter groups of sizes {own}, the checkpoint's "
                     f"{theirs}.",
+                    fix,
                 )
     _same_count(path, "scheduler", ckpt.get("schedulers", []), engine.schedulers)
     train = engine.train_iter

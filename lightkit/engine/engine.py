@@ -480,6 +480,22 @@ class Engine:
                     models[plan.name] = module.cpu()
         return models
 
+    def without_validation(self) -> str:
+        """Why this fit never validates (a sentence for a monitor's error); ``""`` if it does."""
+        if self.stage != "fit":
+            return ""
+        missing = [r for r in ("validation_step", "val_data") if self.spec.get(r) is None]
+        if missing:
+            why = f"the spec has no {' and no '.join('@' + r for r in missing)}"
+        elif self.limits.val == 0:
+            why = "limit_val_batches=0"
+        else:
+            return ""
+        return (
+            f" This fit never validates ({why}), so a metric the validation step logs is "
+            f"never logged: monitor a training metric, or validate."
+        )
+
     def unwrapped_models(self) -> dict[str, nn.Module]:
         return {
             name: unwrap_compiled(self.runtime.unwrap(unwrap_compiled(m)))

@@ -157,6 +157,24 @@ def test_missing_metric_is_an_error_naming_what_was_logged():
     assert info.value.code == "monitor-not-logged"
 
 
+@pytest.mark.parametrize(
+    ("flags", "validation", "why"),
+    [
+        ({"limit_val_batches": 0}, True, "(limit_val_batches=0)"),
+        ({}, False, "(the spec has no @validation_step and no @val_data)"),
+    ],
+)
+def test_a_validation_metric_in_a_fit_that_never_validates_says_so(flags, validation, why):
+    # Not "Did you mean 'train/loss'?": the metric is missing because nothing validates.
+    es = lk.EarlyStopping(monitor="val/loss")
+    chosen = spec() if validation else spec(val=None)
+    with pytest.raises(lk.ConfigError) as info:
+        trainer(callbacks=[es], **flags).fit(chosen)
+    message = str(info.value)
+    assert f"This fit never validates {why}, so a metric the validation step logs" in message
+    assert "Did you mean" not in message
+
+
 def test_missing_metric_is_skipped_when_not_strict():
     es = lk.EarlyStopping(monitor="val/acc", strict=False)
     result = trainer(max_epochs=3, callbacks=[es]).fit(spec())

@@ -193,3 +193,35 @@ def test_a_resumed_run_logs_the_rates_its_optimizer_uses(tmp_path):
     ).fit(spec(optim=optim), ckpt_path=str(tmp_path / "c" / "last.ckpt"))
     assert column(resumed, "lr-SGD") == [(8, 0.02), (12, 0.01)]  # 0.08 halved per epoch
     assert resumed.metrics["lr-SGD"] == 0.01
+
+
+def test_a_parameter_group_added_during_training_gets_its_own_keys(tmp_path):
+    """Unfreezing a backbone adds a group to the optimizer mid-run (what Lightning's
+    BackboneFinetuning does): from then on each group has its key, as Lightning logs them,
+    and ``lrs`` holds every value logged (the first group's history moved under /pg1)."""
+
+    def optim(net):
+        return torch.optim.SGD(net[2].parameters(), lr=0.05)
+
+    def unfreeze(net, optimizer, ctx):
+        if ctx.epoch == 1 and len(optimizer.param_groups) == 1:
+            optimizer.add_param_group({"params": net[0].parameters(), "lr": 0.001})
+
+    monitor = lk.LearningRateMonitor(logging_interval="step")
+    result = fit(tmp_path, optim, hooks={"train_epoch_start": unfreeze}, callbacks=[monitor])
+    assert column(result, "lr-SGD") == [(s, 0.05) for s in range(4)]
+    assert column(result, "lr-SGD/pg1") == [(s, 0.05) for s in range(4, 8)]
+    assert column(result, "lr-SGD/pg2") == [(s, 0.001) for s in range(4, 8)]
+    assert result.metrics["lr-SGD/pg2"] == 0.001
+    assert monitor.lrs == {"lr-SGD/pg1": [0.05] * 8, "lr-SGD/pg2": [0.001] * 4}
+
+
+def test_momentum_and_weight_decay_values_last_logged(tmp_path):
+    def optim(net):
+        return torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.8, weight_decay=0.01)
+
+    monitor = lk.LearningRateMonitor(log_momentum=True, log_weight_decay=True)
+    fit(tmp_path, optim, callbacks=[monitor], max_epochs=1)
+    assert monitor.last_momentum_values == {"lr-SGD-momentum": 0.8}
+    assert monitor.last_weight_decay_values == {"lr-SGD-weight_decay": 0.01}
+    assert monitor.lrs["lr-SGD"][-1] == 0.05

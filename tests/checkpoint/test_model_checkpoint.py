@@ -177,6 +177,12 @@ def test_bad_arguments(kwargs, match):
         lk.ModelCheckpoint(**kwargs)
 
 
+def test_a_validation_monitor_in_a_fit_that_never_validates_is_named_as_such(tmp_path):
+    cb = lk.ModelCheckpoint(monitor="val/loss")
+    with pytest.warns(lk.LightkitWarning, match=r"never validates \(limit_val_batches=0\)"):
+        lk.Trainer(**flags(tmp_path, callbacks=[cb], limit_val_batches=0)).fit(SPEC)
+
+
 def test_monitor_never_logged_is_an_error_once_validation_ran(tmp_path):
     cb = lk.ModelCheckpoint(monitor="val/acc")
     with pytest.raises(lk.ConfigError, match=r"could not find 'val/acc'.*val/loss") as info:

@@ -227,3 +227,40 @@ def test_random_states_round_trip_in_both_stored_forms():
     old = {**saved, "rng": {**saved["rng"], "python": (version, tuple(internal.tolist()), gauss)}}
     restore_random(old, None)
     assert [random.random() for _ in range(5)] == expected
+
+
+def test_a_run_that_gained_a_parameter_group_resumes_when_a_load_hook_adds_it_back(tmp_path):
+    """A backbone unfrozen at epoch 1 adds a group to the optimizer. The load_checkpoint hook
+    runs before the checkpoint is checked (as Lightning's on_load_checkpoint), so it can add
+    the group back; the resumed run then ends bitwise where the uninterrupted one does.
+    Without the hook the resume is refused, and the message says how to write it."""
+    from tests.callbacks import cb_helpers
+
+    def optim(net):
+        return torch.optim.SGD(net[2].parameters(), lr=0.05, momentum=0.9)
+
+    def unfreeze(net, optimizer, ctx):
+        if ctx.epoch >= 1 and len(optimizer.param_groups) == 1:
+            optimizer.add_param_group({"params": net[0].parameters(), "lr": 0.01})
+
+    def add_back(checkpoint, net, optimizer):
+        if len(checkpoint["optimizers"][0]["param_groups"]) > len(optimizer.param_groups):
+            optimizer.add_param_group({"params": net[0].parameters(), "lr": 0.01})
+
+    def spec(*load_hook):
+        hooks = {"train_epoch_start": unfreeze}
+        if load_hook:
+            hooks["load_checkpoint"] = load_hook[0]
+        return cb_helpers.spec(optim=optim, val=None, hooks=hooks)
+
+    def run(root, epochs, **kw):
+        return lk.Trainer(**flags(root, max_epochs=epochs)).fit(kw.pop("spec", spec()), **kw)
+
+    whole = run(tmp_path / "whole", 4)
+    first = run(tmp_path / "parts", 2)
+    with pytest.raises(lk.CheckpointError, match="parameter groups of sizes") as info:
+        run(tmp_path / "parts", 4, ckpt_path=first.last_checkpoint)
+    assert "add them back in a load_checkpoint hook" in str(info.value)
+    resumed = run(tmp_path / "parts", 4, spec=spec(add_back), ckpt_path=first.last_checkpoint)
+    pairs = zip(whole.models["net"].parameters(), resumed.models["net"].parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
