@@ -45,6 +45,32 @@ def _absolute(dirpath: str | Path | None) -> Path | None:
     return None if dirpath is None else Path(dirpath).expanduser().resolve()
 
 
+_FIXED_NAMES = {
+    "CHECKPOINT_NAME_LAST": "last",
+    "FILE_EXTENSION": ".ckpt",
+    "CHECKPOINT_JOIN_CHAR": "-",
+    "CHECKPOINT_EQUALS_CHAR": "=",
+}
+
+
+def _check_fixed_names(cls: type) -> None:
+    changed = [
+        f"{name} = {getattr(cls, name)!r}"
+        for name, value in _FIXED_NAMES.items()
+        if getattr(cls, name, value) != value
+    ]
+    if changed:
+        raise ConfigError(
+            f"{cls.__name__}.{', '.join(changed)}: lightkit's checkpoint names are fixed. The "
+            f"newest file is always last.ckpt (what ckpt_path='last' finds, in every run "
+            f"folder), files end in .ckpt, and a filename template writes name=value joined "
+            f"by its own characters. Leave these as they are; to keep each epoch's file "
+            f"under a name of your own, use filename= (e.g. '{{epoch}}-end') with "
+            f"save_top_k=-1.",
+            code="fixed-checkpoint-names",
+        )
+
+
 @attrs.define
 class ModelCheckpoint(Callback):
     """Save the run (models, optimizers, loop position, random states) as training goes.
@@ -93,6 +119,13 @@ class ModelCheckpoint(Callback):
     """
 
     monitors: ClassVar[bool] = True
+    #: Lightning's class attributes for file names, for code that reads them. lightkit's
+    #: names are fixed (the newest file is always ``last.ckpt``, which ``ckpt_path="last"``
+    #: finds): a run refuses a subclass or an assignment that changes them.
+    CHECKPOINT_NAME_LAST: ClassVar[str] = "last"
+    FILE_EXTENSION: ClassVar[str] = ".ckpt"
+    CHECKPOINT_JOIN_CHAR: ClassVar[str] = "-"
+    CHECKPOINT_EQUALS_CHAR: ClassVar[str] = "="
 
     dirpath: str | Path | None = attrs.field(default=None, converter=_absolute)
     filename: str | None = None
@@ -213,6 +246,7 @@ class ModelCheckpoint(Callback):
     def setup(self, ctx: Any, stage: str) -> None:
         if stage != "fit":
             return
+        _check_fixed_names(type(self))
         engine: Engine = ctx._engine
         if self.dirpath is None or self._auto_dir:
             self._auto_dir = True

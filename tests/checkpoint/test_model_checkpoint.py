@@ -258,3 +258,19 @@ def test_a_run_max_time_stops_mid_epoch_saves_its_last_steps(tmp_path):
     result = lk.Trainer(**run).fit(SPEC)
     assert (result.stopped_by, result.global_step) == ("max_time", 1)
     assert sorted(p.name for p in (tmp_path / CKPT_DIR).iterdir()) == ["step=1.ckpt"]
+
+
+def test_lightnings_name_attributes_are_there_and_a_change_is_refused(tmp_path):
+    assert (lk.ModelCheckpoint.CHECKPOINT_NAME_LAST, lk.ModelCheckpoint.FILE_EXTENSION) == (
+        "last",
+        ".ckpt",
+    )
+
+    class Renamed(lk.ModelCheckpoint):
+        CHECKPOINT_NAME_LAST = "{epoch}-last"
+
+    with pytest.raises(lk.ConfigError) as info:
+        lk.Trainer(**flags(tmp_path, callbacks=[Renamed()])).fit(SPEC)
+    assert info.value.code == "fixed-checkpoint-names"
+    assert "Renamed.CHECKPOINT_NAME_LAST = '{epoch}-last'" in str(info.value)
+    assert not list(tmp_path.rglob("*.ckpt"))  # refused before any step
