@@ -63,6 +63,7 @@ class Runtime:
         self.device: torch.device = _strategy.device
         self._transfer = self._make_transfer()
         self._launched = False
+        self._ever_launched = False
         # The loops call these every step: skip the plugin layers that would only forward to
         # the plain PyTorch call (a few Python calls per step on a tiny model).
         precision_type = type(self.precision)
@@ -121,11 +122,18 @@ class Runtime:
         """Join or create the process group (a no-op for one process). Idempotent."""
         if not self._launched:
             self.strategy.setup_environment()
-            self._launched = True
+            self._launched = self._ever_launched = True
 
     def teardown(self) -> None:
         self.strategy.teardown()
         self._launched = False
+
+    def _joined(self) -> None:
+        """Launch on first use, as :meth:`setup` does: a collective or a loader split before
+        the group exists would quietly act as one process (every rank reading all the data).
+        After :meth:`teardown` the group is gone on purpose, and nothing joins it again."""
+        if not self._ever_launched:
+            self.launch()
 
     # -- objects ----------------------------------------------------------------------------
     def setup(self, module: nn.Module) -> nn.Module:
@@ -180,6 +188,7 @@ class Runtime:
                 loader,
                 problem,
             )
+        self._joined()
         method = self.strategy.setup_dataloader
         # A Strategy of one's own written before `name` existed still works.
         if name is not None and "name" in inspect.signature(method).parameters:
@@ -349,6 +358,7 @@ class Runtime:
             raise _bad_argument(
                 "all_reduce(tensor)", "a torch.Tensor", tensor, " Wrap a number: torch.tensor(x)."
             )
+        self._joined()
         return self.strategy.all_reduce(tensor, op)
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -361,9 +371,11 @@ class Runtime:
             raise _bad_argument(
                 "all_gather(tensor)", "a torch.Tensor", tensor, " Wrap a number: torch.tensor(x)."
             )
+        self._joined()
         return self.strategy.all_gather(tensor)
 
     def barrier(self, name: str | None = None) -> None:
+        self._joined()
         self.strategy.barrier(name)
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
@@ -375,6 +387,7 @@ class Runtime:
                 f"{self.world_size - 1} (world_size={self.world_size}).",
                 code="bad-runtime-argument",
             )
+        self._joined()
         return self.strategy.broadcast(obj, src)
 
     # -- state ------------------------------------------------------------------------------
@@ -390,6 +403,19 @@ class Runtime:
                 path.
         """
         _check_state_and_path("save(state, path)", state, path, required=True)
+        self._joined()
+        if self.world_size > 1:
+            # Every rank must name one file: under FSDP each writes its shard into it, and a
+            # load right after reads it on every rank. Agreed by all, so all raise together.
+            first = self.strategy.broadcast(str(path), 0)
+            if self.strategy.reduce_any(str(path) != first):
+                raise ConfigError(
+                    f"Runtime.save got different paths on different ranks (rank 0: {first!r}, "
+                    f"rank {self.rank}: {str(path)!r}); every rank must pass the same path "
+                    f"(only rank 0 writes it; under FSDP each rank adds its shard). Build it "
+                    f"from values every rank shares, not from the rank or the time.",
+                    code="bad-runtime-argument",
+                )
         self.strategy.save_checkpoint(self._to_state(state), path)
         self.barrier()  # rank 0 wrote it: the others may read it now (Fabric's save waits too)
 

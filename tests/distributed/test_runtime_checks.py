@@ -53,3 +53,21 @@ def test_a_runtime_of_several_processes_outside_a_job_says_how_to_start_one(monk
         raise AssertionError("a 2-process Runtime launched in a plain process")
     finally:
         runtime.teardown()
+
+
+def test_before_launch_the_loader_is_split_and_collectives_reach_every_rank(tmp_path: Path) -> None:
+    """Building the loader before the model is a natural order: it must not leave every rank
+    reading the whole dataset because the group did not exist yet."""
+    proc = run_torchrun("runtime_unlaunched.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {
+        r["rank"]: r for r in (json.loads(f.read_text()) for f in tmp_path.glob("result-*.json"))
+    }
+    assert results[0]["seen"] == [0.0, 2.0, 4.0, 6.0] and results[1]["seen"] == [1.0, 3.0, 5.0, 7.0]
+    for r in results.values():
+        assert r["sum"] == 3.0 and r["gathered"] == [[0], [1]]
+        assert r["broadcast"] == "from rank 0"
+        assert r["own_path"]["code"] == "bad-runtime-argument"
+        assert "different paths on different ranks (rank 0: 'own-0.ckpt'" in r["own_path"]["msg"]
+        assert r["loaded"] == [1.0]
+    assert not list(tmp_path.glob("own-*")) and not list(tmp_path.glob(".own-*"))
