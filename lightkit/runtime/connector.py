@@ -143,6 +143,14 @@ def connect(
         if hasattr(chosen, "configure"):
             chosen.configure(env=env, indices=indices, num_nodes=num_nodes, accelerator=accel)
 
-    # 5. Precision: checked against the device now, not mid-run.
+    # 5. The backend and the precision: checked against the device now, not in the ranks.
+    backend = getattr(chosen, "backend", None)
+    if backend == "nccl" and chosen.device.type != "cuda":
+        raise ConfigError(
+            f"{type(chosen).__name__}(backend='nccl') needs CUDA devices, but this run is on "
+            f"{chosen.device.type}. Use backend='gloo' on CPU, or leave backend=None (nccl on "
+            f"CUDA, gloo elsewhere).",
+            code="impossible-config",
+        )
     chosen.precision.setup(chosen.device)
     return chosen

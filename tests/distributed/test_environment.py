@@ -101,6 +101,16 @@ def test_a_one_process_strategy_instance_refuses_several_devices() -> None:
         connect("cpu", 2, lk.SingleDevice(), "32-true", env=ClusterEnvironment())
 
 
+def test_nccl_on_cpu_is_refused_before_any_rank_starts() -> None:
+    with pytest.raises(lk.ConfigError) as info:
+        connect("cpu", 2, lk.DDPStrategy(backend="nccl"), "32-true", env=ClusterEnvironment())
+    assert info.value.code == "impossible-config"
+    assert "DDPStrategy(backend='nccl') needs CUDA devices" in str(info.value)
+    assert "Use backend='gloo' on CPU" in str(info.value)
+    gloo = connect("cpu", 2, lk.DDPStrategy(backend="gloo"), "32-true", env=ClusterEnvironment())
+    assert gloo.backend == "gloo"
+
+
 def test_devices_n_in_a_plain_process_launches() -> None:
     strategy = connect("cpu", 2, "auto", "32-true", env=ClusterEnvironment())
     assert isinstance(strategy, lk.DDPStrategy)

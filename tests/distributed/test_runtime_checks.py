@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import lightkit as lk
@@ -71,3 +72,8 @@ def test_before_launch_the_loader_is_split_and_collectives_reach_every_rank(tmp_
         assert "different paths on different ranks (rank 0: 'own-0.ckpt'" in r["own_path"]["msg"]
         assert r["loaded"] == [1.0]
     assert not list(tmp_path.glob("own-*")) and not list(tmp_path.glob(".own-*"))
+
+
+def test_a_reduction_named_as_elsewhere_gets_the_near_name() -> None:
+    with pytest.raises(lk.ConfigError, match=r"op='avg'; .* Did you mean 'mean'\?$"):
+        lk.Runtime(accelerator="cpu").all_reduce(torch.ones(1), op="avg")
