@@ -131,8 +131,9 @@ class Runtime:
     def _joined(self) -> None:
         """Launch on first use, as :meth:`setup` does: a collective or a loader split before
         the group exists would quietly act as one process (every rank reading all the data).
-        After :meth:`teardown` the group is gone on purpose, and nothing joins it again."""
-        if not self._ever_launched:
+        After :meth:`teardown` the group is gone on purpose, and nothing joins it again. One
+        process needs no group for these (nor a group of one left behind)."""
+        if not self._ever_launched and self.world_size > 1:
             self.launch()
 
     # -- objects ----------------------------------------------------------------------------
