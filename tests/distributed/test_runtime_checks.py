@@ -77,3 +77,16 @@ def test_before_launch_the_loader_is_split_and_collectives_reach_every_rank(tmp_
 def test_a_reduction_named_as_elsewhere_gets_the_near_name() -> None:
     with pytest.raises(lk.ConfigError, match=r"op='avg'; .* Did you mean 'mean'\?$"):
         lk.Runtime(accelerator="cpu").all_reduce(torch.ones(1), op="avg")
+
+
+def test_one_process_leaves_no_process_group_behind(tmp_path: Path) -> None:
+    """Collectives, the loader split and save join a job of several processes on first use;
+    one process needs no group, and must not be left holding one (a later devices=2 fit
+    forked from it would find it)."""
+    import torch.distributed as dist
+
+    rt = lk.Runtime(accelerator="cpu", strategy="ddp")
+    assert list(rt.setup_dataloader([torch.ones(1)])) == [torch.ones(1)]
+    assert rt.all_reduce(torch.ones(1), op="sum").item() == 1.0
+    rt.save({"x": torch.ones(1)}, tmp_path / "a.ckpt")
+    assert not dist.is_initialized()
