@@ -115,6 +115,7 @@ class Engine:
         self.building_models = False  # a @model function runs (fit-only values refuse)
         self.building_train_data = False  # the train_data function runs
         self.warned_batch_start = False  # a train_batch_start hook returned a value
+        self.warned_length = False  # the training loader's len() was wrong (said once a run)
         #: ``(step, epoch)`` of the last row the loggers got (what fit_end logs joins it).
         self.last_row: tuple[int, int] | None = None
         self.eval_loaders: list[Any] = []

@@ -2,7 +2,8 @@
 
 Owns what the loops should not: ``limit_*_batches`` (int or fraction), ``set_epoch`` on
 distributed samplers, and the resume position (batches already consumed in this epoch).
-A full epoch iterates the loader to its end exactly as ``for batch in loader:`` does, so
+A full epoch of a sized loader is its ``len()`` batches (Lightning's rule), then
+:meth:`EpochIterator.overran` reads once more, as the end of ``for batch in loader:`` does, so
 samplers and their generators advance as they do in a hand-written loop.
 """
 
@@ -48,6 +49,9 @@ def set_epoch(loader: Any, epoch: int) -> None:
             sampler.set_epoch(epoch)
 
 
+_END = object()
+
+
 class EpochIterator:
     """Batches of one loader, epoch by epoch. ``num_batches`` is ``None`` when unknown."""
 
@@ -60,6 +64,8 @@ class EpochIterator:
         self.loader = loader
         self.length = loader_length(loader)
         self.num_batches = resolve_limit(self.length, limit, flag)
+        #: The last full epoch's iterator over a sized loader, for :meth:`overran`.
+        self._batches: Iterator[Any] | None = None
 
     def __len__(self) -> int:
         return self.num_batches if self.num_batches is not None else 0
@@ -78,19 +84,31 @@ class EpochIterator:
         as it did the first time), then ``on_skipped()`` runs, before the first batch is read.
         """
         set_epoch(self.loader, epoch)
+        self._batches = None
         if self.num_batches == 0:
             return iter(())
-        if skip == 0 and self.is_full:
+        stop = self.num_batches  # None: until the loader ends (its length is unknown)
+        if skip == 0 and stop is None:
             return enumerate(self.loader)
-        stop = None if self.is_full else self.num_batches
-        if on_skipped is None:
-            return zip(itertools.count(skip), itertools.islice(self.loader, skip, stop))
         batches = iter(self.loader)
+        if self.is_full:
+            # A sized loader's epoch is its len() batches, as Lightning's: the loop schedules
+            # the epoch's end (validation, the last accumulation window) from it.
+            self._batches = batches
+        if on_skipped is None:
+            return zip(itertools.count(skip), itertools.islice(batches, skip, stop))
         for _ in itertools.islice(batches, skip):
             pass
         on_skipped()
         rest = None if stop is None else max(stop - skip, 0)
         return zip(itertools.count(skip), itertools.islice(batches, rest))
+
+    def overran(self) -> bool:
+        """After a full epoch of a sized loader: whether it had batches beyond its ``len()``
+        (which the epoch dropped). Reads the next batch once, as the end of a ``for`` loop
+        over the loader would; ``False`` when no full epoch of a sized loader just ended."""
+        batches, self._batches = self._batches, None
+        return batches is not None and next(batches, _END) is not _END
 
 
 def val_every(num_batches: int | None, interval: int | float, per_epoch: bool = True) -> float:

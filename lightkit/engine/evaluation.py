@@ -12,12 +12,14 @@ needs ordinary tensors) and go back to train mode afterwards.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 
 from lightkit.engine.engine import Engine
 from lightkit.engine.epoch_iterator import EpochIterator
+from lightkit.errors import LightkitWarning, user_stacklevel
 from lightkit.utils.apply import apply_to_tensors
 
 
@@ -26,6 +28,21 @@ def eval_mode(engine: Engine) -> Any:
     strategy cannot use it: FSDP's gathered parameters must stay ordinary tensors."""
     allowed = getattr(engine.runtime.strategy, "allows_inference_mode", True)
     return torch.inference_mode if engine.config.inference_mode and allowed else torch.no_grad
+
+
+def check_length(engine: Engine, loader: EpochIterator, role: str) -> None:
+    """Warn when a sized loader had batches beyond its ``len()``, which the run dropped."""
+    if loader.overran():
+        warnings.warn(
+            LightkitWarning(
+                f"{engine.describe_role(role, role)}'s loader gave more batches than its len() "
+                f"of {loader.num_batches}: the run stopped there, as Lightning's does, and the "
+                f"rest were not evaluated. Make the dataset's __len__ match what it yields, or "
+                f"give it no __len__.",
+                code="loader-length-mismatch",
+            ),
+            stacklevel=user_stacklevel(),
+        )
 
 
 def evaluate(
@@ -81,6 +98,9 @@ def evaluate(
                             output = call(batch, batch_idx, dl_idx)
                         for hook in batch_end:
                             hook(batch, batch_idx, dl_idx, output)
+                    check_length(
+                        engine, loader, "val_data" if prefix == "validation" else "test_data"
+                    )
         finally:
             store.suffix = ""
             ctx.batch_idx = saved_batch_idx
@@ -133,6 +153,7 @@ def predict_loop(engine: Engine, loaders: list[EpochIterator]) -> list[Any]:
                 for hook in events.predict_batch_end:
                     hook(batch, batch_idx, dl_idx, output)
                 outputs.append(output if to_host is None else to_host(output))
+            check_length(engine, loader, "predict_data")
             per_loader.append(outputs)
     events.fire("predict_epoch_end")
     return per_loader[0] if len(per_loader) == 1 else per_loader

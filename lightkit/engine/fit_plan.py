@@ -8,7 +8,6 @@ paths, the validation schedule, the stop conditions, and whether the epochs can 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +39,7 @@ class FitPlan:
     step_plateaus: bool  # a step-interval ReduceLROnPlateau: stepped at each batch's end
     check_n: int | None  # check_val_every_n_epoch
     can_validate: bool
-    deadline: float | None  # max_time, on this process's monotonic clock
+    deadline: float | None  # max_time's end on this process's monotonic clock, from train_start
     agree: Callable[[bool], bool]  # max_time's decision, taken by all ranks together
     # With several processes, a stop that one rank asks for waits until all agree on it.
     agreed_stop: Callable[..., bool] | None
@@ -76,7 +75,6 @@ def fit_plan(engine: Engine) -> FitPlan:
             raise
         where = engine.describe_role("train_data", "the training data")
         raise ConfigError(f"{where}: {exc}", code=exc.code) from None
-    deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
     checkpointers = [cb for cb in engine.callbacks if isinstance(cb, ModelCheckpoint)]
     step_plateaus = not engine.manual and any(
         cfg.is_plateau and cfg.interval == "step" for cfg in engine.schedulers
@@ -89,7 +87,7 @@ def fit_plan(engine: Engine) -> FitPlan:
         and to_device is None
         and not engine.loggers
         and every == math.inf
-        and deadline is None
+        and cfg.max_time is None
         and not checkpointers
         and not (events.train_batch_start or events.train_batch_end)
         and not (events.before_backward or events.after_backward)
@@ -107,7 +105,7 @@ def fit_plan(engine: Engine) -> FitPlan:
         step_plateaus=step_plateaus,
         check_n=check_n,
         can_validate=can_validate,
-        deadline=deadline,
+        deadline=None,  # set when training starts (after the sanity check), as Lightning's
         # The ranks' clocks differ: with several processes they agree on max_time each batch
         # (one small collective) so that all stop after the same batch.
         agree=rt.strategy.reduce_any if rt.world_size > 1 else bool,

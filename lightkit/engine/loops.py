@@ -58,6 +58,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import attrs
 import torch
 
 from lightkit.callbacks.checkpoint import ModelCheckpoint
@@ -134,6 +135,10 @@ def fit_loop(engine: Engine) -> None:
         engine.stopped_by, stop, training = engine.stopped_by or "should_stop", True, False
     if training:
         events.fire("train_start")
+    if engine.config.max_time is not None:
+        # Lightning's Timer counts from train_start: the sanity check and fit_start hooks
+        # spend none of the training's time.
+        plan = attrs.evolve(plan, deadline=time.monotonic() + engine.config.max_time)
 
     position = (epoch, engine.skip_batches)  # where a resumed run would continue
     first = True
@@ -187,11 +192,26 @@ def fit_loop(engine: Engine) -> None:
         # The batches ran out (an unsized loader's perhaps before its limit), or the run
         # stopped at the epoch's last batch: the epoch is complete.
         finished = not stop or batch_idx == last_idx
-        validate_now = validate_epoch and plan.every == math.inf and batch_idx >= 0
+        short = not stop and batch_idx < last_idx  # a sized loader gave fewer than its len()
+        if (short or batch_idx == last_idx >= 0) and not engine.warned_length:
+            wrong_length(engine, batch_idx, last_idx)
+        # An epoch whose end the schedule cannot see validates as it ends: an unsized loader's
+        # (unless max_steps or max_time stopped it inside the epoch), or one that ran short.
+        validate_now = (
+            validate_epoch
+            and batch_idx >= 0
+            and (
+                (plan.every == math.inf and (finished or engine.stopped_by == "should_stop"))
+                or (short and plan.every == last_idx + 1)
+            )
+        )
         epoch = close_epoch(engine, epoch, batch_idx, finished, validate_now, plan.checkpointers)
         position = (epoch, 0) if finished else (ctx.epoch, batch_idx + 1)
         if stop_asked():
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
+        elif not stop and time_is_up(plan) and can_stop(engine, epoch):
+            # max_time passed inside an epoch that min_epochs kept going: it ends here.
+            engine.stopped_by, stop = "max_time", True
     if not stop:
         engine.stopped_by = engine.stopped_by or "max_epochs"
     elif engine.stopped_by == "should_stop" and max_epochs != -1 and epoch >= max_epochs:
@@ -331,7 +351,11 @@ def train_epoch(
             step_schedulers(engine, "step", batch_idx + 1, plateau=True)
         if max_steps != -1 and ctx.global_step >= max_steps:
             engine.stopped_by, stop = "max_steps", True
-        elif deadline is not None and agree(time.monotonic() >= deadline):
+        elif (
+            deadline is not None
+            and agree(time.monotonic() >= deadline)
+            and can_stop(engine, epoch)  # min_epochs and min_steps win, as in Lightning
+        ):
             engine.stopped_by, stop = "max_time", True
         elif stop_requested:
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
@@ -504,6 +528,41 @@ def warn_models_in_eval(engine: Engine) -> None:
             ),
             stacklevel=user_stacklevel(),
         )
+
+
+def wrong_length(engine: Engine, batch_idx: int, last_idx: int) -> None:
+    """Warn (once a run) when the training loader's ``len()`` was not its number of batches:
+    it ran out early, or, having given ``len()`` batches, had more (read once, dropped)."""
+    train = engine.train_iter
+    assert train is not None
+    if batch_idx < last_idx:
+        what = (
+            f"gave {batch_idx + 1} batches, fewer than its len() of {last_idx + 1}: the epoch "
+            f"ended when it ran out (validating then, when due at the epoch's end)"
+        )
+    elif train.overran():
+        what = (
+            f"gave more batches than its len() of {last_idx + 1}: the epoch ended at "
+            f"{last_idx + 1}, as Lightning's does, and the rest were not trained on"
+        )
+    else:
+        return
+    engine.warned_length = True
+    warnings.warn(
+        LightkitWarning(
+            f"{engine.describe_role('train_data', 'the training data')}'s loader {what}. The "
+            f"schedule (validation, the last accumulation window, max_epochs) counts on "
+            f"len(). Make the dataset's __len__ match what it yields (an IterableDataset "
+            f"split across workers yields its own items in each), or give it no __len__.",
+            code="loader-length-mismatch",
+        ),
+        stacklevel=user_stacklevel(),
+    )
+
+
+def time_is_up(plan: FitPlan) -> bool:
+    """Whether ``max_time`` has passed (agreed by every rank: one small collective)."""
+    return plan.deadline is not None and plan.agree(time.monotonic() >= plan.deadline)
 
 
 def can_stop(engine: Engine, epochs_done: int) -> bool:

@@ -353,8 +353,7 @@ class Runtime:
         if op not in REDUCE_OPS:
             near = " Did you mean 'mean'?" if op in ("avg", "average", "AVG", "MEAN") else ""
             raise ConfigError(
-                f"Runtime.all_reduce got op={op!r}; expected one of "
-                f"{', '.join(REDUCE_OPS)}.{near}",
+                f"Runtime.all_reduce got op={op!r}; expected one of {', '.join(REDUCE_OPS)}.{near}",
                 code="bad-runtime-argument",
             )
         if not isinstance(tensor, torch.Tensor):

@@ -62,6 +62,60 @@ def test_max_time():
     assert (result.epoch, result.global_step, result.stopped_by) == (0, 1, "max_time")
 
 
+class FakeClock:
+    """The fit loop's clock (``lightkit.engine.loops.time``), moved by the steps themselves:
+    stopping on time is then exact, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def timed_registry(clock: FakeClock, *, train_s: float, sanity_s: float = 0.0) -> lk.Registry:
+    calls = []
+
+    def train(net, batch):
+        clock.now += train_s
+        return ce(net, batch)
+
+    def validation(net, batch):
+        calls.append(1)
+        if len(calls) <= 2:  # the sanity check's batches
+            clock.now += sanity_s
+        lk.log("val/loss", ce(net, batch))
+
+    return registry(step=train, val=validation)
+
+
+def test_max_time_counts_from_train_start_not_from_the_sanity_check(monkeypatch):
+    # Lightning's Timer starts at on_train_start: the sanity check's two batches (5 s each
+    # here) spend none of the budget. 10 s at 1 s a step: 10 steps.
+    import lightkit.engine.loops as loops
+
+    clock = FakeClock()
+    monkeypatch.setattr(loops, "time", clock)
+    spec = lk.collect(timed_registry(clock, train_s=1.0, sanity_s=5.0))
+    result = trainer(max_epochs=5, max_time=10, num_sanity_val_steps=2, seed=0).fit(spec)
+    assert (result.global_step, result.stopped_by) == (10, "max_time")
+
+
+@pytest.mark.parametrize(
+    ("minimum", "steps"),
+    [({"min_epochs": 2}, 14), ({"min_steps": 9}, 9), ({}, 5)],
+)
+def test_min_epochs_and_min_steps_outlast_max_time(monkeypatch, minimum, steps):
+    # As Lightning: the time stop waits for the minimums (7 batches an epoch, 1 s each).
+    import lightkit.engine.loops as loops
+
+    clock = FakeClock()
+    monkeypatch.setattr(loops, "time", clock)
+    spec = lk.collect(timed_registry(clock, train_s=1.0))
+    result = trainer(max_epochs=5, max_time=5, seed=0, **minimum).fit(spec)
+    assert (result.global_step, result.stopped_by) == (steps, "max_time")
+
+
 def test_max_time_accepts_lightning_forms():
     from datetime import timedelta
 

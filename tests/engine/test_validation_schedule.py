@@ -258,3 +258,105 @@ def test_no_warning_when_validation_is_switched_off():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         trainer(max_epochs=1, limit_val_batches=0).fit(lk.collect(reg))
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """Training batches of 8 from the training data; ``length``: what ``len()`` says
+    (``None``: no ``__len__``), right or not."""
+
+    def __init__(self, count: int, length: int | None = None) -> None:
+        self.count, self.length = count, length
+        if length is not None:
+            self.__class__ = SizedBatches
+
+    def __iter__(self):
+        from tests.engine.engine_helpers import X_TRAIN, Y_TRAIN
+
+        for i in range(self.count):
+            yield X_TRAIN[8 * i : 8 * i + 8], Y_TRAIN[8 * i : 8 * i + 8]
+
+
+class SizedBatches(Batches):
+    def __len__(self) -> int:
+        return self.length
+
+
+def batches_registry(seen, count: int, length: int | None = None):
+    def data():
+        return DataLoader(Batches(count, length), batch_size=None)
+
+    return recording_registry(seen, train_data=data)
+
+
+def test_an_unsized_loader_stopped_by_max_steps_inside_an_epoch_does_not_validate_there():
+    # 6 batches an epoch: validation at 6 (the epoch's end); max_steps=8 ends inside epoch 1,
+    # which validates nothing, as with a sized loader (and as Lightning).
+    for length in (None, 6):
+        seen: list[tuple[int, int, int]] = []
+        spec = lk.collect(batches_registry(seen, 6, length))
+        trainer(max_steps=8, num_sanity_val_steps=0).fit(spec)
+        assert validations(seen) == [(0, 6)], length
+
+
+def test_a_loader_that_gives_more_than_its_len_ends_its_epoch_at_len_and_says_so():
+    # len() says 3, it gives 4: as Lightning, the epoch is 3 batches, validation follows the
+    # third, and accumulation windows keep their shape (2 + 1 a epoch: 2 steps).
+    seen: list[tuple[int, int, int]] = []
+    trained: list[tuple[int, int]] = []
+
+    def count(ctx):
+        trained.append((ctx.epoch, ctx.batch_idx))
+
+    reg = batches_registry(seen, 4, 3)
+    reg.on("train_batch_end", count)
+    with pytest.warns(lk.LightkitWarning, match=r"more batches than its len\(\) of 3") as info:
+        result = trainer(max_epochs=2, num_sanity_val_steps=0, accumulate_grad_batches=2).fit(
+            lk.collect(reg)
+        )
+    assert [w.message.code for w in info if isinstance(w.message, lk.LightkitWarning)] == [
+        "loader-length-mismatch"
+    ]  # once a run
+    assert trained == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert validations(seen) == [(0, 2), (1, 4)]
+    assert result.global_step == 4
+
+
+def test_a_loader_that_gives_fewer_than_its_len_validates_as_its_epoch_ends_and_says_so():
+    seen: list[tuple[int, int, int]] = []
+    with pytest.warns(lk.LightkitWarning, match=r"gave 3 batches, fewer than its len\(\) of 5"):
+        result = trainer(max_epochs=2, num_sanity_val_steps=0).fit(
+            lk.collect(batches_registry(seen, 3, 5))
+        )
+    assert validations(seen) == [(0, 3), (1, 6)]
+    assert result.global_step == 6
+
+
+def test_a_loader_with_a_true_len_is_read_to_its_end_as_a_for_loop_reads_it():
+    # The epoch takes len() batches, then one more read finds the end, as `for` does: no
+    # warning, and the loader's iterator is exhausted (a sampler's stream ends the same).
+    ends: list[int] = []
+
+    class Counted(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            from tests.engine.engine_helpers import X_TRAIN, Y_TRAIN
+
+            return X_TRAIN[i], Y_TRAIN[i]
+
+    class Sampler(torch.utils.data.Sampler):
+        def __len__(self):
+            return 16
+
+        def __iter__(self):
+            yield from range(16)
+            ends.append(1)
+
+    def data():
+        return DataLoader(Counted(), batch_size=8, sampler=Sampler())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lk.LightkitWarning)
+        trainer(max_epochs=2).fit(lk.collect(registry(train_data=data)))
+    assert ends == [1, 1]
