@@ -431,14 +431,14 @@ class TrainerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainerConfig:
-        if (
-            self.min_epochs is not None
-            and self.max_epochs not in (None, -1)
-            and self.min_epochs > self.max_epochs
-        ):
-            raise ValueError(
-                f"min_epochs={self.min_epochs} is more than max_epochs={self.max_epochs}"
-            )
+        for unit in ("epochs", "steps"):
+            low, high = getattr(self, f"min_{unit}"), getattr(self, f"max_{unit}")
+            if low is not None and high not in (None, -1) and low > high:
+                raise ValueError(
+                    f"min_{unit}={low} is more than max_{unit}={high}: a run cannot train at "
+                    f"least {low} {unit} and at most {high} (Lightning lets max_{unit} win "
+                    f"without a word). Lower min_{unit} or raise max_{unit}"
+                )
         interval = self.val_check_interval
         if self.check_val_every_n_epoch is None and isinstance(interval, float) and interval != 1:
             # Lightning refuses it too: counted across epochs, a fraction has no epoch to be

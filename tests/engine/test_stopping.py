@@ -215,9 +215,13 @@ def test_min_steps_alone_also_trains_the_first_epoch_as_lightning():
     assert (result.global_step, result.stopped_by) == (3, "should_stop")
 
 
-def test_min_epochs_cannot_exceed_max_epochs():
-    with pytest.raises(ValueError, match="min_epochs=3 is more than max_epochs=2"):
+def test_a_minimum_cannot_exceed_its_maximum():
+    with pytest.raises(ValueError, match="min_epochs=3 is more than max_epochs=2: ") as info:
         lk.TrainerConfig(max_epochs=2, min_epochs=3)
+    assert "Lower min_epochs or raise max_epochs" in str(info.value)
+    with pytest.raises(ValueError, match="min_steps=8 is more than max_steps=4: "):
+        lk.TrainerConfig(max_steps=4, min_steps=8)
+    assert lk.TrainerConfig(max_steps=-1, min_steps=8).min_steps == 8  # unbounded: no conflict
 
 
 def test_a_second_fit_starts_over():
