@@ -50,6 +50,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Run ``call`` over every loader under no-grad with models in eval mode; return the
     epoch aggregates. ``stage`` is ``"validate"`` or ``"test"``."""
+    if all(loader.num_batches == 0 for loader in loaders):
+        return {}  # no batch to run: no loop, and none of its events (Lightning skips it too)
     ctx, store, events, rt = engine.ctx, engine.store, engine.events, engine.runtime
     prefix = "validation" if stage == "validate" else stage
     pending = store.unwritten_step

@@ -243,7 +243,10 @@ class Trainer:
                 engine.spec.get("val_data") is not None,
             )
             if has_step and has_data:
-                engine.eval_loaders = engine.build_data("val_data", limits.val, "limit_val_batches")
+                if limits.val != 0:  # limit_val_batches=0: val_data is not called (Lightning)
+                    engine.eval_loaders = engine.build_data(
+                        "val_data", limits.val, "limit_val_batches"
+                    )
             elif (has_step or has_data) and limits.val != 0 and not dry_run:
                 have, lack = ("@validation_step", "@val_data")[:: 1 if has_step else -1]
                 warnings.warn(

@@ -176,9 +176,17 @@ def test_no_validation_without_val_data_or_step():
     reg = registry()  # no validation step, no val data
     assert trainer(max_epochs=1).fit(lk.collect(reg)).global_step == 7
 
-    reg = recording_registry(seen)
+    calls: list[int] = []
+
+    def counted_val_data():  # limit_val_batches=0: not even called, as in Lightning
+        calls.append(1)
+        return val_loader()
+
+    reg = recording_registry(seen, val_data=counted_val_data)
     trainer(max_epochs=1, limit_val_batches=0).fit(lk.collect(reg))
-    assert seen == []
+    assert seen == [] and calls == []
+    trainer(max_epochs=1).fit(lk.collect(reg))
+    assert calls == [1]
 
 
 def test_models_are_in_eval_mode_and_grad_free_during_validation_only():
@@ -360,3 +368,14 @@ def test_a_loader_with_a_true_len_is_read_to_its_end_as_a_for_loop_reads_it():
         warnings.simplefilter("error", lk.LightkitWarning)
         trainer(max_epochs=2).fit(lk.collect(registry(train_data=data)))
     assert ends == [1, 1]
+
+
+def test_an_empty_validation_loader_runs_no_validation_and_fires_no_event():
+    # As Lightning: a loader with no batches skips the loop, its epoch events included.
+    fired: list[str] = []
+    reg = registry(val=True, val_data=lambda: DataLoader(TensorDataset(X_VAL[:0], Y_VAL[:0])))
+    reg.on("validation_epoch_start", lambda: fired.append("start"))
+    reg.on("validation_epoch_end", lambda: fired.append("end"))
+    result = trainer(max_epochs=2).fit(lk.collect(reg))
+    assert fired == [] and result.global_step == 14
+    assert "val/loss" not in result.metrics
