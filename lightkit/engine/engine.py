@@ -619,15 +619,19 @@ def is_batch(obj: Any) -> bool:
 
 def sequential(loader: Any) -> Any:
     """The same loader without shuffling (``overfit_batches`` repeats the same batches)."""
-    from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
+    from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler
 
     from lightkit.utils.data import rebuild_with_sampler
 
-    if (
-        isinstance(loader, DataLoader)
-        and not isinstance(loader.dataset, IterableDataset)  # its order is its own
-        and not isinstance(loader.sampler, SequentialSampler)
-    ):
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return loader  # an iterable dataset's order is its own
+    batches = loader.batch_sampler
+    custom = batches is not None and type(batches) is not BatchSampler
+    # With batch_sampler=BatchSampler(RandomSampler(...)), loader.sampler is a stand-in.
+    order = batches.sampler if batches is not None and not custom else loader.sampler
+    if not custom and isinstance(order, SequentialSampler):
+        return loader
+    if not custom:
         warnings.warn(
             LightkitWarning(
                 "overfit_batches: the training loader's shuffling is turned off.",
@@ -635,8 +639,8 @@ def sequential(loader: Any) -> Any:
             ),
             stacklevel=user_stacklevel(),
         )
-        return rebuild_with_sampler(loader, SequentialSampler(loader.dataset))  # type: ignore[arg-type]
-    return loader
+    # A custom batch sampler cannot be rebuilt: kept as is, with sampler-not-replaced.
+    return rebuild_with_sampler(loader, SequentialSampler(loader.dataset))  # type: ignore[arg-type]
 
 
 def unwrap_compiled(module: nn.Module) -> nn.Module:

@@ -222,7 +222,8 @@ class Runtime:
     def to_device(self, batch: Any) -> Any:
         """Move every tensor of ``batch`` (nested tuples, lists, dicts, dataclasses) to the
         device, converting floating tensors for ``-true`` precisions; any other object with a
-        ``to`` method is moved by ``obj.to(device)``."""
+        ``to`` method is moved by ``obj.to(device)``. On the CPU without a ``-true`` precision
+        nothing moves, and the batch comes back as it is (no ``.to`` is called)."""
         return self._transfer(batch)
 
     def prefetch(

@@ -197,6 +197,39 @@ def test_overfit_batches_repeats_the_same_batches():
     assert counts["val"] == [0, 1] * 3
 
 
+def test_overfit_batches_turns_off_a_batch_samplers_shuffling_or_says_it_cannot():
+    from torch.utils.data import BatchSampler, RandomSampler, Sampler
+
+    seen: list[torch.Tensor] = []
+
+    def train(net, batch):
+        seen.append(batch[0])
+        return ce(net, batch)
+
+    def shuffled_batches():
+        sampler = BatchSampler(RandomSampler(range(48)), batch_size=8, drop_last=False)
+        return DataLoader(TensorDataset(X_TRAIN[:48], Y_TRAIN[:48]), batch_sampler=sampler)
+
+    reg = registry(step=train, train_data=shuffled_batches)
+    with pytest.warns(lk.LightkitWarning, match="shuffling is turned off"):
+        trainer(max_epochs=2, overfit_batches=2).fit(lk.collect(reg))
+    assert [x.tolist() for x in seen] == [X_TRAIN[8 * i : 8 * i + 8].tolist() for i in (0, 1, 0, 1)]
+
+    class Own(Sampler):  # a batch sampler of the user's own: it cannot be rebuilt
+        def __len__(self):
+            return 6
+
+        def __iter__(self):
+            yield from (list(range(8 * i, 8 * i + 8)) for i in torch.randperm(6).tolist())
+
+    def own_batches():
+        return DataLoader(TensorDataset(X_TRAIN[:48], Y_TRAIN[:48]), batch_sampler=Own())
+
+    with pytest.warns(lk.LightkitWarning, match="custom batch_sampler \\(Own\\)") as info:
+        trainer(max_epochs=1, overfit_batches=2).fit(lk.collect(registry(train_data=own_batches)))
+    assert "sampler-not-replaced" in [getattr(w.message, "code", None) for w in info]
+
+
 def test_overfit_batches_fraction():
     counts = fresh()
     with pytest.warns(UserWarning):
