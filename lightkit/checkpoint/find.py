@@ -113,6 +113,23 @@ def find_checkpoint(
     """Resolve ``"last"`` (the newest readable checkpoint) or ``"best"`` (the best one a
     ``ModelCheckpoint`` recorded) and load it; ``None`` when there is none. ``other_runs``:
     see :func:`search_dirs`."""
+    found = _find(engine, which, other_runs=other_runs, resume=resume)
+    if found is not None and getattr(engine, "previous_fit_unsaved", False):
+        warnings.warn(
+            LightkitWarning(
+                f'ckpt_path="{which}": this trainer\'s fit wrote no checkpoint (checkpointing '
+                f"was off), so {found[0]}, from an earlier run, is evaluated: not the weights "
+                f"that fit ended with. Leave ckpt_path out to evaluate those.",
+                code="checkpoint-from-earlier-run",
+            ),
+            stacklevel=user_stacklevel(),
+        )
+    return found
+
+
+def _find(
+    engine: Engine, which: str, *, other_runs: bool, resume: bool
+) -> tuple[Path, dict[str, Any]] | None:
     dirs = search_dirs(engine, other_runs=other_runs)
     files = _candidates(dirs)
     if which == "best":

@@ -142,6 +142,8 @@ class Engine:
         self.config_json: str | None = None
         self.restored_from: Path | None = None
         self.previous_best: Path | None = None
+        #: Evaluating after this trainer's fit wrote no checkpoint (checkpointing off).
+        self.previous_fit_unsaved = False
         self.preemption: Any = None
         #: Model states to start from instead of the fresh ones (the trainer's last fit).
         self.initial_weights: dict[str, dict[str, Any]] | None = None

@@ -189,6 +189,9 @@ class Trainer:
             # ... but a fit never resumes another program's.
             if stage != "fit" or run_name(self.last_engine.spec) == run_name(spec):
                 engine.previous_best = self.last_engine.best_checkpoint
+            last = self.last_engine
+            if stage != "fit" and last.stage == "fit" and last.last_checkpoint is None:
+                engine.previous_fit_unsaved = True  # "last"/"best" would be an earlier run's
         self.last_engine = engine
         token = _CURRENT.set(engine.ctx)
         status = "failed"

@@ -264,6 +264,23 @@ def test_best_finds_the_monitored_best(tmp_path):
     assert_equal(stored, dict(out.models["net"].state_dict()))
 
 
+def test_best_after_a_fit_that_saved_nothing_says_it_is_an_earlier_runs(tmp_path):
+    import warnings
+
+    earlier = lk.Trainer(**flags(tmp_path, max_epochs=1)).fit(SPEC)
+    unsaved = lk.Trainer(**flags(tmp_path, max_epochs=2, enable_checkpointing=False))
+    unsaved.fit(SPEC)
+    with pytest.warns(lk.LightkitWarning, match="this trainer's fit wrote no checkpoint") as info:
+        unsaved.validate(SPEC, ckpt_path="best")
+    assert "checkpoint-from-earlier-run" in [getattr(w.message, "code", None) for w in info]
+    assert unsaved.last_engine.restored_from == earlier.best_checkpoint
+    saved = lk.Trainer(**flags(tmp_path, max_epochs=1))  # its own fit saved: no word
+    saved.fit(SPEC)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lk.LightkitWarning)
+        saved.validate(SPEC, ckpt_path="best")
+
+
 @pytest.mark.parametrize("monitored_first", [True, False])
 def test_with_several_checkpoint_callbacks_best_is_the_monitoring_ones(tmp_path, monitored_first):
     # Whichever saves last in an epoch and wherever it is listed, the best is the monitoring
