@@ -195,6 +195,8 @@ def fit_loop(engine: Engine) -> None:
         short = not stop and batch_idx < last_idx  # a sized loader gave fewer than its len()
         if (short or batch_idx == last_idx >= 0) and not engine.warned_length:
             wrong_length(engine, batch_idx, last_idx)
+        elif last_idx < 0 and batch_idx == skip - 1 and not stop and not engine.warned_length:
+            ran_dry(engine, epoch)  # an unsized loader gave nothing this epoch
         # An epoch whose end the schedule cannot see validates as it ends: an unsized loader's
         # (unless max_steps or max_time stopped it inside the epoch), or one that ran short.
         validate_now = (
@@ -555,6 +557,23 @@ def wrong_length(engine: Engine, batch_idx: int, last_idx: int) -> None:
             f"len(). Make the dataset's __len__ match what it yields (an IterableDataset "
             f"split across workers yields its own items in each), or give it no __len__.",
             code="loader-length-mismatch",
+        ),
+        stacklevel=user_stacklevel(),
+    )
+
+
+def ran_dry(engine: Engine, epoch: int) -> None:
+    """An unsized training loader gave no batch in ``epoch``: most often an iterator or
+    generator that an earlier epoch used up (the data function runs once a fit)."""
+    engine.warned_length = True
+    warnings.warn(
+        LightkitWarning(
+            f"{engine.describe_role('train_data', 'the training data')}'s loader gave no "
+            f"batches in epoch {epoch}, which trained nothing. An iterator or generator is used "
+            f"up by the first epoch it serves (the data function is called once a fit): return "
+            f"something that can be iterated again each epoch (a DataLoader, a list, an object "
+            f"whose __iter__ starts over).",
+            code="empty-loader",
         ),
         stacklevel=user_stacklevel(),
     )

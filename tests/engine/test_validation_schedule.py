@@ -379,3 +379,16 @@ def test_an_empty_validation_loader_runs_no_validation_and_fires_no_event():
     result = trainer(max_epochs=2).fit(lk.collect(reg))
     assert fired == [] and result.global_step == 14
     assert "val/loss" not in result.metrics
+
+
+def test_a_generator_used_up_by_the_first_epoch_is_named_when_the_next_gets_nothing():
+    from tests.engine.engine_helpers import X_TRAIN, Y_TRAIN
+
+    def data():
+        return ((X_TRAIN[i : i + 8], Y_TRAIN[i : i + 8]) for i in range(0, 48, 8))
+
+    with pytest.warns(lk.LightkitWarning, match="gave no batches in epoch 1") as info:
+        result = trainer(max_epochs=3).fit(lk.collect(registry(train_data=data)))
+    assert result.global_step == 6
+    said = [w for w in info if getattr(w.message, "code", None) == "empty-loader"]
+    assert len(said) == 1  # once a run
