@@ -53,6 +53,23 @@ _FIXED_NAMES = {
 }
 
 
+class _FixedName:
+    """A name attribute of Lightning's ``ModelCheckpoint`` that reads as Lightning's value and
+    refuses an assignment on an instance (a class or subclass one is refused at ``fit``)."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> str:
+        return self.value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        raise _fixed_names_error(type(obj).__name__, [f"{self.name} = {value!r}"])
+
+
 def _check_fixed_names(cls: type) -> None:
     changed = [
         f"{name} = {getattr(cls, name)!r}"
@@ -60,15 +77,19 @@ def _check_fixed_names(cls: type) -> None:
         if getattr(cls, name, value) != value
     ]
     if changed:
-        raise ConfigError(
-            f"{cls.__name__}.{', '.join(changed)}: lightkit's checkpoint names are fixed. The "
-            f"newest file is always last.ckpt (what ckpt_path='last' finds, in every run "
-            f"folder), files end in .ckpt, and a filename template writes name=value joined "
-            f"by its own characters. Leave these as they are; to keep each epoch's file "
-            f"under a name of your own, use filename= (e.g. '{{epoch}}-end') with "
-            f"save_top_k=-1.",
-            code="fixed-checkpoint-names",
-        )
+        raise _fixed_names_error(cls.__name__, changed)
+
+
+def _fixed_names_error(owner: str, changed: list[str]) -> ConfigError:
+    return ConfigError(
+        f"{owner}.{', '.join(changed)}: lightkit's checkpoint names are fixed. The "
+        f"newest file is always last.ckpt (what ckpt_path='last' finds, in every run "
+        f"folder), files end in .ckpt, and a filename template writes name=value joined "
+        f"by its own characters. Leave these as they are; to keep each epoch's file "
+        f"under a name of your own, use filename= (e.g. '{{epoch}}-end') with "
+        f"save_top_k=-1.",
+        code="fixed-checkpoint-names",
+    )
 
 
 @attrs.define
@@ -122,10 +143,10 @@ class ModelCheckpoint(Callback):
     #: Lightning's class attributes for file names, for code that reads them. lightkit's
     #: names are fixed (the newest file is always ``last.ckpt``, which ``ckpt_path="last"``
     #: finds): a run refuses a subclass or an assignment that changes them.
-    CHECKPOINT_NAME_LAST: ClassVar[str] = "last"
-    FILE_EXTENSION: ClassVar[str] = ".ckpt"
-    CHECKPOINT_JOIN_CHAR: ClassVar[str] = "-"
-    CHECKPOINT_EQUALS_CHAR: ClassVar[str] = "="
+    CHECKPOINT_NAME_LAST: ClassVar[str] = _FixedName("last")  # type: ignore[assignment]
+    FILE_EXTENSION: ClassVar[str] = _FixedName(".ckpt")  # type: ignore[assignment]
+    CHECKPOINT_JOIN_CHAR: ClassVar[str] = _FixedName("-")  # type: ignore[assignment]
+    CHECKPOINT_EQUALS_CHAR: ClassVar[str] = _FixedName("=")  # type: ignore[assignment]
 
     dirpath: str | Path | None = attrs.field(default=None, converter=_absolute)
     filename: str | None = None
@@ -243,6 +264,12 @@ class ModelCheckpoint(Callback):
             self._carried_best = (self.best_model_path, float(self.best_model_score))
 
     # -- run events --------------------------------------------------------------------------
+    def forget_run_folder(self) -> None:
+        """Before a new run's flags are written: a folder this callback chose for an earlier
+        run (``<run_dir>/checkpoints``) is no flag of the user's, and is chosen again."""
+        if self._auto_dir:
+            self.dirpath = None
+
     def setup(self, ctx: Any, stage: str) -> None:
         if stage != "fit":
             return

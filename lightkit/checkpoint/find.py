@@ -114,12 +114,13 @@ def find_checkpoint(
     ``ModelCheckpoint`` recorded) and load it; ``None`` when there is none. ``other_runs``:
     see :func:`search_dirs`."""
     found = _find(engine, which, other_runs=other_runs, resume=resume)
-    if found is not None and getattr(engine, "previous_fit_unsaved", False):
+    unsaved = getattr(engine, "previous_fit_unsaved", False)
+    if found is not None and unsaved and engine.runtime.is_global_zero:
         warnings.warn(
             LightkitWarning(
-                f'ckpt_path="{which}": this trainer\'s fit wrote no checkpoint (checkpointing '
-                f"was off), so {found[0]}, from an earlier run, is evaluated: not the weights "
-                f"that fit ended with. Leave ckpt_path out to evaluate those.",
+                f'ckpt_path="{which}": this trainer\'s fit wrote no checkpoint, so '
+                f"{found[0]}, from an earlier run, is evaluated: not the weights that fit "
+                f"ended with. Leave ckpt_path out to evaluate those.",
                 code="checkpoint-from-earlier-run",
             ),
             stacklevel=user_stacklevel(),

@@ -94,9 +94,9 @@ def restore(engine: Engine, found: tuple[Path, dict[str, Any]], full: bool) -> N
     """Load the checkpoint :func:`locate` read into ``engine``.
 
     ``full`` (fit): models, optimizers, schedulers, precision, callbacks, loop position and
-    random states; otherwise the models' weights only. The ``load_checkpoint`` hooks run
-    first; then everything is checked before anything is loaded, so a mismatch fails before
-    any step.
+    random states; otherwise the models' weights only. The file's format is checked first;
+    then the ``load_checkpoint`` hooks run; then everything else is checked before anything is
+    loaded, so a mismatch fails before any step.
 
     Raises:
         CheckpointError: weights-only for a full resume, or it does not fit this spec and
@@ -104,13 +104,15 @@ def restore(engine: Engine, found: tuple[Path, dict[str, Any]], full: bool) -> N
     """
     path, ckpt = found
     engine.restored_from = path
-    # The hooks first, as Lightning's on_load_checkpoint: they may edit the checkpoint
-    # (rename a model's keys) or the run (add back the parameter groups it had gained).
+    bare = _check_file(engine, ckpt, path, full)
+    # The hooks before the checks of what the file holds, as Lightning's on_load_checkpoint:
+    # they may edit the checkpoint (rename a model's keys) or the run (add back the
+    # parameter groups it had gained).
     events = getattr(engine, "events", None)
     if events is not None:
         for call in events.load_checkpoint:
             call(ckpt)
-    models = _model_states(engine, ckpt, path, full)
+    models = {next(iter(engine.models)): ckpt} if bare else _model_states(engine, ckpt, path)
     _check_models(engine, models, ckpt, path)
     if full:
         _check_full(engine, ckpt, path)
@@ -187,12 +189,12 @@ def check_format(ckpt: dict[str, Any], path: Path) -> None:
         )
 
 
-def _model_states(
-    engine: Engine, ckpt: dict[str, Any], path: Path, full: bool
-) -> dict[str, dict[str, Any]]:
-    names = list(engine.models)
-    if FORMAT_KEY not in ckpt and not full and len(names) == 1 and _is_state_dict(ckpt):
-        return {names[0]: ckpt}  # a bare state_dict of the only model
+def _check_file(engine: Engine, ckpt: dict[str, Any], path: Path, full: bool) -> bool:
+    """What the file is, checked before any hook sees it: ``True`` for a bare state_dict of
+    the only model (evaluation); else a lightkit checkpoint of a format this lightkit reads,
+    and a full one for a resume."""
+    if FORMAT_KEY not in ckpt and not full and len(engine.models) == 1 and _is_state_dict(ckpt):
+        return True
     check_format(ckpt, path)
     if full and ckpt.get("kind") != "full":
         raise CheckpointError(
@@ -202,6 +204,11 @@ def _model_states(
             f"resume from a checkpoint written with save_weights_only=False.",
             code="checkpoint-weights-only",
         )
+    return False
+
+
+def _model_states(engine: Engine, ckpt: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    names = list(engine.models)
     stored = ckpt.get("models")
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path} holds no model states.", code="not-a-checkpoint")

@@ -11,6 +11,7 @@ errors and raise.
 from __future__ import annotations
 
 import inspect
+import os
 import shutil
 import warnings
 from typing import Any
@@ -44,8 +45,10 @@ def unavailable(backend: Any, device: torch.device) -> str | None:
         from torch._inductor import config as inductor_config
 
         cxx = inductor_config.cpp.cxx
-        candidates = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
-        if not any(shutil.which(c) for c in candidates):
+        listed = list(cxx) if isinstance(cxx, (list, tuple)) else [cxx]
+        candidates = [c for c in listed if c]
+        conda_gxx = None in listed and os.environ.get("TORCH_INDUCTOR_INSTALL_GXX")
+        if not conda_gxx and not any(shutil.which(c) for c in candidates):
             named = " or ".join(candidates) or "none configured"
             return (
                 f"inductor on CPU needs a C++ compiler and found none ({named}; it reads "
@@ -110,5 +113,6 @@ def note_compile_failure(exc: BaseException, options: bool | dict[str, Any]) -> 
         f"lightkit: this error came from torch.compile, which the trainer's "
         f"compile={options!r} applied to the models; compile=False runs them eagerly."
     )
-    if note not in getattr(exc, "__notes__", ()):
-        exc.add_note(note)
+    add_note = getattr(exc, "add_note", None)  # Python 3.11+; 3.10 shows torch's error alone
+    if add_note is not None and note not in getattr(exc, "__notes__", ()):
+        add_note(note)

@@ -57,17 +57,34 @@ def _built(value: Any, field: str) -> Any:
 def _imported(value: Any, key: str) -> Any:
     """The function a ``{"function": "module:qualname"}`` value names (how a function among
     the options is written to ``config.json``); any other value as it is."""
+    if isinstance(value, Mapping) and value.get("class_path") == "builtins:function":
+        raise ConfigError(
+            f"compile[{key!r}] was a function that an earlier lightkit wrote as its class "
+            f"only, so which one is lost. Give compile={{{key!r}: fn}} in Python, or write "
+            f'{{"function": "module:name"}} in the file.',
+            code="bad-compile-option",
+        )
     if not (isinstance(value, Mapping) and set(value) == {"function"}):
         return value
     from lightkit.errors import SpecError
     from lightkit.spec.spec import import_function
 
+    ref = str(value["function"])
     try:
-        return import_function(str(value["function"]))
-    except SpecError as exc:
+        return import_function(ref)
+    except SpecError:
+        if ref.startswith("<"):
+            why = "it is not a function defined with `def` (a bound method, a partial)"
+        elif ref.startswith("__main__"):
+            why = "it was defined in a script run directly or in a notebook, another process"
+        elif "<locals>" in ref or "<lambda>" in ref:
+            why = "it was defined inside a function, or as a lambda"
+        else:
+            why = "its module or name is not there"
         raise ConfigError(
-            f"compile[{key!r}] is the function {value['function']!r}, which this process "
-            f"cannot import: {exc} Or pass the function itself: compile={{{key!r}: fn}}.",
+            f"compile[{key!r}] is the function {ref!r}, which this process cannot import: "
+            f"{why}. Define it with `def` at the top of a module on the Python path (the "
+            f"file then names it as module:name), or give compile={{{key!r}: fn}} in Python.",
             code="bad-compile-option",
         ) from None
 

@@ -630,7 +630,8 @@ def sequential(loader: Any) -> Any:
     batches = loader.batch_sampler
     custom = batches is not None and type(batches) is not BatchSampler
     # With batch_sampler=BatchSampler(RandomSampler(...)), loader.sampler is a stand-in.
-    order = batches.sampler if batches is not None and not custom else loader.sampler
+    order = getattr(batches, "sampler", None) if batches is not None and not custom else None
+    order = order if order is not None else loader.sampler
     if not custom and isinstance(order, SequentialSampler):
         return loader
     if not custom:

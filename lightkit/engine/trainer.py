@@ -64,6 +64,8 @@ class Trainer:
         # The spec of this trainer's last completed fit, the modules it trained and where it
         # ended: validate, test and predict of the same spec without ckpt_path start there.
         self._fitted: tuple[TrainingSpec, Result] | None = None
+        #: This trainer's last fit wrote no checkpoint: "best"/"last" would be an earlier run's.
+        self._fit_saved_nothing = False
 
     def __repr__(self) -> str:
         changed = self.config.model_dump(exclude_defaults=True)
@@ -189,9 +191,9 @@ class Trainer:
             # ... but a fit never resumes another program's.
             if stage != "fit" or run_name(self.last_engine.spec) == run_name(spec):
                 engine.previous_best = self.last_engine.best_checkpoint
-            last = self.last_engine
-            if stage != "fit" and last.stage == "fit" and last.last_checkpoint is None:
-                engine.previous_fit_unsaved = True  # "last"/"best" would be an earlier run's
+            if self.last_engine.stage == "fit":
+                self._fit_saved_nothing = self.last_engine.last_checkpoint is None
+        engine.previous_fit_unsaved = stage != "fit" and self._fit_saved_nothing
         self.last_engine = engine
         token = _CURRENT.set(engine.ctx)
         status = "failed"
@@ -279,6 +281,11 @@ class Trainer:
 
             found = locate(engine, ckpt_path, full=stage == "fit")
         if not dry_run:
+            for cb in engine.callbacks if stage == "fit" else ():
+                # The folder an earlier fit chose is chosen anew, not written with the flags.
+                forget = getattr(cb, "forget_run_folder", None)
+                if forget is not None:
+                    forget()
             engine.setup_outputs(_recorded_checkpoint(stage, ckpt_path, found))
             for cb in engine.callbacks:
                 cb.setup(engine.ctx, stage)

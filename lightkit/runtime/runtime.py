@@ -412,11 +412,16 @@ class Runtime:
             # load right after reads it on every rank. Agreed by all, so all raise together.
             first = self.strategy.broadcast(str(path), 0)
             if self.strategy.reduce_any(str(path) != first):
+                # Every rank learns every path (one broadcast each, on every rank alike).
+                paths = [self.strategy.broadcast(str(path), r) for r in range(self.world_size)]
+                differ = ", ".join(
+                    f"rank {r}: {p!r}" for r, p in enumerate(paths) if r == 0 or p != first
+                )
                 raise ConfigError(
-                    f"Runtime.save got different paths on different ranks (rank 0: {first!r}, "
-                    f"rank {self.rank}: {str(path)!r}); every rank must pass the same path "
-                    f"(only rank 0 writes it; under FSDP each rank adds its shard). Build it "
-                    f"from values every rank shares, not from the rank or the time.",
+                    f"Runtime.save got different paths on different ranks ({differ}); every "
+                    f"rank must pass the same path (only rank 0 writes it; under FSDP each "
+                    f"rank adds its shard). Build it from values every rank shares, not from "
+                    f"the rank or the time.",
                     code="bad-runtime-argument",
                 )
         self.strategy.save_checkpoint(self._to_state(state), path)

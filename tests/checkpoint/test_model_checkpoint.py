@@ -92,6 +92,14 @@ def test_every_checkpoint_holds_the_flags_config_json_holds(tmp_path):
     for path in sorted((tmp_path / CKPT_DIR).iterdir()):
         ckpt = torch.load(path, weights_only=True)
         assert json.loads(ckpt["config"]) == written, path.name
+    # A second fit of the same trainer and callback: its own folder, none of the first's.
+    trainer = lk.Trainer(**flags(tmp_path, callbacks=[cb]))
+    trainer.fit(SPEC)
+    again = trainer.fit(SPEC)
+    assert Path(cb.dirpath) == again.log_dir / "checkpoints" != tmp_path / CKPT_DIR
+    assert json.loads((again.log_dir / "config.json").read_text()) == written
+    ckpt = torch.load(again.last_checkpoint, weights_only=True)
+    assert json.loads(ckpt["config"]) == written
 
 
 def test_every_n_epochs_and_every_n_train_steps(tmp_path):
@@ -274,3 +282,9 @@ def test_lightnings_name_attributes_are_there_and_a_change_is_refused(tmp_path):
     assert info.value.code == "fixed-checkpoint-names"
     assert "Renamed.CHECKPOINT_NAME_LAST = '{epoch}-last'" in str(info.value)
     assert not list(tmp_path.rglob("*.ckpt"))  # refused before any step
+    # Lightning's documented spelling sets it on the instance: refused there and then.
+    cb = lk.ModelCheckpoint()
+    with pytest.raises(lk.ConfigError) as info:
+        cb.CHECKPOINT_NAME_LAST = "{epoch}-last"
+    assert info.value.code == "fixed-checkpoint-names"
+    assert cb.CHECKPOINT_NAME_LAST == "last"

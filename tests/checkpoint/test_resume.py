@@ -264,3 +264,18 @@ def test_a_run_that_gained_a_parameter_group_resumes_when_a_load_hook_adds_it_ba
     resumed = run(tmp_path / "parts", 4, spec=spec(add_back), ckpt_path=first.last_checkpoint)
     pairs = zip(whole.models["net"].parameters(), resumed.models["net"].parameters(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_a_load_hook_never_sees_a_file_the_resume_refuses(tmp_path):
+    """The file's kind is checked before the hooks: a weights-only file is refused with its
+    own error, not with whatever a hook reading the optimizers would raise."""
+    seen: list[Any] = []
+    reg = lk.Registry()
+    reg.on("load_checkpoint", lambda checkpoint: seen.append(checkpoint["optimizers"]))
+    spec = lk.collect(resumable, reg)
+    weights = lk.ModelCheckpoint(dirpath=tmp_path / "w", save_weights_only=True, filename="w")
+    result = lk.Trainer(**flags(tmp_path, max_epochs=1, callbacks=[weights])).fit(spec)
+    with pytest.raises(lk.CheckpointError) as info:
+        lk.Trainer(**flags(tmp_path, max_epochs=2)).fit(spec, ckpt_path=tmp_path / "w" / "w.ckpt")
+    assert info.value.code == "checkpoint-weights-only" and seen == []
+    assert result.global_step == BATCHES

@@ -274,6 +274,8 @@ def test_best_after_a_fit_that_saved_nothing_says_it_is_an_earlier_runs(tmp_path
         unsaved.validate(SPEC, ckpt_path="best")
     assert "checkpoint-from-earlier-run" in [getattr(w.message, "code", None) for w in info]
     assert unsaved.last_engine.restored_from == earlier.best_checkpoint
+    with pytest.warns(lk.LightkitWarning, match="this trainer's fit wrote no checkpoint"):
+        unsaved.validate(SPEC, ckpt_path="best")  # still that fit's trainer: still said
     saved = lk.Trainer(**flags(tmp_path, max_epochs=1))  # its own fit saved: no word
     saved.fit(SPEC)
     with warnings.catch_warnings():

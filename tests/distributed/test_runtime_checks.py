@@ -69,7 +69,10 @@ def test_before_launch_the_loader_is_split_and_collectives_reach_every_rank(tmp_
         assert r["sum"] == 3.0 and r["gathered"] == [[0], [1]]
         assert r["broadcast"] == "from rank 0"
         assert r["own_path"]["code"] == "bad-runtime-argument"
-        assert "different paths on different ranks (rank 0: 'own-0.ckpt'" in r["own_path"]["msg"]
+        assert (
+            "different paths on different ranks (rank 0: 'own-0.ckpt', rank 1: 'own-1.ckpt')"
+            in r["own_path"]["msg"]
+        )
         assert r["loaded"] == [1.0]
     assert not list(tmp_path.glob("own-*")) and not list(tmp_path.glob(".own-*"))
 

@@ -117,4 +117,11 @@ def test_a_function_among_the_compile_options_survives_the_config_json():
     with pytest.raises(lk.ConfigError, match="cannot import") as info:
         lk.TrainerConfig.model_validate_json(broken)
     assert info.value.code == "bad-compile-option"
-    assert "compile={'backend': fn}" in str(info.value)
+    assert "its module or name is not there" in str(info.value)
+    assert "give compile={'backend': fn} in Python" in str(info.value)
+    lambdas = lk.TrainerConfig(compile={"backend": lambda gm, inputs: gm.forward})
+    with pytest.raises(lk.ConfigError, match="defined inside a function, or as a lambda"):
+        lk.TrainerConfig.model_validate_json(lambdas.model_dump_json())
+    earlier = text.replace(f'{{"function":"{path}"}}', '{"class_path":"builtins:function"}')
+    with pytest.raises(lk.ConfigError, match="an earlier lightkit wrote as its class only"):
+        lk.TrainerConfig.model_validate_json(earlier)
