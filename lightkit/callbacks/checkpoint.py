@@ -24,7 +24,7 @@ import attrs
 
 from lightkit.callbacks.base import Callback
 from lightkit.checkpoint.io import atomic_link, clean_stale_temps
-from lightkit.errors import ConfigError, LightkitWarning, did_you_mean, sorted_list, user_stacklevel
+from lightkit.errors import ConfigError, LightkitWarning, sorted_list, user_stacklevel
 from lightkit.strategies.base import Strategy
 from lightkit.utils.validators import at_least, one_of, seconds
 
@@ -482,11 +482,9 @@ class ModelCheckpoint(Callback):
         current = metrics.get(self.monitor)
         if current is None:
             logged = [k for k in metrics if k not in ("epoch", "step")]  # the filename's own
-            no_val = engine.without_validation()
-            near = "" if no_val else did_you_mean(self.monitor, logged)
             message = (
                 f"ModelCheckpoint(monitor={self.monitor!r}) could not find {self.monitor!r} in "
-                f"the logged metrics: {sorted_list(logged)}.{near}{no_val} "
+                f"the logged metrics: {sorted_list(logged)}.{engine.monitor_hint(self.monitor, logged)} "
                 f"Log it with lk.log({self.monitor!r}, value), or change monitor."
             )
             if self._val_ran:

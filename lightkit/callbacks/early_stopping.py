@@ -128,11 +128,14 @@ class EarlyStopping(Callback):
         metrics = ctx.metrics
         if self.monitor not in metrics:
             engine = ctx._engine
-            no_val = engine.without_validation() if engine is not None else ""
-            near = "" if no_val else did_you_mean(self.monitor, metrics)
+            hint = (
+                engine.monitor_hint(self.monitor, metrics)
+                if engine is not None
+                else did_you_mean(self.monitor, metrics)
+            )
             message = (
                 f"EarlyStopping(monitor={self.monitor!r}): the metric was never logged. Logged "
-                f"metrics: {sorted_list(metrics)}.{near}{no_val} Log it with "
+                f"metrics: {sorted_list(metrics)}.{hint} Log it with "
                 f"lk.log({self.monitor!r}, value) or change `monitor`."
             )
             if self.strict:

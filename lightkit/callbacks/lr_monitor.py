@@ -90,10 +90,10 @@ class LearningRateMonitor(Callback):
     def setup(self, ctx: Any, stage: str) -> None:
         self._items = {"step": [], "epoch": [], "start": []}
         self._on_logging_steps, self._entries = [], []
-        self.lrs, self.last_momentum_values, self.last_weight_decay_values = {}, {}, {}
         engine = self._engine = ctx._engine
         if stage != "fit" or engine is None:
-            return
+            return  # what the last fit logged stays readable (Lightning's lrs too)
+        self.lrs, self.last_momentum_values, self.last_weight_decay_values = {}, {}, {}
         self._every = engine.config.log_every_n_steps
         # (base name, optimizer, interval) in Lightning's order: scheduled optimizers first.
         entries: list[tuple[str | None, Any, str]] = []

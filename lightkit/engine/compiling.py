@@ -51,8 +51,9 @@ def unavailable(backend: Any, device: torch.device) -> str | None:
         if not conda_gxx and not any(shutil.which(c) for c in candidates):
             named = " or ".join(candidates) or "none configured"
             return (
-                f"inductor on CPU needs a C++ compiler and found none ({named}; it reads "
-                f"$CXX, else g++); install one (e.g. `apt install g++`) or point CXX at it"
+                f"inductor on CPU needs a C++ compiler and found none ({named}: $CXX when "
+                f"it is set, else its platform's default); install one (e.g. `apt install "
+                f"g++`) or point CXX at it"
             )
     elif device.type == "cuda":
         try:

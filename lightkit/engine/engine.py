@@ -13,6 +13,7 @@ import inspect
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from lightkit.errors import (
     LightkitWarning,
     StepError,
     describe_function,
+    did_you_mean,
     user_call_site,
     user_stacklevel,
 )
@@ -116,6 +118,7 @@ class Engine:
         self.building_train_data = False  # the train_data function runs
         self.warned_batch_start = False  # a train_batch_start hook returned a value
         self.warned_length = False  # the training loader's len() was wrong (said once a run)
+        self.time_up = False  # max_time passed; the run stops once the minimums are met
         #: ``(step, epoch)`` of the last row the loggers got (what fit_end logs joins it).
         self.last_row: tuple[int, int] | None = None
         self.eval_loaders: list[Any] = []
@@ -482,6 +485,16 @@ class Engine:
                     module.load_state_dict(states[plan.name])
                     models[plan.name] = module.cpu()
         return models
+
+    def monitor_hint(self, monitor: str, logged: Iterable[str]) -> str:
+        """For a monitor's "never logged" message: why a validation metric never comes (this
+        fit never validates), or else the logged name it was likely meant to be."""
+        head = monitor.split("/", 1)[0].lower()
+        if head.startswith("val") or head.startswith("valid"):
+            why = self.without_validation()
+            if why:
+                return why
+        return did_you_mean(monitor, list(logged))
 
     def without_validation(self) -> str:
         """Why this fit never validates (a sentence for a monitor's error); ``""`` if it does."""

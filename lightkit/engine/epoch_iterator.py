@@ -88,13 +88,14 @@ class EpochIterator:
         if self.num_batches == 0:
             return iter(())
         stop = self.num_batches  # None: until the loader ends (its length is unknown)
-        if skip == 0 and stop is None:
-            return enumerate(self.loader)
         batches = iter(self.loader)
         if self.is_full:
             # A sized loader's epoch is its len() batches, as Lightning's: the loop schedules
-            # the epoch's end (validation, the last accumulation window) from it.
+            # the epoch's end (validation, the last accumulation window) from it. Kept for
+            # overran(), until release().
             self._batches = batches
+        if skip == 0 and stop is None:
+            return enumerate(batches)
         if on_skipped is None:
             return zip(itertools.count(skip), itertools.islice(batches, skip, stop))
         for _ in itertools.islice(batches, skip):
@@ -104,11 +105,16 @@ class EpochIterator:
         return zip(itertools.count(skip), itertools.islice(batches, rest))
 
     def overran(self) -> bool:
-        """After a full epoch of a sized loader: whether it had batches beyond its ``len()``
-        (which the epoch dropped). Reads the next batch once, as the end of a ``for`` loop
-        over the loader would; ``False`` when no full epoch of a sized loader just ended."""
+        """After a full epoch's batches: whether the loader had more (a sized loader's beyond
+        its ``len()``, which the epoch dropped; an unsized one's after a stop). Reads the next
+        batch once, as the end of a ``for`` loop over the loader would; ``False`` when no
+        full epoch is open."""
         batches, self._batches = self._batches, None
         return batches is not None and next(batches, _END) is not _END
+
+    def release(self) -> None:
+        """Drop the epoch's iterator (and with it a ``DataLoader``'s worker processes)."""
+        self._batches = None
 
 
 def val_every(num_batches: int | None, interval: int | float, per_epoch: bool = True) -> float:

@@ -189,29 +189,14 @@ def fit_loop(engine: Engine) -> None:
         # (max_time, should_stop) drops its partial window, as Lightning does.
         if pending and not stop:
             plan.end_window()
-        # The batches ran out (an unsized loader's perhaps before its limit), or the run
-        # stopped at the epoch's last batch: the epoch is complete.
-        finished = not stop or batch_idx == last_idx
-        short = not stop and batch_idx < last_idx  # a sized loader gave fewer than its len()
-        if (short or batch_idx == last_idx >= 0) and not engine.warned_length:
-            wrong_length(engine, batch_idx, last_idx)
-        elif last_idx < 0 and batch_idx == skip - 1 and not stop and not engine.warned_length:
-            ran_dry(engine, epoch)  # an unsized loader gave nothing this epoch
-        # An epoch whose end the schedule cannot see validates as it ends: an unsized loader's
-        # (unless max_steps or max_time stopped it inside the epoch), or one that ran short.
-        validate_now = (
-            validate_epoch
-            and batch_idx >= 0
-            and (
-                (plan.every == math.inf and (finished or engine.stopped_by == "should_stop"))
-                or (short and plan.every == last_idx + 1)
-            )
+        finished, validate_now = epoch_ending(
+            engine, plan, stop, batch_idx, skip - 1, last_idx, validate_epoch
         )
         epoch = close_epoch(engine, epoch, batch_idx, finished, validate_now, plan.checkpointers)
         position = (epoch, 0) if finished else (ctx.epoch, batch_idx + 1)
         if stop_asked():
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
-        elif not stop and time_is_up(plan) and can_stop(engine, epoch):
+        elif not stop and engine.time_up and can_stop(engine, epoch):
             # max_time passed inside an epoch that min_epochs kept going: it ends here.
             engine.stopped_by, stop = "max_time", True
     if not stop:
@@ -343,6 +328,8 @@ def train_epoch(
         stop_requested = (
             ctx.should_stop if agreed_stop is None else agreed_stop(engine.batches_seen)
         ) and can_stop(engine, epoch)
+        # Read at the batch's end, before a validation it triggers (Lightning's Timer order).
+        timed_out = deadline is not None and agree(time.monotonic() >= deadline)
         due = validate_epoch and (
             (engine.batches_seen if check_n is None else batch_idx + 1) % every == 0
         )
@@ -353,12 +340,10 @@ def train_epoch(
             step_schedulers(engine, "step", batch_idx + 1, plateau=True)
         if max_steps != -1 and ctx.global_step >= max_steps:
             engine.stopped_by, stop = "max_steps", True
-        elif (
-            deadline is not None
-            and agree(time.monotonic() >= deadline)
-            and can_stop(engine, epoch)  # min_epochs and min_steps win, as in Lightning
-        ):
-            engine.stopped_by, stop = "max_time", True
+        elif timed_out:
+            engine.time_up = True  # kept: once min_epochs and min_steps are met, it stops
+            if can_stop(engine, epoch):  # the minimums win, as in Lightning
+                engine.stopped_by, stop = "max_time", True
         elif stop_requested:
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
         # A consistent point: a checkpoint written now resumes at batch_idx + 1.
@@ -532,23 +517,62 @@ def warn_models_in_eval(engine: Engine) -> None:
         )
 
 
-def wrong_length(engine: Engine, batch_idx: int, last_idx: int) -> None:
-    """Warn (once a run) when the training loader's ``len()`` was not its number of batches:
-    it ran out early, or, having given ``len()`` batches, had more (read once, dropped)."""
+def epoch_ending(
+    engine: Engine,
+    plan: FitPlan,
+    stop: bool,
+    batch_idx: int,
+    before: int,
+    last_idx: int,
+    validate_epoch: bool,
+) -> tuple[bool, bool]:
+    """Whether the epoch that ran batches ``before + 1 .. batch_idx`` is complete, and whether
+    it validates as it ends; says (once a run) when the loader's ``len()`` was wrong."""
     train = engine.train_iter
     assert train is not None
-    if batch_idx < last_idx:
-        what = (
-            f"gave {batch_idx + 1} batches, fewer than its len() of {last_idx + 1}: the epoch "
-            f"ended when it ran out (validating then, when due at the epoch's end)"
+    # The batches ran out (an unsized loader's perhaps before its limit), or the run
+    # stopped at the epoch's last batch: the epoch is complete.
+    finished = not stop or batch_idx == last_idx
+    if stop and last_idx < 0 and batch_idx > before and engine.stopped_by == "max_steps":
+        # An unsized loader stopped by max_steps: complete if its batches ended there too
+        # (Lightning's prefetch knows; one more read tells).
+        finished = not train.overran()
+    elif batch_idx == last_idx >= 0 and train.overran() and not engine.warned_length:
+        said_wrong_length(engine, None)
+    short = not stop and batch_idx < last_idx  # a sized loader gave fewer than its len()
+    if short and train.length is not None and not engine.warned_length:
+        said_wrong_length(engine, batch_idx - before)
+    elif last_idx < 0 and batch_idx == before and not stop and not engine.warned_length:
+        ran_dry(engine, engine.ctx.epoch)
+    train.release()
+    # An epoch whose end the schedule cannot see validates as it ends: an unsized loader's
+    # (unless max_steps or max_time stopped it inside the epoch), or one that ran short.
+    validate_now = (
+        validate_epoch
+        and batch_idx >= 0
+        and (
+            (plan.every == math.inf and (finished or engine.stopped_by == "should_stop"))
+            or (short and plan.every == last_idx + 1)
         )
-    elif train.overran():
+    )
+    return finished, validate_now
+
+
+def said_wrong_length(engine: Engine, gave: int | None) -> None:
+    """Warn that the training loader's ``len()`` was not its number of batches: it ran out
+    after ``gave`` batches, or (``None``) it had more than ``len()`` (read once, dropped)."""
+    train = engine.train_iter
+    assert train is not None
+    if gave is not None:
         what = (
-            f"gave more batches than its len() of {last_idx + 1}: the epoch ended at "
-            f"{last_idx + 1}, as Lightning's does, and the rest were not trained on"
+            f"gave {gave} batches, fewer than its len() of {train.length}: the epoch ended "
+            f"when it ran out (validating then, when due at the epoch's end)"
         )
     else:
-        return
+        what = (
+            f"gave more batches than its len() of {train.length}: the epoch ended at "
+            f"{train.length}, as Lightning's does, and the rest were not trained on"
+        )
     engine.warned_length = True
     warnings.warn(
         LightkitWarning(
@@ -563,25 +587,24 @@ def wrong_length(engine: Engine, batch_idx: int, last_idx: int) -> None:
 
 
 def ran_dry(engine: Engine, epoch: int) -> None:
-    """An unsized training loader gave no batch in ``epoch``: most often an iterator or
-    generator that an earlier epoch used up (the data function runs once a fit)."""
+    """An unsized training loader gave no batch in ``epoch``: after the first, most often an
+    iterator or generator that an earlier epoch used up (the data function runs once a fit)."""
     engine.warned_length = True
+    why = (
+        "An iterator or generator is used up by the first epoch it serves (the data function "
+        "is called once a fit): return something that can be iterated again each epoch (a "
+        "DataLoader, a list, an object whose __iter__ starts over)."
+        if epoch > 0
+        else "Check what the data function returns: its batches ran out before the first."
+    )
     warnings.warn(
         LightkitWarning(
             f"{engine.describe_role('train_data', 'the training data')}'s loader gave no "
-            f"batches in epoch {epoch}, which trained nothing. An iterator or generator is used "
-            f"up by the first epoch it serves (the data function is called once a fit): return "
-            f"something that can be iterated again each epoch (a DataLoader, a list, an object "
-            f"whose __iter__ starts over).",
+            f"batches in epoch {epoch}, which trained nothing. {why}",
             code="empty-loader",
         ),
         stacklevel=user_stacklevel(),
     )
-
-
-def time_is_up(plan: FitPlan) -> bool:
-    """Whether ``max_time`` has passed (agreed by every rank: one small collective)."""
-    return plan.deadline is not None and plan.agree(time.monotonic() >= plan.deadline)
 
 
 def can_stop(engine: Engine, epochs_done: int) -> bool:

@@ -175,6 +175,20 @@ def test_a_validation_metric_in_a_fit_that_never_validates_says_so(flags, valida
     assert "Did you mean" not in message
 
 
+def test_a_misspelt_training_metric_keeps_its_near_name_when_nothing_validates():
+    es = lk.EarlyStopping(monitor="train/los")
+
+    def step(net, batch):
+        loss = mse_step(net, batch)
+        lk.log("train/loss", loss)
+        return loss
+
+    with pytest.raises(lk.ConfigError) as info:
+        trainer(callbacks=[es], limit_val_batches=0).fit(spec(step=step))
+    assert "Did you mean 'train/loss'?" in str(info.value)
+    assert "never validates" not in str(info.value)
+
+
 def test_missing_metric_is_skipped_when_not_strict():
     es = lk.EarlyStopping(monitor="val/acc", strict=False)
     result = trainer(max_epochs=3, callbacks=[es]).fit(spec())

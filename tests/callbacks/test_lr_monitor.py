@@ -225,3 +225,15 @@ def test_momentum_and_weight_decay_values_last_logged(tmp_path):
     assert monitor.last_momentum_values == {"lr-SGD-momentum": 0.8}
     assert monitor.last_weight_decay_values == {"lr-SGD-weight_decay": 0.01}
     assert monitor.lrs["lr-SGD"][-1] == 0.05
+
+
+def test_what_a_fit_logged_stays_readable_after_a_validate(tmp_path):
+    def optim(net):
+        return torch.optim.SGD(net.parameters(), lr=0.05)
+
+    monitor = lk.LearningRateMonitor()
+    t = trainer(tmp_path, logger=lk.CSVLogger(), callbacks=[monitor], max_epochs=1)
+    t.fit(spec(optim=optim))
+    logged = dict(monitor.lrs)
+    t.validate(spec(optim=optim))
+    assert monitor.lrs == logged and logged["lr-SGD"][-1] == 0.05

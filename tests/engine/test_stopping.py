@@ -116,6 +116,31 @@ def test_min_epochs_and_min_steps_outlast_max_time(monkeypatch, minimum, steps):
     assert (result.global_step, result.stopped_by) == (steps, "max_time")
 
 
+def test_time_that_runs_out_in_an_epochs_validation_stops_at_the_next_batch(monkeypatch):
+    # As Lightning's Timer (interval "step"): time is checked after training batches only,
+    # so the next epoch starts and runs one batch. 7 batches of 1 s, then validation (3
+    # batches of 5 s after the sanity check's two): 22 s at the end of epoch 0, past 10.
+    import lightkit.engine.loops as loops
+
+    clock = FakeClock()
+    monkeypatch.setattr(loops, "time", clock)
+    calls = []
+
+    def train(net, batch):
+        clock.now += 1.0
+        return ce(net, batch)
+
+    def validation(net, batch):
+        calls.append(1)
+        if len(calls) > 2:
+            clock.now += 5.0
+        lk.log("val/loss", ce(net, batch))
+
+    spec = lk.collect(registry(step=train, val=validation))
+    result = trainer(max_epochs=5, max_time=10, seed=0).fit(spec)
+    assert (result.global_step, result.stopped_by) == (8, "max_time")
+
+
 def test_max_time_accepts_lightning_forms():
     from datetime import timedelta
 

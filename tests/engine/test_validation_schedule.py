@@ -392,3 +392,34 @@ def test_a_generator_used_up_by_the_first_epoch_is_named_when_the_next_gets_noth
     assert result.global_step == 6
     said = [w for w in info if getattr(w.message, "code", None) == "empty-loader"]
     assert len(said) == 1  # once a run
+
+
+def test_an_unsized_epoch_that_ends_at_max_steps_still_validates_as_it_ends():
+    # One pass over a stream of 6 batches with max_steps=6: the stream ended there too, so
+    # its end validates, as Lightning's look-ahead knows (and as a sized loader does).
+    seen: list[tuple[int, int, int]] = []
+    result = trainer(max_steps=6, num_sanity_val_steps=0).fit(lk.collect(batches_registry(seen, 6)))
+    assert validations(seen) == [(0, 6)]
+    assert (result.global_step, result.epoch) == (6, 1)
+
+
+def test_an_unsized_loader_under_an_int_limit_that_runs_out_is_not_a_wrong_len():
+    seen: list[tuple[int, int, int]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lk.LightkitWarning)
+        result = trainer(max_epochs=2, limit_train_batches=10, num_sanity_val_steps=0).fit(
+            lk.collect(batches_registry(seen, 4))
+        )
+    assert result.global_step == 8
+
+
+def test_no_loader_worker_outlives_a_fit_stopped_inside_an_epoch():
+    import multiprocessing
+
+    from tests.engine.engine_helpers import X_TRAIN, Y_TRAIN
+
+    def data():
+        return DataLoader(TensorDataset(X_TRAIN, Y_TRAIN), batch_size=8, num_workers=2)
+
+    trainer(max_steps=3).fit(lk.collect(registry(train_data=data)))
+    assert multiprocessing.active_children() == []
