@@ -535,8 +535,9 @@ def epoch_ending(
     finished = not stop or batch_idx == last_idx
     if stop and last_idx < 0 and batch_idx > before and engine.stopped_by == "max_steps":
         # An unsized loader stopped by max_steps: complete if its batches ended there too
-        # (Lightning's prefetch knows; one more read tells).
-        finished = not train.overran()
+        # (Lightning's prefetch knows; one more read tells). Every rank must agree: one
+        # that validates alone would wait for the others in its collectives.
+        finished = not plan.agree(train.overran())
     elif batch_idx == last_idx >= 0 and train.overran() and not engine.warned_length:
         said_wrong_length(engine, None)
     short = not stop and batch_idx < last_idx  # a sized loader gave fewer than its len()
