@@ -64,7 +64,7 @@ class EpochIterator:
         self.loader = loader
         self.length = loader_length(loader)
         self.num_batches = resolve_limit(self.length, limit, flag)
-        #: The last full epoch's iterator over a sized loader, for :meth:`overran`.
+        #: The open full epoch's iterator, for :meth:`overran` (until :meth:`release`).
         self._batches: Iterator[Any] | None = None
 
     def __len__(self) -> int:
