@@ -13,7 +13,7 @@ import inspect
 import json
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,12 @@ from lightkit.engine.config import TrainerConfig
 from lightkit.engine.context import RunContext
 from lightkit.engine.epoch_iterator import EpochIterator
 from lightkit.engine.events import Events
-from lightkit.engine.optim import ManualOptimizer, SchedulerConfig, parse_optimizers
+from lightkit.engine.optim import (
+    ManualOptimizer,
+    SchedulerConfig,
+    check_scheduler_use,
+    parse_optimizers,
+)
 from lightkit.errors import (
     ConfigError,
     LightkitWarning,
@@ -170,14 +175,27 @@ class Engine:
         # gets none.
         values.update(optimizers=[], optimizer=None, schedulers=[], scheduler=None)
         if self.optimizers:
-            handed = self.optimizers
-            if self.manual and getattr(self.runtime.precision, "scaler", None) is not None:
-                handed = [ManualOptimizer(o, self.runtime) for o in self.optimizers]  # type: ignore[misc]
+            handed: list[Any] = list(self.optimizers)
+            if self.wraps_manual_optimizers:
+                handed = [
+                    ManualOptimizer(o, self.runtime, self._before_step_listeners)
+                    for o in self.optimizers
+                ]
             values["optimizers"] = list(handed)
             values["optimizer"] = handed[0]
             values["schedulers"] = [s.scheduler for s in self.schedulers]
             values["scheduler"] = self.schedulers[0].scheduler if self.schedulers else None
         return values
+
+    @property
+    def wraps_manual_optimizers(self) -> bool:
+        """A manual step gets :class:`ManualOptimizer` wrappers (16-mixed: each step goes
+        through the grad scaler, and the wrapper fires ``before_optimizer_step``)."""
+        return self.manual and getattr(self.runtime.precision, "scaler", None) is not None
+
+    def _before_step_listeners(self) -> Sequence[Callable[..., Any]]:
+        events = getattr(self, "events", None)
+        return getattr(events, "before_optimizer_step", ())
 
     def describe_role(self, role: str, fallback: str | None = None) -> str:
         """The function playing ``role`` as errors name it (``train() at x.py:12``), else
@@ -241,6 +259,7 @@ class Engine:
         step_plan = self.spec.plan("training_step")
         assert step_plan is not None
         self.manual = step_plan.manual or len(self.optimizers) > 1
+        check_scheduler_use(self.schedulers, self.manual, describe_function(plan.fn))
         if not self.manual and needs_closure(setup.optimizers[0]):
             name = type(setup.optimizers[0]).__name__
             raise ConfigError(

@@ -7,13 +7,15 @@ schedulers)``; a dict ``{"optimizer": ..., "lr_scheduler": scheduler | {"schedul
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import torch
 
-from lightkit.errors import ConfigError, sorted_list
+from lightkit.errors import ConfigError, LightkitWarning, StepError, sorted_list, user_stacklevel
 from lightkit.utils.validators import at_least, one_of
 
 _LR_KEYS = {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
@@ -73,13 +75,41 @@ def _scheduler(obj: Any, where: str) -> SchedulerConfig:
             f"{where} returned {cfg.scheduler!r} as a scheduler; it has no step() method.",
             code="bad-optimizer-config",
         )
-    if cfg.is_plateau and cfg.monitor is None:
-        raise ConfigError(
-            f"{where} returned ReduceLROnPlateau without a metric to watch. Return "
-            f'{{"optimizer": opt, "lr_scheduler": {{"scheduler": sched, "monitor": "val/loss"}}}}.',
-            code="plateau-needs-monitor",
-        )
     return cfg
+
+
+def check_scheduler_use(schedulers: list[SchedulerConfig], manual: bool, where: str) -> None:
+    """What the loop does with the schedulers: in automatic optimization it steps them, so a
+    ``ReduceLROnPlateau`` needs its ``monitor``; in manual optimization the step does, so
+    ``interval``, ``frequency`` and ``monitor`` do nothing (a warning, as Lightning's)."""
+    for cfg in schedulers:
+        if not manual and cfg.is_plateau and cfg.monitor is None:
+            raise ConfigError(
+                f"{where} returned ReduceLROnPlateau without a metric to watch. Return "
+                f'{{"optimizer": opt, "lr_scheduler": {{"scheduler": sched, "monitor": '
+                f'"val/loss"}}}}.',
+                code="plateau-needs-monitor",
+            )
+        ignored = [
+            key
+            for key, given in (
+                ("interval", cfg.interval != "epoch"),
+                ("frequency", cfg.frequency != 1),
+                ("monitor", cfg.monitor is not None),
+            )
+            if given
+        ]
+        if manual and ignored:
+            warnings.warn(
+                LightkitWarning(
+                    f"{where} returned a scheduler dict with {', '.join(map(repr, ignored))}, "
+                    f"which a manual-optimization fit ignores: the step steps its schedulers "
+                    f"itself (ask for `schedulers`, call sched.step() when it should; "
+                    f"sched.step(value) for ReduceLROnPlateau). Drop the keys to silence this.",
+                    code="scheduler-keys-ignored",
+                ),
+                stacklevel=user_stacklevel(),
+            )
 
 
 def _as_list(obj: Any) -> list[Any]:
@@ -148,21 +178,54 @@ class ManualOptimizer:
     """An optimizer handed to a manual-optimization step: ``step()`` goes through the
     precision plugin (unscale, skip on overflow); everything else is the optimizer's own."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, runtime: Any) -> None:
-        self.__dict__["_optimizer"] = optimizer
-        self.__dict__["_runtime"] = runtime
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        runtime: Any,
+        before_step: Callable[[], Sequence[Callable[..., Any]]] = tuple,
+    ) -> None:
+        state = self.__dict__
+        state["_optimizer"] = optimizer
+        state["_runtime"] = runtime
+        state["_before_step"] = before_step  # the before_optimizer_step listeners, when asked
+        state["_backwards_seen"] = 0  # runtime.backwards when this optimizer last stepped
+        step = inspect.signature(optimizer.step).parameters.get("closure")
+        state["_needs_closure"] = step is not None and step.default is inspect.Parameter.empty
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         return self.__dict__["_optimizer"]  # type: ignore[no-any-return]
 
     def step(self, closure: Any = None) -> Any:
+        state, optimizer, runtime = self.__dict__, self._optimizer, self._runtime
+        if state["_needs_closure"]:
+            raise ConfigError(
+                f"{type(optimizer).__name__}.step() evaluates the loss again through a "
+                f"closure, which the 16-mixed grad scaler cannot step (AMP and LBFGS do not "
+                f"mix, in Lightning either). Train it with precision='32-true' or "
+                f"'bf16-mixed'.",
+                code="optimizer-needs-closure",
+            )
         if closure is not None:
             with torch.enable_grad():
                 closure()
+        if runtime.backwards == state["_backwards_seen"]:
+            raise StepError(
+                f"{type(optimizer).__name__}.step() was called under 16-mixed with no "
+                f"ctx.backward(loss) since its last step. A loss.backward() of the step's own "
+                f"does not scale the loss, and the scaler would divide those gradients by its "
+                f"scale (65536 at first). Backpropagate with ctx.backward(loss).",
+                code="manual-backward-unscaled",
+            )
+        state["_backwards_seen"] = runtime.backwards
+        listeners = state["_before_step"]()
+        if listeners:  # a step the scaler skips (inf/NaN) fires the event too, as Lightning
+            runtime.unscale_gradients(optimizer)  # they see the true gradients
+            for call in listeners:
+                call(optimizer)
         # The scaler updates when the training step ends (or at the next backward), so that
         # several optimizers stepped in one training step share one update.
-        return self._runtime.optimizer_step(self._optimizer, update=False)
+        return runtime.optimizer_step(optimizer, update=False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_optimizer"], name)

@@ -109,10 +109,10 @@ def checked_manual_step(engine: Engine, step: Callable[..., Any], *args: Any) ->
         for handle in handles:
             handle.remove()
     loss = output.get("loss") if isinstance(output, dict) else output
-    # A grad scaler may skip a step the user did take (an overflow): no verdict then. Nor
-    # when gradients exist: the step backpropagated and accumulates (steps every k batches).
-    scaler = getattr(engine.runtime.precision, "scaler", None)
-    if stepped or scaler is not None or not (isinstance(loss, Tensor) and loss.requires_grad):
+    # A step the grad scaler skipped (an overflow) was still taken by the user's step. Nor is
+    # there a verdict when gradients exist: the step backpropagated and accumulates.
+    skipped = getattr(engine.runtime.precision, "step_pending", False)
+    if stepped or skipped or not (isinstance(loss, Tensor) and loss.requires_grad):
         return output
     if any(p.grad is not None for m in engine.models.values() for p in m.parameters()):
         return output

@@ -291,9 +291,11 @@ class Trainer:
                 cb.setup(engine.ctx, stage)
                 engine.callbacks_set_up.append(cb)
         engine.bind_steps(stage)
-        if stage == "fit" and engine.manual and engine.events.before_optimizer_step:
+        manual_hooks = stage == "fit" and engine.manual and not engine.wraps_manual_optimizers
+        if manual_hooks and engine.events.before_optimizer_step:
             # A manual step calls opt.step() itself: the event fires from torch's own step
-            # pre-hook, before each step (after the 16-mixed unscale), as in Lightning.
+            # pre-hook, before each step, as in Lightning (under 16-mixed the wrapper the
+            # step gets fires it, also for a step the scaler skips).
             callers = engine.events.before_optimizer_step
 
             def before_step(optimizer: Any, args: Any, kwargs: Any) -> None:

@@ -150,6 +150,11 @@ class MixedPrecision(Precision):
         self._due = True
         return self._ran
 
+    @property
+    def step_pending(self) -> bool:
+        """An optimizer step went through the scaler (taken or skipped) since its update."""
+        return self._due
+
     def _mark_ran(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._ran = True
 

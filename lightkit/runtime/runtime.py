@@ -64,6 +64,8 @@ class Runtime:
         self._transfer = self._make_transfer()
         self._launched = False
         self._ever_launched = False
+        #: Backward passes run through :meth:`backward` (a manual 16-mixed step checks it).
+        self.backwards = 0
         # The loops call these every step: skip the plugin layers that would only forward to
         # the plain PyTorch call (a few Python calls per step on a tiny model).
         precision_type = type(self.precision)
@@ -258,6 +260,7 @@ class Runtime:
             raise _bad_argument("backward(loss)", "a torch.Tensor", loss, " Pass the loss tensor.")
         if self._unscaled:  # new gradients: what was unscaled is history
             self._unscaled.clear()
+        self.backwards += 1
         if self._plain_backward:
             loss.backward(*args, **kwargs)
         else:

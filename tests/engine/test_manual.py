@@ -336,3 +336,91 @@ def test_manual_accumulation_returning_its_loss_is_fine():
 
     result = trainer(max_epochs=1).fit(lk.collect(registry(step=train, manual=True)))
     assert steps == [1, 3, 5] and result.global_step == 7
+
+
+def test_under_16_mixed_before_optimizer_step_fires_also_for_a_step_the_scaler_skips():
+    # As Lightning (its precision plugin calls the hook before scaler.step): every opt.step()
+    # the step calls, taken or skipped for an overflow, with true (unscaled) gradients.
+    seen: list[tuple[int, bool]] = []
+
+    def train(net, batch, optimizer, ctx):
+        optimizer.zero_grad()
+        scale = 1e38 if ctx.batch_idx in (1, 2) else 1.0  # inf in fp16: a skipped step
+        ctx.backward(ce(net, batch) * scale)
+        optimizer.step()
+
+    reg = registry(step=train, manual=True)
+
+    @reg.on("before_optimizer_step")
+    def hook(ctx, net):
+        seen.append((ctx.global_step, all(p.grad is not None for p in net.parameters())))
+
+    result = trainer(max_epochs=1, precision="16-mixed").fit(lk.collect(reg))
+    assert seen == [(i, True) for i in range(7)] and result.global_step == 7
+
+
+def test_under_16_mixed_a_manual_step_that_steps_nothing_is_still_an_error():
+    with pytest.raises(lk.StepError) as info:
+        trainer(max_epochs=1, precision="16-mixed").fit(lk.collect(registry(manual=True)))
+    assert info.value.code == "manual-step-stepped-nothing"
+
+
+def test_under_16_mixed_a_loss_backward_of_the_steps_own_is_named():
+    def train(net, batch, optimizer):
+        optimizer.zero_grad()
+        ce(net, batch).backward()  # not ctx.backward: the loss is not scaled
+        optimizer.step()
+
+    with pytest.raises(lk.StepError) as info:
+        trainer(max_epochs=1, precision="16-mixed").fit(
+            lk.collect(registry(step=train, manual=True))
+        )
+    assert info.value.code == "manual-backward-unscaled"
+    assert "Backpropagate with ctx.backward(loss)" in str(info.value)
+
+
+def test_under_16_mixed_lbfgs_is_refused_with_the_precisions_that_work():
+    def lbfgs(net):
+        return torch.optim.LBFGS(net.parameters(), lr=0.1)
+
+    def train(net, batch, optimizer, ctx):
+        def closure():
+            optimizer.zero_grad()
+            loss = ce(net, batch)
+            ctx.backward(loss)
+            return loss
+
+        optimizer.step(closure)
+
+    reg = registry(step=train, optim=lbfgs, manual=True)
+    with pytest.raises(lk.ConfigError, match="precision='32-true' or 'bf16-mixed'") as info:
+        trainer(max_epochs=1, precision="16-mixed").fit(lk.collect(reg))
+    assert info.value.code == "optimizer-needs-closure"
+
+
+def test_manual_schedulers_take_no_monitor_and_say_which_keys_do_nothing():
+    # The step steps its schedulers: a ReduceLROnPlateau needs no monitor (as Lightning), and
+    # a dict's interval/frequency/monitor are ignored, with a warning (as Lightning's).
+    def plateau(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        return [opt], [torch.optim.lr_scheduler.ReduceLROnPlateau(opt)]
+
+    def train(net, batch, optimizer, scheduler, ctx):
+        optimizer.zero_grad()
+        loss = ce(net, batch)
+        ctx.backward(loss)
+        optimizer.step()
+        scheduler.step(loss.item())
+
+    trainer(max_epochs=1).fit(lk.collect(registry(step=train, optim=plateau, manual=True)))
+
+    def keyed(net):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "train/loss"}}
+
+    with pytest.warns(
+        lk.LightkitWarning, match="'monitor', which a manual-optimization fit ignores"
+    ) as info:
+        trainer(max_epochs=1).fit(lk.collect(registry(step=train, optim=keyed, manual=True)))
+    assert "scheduler-keys-ignored" in [getattr(w.message, "code", None) for w in info]
