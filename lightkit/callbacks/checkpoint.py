@@ -67,7 +67,8 @@ class _FixedName:
         return self.value
 
     def __set__(self, obj: Any, value: Any) -> None:
-        raise _fixed_names_error(type(obj).__name__, [f"{self.name} = {value!r}"])
+        if value != self.value:  # the same value again changes nothing
+            raise _fixed_names_error(type(obj).__name__, [f"{self.name} = {value!r}"])
 
 
 def _check_fixed_names(cls: type) -> None:

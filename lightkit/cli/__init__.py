@@ -306,7 +306,8 @@ def _message(exc: BaseException) -> tuple[int, str, bool]:
         return 2, f"{exc}{code}", False
     if isinstance(exc, LightkitError):
         return 1, f"{exc} [{exc.code}]", False
-    return 1, f"{type(exc).__name__}: {exc}{_user_frame(exc)}", True
+    notes = "".join(f"\n{note}" for note in getattr(exc, "__notes__", ()))  # compile's, say
+    return 1, f"{type(exc).__name__}: {exc}{_user_frame(exc)}{notes}", True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

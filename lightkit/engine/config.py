@@ -74,7 +74,7 @@ def _imported(value: Any, key: str) -> Any:
         return import_function(ref)
     except SpecError:
         if ref.startswith("<"):
-            why = "it is not a function defined with `def` (a bound method, a partial)"
+            why = "it is not a function defined with `def` (a bound method, a partial, a callable object)"
         elif ref.startswith("__main__"):
             why = "it was defined in a script run directly or in a notebook, another process"
         elif "<locals>" in ref or "<lambda>" in ref:
@@ -472,10 +472,14 @@ class TrainerConfig(BaseModel):
     @field_serializer(
         "strategy", "precision", "logger", "callbacks", "compile", "max_time", "devices"
     )
-    def _plain(self, value: Any) -> Any:
+    def _plain(self, value: Any, info: Any) -> Any:
         """Objects as ``{"class_path": ..., "init_args": {...}}``, which validation builds back;
-        one whose class or arguments cannot be written as data as its ``repr``."""
+        one whose class or arguments cannot be written as data as its ``repr``. A callable
+        among the compile options as ``{"function": path}`` (a partial or a callable object
+        as a path that loading refuses, naming it)."""
         from lightkit.utils.config_file import object_ref
+
+        options = info.field_name == "compile"
 
         def plain(v: Any) -> Any:
             if v is None or isinstance(v, (bool, int, float, str)):
@@ -484,7 +488,7 @@ class TrainerConfig(BaseModel):
                 return [plain(x) for x in v]
             if isinstance(v, dict):
                 return {str(k): plain(x) for k, x in v.items()}
-            if inspect.isroutine(v):  # compile={"backend": fn}: the function, not its class
+            if inspect.isroutine(v) or (options and callable(v) and not isinstance(v, type)):
                 from lightkit.spec.spec import function_ref
 
                 return {"function": function_ref(v)}

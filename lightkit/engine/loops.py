@@ -533,21 +533,22 @@ def epoch_ending(
     # The batches ran out (an unsized loader's perhaps before its limit), or the run
     # stopped at the epoch's last batch: the epoch is complete.
     finished = not stop or batch_idx == last_idx
-    if stop and last_idx < 0 and batch_idx > before and engine.stopped_by == "max_steps":
-        # An unsized loader stopped by max_steps: complete if its batches ended there too
-        # (Lightning's prefetch knows; one more read tells). Every rank must agree: one
-        # that validates alone would wait for the others in its collectives.
+    if stop and last_idx < 0 and batch_idx > before:
+        # An unsized loader stopped (max_steps, max_time, should_stop): complete if its
+        # batches ended there too (Lightning's prefetch knows; one more read tells). Every
+        # rank must agree: one that validates alone would wait for the others.
         finished = not plan.agree(train.overran())
     elif batch_idx == last_idx >= 0 and train.overran() and not engine.warned_length:
         said_wrong_length(engine, None)
     short = not stop and batch_idx < last_idx  # a sized loader gave fewer than its len()
     if short and train.length is not None and not engine.warned_length:
         said_wrong_length(engine, batch_idx - before)
-    elif last_idx < 0 and batch_idx == before and not stop and not engine.warned_length:
-        ran_dry(engine, engine.ctx.epoch)
+    elif last_idx < 0 and batch_idx == before == -1 and not stop and not engine.warned_length:
+        ran_dry(engine, engine.ctx.epoch)  # not a resumed epoch, whose batches were all read
     train.release()
     # An epoch whose end the schedule cannot see validates as it ends: an unsized loader's
     # (unless max_steps or max_time stopped it inside the epoch), or one that ran short.
+    # (A sized one that ran short: Lightning waits for its last batch, and never validates.)
     validate_now = (
         validate_epoch
         and batch_idx >= 0

@@ -176,7 +176,8 @@ def monitored(engine: Engine, cfg: SchedulerConfig) -> float | None:
             )
         raise ConfigError(
             f"{where}the lr_scheduler's ReduceLROnPlateau monitors {cfg.monitor!r}, which was "
-            f"never logged. Logged metrics: {sorted_list(metrics)}.{engine.without_validation()} "
+            f"never logged. Logged metrics: {sorted_list(metrics)}."
+            f"{engine.monitor_hint(cfg.monitor or '', metrics)} "
             f"Log it with lk.log({cfg.monitor!r}, value), or change its 'monitor'.{skipped}",
             code="monitor-not-logged",
         )

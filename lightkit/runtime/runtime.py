@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightkit.errors import CheckpointError, ConfigError
+from lightkit.errors import CheckpointError, ConfigError, DistributedError
 from lightkit.precision.base import Precision, unwrap_optimizer
 from lightkit.strategies.base import Strategy
 from lightkit.utils.apply import apply_to_tensors
@@ -133,10 +133,21 @@ class Runtime:
     def _joined(self) -> None:
         """Launch on first use, as :meth:`setup` does: a collective or a loader split before
         the group exists would quietly act as one process (every rank reading all the data).
-        After :meth:`teardown` the group is gone on purpose, and nothing joins it again. One
-        process needs no group for these (nor a group of one left behind)."""
-        if not self._ever_launched and self.world_size > 1:
+        After :meth:`teardown` the group is gone on purpose: nothing joins it again, and a
+        use refuses to act alone. One process needs no group for these (nor a group of one
+        left behind)."""
+        if self.world_size == 1 or self._launched:
+            return
+        if not self._ever_launched:
             self.launch()
+            return
+        raise DistributedError(
+            f"this Runtime's process group was left with teardown(), so this process cannot "
+            f"reach the other {self.world_size - 1} (a collective, a loader split or a save "
+            f"would act as one process). Call it before teardown(), or join again with "
+            f"rt.launch().",
+            code="not-launched",
+        )
 
     # -- objects ----------------------------------------------------------------------------
     def setup(self, module: nn.Module) -> nn.Module:

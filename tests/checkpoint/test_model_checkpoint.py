@@ -288,3 +288,4 @@ def test_lightnings_name_attributes_are_there_and_a_change_is_refused(tmp_path):
         cb.CHECKPOINT_NAME_LAST = "{epoch}-last"
     assert info.value.code == "fixed-checkpoint-names"
     assert cb.CHECKPOINT_NAME_LAST == "last"
+    cb.CHECKPOINT_NAME_LAST = "last"  # the same value: nothing changes, nothing to refuse

@@ -74,6 +74,7 @@ def test_before_launch_the_loader_is_split_and_collectives_reach_every_rank(tmp_
             in r["own_path"]["msg"]
         )
         assert r["loaded"] == [1.0]
+        assert r["after_teardown"] == "not-launched"
     assert not list(tmp_path.glob("own-*")) and not list(tmp_path.glob(".own-*"))
 
 

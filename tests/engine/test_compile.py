@@ -125,3 +125,21 @@ def test_a_function_among_the_compile_options_survives_the_config_json():
     earlier = text.replace(f'{{"function":"{path}"}}', '{"class_path":"builtins:function"}')
     with pytest.raises(lk.ConfigError, match="an earlier lightkit wrote as its class only"):
         lk.TrainerConfig.model_validate_json(earlier)
+
+
+def test_a_partial_among_the_compile_options_is_refused_when_read_back():
+    import functools
+
+    config = lk.TrainerConfig(compile={"backend": functools.partial(passthrough_backend)})
+    with pytest.raises(lk.ConfigError, match="a bound method, a partial, a callable object"):
+        lk.TrainerConfig.model_validate_json(config.model_dump_json())
+
+
+def test_the_command_line_shows_the_note_that_names_the_flag():
+    from lightkit.cli import _message
+
+    error = RuntimeError("backend broke")
+    error.add_note("lightkit: this error came from torch.compile")
+    code, text, _ = _message(error)
+    assert code == 1 and text.startswith("RuntimeError: backend broke")
+    assert text.endswith("\nlightkit: this error came from torch.compile")

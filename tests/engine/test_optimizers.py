@@ -234,6 +234,23 @@ def test_a_monitor_missing_because_validation_skipped_the_epoch_suggests_frequen
     )
 
 
+def test_plateau_monitoring_a_misspelt_training_metric_gets_its_near_name():
+    def step(net, batch):
+        loss = ce(net, batch)
+        lk.log("train/loss", loss)
+        return loss
+
+    def optim(net):
+        opt = sgd(net)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "train/los"}}
+
+    with pytest.raises(lk.ConfigError) as info:
+        trainer(max_epochs=1).fit(lk.collect(registry(step=step, optim=optim)))
+    assert "Did you mean 'train/loss'?" in str(info.value)
+    assert "never validates" not in str(info.value)
+
+
 def test_plateau_without_monitor():
     def optim(net):
         opt = sgd(net)

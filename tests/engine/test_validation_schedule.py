@@ -423,3 +423,19 @@ def test_no_loader_worker_outlives_a_fit_stopped_inside_an_epoch():
 
     trainer(max_steps=3).fit(lk.collect(registry(train_data=data)))
     assert multiprocessing.active_children() == []
+
+
+def test_an_unsized_epoch_whose_last_batch_asks_to_stop_is_a_complete_epoch():
+    # should_stop on the stream's last batch: the stream ended too, so the epoch counts as
+    # complete (as Lightning's look-ahead knows), validates once, and a resume starts after it.
+    seen: list[tuple[int, int, int]] = []
+    reg = batches_registry(seen, 4)
+
+    @reg.on("train_batch_end")
+    def stop_at_the_end(ctx, batch_idx):
+        if batch_idx == 3:
+            ctx.should_stop = True
+
+    result = trainer(max_epochs=3, num_sanity_val_steps=0).fit(lk.collect(reg))
+    assert (result.epoch, result.global_step, result.stopped_by) == (1, 4, "should_stop")
+    assert validations(seen) == [(0, 4)]

@@ -36,6 +36,10 @@ def main() -> None:
     rt.save({"x": torch.ones(1)}, "shared.ckpt")
     result["loaded"] = rt.load("shared.ckpt")["x"].tolist()
     rt.teardown()
+    try:  # the group is gone: acting alone would be a silent one-process answer
+        rt.all_reduce(torch.ones(1), op="sum")
+    except lk.DistributedError as exc:
+        result["after_teardown"] = exc.code
     Path(f"result-{result['rank']}.json").write_text(json.dumps(result))
 
 
