@@ -30,18 +30,29 @@ def eval_mode(engine: Engine) -> Any:
     return torch.inference_mode if engine.config.inference_mode and allowed else torch.no_grad
 
 
+def length_mismatch(engine: Engine, role: str, what: str) -> None:
+    """The ``loader-length-mismatch`` warning: the loader of ``role`` ``what``."""
+    warnings.warn(
+        LightkitWarning(
+            f"{engine.describe_role(role, role)}'s loader {what}. The schedule counts on "
+            f"len(), as Lightning's does (when validation runs, where the last accumulation "
+            f"window ends, where an evaluation stops). Make the dataset's __len__ match what "
+            f"it yields (an IterableDataset split across workers yields its own items in "
+            f"each), or give it no __len__.",
+            code="loader-length-mismatch",
+        ),
+        stacklevel=user_stacklevel(),
+    )
+
+
 def check_length(engine: Engine, loader: EpochIterator, role: str) -> None:
     """Warn when a sized loader had batches beyond its ``len()``, which the run dropped."""
     if loader.overran():
-        warnings.warn(
-            LightkitWarning(
-                f"{engine.describe_role(role, role)}'s loader gave more batches than its len() "
-                f"of {loader.num_batches}: the run stopped there, as Lightning's does, and the "
-                f"rest were not evaluated. Make the dataset's __len__ match what it yields, or "
-                f"give it no __len__.",
-                code="loader-length-mismatch",
-            ),
-            stacklevel=user_stacklevel(),
+        length_mismatch(
+            engine,
+            role,
+            f"gave more batches than its len() of {loader.num_batches}: the run stopped "
+            f"there, as Lightning's does, and the rest were not evaluated",
         )
 
 

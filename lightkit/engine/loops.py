@@ -64,7 +64,7 @@ import torch
 from lightkit.callbacks.checkpoint import ModelCheckpoint
 from lightkit.checkpoint.resume import begin_epoch, resume_before_epoch
 from lightkit.engine.engine import Engine
-from lightkit.engine.evaluation import evaluate
+from lightkit.engine.evaluation import evaluate, length_mismatch
 from lightkit.engine.fit_plan import FitPlan, fit_plan
 from lightkit.engine.stepping import (
     backward_failed,
@@ -576,16 +576,7 @@ def said_wrong_length(engine: Engine, gave: int | None) -> None:
             f"{train.length}, as Lightning's does, and the rest were not trained on"
         )
     engine.warned_length = True
-    warnings.warn(
-        LightkitWarning(
-            f"{engine.describe_role('train_data', 'the training data')}'s loader {what}. The "
-            f"schedule (validation, the last accumulation window, max_epochs) counts on "
-            f"len(). Make the dataset's __len__ match what it yields (an IterableDataset "
-            f"split across workers yields its own items in each), or give it no __len__.",
-            code="loader-length-mismatch",
-        ),
-        stacklevel=user_stacklevel(),
-    )
+    length_mismatch(engine, "train_data", what)
 
 
 def ran_dry(engine: Engine, epoch: int) -> None:
