@@ -150,7 +150,7 @@ class Engine:
         self.config_json: str | None = None
         self.restored_from: Path | None = None
         self.previous_best: Path | None = None
-        #: Evaluating after this trainer's fit wrote no checkpoint (checkpointing off).
+        #: Evaluating after this trainer's fit, which wrote no checkpoint.
         self.previous_fit_unsaved = False
         self.preemption: Any = None
         #: Model states to start from instead of the fresh ones (the trainer's last fit).
@@ -508,8 +508,7 @@ class Engine:
     def monitor_hint(self, monitor: str, logged: Iterable[str]) -> str:
         """For a monitor's "never logged" message: why a validation metric never comes (this
         fit never validates), or else the logged name it was likely meant to be."""
-        head = monitor.split("/", 1)[0].lower()
-        if head.startswith("val") or head.startswith("valid"):
+        if monitor.lower().startswith("val"):  # val/loss, val_acc, valid/...
             why = self.without_validation()
             if why:
                 return why
@@ -662,8 +661,7 @@ def sequential(loader: Any) -> Any:
     batches = loader.batch_sampler
     custom = batches is not None and type(batches) is not BatchSampler
     # With batch_sampler=BatchSampler(RandomSampler(...)), loader.sampler is a stand-in.
-    order = getattr(batches, "sampler", None) if batches is not None and not custom else None
-    order = order if order is not None else loader.sampler
+    order = loader.sampler if custom else getattr(batches, "sampler", loader.sampler)
     if not custom and isinstance(order, SequentialSampler):
         return loader
     if not custom:
