@@ -31,6 +31,7 @@ from lightkit.engine.optim import (
     ManualOptimizer,
     SchedulerConfig,
     check_scheduler_use,
+    needs_closure,
     parse_optimizers,
 )
 from lightkit.errors import (
@@ -613,18 +614,6 @@ def write_run_files(
             LightkitWarning(f"config.toml not written: {exc}", code="run-file-not-written"),
             stacklevel=user_stacklevel(),
         )
-
-
-def needs_closure(optimizer: Any) -> bool:
-    """Whether ``optimizer.step`` requires a closure (``torch.optim.LBFGS``)."""
-    import inspect
-
-    try:
-        params = inspect.signature(optimizer.step).parameters
-    except (TypeError, ValueError):
-        return False
-    closure = params.get("closure")
-    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def is_loader(obj: Any) -> bool:

@@ -112,6 +112,16 @@ def check_scheduler_use(schedulers: list[SchedulerConfig], manual: bool, where: 
             )
 
 
+def needs_closure(optimizer: Any) -> bool:
+    """Whether ``optimizer.step`` requires a closure (``torch.optim.LBFGS``)."""
+    try:
+        params = inspect.signature(optimizer.step).parameters
+    except (TypeError, ValueError):
+        return False
+    closure = params.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
+
+
 def _as_list(obj: Any) -> list[Any]:
     return list(obj) if isinstance(obj, (list, tuple)) else [obj]
 
@@ -189,8 +199,7 @@ class ManualOptimizer:
         state["_runtime"] = runtime
         state["_before_step"] = before_step  # the before_optimizer_step listeners, when asked
         state["_backwards_seen"] = 0  # runtime.backwards when this optimizer last stepped
-        step = inspect.signature(optimizer.step).parameters.get("closure")
-        state["_needs_closure"] = step is not None and step.default is inspect.Parameter.empty
+        state["_needs_closure"] = needs_closure(optimizer)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
