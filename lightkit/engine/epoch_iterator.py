@@ -64,8 +64,10 @@ class EpochIterator:
         self.loader = loader
         self.length = loader_length(loader)
         self.num_batches = resolve_limit(self.length, limit, flag)
-        #: The open full epoch's iterator, for :meth:`overran` (until :meth:`release`).
+        #: The open full epoch's iterator, for :meth:`overran` (until :meth:`release`), and
+        #: what its one more read found.
         self._batches: Iterator[Any] | None = None
+        self._more = False
 
     def __len__(self) -> int:
         return self.num_batches if self.num_batches is not None else 0
@@ -84,7 +86,7 @@ class EpochIterator:
         as it did the first time), then ``on_skipped()`` runs, before the first batch is read.
         """
         set_epoch(self.loader, epoch)
-        self._batches = None
+        self._batches, self._more = None, False
         if self.num_batches == 0:
             return iter(())
         stop = self.num_batches  # None: until the loader ends (its length is unknown)
@@ -107,10 +109,12 @@ class EpochIterator:
     def overran(self) -> bool:
         """After a full epoch's batches: whether the loader had more (a sized loader's beyond
         its ``len()``, which the epoch dropped; an unsized one's after a stop). Reads the next
-        batch once, as the end of a ``for`` loop over the loader would; ``False`` when no
-        full epoch is open."""
-        batches, self._batches = self._batches, None
-        return batches is not None and next(batches, _END) is not _END
+        batch once, as the end of a ``for`` loop over the loader would (asked again, the same
+        answer); ``False`` when no full epoch is open."""
+        if self._batches is not None:
+            batches, self._batches = self._batches, None
+            self._more = next(batches, _END) is not _END
+        return self._more
 
     def release(self) -> None:
         """Drop the epoch's iterator (and with it a ``DataLoader``'s worker processes)."""

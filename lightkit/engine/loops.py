@@ -347,8 +347,11 @@ def train_epoch(
         elif stop_requested:
             engine.stopped_by, stop = engine.stopped_by or "should_stop", True
         # A consistent point: a checkpoint written now resumes at batch_idx + 1.
+        leaving = stop and batch_idx != last_idx
+        if leaving and last_idx < 0:  # an unsized stream that ended here too leaves no epoch
+            leaving = plan.agree(engine.train_iter.overran())  # type: ignore[union-attr]
         for cb in checkpointers:
-            cb.batch_done(engine, stop and batch_idx != last_idx)
+            cb.batch_done(engine, leaving)
         if preemption is not None and preemption.due(engine.batches_seen):
             preemption.stop((epoch, batch_idx + 1))  # saves last.ckpt, raises Preempted
         if stop and batch_idx != last_idx:

@@ -439,3 +439,42 @@ def test_an_unsized_epoch_whose_last_batch_asks_to_stop_is_a_complete_epoch():
     result = trainer(max_epochs=3, num_sanity_val_steps=0).fit(lk.collect(reg))
     assert (result.epoch, result.global_step, result.stopped_by) == (1, 4, "should_stop")
     assert validations(seen) == [(0, 4)]
+
+
+@pytest.mark.parametrize("stop", ["should_stop", "max_steps"])
+def test_a_stream_stopped_on_its_last_batch_saves_a_finished_epoch_and_resumes_after_it(
+    tmp_path, stop
+):
+    # The checkpoint written at the stop records the epoch as done, so a resume starts the
+    # next epoch: no second validation of the first, and the weights of a run that never
+    # stopped.
+    import torch as _torch
+
+    def spec(seen):
+        reg = batches_registry(seen, 4)
+        if stop == "should_stop":
+
+            @reg.on("train_batch_end")
+            def stop_at_the_end(ctx, batch_idx):
+                if ctx.epoch == 0 and batch_idx == 3:
+                    ctx.should_stop = True
+
+        return lk.collect(reg)
+
+    flags = dict(num_sanity_val_steps=0, seed=0, enable_checkpointing=True)
+    whole_seen: list[tuple[int, int, int]] = []
+    whole = trainer(max_epochs=3, default_root_dir=tmp_path / "whole", **flags).fit(
+        lk.collect(batches_registry(whole_seen, 4))
+    )
+    seen: list[tuple[int, int, int]] = []
+    first = trainer(
+        max_epochs=3, default_root_dir=tmp_path / "parts", **flags,
+        **({"max_steps": 4} if stop == "max_steps" else {}),
+    ).fit(spec(seen))  # fmt: skip
+    loop = _torch.load(first.last_checkpoint, weights_only=True)["loop"]
+    assert (loop["epochs_done"], loop["batches_done"]) == (1, 0)
+    resumed = trainer(max_epochs=3, default_root_dir=tmp_path / "parts", **flags).fit(
+        spec(seen), ckpt_path="last"
+    )
+    assert validations(seen) == validations(whole_seen) == [(0, 4), (1, 8), (2, 12)]
+    assert_same_weights(whole.models["net"], resumed.models["net"])
