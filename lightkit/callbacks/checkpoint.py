@@ -57,11 +57,8 @@ class _FixedName:
     """A name attribute of Lightning's ``ModelCheckpoint`` that reads as Lightning's value and
     refuses an assignment on an instance (a class or subclass one is refused at ``fit``)."""
 
-    def __init__(self, value: str) -> None:
-        self.value = value
-
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+        self.name, self.value = name, _FIXED_NAMES[name]
 
     def __get__(self, obj: Any, owner: type | None = None) -> str:
         return self.value
@@ -144,10 +141,10 @@ class ModelCheckpoint(Callback):
     #: Lightning's class attributes for file names, for code that reads them. lightkit's
     #: names are fixed (the newest file is always ``last.ckpt``, which ``ckpt_path="last"``
     #: finds): a run refuses a subclass or an assignment that changes them.
-    CHECKPOINT_NAME_LAST: ClassVar[str] = _FixedName("last")  # type: ignore[assignment]
-    FILE_EXTENSION: ClassVar[str] = _FixedName(".ckpt")  # type: ignore[assignment]
-    CHECKPOINT_JOIN_CHAR: ClassVar[str] = _FixedName("-")  # type: ignore[assignment]
-    CHECKPOINT_EQUALS_CHAR: ClassVar[str] = _FixedName("=")  # type: ignore[assignment]
+    CHECKPOINT_NAME_LAST: ClassVar[str] = _FixedName()  # type: ignore[assignment]
+    FILE_EXTENSION: ClassVar[str] = _FixedName()  # type: ignore[assignment]
+    CHECKPOINT_JOIN_CHAR: ClassVar[str] = _FixedName()  # type: ignore[assignment]
+    CHECKPOINT_EQUALS_CHAR: ClassVar[str] = _FixedName()  # type: ignore[assignment]
 
     dirpath: str | Path | None = attrs.field(default=None, converter=_absolute)
     filename: str | None = None
